@@ -1,0 +1,63 @@
+//! graft-data: reading labelled data, the label vocabulary, and tokenization into padded batches.
+//!
+//! Nothing here knows about models or training: [`text`] reads CSV/JSONL/plain-text files into
+//! examples, [`labels`] fixes the class order and checks labels against it, [`tokenize`] turns
+//! texts into id tensors with the model's `tokenizer.json`.
+
+pub mod labels;
+pub mod split;
+pub mod text;
+pub mod tokenize;
+
+use std::path::PathBuf;
+
+pub use labels::LabelSet;
+pub use split::train_valid_split;
+pub use text::{DataFormat, TextExample, read_texts};
+pub use tokenize::{TextTokenizer, TokenBatch};
+
+/// Everything that can go wrong reading data; each message names the file and, where there is
+/// one, the line, column or label.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: file not found", path.display())]
+    NotFound { path: PathBuf },
+    #[error("{}:{line}: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{}: no column `{column}` (found: {})", path.display(), found.join(", "))]
+    MissingColumn {
+        path: PathBuf,
+        column: String,
+        found: Vec<String>,
+    },
+    #[error("{}: the file has no examples", path.display())]
+    Empty { path: PathBuf },
+    #[error("{}:{line}: label `{label}` is not one of the training labels ({})", path.display(), known.join(", "))]
+    UnknownLabel {
+        path: PathBuf,
+        line: usize,
+        label: String,
+        known: Vec<String>,
+    },
+    #[error("class `{label}` has no examples in {}", path.display())]
+    EmptyClass { path: PathBuf, label: String },
+    #[error("{}: {message}", path.display())]
+    Labels { path: PathBuf, message: String },
+    #[error("{}: cannot load tokenizer: {message}", path.display())]
+    Tokenizer { path: PathBuf, message: String },
+    #[error(
+        "tokenizer produced id {id}, outside the model's vocabulary of {vocab_size}: tokenizer.json and the weights do not match"
+    )]
+    TokenOutOfVocab { id: u32, vocab_size: usize },
+    #[error("{0}")]
+    Invalid(String),
+}

@@ -1,0 +1,255 @@
+//! Reading texts (and their labels) from CSV, JSONL, or plain text with one text per line.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use crate::DataError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataFormat {
+    Csv,
+    Jsonl,
+    /// One text per line, no labels.
+    Lines,
+}
+
+impl DataFormat {
+    /// Picks the format from the file extension: `.csv`, `.jsonl`/`.ndjson`, anything else is lines.
+    pub fn from_extension(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("csv") => Self::Csv,
+            Some("jsonl") | Some("ndjson") => Self::Jsonl,
+            _ => Self::Lines,
+        }
+    }
+}
+
+impl FromStr for DataFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "csv" => Ok(Self::Csv),
+            "jsonl" => Ok(Self::Jsonl),
+            "lines" | "txt" => Ok(Self::Lines),
+            other => Err(format!(
+                "unknown format \"{other}\" (expected csv, jsonl or lines)"
+            )),
+        }
+    }
+}
+
+/// One example: the text, its label when a label column was asked for, and the line it came from
+/// (1-based, counting the CSV header), for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextExample {
+    pub text: String,
+    pub label: Option<String>,
+    pub line: usize,
+}
+
+/// Reads every example of `path`. `label_column` is required to exist when given. An empty file
+/// is an error.
+pub fn read_texts(
+    path: &Path,
+    format: DataFormat,
+    text_column: &str,
+    label_column: Option<&str>,
+) -> Result<Vec<TextExample>, DataError> {
+    if !path.is_file() {
+        return Err(DataError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let examples = match format {
+        DataFormat::Csv => read_csv(path, text_column, label_column)?,
+        DataFormat::Jsonl => read_jsonl(path, text_column, label_column)?,
+        DataFormat::Lines => read_lines(path)?,
+    };
+    if examples.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(examples)
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_csv(
+    path: &Path,
+    text_column: &str,
+    label_column: Option<&str>,
+) -> Result<Vec<TextExample>, DataError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_path(path)
+        .map_err(|e| csv_error(path, e))?;
+    let headers = reader.headers().map_err(|e| csv_error(path, e))?.clone();
+    let found: Vec<String> = headers.iter().map(str::to_string).collect();
+    let column_index = |column: &str| {
+        headers
+            .iter()
+            .position(|h| h == column)
+            .ok_or_else(|| DataError::MissingColumn {
+                path: path.to_path_buf(),
+                column: column.to_string(),
+                found: found.clone(),
+            })
+    };
+    let text_index = column_index(text_column)?;
+    let label_index = label_column.map(column_index).transpose()?;
+    let mut examples = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_error(path, e))?;
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let field = |i: usize| record.get(i).unwrap_or_default().to_string();
+        examples.push(TextExample {
+            text: field(text_index),
+            label: label_index.map(field),
+            line,
+        });
+    }
+    Ok(examples)
+}
+
+fn csv_error(path: &Path, error: csv::Error) -> DataError {
+    let line = error.position().map_or(0, |p| p.line() as usize);
+    match error.into_kind() {
+        csv::ErrorKind::Io(source) => DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        kind => DataError::Parse {
+            path: path.to_path_buf(),
+            line,
+            message: format!("invalid CSV: {kind:?}"),
+        },
+    }
+}
+
+fn read_jsonl(
+    path: &Path,
+    text_column: &str,
+    label_column: Option<&str>,
+) -> Result<Vec<TextExample>, DataError> {
+    let content = std::fs::read_to_string(path).map_err(io_error(path))?;
+    let mut examples = Vec::new();
+    for (index, raw) in content.lines().enumerate() {
+        let line = index + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let parse_error = |message: String| DataError::Parse {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
+        let value: Value =
+            serde_json::from_str(raw).map_err(|e| parse_error(format!("invalid JSON: {e}")))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| parse_error("expected a JSON object".into()))?;
+        let field = |column: &str| -> Result<String, DataError> {
+            match object.get(column) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(Value::Number(n)) => Ok(n.to_string()),
+                Some(Value::Bool(b)) => Ok(b.to_string()),
+                Some(other) => Err(parse_error(format!(
+                    "field `{column}` must be a string or number, found {other}"
+                ))),
+                None => Err(DataError::MissingColumn {
+                    path: PathBuf::from(format!("{}:{line}", path.display())),
+                    column: column.to_string(),
+                    found: object.keys().cloned().collect(),
+                }),
+            }
+        };
+        examples.push(TextExample {
+            text: field(text_column)?,
+            label: label_column.map(field).transpose()?,
+            line,
+        });
+    }
+    Ok(examples)
+}
+
+fn read_lines(path: &Path) -> Result<Vec<TextExample>, DataError> {
+    let content = std::fs::read_to_string(path).map_err(io_error(path))?;
+    Ok(content
+        .lines()
+        .enumerate()
+        .filter(|(_, text)| !text.trim().is_empty())
+        .map(|(index, text)| TextExample {
+            text: text.to_string(),
+            label: None,
+            line: index + 1,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, content: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn reads_csv_with_quotes_and_line_numbers() {
+        let (_d, path) = write(
+            "a.csv",
+            "id,review,score\n1,\"Good, \"\"very\"\" good\",great\n2,bad,other\n",
+        );
+        let examples = read_texts(&path, DataFormat::Csv, "review", Some("score")).unwrap();
+        assert_eq!(examples.len(), 2);
+        assert_eq!(examples[0].text, "Good, \"very\" good");
+        assert_eq!(examples[0].label.as_deref(), Some("great"));
+        assert_eq!(examples[1].line, 3);
+    }
+
+    #[test]
+    fn missing_csv_column_names_file_and_columns() {
+        let (_d, path) = write("a.csv", "text,label\nx,y\n");
+        let error = read_texts(&path, DataFormat::Csv, "review", Some("label")).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("a.csv")
+                && message.contains("`review`")
+                && message.contains("text, label"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn empty_file_is_an_error() {
+        let (_d, path) = write("a.csv", "review,score\n");
+        let error = read_texts(&path, DataFormat::Csv, "review", Some("score")).unwrap_err();
+        assert!(matches!(error, DataError::Empty { .. }), "{error}");
+    }
+
+    #[test]
+    fn reads_jsonl_and_reports_bad_lines() {
+        let (_d, path) = write(
+            "a.jsonl",
+            "{\"t\":\"hi\",\"y\":1}\n\n{\"t\":\"yo\",\"y\":\"b\"}\n",
+        );
+        let examples = read_texts(&path, DataFormat::Jsonl, "t", Some("y")).unwrap();
+        assert_eq!(examples[0].label.as_deref(), Some("1"));
+        assert_eq!(examples[1].line, 3);
+        let (_d, path) = write("b.jsonl", "{\"t\":\"hi\"}\nnot json\n");
+        let error = read_texts(&path, DataFormat::Jsonl, "t", None).unwrap_err();
+        assert!(error.to_string().contains("b.jsonl:2"), "{error}");
+    }
+}

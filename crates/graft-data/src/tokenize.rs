@@ -1,0 +1,152 @@
+//! Tokenization with the model's `tokenizer.json` (the Hugging Face `tokenizers` crate): truncation
+//! to a maximum length, padding to the longest text of each batch, and id checks against the
+//! model's vocabulary.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::DataError;
+
+pub struct TextTokenizer {
+    tokenizer: Tokenizer,
+    max_length: usize,
+    vocab_size: usize,
+}
+
+/// A padded batch of token ids, row-major `[batch, seq_len]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenBatch {
+    pub batch: usize,
+    pub seq_len: usize,
+    pub input_ids: Vec<i64>,
+    pub token_type_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+}
+
+/// One tokenized text, unpadded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`; texts are truncated to `max_length` tokens (special tokens included)
+    /// and ids must stay below `vocab_size`.
+    pub fn from_file(path: &Path, max_length: usize, vocab_size: usize) -> Result<Self, DataError> {
+        if !path.is_file() {
+            return Err(DataError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let tokenizer_error = |message: String| DataError::Tokenizer {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut tokenizer =
+            Tokenizer::from_file(path).map_err(|e| tokenizer_error(e.to_string()))?;
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                ..Default::default()
+            }))
+            .map_err(|e| tokenizer_error(e.to_string()))?;
+        tokenizer.with_padding(None);
+        Ok(Self {
+            tokenizer,
+            max_length,
+            vocab_size,
+        })
+    }
+
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Tokenizes texts (with `[CLS]`/`[SEP]` or whatever the tokenizer's post-processor adds).
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokens>, DataError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| DataError::Invalid(format!("tokenization failed: {e}")))?;
+        encodings
+            .into_iter()
+            .map(|encoding| {
+                if let Some(&id) = encoding
+                    .get_ids()
+                    .iter()
+                    .find(|&&id| id as usize >= self.vocab_size)
+                {
+                    return Err(DataError::TokenOutOfVocab {
+                        id,
+                        vocab_size: self.vocab_size,
+                    });
+                }
+                Ok(Tokens {
+                    ids: encoding.get_ids().to_vec(),
+                    type_ids: encoding.get_type_ids().to_vec(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl TokenBatch {
+    /// Pads `tokens` with id 0 to the longest of them.
+    pub fn pad(tokens: &[&Tokens]) -> Self {
+        let batch = tokens.len();
+        let seq_len = tokens.iter().map(|t| t.ids.len()).max().unwrap_or(0).max(1);
+        let mut out = Self {
+            batch,
+            seq_len,
+            input_ids: vec![0; batch * seq_len],
+            token_type_ids: vec![0; batch * seq_len],
+            attention_mask: vec![0; batch * seq_len],
+        };
+        for (row, t) in tokens.iter().enumerate() {
+            let start = row * seq_len;
+            for (i, (&id, &type_id)) in t.ids.iter().zip(&t.type_ids).enumerate() {
+                out.input_ids[start + i] = id as i64;
+                out.token_type_ids[start + i] = type_id as i64;
+                out.attention_mask[start + i] = 1;
+            }
+        }
+        out
+    }
+
+    /// `(input_ids, token_type_ids, attention_mask)` as `[batch, seq_len]` int tensors.
+    pub fn to_tensors(&self, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2, Int>) {
+        let shape = [self.batch, self.seq_len];
+        let tensor = |values: &Vec<i64>| {
+            Tensor::<2, Int>::from_data(TensorData::new(values.clone(), shape), device)
+        };
+        (
+            tensor(&self.input_ids),
+            tensor(&self.token_type_ids),
+            tensor(&self.attention_mask),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pads_to_the_longest_with_a_mask() {
+        let a = Tokens {
+            ids: vec![101, 7, 102],
+            type_ids: vec![0; 3],
+        };
+        let b = Tokens {
+            ids: vec![101, 102],
+            type_ids: vec![0; 2],
+        };
+        let batch = TokenBatch::pad(&[&a, &b]);
+        assert_eq!((batch.batch, batch.seq_len), (2, 3));
+        assert_eq!(batch.input_ids, vec![101, 7, 102, 101, 102, 0]);
+        assert_eq!(batch.attention_mask, vec![1, 1, 1, 1, 1, 0]);
+    }
+}

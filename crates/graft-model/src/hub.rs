@@ -1,0 +1,166 @@
+//! Resolving a model folder (Hugging Face layout) and detecting what it holds: the architecture
+//! from `config.json`, and sentence-transformers defaults (pooling, normalization, max length)
+//! from `modules.json`, `1_Pooling/config.json` and `sentence_bert_config.json` when present.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::{ModelError, Pooling, WeightsIndex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Bert,
+}
+
+impl Architecture {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bert => "bert",
+        }
+    }
+}
+
+/// What a sentence-transformers folder says about how it embeds texts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SentenceTransformerDefaults {
+    pub pooling: Option<Pooling>,
+    pub normalize: bool,
+    pub max_seq_length: Option<usize>,
+}
+
+/// A model folder: `config.json`, `model.safetensors` and, for text, `tokenizer.json`.
+#[derive(Debug, Clone)]
+pub struct ModelFolder {
+    pub dir: PathBuf,
+    pub architecture: Architecture,
+    pub sentence_transformers: Option<SentenceTransformerDefaults>,
+}
+
+impl ModelFolder {
+    /// Opens `dir` and detects its architecture; a missing folder or `config.json` is an error.
+    pub fn open(dir: &Path) -> Result<Self, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::MissingFile {
+                path: dir.to_path_buf(),
+                what: "model folder",
+            });
+        }
+        let config_path = dir.join("config.json");
+        let config = read_json(&config_path, "config.json")?;
+        let architecture =
+            detect_architecture(&config).ok_or_else(|| ModelError::UnsupportedArchitecture {
+                path: config_path.clone(),
+                found: describe(&config),
+            })?;
+        let sentence_transformers = read_sentence_transformers(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            architecture,
+            sentence_transformers,
+        })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join("model.safetensors")
+    }
+
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.dir.join("tokenizer.json")
+    }
+
+    pub fn weights_index(&self) -> Result<WeightsIndex, ModelError> {
+        WeightsIndex::read(&self.weights_path())
+    }
+}
+
+fn read_json(path: &Path, what: &'static str) -> Result<Value, ModelError> {
+    if !path.is_file() {
+        return Err(ModelError::MissingFile {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+fn detect_architecture(config: &Value) -> Option<Architecture> {
+    let model_type = config.get("model_type").and_then(Value::as_str);
+    let bert_architecture = config
+        .get("architectures")
+        .and_then(Value::as_array)
+        .is_some_and(|list| {
+            list.iter()
+                .filter_map(Value::as_str)
+                .any(|name| name.starts_with("Bert"))
+        });
+    (model_type == Some("bert") || bert_architecture).then_some(Architecture::Bert)
+}
+
+fn describe(config: &Value) -> String {
+    let model_type = config.get("model_type").and_then(Value::as_str);
+    match model_type {
+        Some(t) => format!("model_type \"{t}\" (supported: bert)"),
+        None => "no model_type or known architectures (supported: bert)".into(),
+    }
+}
+
+fn read_sentence_transformers(
+    dir: &Path,
+) -> Result<Option<SentenceTransformerDefaults>, ModelError> {
+    let modules_path = dir.join("modules.json");
+    if !modules_path.is_file() {
+        return Ok(None);
+    }
+    let modules = read_json(&modules_path, "modules.json")?;
+    let modules = modules.as_array().cloned().unwrap_or_default();
+    let module_of = |suffix: &str| {
+        modules.iter().find(|m| {
+            m.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with(suffix))
+        })
+    };
+    let mut defaults = SentenceTransformerDefaults {
+        normalize: module_of(".Normalize").is_some(),
+        ..Default::default()
+    };
+    if let Some(pooling) = module_of(".Pooling") {
+        let sub = pooling.get("path").and_then(Value::as_str).unwrap_or("");
+        let path = dir.join(sub).join("config.json");
+        let config = read_json(&path, "pooling config")?;
+        let flag = |key: &str| config.get(key).and_then(Value::as_bool).unwrap_or(false);
+        defaults.pooling = if flag("pooling_mode_mean_tokens") {
+            Some(Pooling::Mean)
+        } else if flag("pooling_mode_cls_token") {
+            Some(Pooling::Cls)
+        } else if flag("pooling_mode_max_tokens") {
+            Some(Pooling::Max)
+        } else {
+            return Err(ModelError::Config {
+                path,
+                message: "no supported pooling mode (mean, cls or max) is enabled".into(),
+            });
+        };
+    }
+    let st_config = dir.join("sentence_bert_config.json");
+    if st_config.is_file() {
+        let config = read_json(&st_config, "sentence_bert_config.json")?;
+        defaults.max_seq_length = config
+            .get("max_seq_length")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize);
+    }
+    Ok(Some(defaults))
+}

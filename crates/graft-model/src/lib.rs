@@ -1,0 +1,67 @@
+//! graft-model: pretrained architectures and their weight loading.
+//!
+//! Each architecture lives in one file with its config (mirroring the upstream `config.json`), its
+//! burn modules (named after the upstream tensor tree, so the name mapping stays short) and its
+//! loader. [`hub`] reads a model folder and detects what it holds; [`text_encoder`] is the text
+//! backbone the rest of graft sees: an encoder plus pooling.
+
+pub mod bert;
+pub mod hub;
+pub mod pooling;
+pub mod text_encoder;
+pub mod weights;
+
+use std::path::PathBuf;
+
+pub use hub::{Architecture, ModelFolder, SentenceTransformerDefaults};
+pub use pooling::{Pooling, l2_normalize};
+pub use text_encoder::TextEncoder;
+pub use weights::{TensorInfo, WeightsIndex};
+
+/// Everything that can go wrong reading a model; each message names the file and, where there is
+/// one, the tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: missing {what}", path.display())]
+    MissingFile { path: PathBuf, what: &'static str },
+    #[error("{}: invalid config: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+    #[error("{}: unreadable or corrupt weights: {message}", path.display())]
+    CorruptWeights { path: PathBuf, message: String },
+    #[error(
+        "{}: tensor `{tensor}` has shape {found:?}, expected {expected:?}",
+        path.display()
+    )]
+    ShapeMismatch {
+        path: PathBuf,
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error(
+        "{}: missing tensor(s) {} (the file has {available} tensors; run `graft inspect` on it)",
+        path.display(),
+        name_list(names)
+    )]
+    MissingTensors {
+        path: PathBuf,
+        names: Vec<String>,
+        available: usize,
+    },
+    #[error("{}: unsupported architecture: {found}", path.display())]
+    UnsupportedArchitecture { path: PathBuf, found: String },
+}
+
+/// At most five names, then how many more.
+fn name_list(names: &[String]) -> String {
+    let mut shown: Vec<String> = names.iter().take(5).map(|n| format!("`{n}`")).collect();
+    if names.len() > 5 {
+        shown.push(format!("and {} more", names.len() - 5));
+    }
+    shown.join(", ")
+}

@@ -1,0 +1,150 @@
+//! Reading safetensors headers (names, dtypes, shapes) and applying a burn-store load with errors
+//! that name the file and the upstream tensor.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::module::Module;
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+use serde::Serialize;
+
+use crate::ModelError;
+
+/// One tensor as the file describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TensorInfo {
+    pub dtype: String,
+    pub shape: Vec<usize>,
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// The table of contents of a safetensors file, read from its header only.
+#[derive(Debug, Clone, Default)]
+pub struct WeightsIndex {
+    pub tensors: BTreeMap<String, TensorInfo>,
+}
+
+impl WeightsIndex {
+    /// Reads and checks the header: a truncated or corrupt file is an error naming it.
+    pub fn read(path: &Path) -> Result<Self, ModelError> {
+        if !path.exists() {
+            return Err(ModelError::MissingFile {
+                path: path.to_path_buf(),
+                what: "weights file",
+            });
+        }
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // Deserializing checks the header and that every tensor lies inside the file.
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+            ModelError::CorruptWeights {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
+        let tensors = tensors
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let info = TensorInfo {
+                    dtype: format!("{:?}", view.dtype()),
+                    shape: view.shape().to_vec(),
+                };
+                (name, info)
+            })
+            .collect();
+        Ok(Self { tensors })
+    }
+
+    pub fn contains_any(&self, names: &[&str]) -> bool {
+        names.iter().any(|name| self.tensors.contains_key(*name))
+    }
+
+    /// Elements of the floating-point tensors; integer buffers such as `position_ids` are not
+    /// parameters.
+    pub fn num_parameters(&self) -> usize {
+        self.tensors
+            .values()
+            .filter(|t| t.dtype.starts_with('F') || t.dtype.starts_with("BF"))
+            .map(TensorInfo::numel)
+            .sum()
+    }
+}
+
+/// The tensors a module expects, in upstream layout: its paths mapped by `to_upstream`, and
+/// shapes as PyTorch stores them (linear weights `[out, in]`).
+pub fn expected_tensors<M: ModuleSnapshot>(
+    module: &M,
+    to_upstream: impl Fn(&str) -> String,
+) -> Vec<(String, Vec<usize>)> {
+    module
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), false)
+        .into_iter()
+        .map(|tensor| (to_upstream(&tensor.name), tensor.shape.as_slice().to_vec()))
+        .collect()
+}
+
+/// Checks that every expected tensor is in the file (under its name or one of `prefixes` plus
+/// its name) with the expected shape, before anything is loaded.
+pub fn check_expected(
+    path: &Path,
+    index: &WeightsIndex,
+    expected: &[(String, Vec<usize>)],
+    prefixes: &[&str],
+) -> Result<(), ModelError> {
+    let mut missing = Vec::new();
+    for (name, shape) in expected {
+        let found = std::iter::once(name.clone())
+            .chain(prefixes.iter().map(|prefix| format!("{prefix}{name}")))
+            .find_map(|candidate| index.tensors.get(&candidate).map(|info| (candidate, info)));
+        match found {
+            None => missing.push(name.clone()),
+            Some((tensor, info)) if &info.shape != shape => {
+                return Err(ModelError::ShapeMismatch {
+                    path: path.to_path_buf(),
+                    tensor,
+                    expected: shape.clone(),
+                    found: info.shape.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ModelError::MissingTensors {
+            path: path.to_path_buf(),
+            names: missing,
+            available: index.tensors.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Loads `store` into `module` after [`check_expected`] passed; anything burn-store still
+/// reports is an error naming the file.
+pub fn apply<M: Module>(
+    module: &mut M,
+    store: &mut SafetensorsStore,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let result = module
+        .load_from(store)
+        .map_err(|e| ModelError::CorruptWeights {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if !result.errors.is_empty() || !result.missing.is_empty() {
+        return Err(ModelError::CorruptWeights {
+            path: path.to_path_buf(),
+            message: format!("errors: {:?}; missing: {:?}", result.errors, result.missing),
+        });
+    }
+    Ok(())
+}

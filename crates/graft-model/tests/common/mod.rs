@@ -1,0 +1,76 @@
+//! Shared helpers for the tests that need the real all-MiniLM-L6-v2 weights.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+
+/// The model folder `scripts/fetch-models.sh` fills.
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var_os("GRAFT_MINILM_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} has no model.safetensors: run scripts/fetch-models.sh first",
+        dir.display()
+    );
+    dir
+}
+
+pub fn golden(name: &str) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("golden JSON")
+}
+
+pub fn floats(value: &serde_json::Value) -> Vec<f32> {
+    value
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v.as_f64().expect("number") as f32)
+        .collect()
+}
+
+pub fn ints(value: &serde_json::Value) -> Vec<i64> {
+    value
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v.as_i64().expect("integer"))
+        .collect()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The CPU backends every fidelity test runs on.
+#[allow(deprecated)]
+pub fn cpu_devices() -> Vec<(&'static str, Device)> {
+    vec![("flex", Device::flex()), ("ndarray", Device::ndarray())]
+}
+
+/// The wgpu device (software Vulkan in CI). Set GRAFT_SKIP_WGPU=1 only on a machine without any
+/// Vulkan driver; CI installs one and runs these tests.
+pub fn wgpu_device() -> Option<Device> {
+    if std::env::var_os("GRAFT_SKIP_WGPU").is_some() {
+        eprintln!("GRAFT_SKIP_WGPU is set: skipping the wgpu check");
+        return None;
+    }
+    match Device::wgpu_options().init() {
+        Ok(device) => Some(device),
+        Err(e) => {
+            panic!("wgpu did not start ({e}); install mesa-vulkan-drivers or set GRAFT_SKIP_WGPU=1")
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The new head grafted onto a backbone: a linear layer, or an MLP (linear + ReLU per hidden
+//! layer, then a linear layer to the classes), with dropout before each layer while training.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::{Device, Tensor, activation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{HeadKind, HeadSection};
+
+/// What a head looks like, as stored in a run folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadSpec {
+    pub kind: HeadKind,
+    pub input: usize,
+    pub hidden: Vec<usize>,
+    pub output: usize,
+    pub dropout: f64,
+}
+
+impl HeadSpec {
+    pub fn new(section: &HeadSection, input: usize, output: usize) -> Self {
+        Self {
+            kind: section.kind,
+            input,
+            hidden: section.hidden.clone(),
+            output,
+            dropout: section.dropout,
+        }
+    }
+
+    /// `(in, out)` of each layer, in order.
+    pub fn layer_sizes(&self) -> Vec<(usize, usize)> {
+        let widths: Vec<usize> = std::iter::once(self.input)
+            .chain(self.hidden.iter().copied())
+            .chain(std::iter::once(self.output))
+            .collect();
+        widths.windows(2).map(|w| (w[0], w[1])).collect()
+    }
+
+    pub fn init(&self, device: &Device) -> Head {
+        Head {
+            layers: self
+                .layer_sizes()
+                .into_iter()
+                .map(|(i, o)| LinearConfig::new(i, o).init(device))
+                .collect(),
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Head {
+    pub layers: Vec<Linear>,
+    pub dropout: Dropout,
+}
+
+impl Head {
+    /// Logits `[batch, classes]` from features `[batch, input]`.
+    pub fn forward(&self, features: Tensor<2>) -> Tensor<2> {
+        let last = self.layers.len() - 1;
+        let mut x = features;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(self.dropout.forward(x));
+            if i < last {
+                x = activation::relu(x);
+            }
+        }
+        x
+    }
+}

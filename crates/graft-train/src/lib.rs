@@ -1,0 +1,53 @@
+//! graft-train: everything between a config and the artifacts of a run.
+//!
+//! [`train`] is the one place that wires things together: config → data + model → training →
+//! run folder (and a test evaluation). [`evaluate`], [`predict`], [`embed`], [`export`] and
+//! [`inspect`] work on what it leaves behind, or on a pretrained folder. Nothing here prints; progress
+//! goes through [`Progress`].
+
+pub mod backend;
+pub mod classifier;
+pub mod config;
+pub mod export;
+pub mod files;
+pub mod fit;
+pub mod head;
+pub mod metrics;
+pub mod progress;
+pub mod run_dir;
+mod tasks;
+
+use std::path::PathBuf;
+
+pub use backend::SelectedDevice;
+pub use config::{Backend, Config};
+pub use export::ExportLayout;
+pub use metrics::EvalReport;
+pub use progress::{EpochMetrics, Progress, Silent};
+pub use tasks::{
+    EmbedOptions, Embeddings, InspectReport, Prediction, TextInput, TrainReport, embed, evaluate,
+    export, inspect, predict, train,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+    #[error("{}: could not write: {message}", path.display())]
+    Write { path: PathBuf, message: String },
+    #[error("{}: not a graft run folder (no graft.json); train one with `graft train`", path.display())]
+    NotARun { path: PathBuf },
+    #[error("backend: {0}")]
+    Backend(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Model(#[from] graft_model::ModelError),
+    #[error(transparent)]
+    Data(#[from] graft_data::DataError),
+}

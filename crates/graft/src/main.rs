@@ -1,0 +1,258 @@
+//! The `graft` command: a thin clap front end over graft-train. Each subcommand parses its
+//! arguments, calls one library function and prints the result.
+
+mod render;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use graft_model::Pooling;
+use graft_train::{Backend, Config, EmbedOptions, TextInput};
+
+use crate::render::Renderer;
+
+#[derive(Parser)]
+#[command(
+    name = "graft",
+    version,
+    about = "Fine-tune open pretrained models on your own data"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train from a TOML config, then evaluate on its test file.
+    Train {
+        config: PathBuf,
+        /// Overrides the config's `train.backend`.
+        #[arg(long)]
+        backend: Option<Backend>,
+    },
+    /// Score a trained run on labelled data: accuracy, macro-F1, per-class report, confusion matrix.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Text column (default: the one the run was trained on).
+        #[arg(long)]
+        column: Option<String>,
+        /// Label column (default: the one the run was trained on).
+        #[arg(long)]
+        label_column: Option<String>,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        #[arg(long, default_value = "auto")]
+        backend: Backend,
+    },
+    /// Predict labels: one JSON line per input text, in order.
+    Predict {
+        #[arg(long)]
+        model: PathBuf,
+        /// A text file with one text per line, or CSV/JSONL with --column.
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        column: Option<String>,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        #[arg(long, default_value = "auto")]
+        backend: Backend,
+    },
+    /// Embed texts with a pretrained model folder as it is.
+    Embed {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        /// A .safetensors file with one f32 tensor `embeddings` [N, hidden].
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long)]
+        column: Option<String>,
+        /// Default: the folder's sentence-transformers pooling, else mean.
+        #[arg(long)]
+        pooling: Option<Pooling>,
+        /// L2-normalize (default: the folder's sentence-transformers setting).
+        #[arg(long)]
+        normalize: bool,
+        #[arg(long)]
+        max_length: Option<usize>,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        #[arg(long, default_value = "auto")]
+        backend: Backend,
+    },
+    /// Export a trained run as a transformers or sentence-transformers folder.
+    Export {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// List the tensors of a .safetensors file or a model folder.
+    Inspect { path: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let renderer = Renderer::new();
+    match cli.command {
+        Command::Train { config, backend } => {
+            let parsed = Config::from_file(&config)?;
+            let report = graft_train::train(&parsed, backend, &renderer)
+                .with_context(|| format!("training {}", config.display()))?;
+            renderer.clear();
+            println!(
+                "run saved to {} (best epoch {}, {:.1}s total, {:.1}s computing features)",
+                report.run_dir.display(),
+                report.best_epoch,
+                report.total_seconds,
+                report.feature_seconds
+            );
+            if let Some(test) = &report.test {
+                println!("\ntest set\n{}", test.to_table());
+            }
+        }
+        Command::Eval {
+            model,
+            data,
+            output,
+            column,
+            label_column,
+            batch_size,
+            backend,
+        } => {
+            let input = TextInput { path: data, column };
+            let report = graft_train::evaluate(
+                &model,
+                &input,
+                label_column.as_deref(),
+                batch_size,
+                backend,
+                &renderer,
+            )?;
+            renderer.clear();
+            println!("{}", report.to_table());
+            if let Some(path) = output {
+                graft_train::files::write_json_atomic(&path, &report)?;
+                println!("report written to {}", path.display());
+            }
+        }
+        Command::Predict {
+            model,
+            input,
+            output,
+            column,
+            batch_size,
+            backend,
+        } => {
+            let input = TextInput {
+                path: input,
+                column,
+            };
+            let predictions = graft_train::predict(&model, &input, batch_size, backend, &renderer)?;
+            renderer.clear();
+            let mut lines = String::new();
+            for p in &predictions {
+                lines += &serde_json::to_string(p)?;
+                lines.push('\n');
+            }
+            match output {
+                Some(path) => {
+                    graft_train::files::write_atomic(&path, lines.as_bytes())?;
+                    eprintln!(
+                        "{} predictions written to {}",
+                        predictions.len(),
+                        path.display()
+                    );
+                }
+                None => std::io::stdout().write_all(lines.as_bytes())?,
+            }
+        }
+        Command::Embed {
+            model,
+            input,
+            output,
+            column,
+            pooling,
+            normalize,
+            max_length,
+            batch_size,
+            backend,
+        } => {
+            let options = EmbedOptions {
+                pooling,
+                normalize: normalize.then_some(true),
+                max_length,
+                batch_size,
+            };
+            let input = TextInput {
+                path: input,
+                column,
+            };
+            let embeddings = graft_train::embed(&model, &input, &options, backend, &renderer)?;
+            embeddings.save(&output)?;
+            renderer.clear();
+            println!(
+                "{} embeddings of width {} ({} pooling{}) written to {}",
+                embeddings.n,
+                embeddings.hidden,
+                embeddings.pooling,
+                if embeddings.normalize {
+                    ", normalized"
+                } else {
+                    ""
+                },
+                output.display()
+            );
+        }
+        Command::Export { model, out } => {
+            let layout = graft_train::export(&model, &out, &renderer)?;
+            renderer.clear();
+            println!(
+                "exported {} as {} to {}",
+                model.display(),
+                layout.describe(),
+                out.display()
+            );
+        }
+        Command::Inspect { path } => {
+            let report = graft_train::inspect(&path)?;
+            for (name, info) in &report.tensors {
+                println!("{name:<60} {:<5} {:?}", info.dtype, info.shape);
+            }
+            println!(
+                "\n{} tensors, {} parameters",
+                report.tensors.len(),
+                report.num_parameters
+            );
+            println!(
+                "architecture: {}",
+                report.architecture.as_deref().unwrap_or("unknown")
+            );
+        }
+    }
+    Ok(())
+}

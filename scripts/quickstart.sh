@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The quick start: set up, build, fine-tune a linear head on frozen all-MiniLM-L6-v2 with the
+# bundled fine-foods reviews, and evaluate it on the test split.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/graft-target}"
+./scripts/setup.sh
+cargo build --release -p graft
+"$CARGO_TARGET_DIR/release/graft" train configs/fine-foods-minilm.toml
+"$CARGO_TARGET_DIR/release/graft" eval --model runs/fine-foods \
+  --data datasets/fine-foods/testing_data.csv --output runs/fine-foods/eval-report.json

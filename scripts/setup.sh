@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what graft's quick start and tests need on a fresh Debian/Ubuntu machine: a Vulkan
+# driver for wgpu (Mesa's, which also gives a software device on machines without a GPU) and the
+# pretrained weights. Safe to run again.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+if ! ls /usr/share/vulkan/icd.d/*.json >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing a Vulkan driver (mesa-vulkan-drivers)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+  else
+    echo "warning: no Vulkan driver found; install mesa-vulkan-drivers (or your GPU's driver) for the wgpu backend" >&2
+  fi
+fi
+
+"$root/scripts/fetch-models.sh"
