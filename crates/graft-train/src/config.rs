@@ -342,7 +342,7 @@ dir = "runs/x"
             .to_string();
         assert!(error.contains("c.toml"), "{error}");
         assert!(error.contains("unknown field `lable`"), "{error}");
-        assert!(error.contains("line 11"), "{error}");
+        assert!(error.contains("line 10"), "{error}");
     }
 
     #[test]
