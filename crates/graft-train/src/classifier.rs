@@ -35,6 +35,21 @@ impl TokenizedTexts {
         })
     }
 
+    /// The texts at `indices`, in that order.
+    pub fn subset(&self, indices: &[usize]) -> Self {
+        Self {
+            tokens: indices.iter().map(|&i| self.tokens[i].clone()).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
     pub fn batch(&self, indices: &[usize]) -> TokenBatch {
         let rows: Vec<&Tokens> = indices.iter().map(|&i| &self.tokens[i]).collect();
         TokenBatch::pad(&rows)

@@ -147,15 +147,18 @@ impl std::str::FromStr for Backend {
     }
 }
 
-/// Whether a frozen backbone's features are computed once and reused for every epoch.
+/// Whether a frozen backbone's features are computed once, stored on disk, and reused for every
+/// epoch and every later run with the same backbone, settings and texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CacheMode {
-    /// On when the whole backbone is frozen.
+    /// On when the whole backbone is frozen; off (with a message) when it trains.
     #[default]
     Auto,
     /// Run the backbone for every batch of every epoch.
     Off,
+    /// Recompute the features and overwrite what the cache holds for them.
+    Rebuild,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,6 +186,9 @@ pub struct TrainSection {
     pub backend: Backend,
     #[serde(default)]
     pub cache: CacheMode,
+    /// Where the feature cache lives (default: `$GRAFT_CACHE_DIR`, else `~/.cache/graft`).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 fn default_epochs() -> usize {
@@ -220,6 +226,7 @@ impl Default for TrainSection {
             seed: default_seed(),
             backend: Backend::Auto,
             cache: CacheMode::Auto,
+            cache_dir: None,
         }
     }
 }

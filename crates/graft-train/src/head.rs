@@ -1,9 +1,11 @@
 //! The new head grafted onto a backbone: a linear layer, or an MLP (linear + ReLU per hidden
 //! layer, then a linear layer to the classes), with dropout before each layer while training.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::{Device, Tensor, activation};
+use burn::tensor::{Device, Tensor, TensorData, activation};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{HeadKind, HeadSection};
@@ -38,13 +40,32 @@ impl HeadSpec {
         widths.windows(2).map(|w| (w[0], w[1])).collect()
     }
 
-    pub fn init(&self, device: &Device) -> Head {
+    /// A new head, initialised as PyTorch's `nn.Linear` (weights and biases uniform in
+    /// ±1/sqrt(fan_in)) from `seed`, so a run's seed fixes it whatever else the process does.
+    pub fn init(&self, seed: u64, device: &Device) -> Head {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut uniform = |n: usize, bound: f32| -> Vec<f32> {
+            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+        };
+        let layers = self
+            .layer_sizes()
+            .into_iter()
+            .map(|(input, output)| {
+                let bound = 1.0 / (input as f32).sqrt();
+                let mut linear = LinearConfig::new(input, output).init(device);
+                linear.weight = Param::from_data(
+                    TensorData::new(uniform(input * output, bound), [input, output]),
+                    device,
+                );
+                linear.bias = Some(Param::from_data(
+                    TensorData::new(uniform(output, bound), [output]),
+                    device,
+                ));
+                linear
+            })
+            .collect();
         Head {
-            layers: self
-                .layer_sizes()
-                .into_iter()
-                .map(|(i, o)| LinearConfig::new(i, o).init(device))
-                .collect(),
+            layers,
             dropout: DropoutConfig::new(self.dropout).init(),
         }
     }

@@ -6,9 +6,11 @@
 //! goes through [`Progress`].
 
 pub mod backend;
+pub mod bench;
 pub mod classifier;
 pub mod config;
 pub mod export;
+pub mod feature_cache;
 pub mod files;
 pub mod fit;
 pub mod head;
@@ -26,7 +28,7 @@ pub use metrics::EvalReport;
 pub use progress::{EpochMetrics, Progress, Silent};
 pub use tasks::{
     EmbedOptions, Embeddings, InspectReport, Prediction, TextInput, TrainReport, embed, evaluate,
-    export, inspect, predict, train,
+    export, inspect, predict, read_input_texts, train,
 };
 
 #[derive(Debug, thiserror::Error)]

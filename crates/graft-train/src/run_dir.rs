@@ -176,7 +176,7 @@ fn load_head(
     index: &WeightsIndex,
     device: &Device,
 ) -> Result<Head, TrainError> {
-    let mut head = spec.init(device);
+    let mut head = spec.init(0, device); // every value is then loaded
     let expected = weights::expected_tensors(&head, |p| format!("head.{p}"));
     weights::check_expected(path, index, &expected, &[])?;
     let mut store = SafetensorsStore::from_file(path)

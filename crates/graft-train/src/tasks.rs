@@ -16,6 +16,7 @@ use crate::backend::{self, SelectedDevice};
 use crate::classifier::{TextClassifier, TokenizedTexts, extract_features};
 use crate::config::{Backend, CacheMode, Config, Format};
 use crate::export::ExportLayout;
+use crate::feature_cache::{self, CacheStats, FeatureCache};
 use crate::files::{write_atomic, write_json_atomic};
 use crate::fit::{Split, fit};
 use crate::head::HeadSpec;
@@ -33,6 +34,8 @@ pub struct TrainReport {
     pub best_epoch: usize,
     pub test: Option<EvalReport>,
     pub feature_seconds: f64,
+    /// Texts whose features were computed, and read back from the feature cache.
+    pub cache: CacheStats,
     pub total_seconds: f64,
 }
 
@@ -179,22 +182,66 @@ pub fn train(
     let valid_tokens = TokenizedTexts::new(&tokenizer, &texts(&valid_examples))?;
     let head_spec = HeadSpec::new(&config.head, bert_config.hidden_size, labels.len());
     let train_device = device.clone().autodiff();
-    let use_cache = config.freeze.backbone && config.train.cache == CacheMode::Auto;
+    let use_cache = config.freeze.backbone && config.train.cache != CacheMode::Off;
     let eval_batch = config.train.eval_batch_size;
 
     let mut feature_seconds = 0.0;
+    let mut cache_stats = CacheStats::default();
+    let mut test_features = None;
+    if config.train.cache == CacheMode::Auto && !config.freeze.backbone {
+        progress.info("feature cache off: the backbone trains, so its features change every step");
+    }
     let (model, history, best_epoch) = if use_cache {
         // The frozen backbone computes the same features every epoch: compute them once.
-        progress.info("backbone frozen: computing its features once and training the head on them");
+        let root = config
+            .train
+            .cache_dir
+            .clone()
+            .unwrap_or_else(feature_cache::default_root);
+        let cache = FeatureCache::new(
+            &root,
+            &folder,
+            options,
+            max_length,
+            config.train.cache == CacheMode::Rebuild,
+        )?;
+        progress.info(&format!(
+            "backbone frozen: features computed once, cached in {}",
+            root.display()
+        ));
         let (_, encoder) = TextEncoder::load(&folder, options, &device)?;
         let feature_start = Instant::now();
-        progress.stage("embedding", train_examples.len() + valid_examples.len());
-        let train_x = extract_features(&encoder, &train_tokens, eval_batch, &device, progress);
-        let valid_x = extract_features(&encoder, &valid_tokens, eval_batch, &device, progress);
+        let test_count = test.as_ref().map_or(0, |(t, _)| t.len());
+        progress.stage(
+            "features",
+            train_examples.len() + valid_examples.len() + test_count,
+        );
+        let mut lookup = |examples: &[TextExample], tokens: &TokenizedTexts| {
+            let (features, stats) = cache.features(
+                &encoder,
+                &texts(examples),
+                tokens,
+                eval_batch,
+                &device,
+                progress,
+            )?;
+            cache_stats += stats;
+            Ok::<_, TrainError>(features)
+        };
+        let train_x = lookup(&train_examples, &train_tokens)?;
+        let valid_x = lookup(&valid_examples, &valid_tokens)?;
+        if let Some((examples, _)) = &test {
+            let tokens = TokenizedTexts::new(&tokenizer, &texts(examples))?;
+            test_features = Some(lookup(examples, &tokens)?);
+        }
         progress.finish_stage();
         feature_seconds = feature_start.elapsed().as_secs_f64();
+        progress.info(&format!(
+            "features: {} computed, {} read from the cache ({feature_seconds:.1}s)",
+            cache_stats.computed, cache_stats.reused
+        ));
         let outcome = fit(
-            head_spec.init(&train_device),
+            head_spec.init(config.train.seed, &train_device),
             |head, split, idx| match split {
                 Split::Train => head.forward(rows(&train_x, idx, &device)),
                 Split::Valid => head.forward(rows(&valid_x, idx, &device)),
@@ -219,7 +266,7 @@ pub fn train(
         };
         let model = TextClassifier {
             encoder,
-            head: head_spec.init(&train_device),
+            head: head_spec.init(config.train.seed, &train_device),
         };
         let outcome = fit(
             model,
@@ -268,10 +315,16 @@ pub fn train(
 
     let test = match test {
         Some((examples, targets)) => {
-            let tokens = TokenizedTexts::new(&tokenizer, &texts(&examples))?;
-            progress.stage("test", examples.len());
-            let probabilities = classify(&model, &tokens, eval_batch, &device, progress);
-            progress.finish_stage();
+            let probabilities = match test_features {
+                Some(features) => probabilities_of(model.head.valid().forward(features)),
+                None => {
+                    let tokens = TokenizedTexts::new(&tokenizer, &texts(&examples))?;
+                    progress.stage("test", examples.len());
+                    let probabilities = classify(&model, &tokens, eval_batch, &device, progress);
+                    progress.finish_stage();
+                    probabilities
+                }
+            };
             let predicted = argmax_rows(&probabilities);
             let report = EvalReport::new(labels.names(), &targets, &predicted);
             write_json_atomic(&out.join("eval.json"), &report)?;
@@ -286,6 +339,7 @@ pub fn train(
         best_epoch,
         test,
         feature_seconds,
+        cache: cache_stats,
         total_seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -300,7 +354,12 @@ fn classify(
 ) -> Vec<Vec<f32>> {
     let model = model.valid();
     let features = extract_features(&model.encoder, tokens, batch_size, device, progress);
-    let probabilities = activation::softmax(model.head.forward(features), 1);
+    probabilities_of(model.head.forward(features))
+}
+
+/// Softmax of logits `[n, classes]`, as rows.
+fn probabilities_of(logits: Tensor<2>) -> Vec<Vec<f32>> {
+    let probabilities = activation::softmax(logits, 1);
     let [n, k] = probabilities.dims();
     let values: Vec<f32> = probabilities
         .into_data()
@@ -347,6 +406,11 @@ impl TextInput {
         };
         Ok(read_texts(&self.path, format, column, label_column)?)
     }
+}
+
+/// The texts of an input file, in order.
+pub fn read_input_texts(input: &TextInput) -> Result<Vec<String>, TrainError> {
+    Ok(input.read(None)?.into_iter().map(|e| e.text).collect())
 }
 
 /// Loads a run folder on the chosen backend.

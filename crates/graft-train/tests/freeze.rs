@@ -54,7 +54,7 @@ fn frozen_backbone_is_bit_identical_after_training_and_head_changes() {
     let tokens = TokenizedTexts::new(&tokenizer, &texts).unwrap();
 
     let head = HeadSpec::new(&HeadSection::default(), config.hidden_size, labels.len())
-        .init(&train_device);
+        .init(7, &train_device);
     let model = TextClassifier { encoder, head };
     let before = snapshot(&model);
 

@@ -103,6 +103,51 @@ enum Command {
     },
     /// List the tensors of a .safetensors file or a model folder.
     Inspect { path: PathBuf },
+    /// Measure speed (see BENCHMARKS.md); prints one JSON object.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Backbone forward throughput on one full [batch, seq-len] batch of real texts.
+    Forward {
+        #[arg(long)]
+        model: PathBuf,
+        /// CSV/JSONL with --column, or one text per line.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        column: Option<String>,
+        #[arg(long, default_value = "flex")]
+        backend: Backend,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
+    /// Embedding a data set in file order against length-bucketed batches.
+    Bucketing {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        column: Option<String>,
+        #[arg(long, default_value = "flex")]
+        backend: Backend,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 256)]
+        max_length: usize,
+        /// Use only the first N texts.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -253,6 +298,57 @@ fn run(cli: Cli) -> Result<()> {
                 report.architecture.as_deref().unwrap_or("unknown")
             );
         }
+        Command::Bench { what } => bench(what)?,
     }
+    Ok(())
+}
+
+fn read_texts(data: PathBuf, column: Option<String>, limit: Option<usize>) -> Result<Vec<String>> {
+    let input = TextInput { path: data, column };
+    let mut texts = graft_train::read_input_texts(&input)?;
+    if let Some(limit) = limit {
+        texts.truncate(limit);
+    }
+    Ok(texts)
+}
+
+fn bench(what: BenchCommand) -> Result<()> {
+    use graft_train::bench;
+    let report = match what {
+        BenchCommand::Forward {
+            model,
+            data,
+            column,
+            backend,
+            batch,
+            seq_len,
+            repeats,
+        } => {
+            let texts = read_texts(data, column, None)?;
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let result =
+                bench::forward_throughput(&model, &texts, backend, batch, seq_len, repeats)?;
+            serde_json::to_value(result)?
+        }
+        BenchCommand::Bucketing {
+            model,
+            data,
+            column,
+            backend,
+            batch,
+            max_length,
+            limit,
+        } => {
+            let texts = read_texts(data, column, limit)?;
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let result = bench::bucketing(&model, &texts, backend, batch, max_length)?;
+            serde_json::to_value(result)?
+        }
+    };
+    let mut report = report;
+    if let Some(rss) = graft_train::bench::peak_rss_bytes() {
+        report["peak_rss_mib"] = serde_json::json!(rss as f64 / (1024.0 * 1024.0));
+    }
+    println!("{report}");
     Ok(())
 }

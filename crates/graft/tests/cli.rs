@@ -475,27 +475,70 @@ fn jsonl_valid_file_and_mlp_head() {
     let run = tmp.path().join("run");
     let text = config(&run, &format!("valid = \"{}\"", valid.display()), "")
         .replace("format = \"csv\"", "format = \"jsonl\"")
-        .replace("datasets/fine-foods-mini/train.csv", train.to_str().unwrap())
+        .replace(
+            "datasets/fine-foods-mini/train.csv",
+            train.to_str().unwrap(),
+        )
         .replace("test = \"datasets/fine-foods-mini/test.csv\"\n", "")
         .replace("text_column = \"review\"", "text_column = \"text\"")
         .replace("label_column = \"score\"", "label_column = \"label\"")
-        .replace("[train]", "[head]\nkind = \"mlp\"\nhidden = [32]\n\n[train]");
+        .replace(
+            "[train]",
+            "[head]\nkind = \"mlp\"\nhidden = [32]\n\n[train]",
+        );
     let cfg = write(tmp.path(), "c.toml", &text);
     ok(&["train", cfg.to_str().unwrap()]);
     let manifest = json(&run.join("graft.json"));
     assert_eq!(manifest["head"]["hidden"], serde_json::json!([32]));
-    assert!(!run.join("eval.json").exists(), "no test file, no eval.json");
+    assert!(
+        !run.join("eval.json").exists(),
+        "no test file, no eval.json"
+    );
     // The validation file was used as is: 48 train and 16 valid examples.
     let report = tmp.path().join("r.json");
-    ok(&["eval", "--model", run.to_str().unwrap(), "--data", valid.to_str().unwrap(), "--output", report.to_str().unwrap(), "--backend", "flex"]);
+    ok(&[
+        "eval",
+        "--model",
+        run.to_str().unwrap(),
+        "--data",
+        valid.to_str().unwrap(),
+        "--output",
+        report.to_str().unwrap(),
+        "--backend",
+        "flex",
+    ]);
     assert_eq!(json(&report)["n"], 16);
 
     let export = tmp.path().join("export");
-    ok(&["export", "--model", run.to_str().unwrap(), "--out", export.to_str().unwrap()]);
+    ok(&[
+        "export",
+        "--model",
+        run.to_str().unwrap(),
+        "--out",
+        export.to_str().unwrap(),
+    ]);
     let first = json(&export.join("3_Dense/config.json"));
     let second = json(&export.join("4_Dense/config.json"));
-    assert_eq!(first["activation_function"], "torch.nn.modules.activation.ReLU");
-    assert_eq!((first["in_features"].as_u64(), first["out_features"].as_u64()), (Some(384), Some(32)));
-    assert_eq!(second["activation_function"], "torch.nn.modules.linear.Identity");
-    assert_eq!((second["in_features"].as_u64(), second["out_features"].as_u64()), (Some(32), Some(2)));
+    assert_eq!(
+        first["activation_function"],
+        "torch.nn.modules.activation.ReLU"
+    );
+    assert_eq!(
+        (
+            first["in_features"].as_u64(),
+            first["out_features"].as_u64()
+        ),
+        (Some(384), Some(32))
+    );
+    assert_eq!(
+        second["activation_function"],
+        "torch.nn.modules.linear.Identity"
+    );
+    assert_eq!(
+        (
+            second["in_features"].as_u64(),
+            second["out_features"].as_u64()
+        ),
+        (Some(32), Some(2))
+    );
 }

@@ -1,0 +1,170 @@
+//! Measurements behind BENCHMARKS.md: backbone forward throughput on a full batch, and what
+//! length bucketing saves when embedding a real data set. Timings are medians of repeated runs
+//! after a warm-up; nothing here asserts a speed.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::Device;
+use graft_data::TextTokenizer;
+use graft_model::bert::BertConfig;
+use graft_model::text_encoder::PoolingOptions;
+use graft_model::{ModelFolder, Pooling, TextEncoder};
+use serde::Serialize;
+
+use crate::TrainError;
+use crate::backend;
+use crate::classifier::{TokenizedTexts, extract_features};
+use crate::config::Backend;
+use crate::progress::Silent;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardBench {
+    pub backend: String,
+    pub device: String,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub seconds: Vec<f64>,
+    pub median_seconds: f64,
+    pub sequences_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BucketingBench {
+    pub backend: String,
+    pub texts: usize,
+    pub batch: usize,
+    pub max_length: usize,
+    /// Token positions computed, padding included.
+    pub positions_in_file_order: usize,
+    pub positions_bucketed: usize,
+    pub seconds_in_file_order: f64,
+    pub seconds_bucketed: f64,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
+fn load(
+    model_dir: &Path,
+    max_length: usize,
+    device: &Device,
+) -> Result<(TextEncoder, TextTokenizer), TrainError> {
+    let folder = ModelFolder::open(model_dir)?;
+    let config = BertConfig::from_file(&folder.config_path())?;
+    let options = PoolingOptions {
+        pooling: Pooling::Mean,
+        use_pooler: false,
+        normalize: true,
+    };
+    let (_, encoder) = TextEncoder::load(&folder, options, device)?;
+    let tokenizer =
+        TextTokenizer::from_file(&folder.tokenizer_path(), max_length, config.vocab_size)?;
+    Ok((encoder, tokenizer))
+}
+
+/// Sequences per second of the backbone (with mean pooling) on one `[batch, seq_len]` batch of
+/// real texts that fill every position (no padding), after one warm-up pass.
+pub fn forward_throughput(
+    model_dir: &Path,
+    texts: &[&str],
+    backend: Backend,
+    batch: usize,
+    seq_len: usize,
+    repeats: usize,
+) -> Result<ForwardBench, TrainError> {
+    let selected = backend::select(backend)?;
+    let (encoder, tokenizer) = load(model_dir, seq_len, &selected.device)?;
+    let tokens = TokenizedTexts::new(&tokenizer, texts)?;
+    let full: Vec<usize> = (0..tokens.len())
+        .filter(|&i| tokens.tokens[i].ids.len() == seq_len)
+        .take(batch)
+        .collect();
+    if full.len() < batch {
+        return Err(TrainError::Unsupported(format!(
+            "only {} texts fill {seq_len} tokens; {batch} are needed",
+            full.len()
+        )));
+    }
+    let (ids, types, mask) = tokens.batch(&full).to_tensors(&selected.device);
+    let run = || {
+        let out = encoder.forward(ids.clone(), types.clone(), mask.clone());
+        // Reading back waits for the work to finish (wgpu runs asynchronously).
+        let _ = out.into_data();
+    };
+    run();
+    let seconds: Vec<f64> = (0..repeats.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            run();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    let median_seconds = median(&seconds);
+    Ok(ForwardBench {
+        backend: format!("{backend:?}").to_lowercase(),
+        device: selected.description,
+        batch,
+        seq_len,
+        sequences_per_second: batch as f64 / median_seconds,
+        median_seconds,
+        seconds,
+    })
+}
+
+/// Embeds `texts` twice: in file order (each batch padded to its longest text) and in
+/// length-sorted batches, as graft does.
+pub fn bucketing(
+    model_dir: &Path,
+    texts: &[&str],
+    backend: Backend,
+    batch: usize,
+    max_length: usize,
+) -> Result<BucketingBench, TrainError> {
+    let selected = backend::select(backend)?;
+    let device = &selected.device;
+    let (encoder, tokenizer) = load(model_dir, max_length, device)?;
+    let tokens = TokenizedTexts::new(&tokenizer, texts)?;
+    let in_order: Vec<Vec<usize>> = (0..tokens.len())
+        .collect::<Vec<_>>()
+        .chunks(batch)
+        .map(<[usize]>::to_vec)
+        .collect();
+    let bucketed = tokens.length_buckets(batch);
+
+    let start = Instant::now();
+    for indices in &in_order {
+        let (ids, types, mask) = tokens.batch(indices).to_tensors(device);
+        let _ = encoder.forward(ids, types, mask).into_data();
+    }
+    let seconds_in_file_order = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let _ = extract_features(&encoder, &tokens, batch, device, &Silent).into_data();
+    let seconds_bucketed = start.elapsed().as_secs_f64();
+    Ok(BucketingBench {
+        backend: format!("{backend:?}").to_lowercase(),
+        texts: texts.len(),
+        batch,
+        max_length,
+        positions_in_file_order: TokenizedTexts::padded_positions(&in_order, &tokens.tokens),
+        positions_bucketed: TokenizedTexts::padded_positions(&bucketed, &tokens.tokens),
+        seconds_in_file_order,
+        seconds_bucketed,
+    })
+}
+
+/// The process's peak resident memory (VmHWM), where /proc tells it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,237 @@
+//! The frozen-feature cache: a frozen backbone computes the same features for the same text every
+//! epoch and every run, so they are computed once and stored on disk as safetensors shards.
+//!
+//! The key of a set of texts hashes everything that changes its features: the backbone's weights,
+//! `config.json` and `tokenizer.json`, the pooling options, the max length, and the texts
+//! themselves (so any change to the data file's texts gives a new key, while label-only changes
+//! reuse it). Shards are written atomically, and a `complete.json` marker is written last; an
+//! interrupted pass resumes from the shards already finished. It lives in graft-train rather than
+//! graft-data because filling it needs the encoder.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use graft_model::text_encoder::PoolingOptions;
+use graft_model::{ModelFolder, TextEncoder};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::TrainError;
+use crate::classifier::{TokenizedTexts, extract_features};
+use crate::files::{write_atomic, write_json_atomic};
+use crate::progress::Progress;
+
+/// Texts per shard: the unit of resumption.
+pub const SHARD_SIZE: usize = 512;
+/// Bumped whenever the stored layout or the feature computation changes.
+const FORMAT_VERSION: &str = "graft-features-v1";
+
+/// The default cache folder: `$GRAFT_CACHE_DIR`, else `$XDG_CACHE_HOME/graft`, else
+/// `~/.cache/graft`, else `.cache/graft` in the current folder.
+pub fn default_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("GRAFT_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("graft");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache/graft"),
+        None => PathBuf::from(".cache/graft"),
+    }
+}
+
+/// How many texts a lookup computed and how many it read back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CacheStats {
+    pub computed: usize,
+    pub reused: usize,
+}
+
+impl std::ops::AddAssign for CacheStats {
+    fn add_assign(&mut self, other: Self) {
+        self.computed += other.computed;
+        self.reused += other.reused;
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Complete {
+    format: String,
+    n: usize,
+    hidden: usize,
+    shards: usize,
+}
+
+/// Features of one frozen backbone, stored under `root/features/<key>/`.
+pub struct FeatureCache {
+    root: PathBuf,
+    model_key: String,
+    rebuild: bool,
+}
+
+fn hash_file(hasher: &mut Sha256, path: &Path) -> Result<(), TrainError> {
+    let io = |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    hasher.update(b"\0");
+    Ok(())
+}
+
+fn hex(digest: impl AsRef<[u8]>) -> String {
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl FeatureCache {
+    /// A cache for `folder`'s backbone used with `options` and `max_length`. `rebuild` recomputes
+    /// (and overwrites) every entry it is asked for.
+    pub fn new(
+        root: &Path,
+        folder: &ModelFolder,
+        options: PoolingOptions,
+        max_length: usize,
+        rebuild: bool,
+    ) -> Result<Self, TrainError> {
+        let mut hasher = Sha256::new();
+        hasher.update(FORMAT_VERSION);
+        for path in [
+            folder.weights_path(),
+            folder.config_path(),
+            folder.tokenizer_path(),
+        ] {
+            hash_file(&mut hasher, &path)?;
+        }
+        hasher.update(format!(
+            "pooling={:?};pooler={};normalize={};max_length={max_length}",
+            options.pooling, options.use_pooler, options.normalize
+        ));
+        Ok(Self {
+            root: root.join("features"),
+            model_key: hex(hasher.finalize()),
+            rebuild,
+        })
+    }
+
+    /// The folder holding the features of `texts`.
+    pub fn entry(&self, texts: &[&str]) -> PathBuf {
+        let mut hasher = Sha256::new();
+        hasher.update(&self.model_key);
+        for text in texts {
+            hasher.update((text.len() as u64).to_le_bytes());
+            hasher.update(text.as_bytes());
+        }
+        self.root.join(hex(hasher.finalize()))
+    }
+
+    /// Features `[n, hidden]` of `texts` (already tokenized as `tokens`), in order, from the cache
+    /// where present and computed (and stored) otherwise.
+    pub fn features(
+        &self,
+        encoder: &TextEncoder,
+        texts: &[&str],
+        tokens: &TokenizedTexts,
+        batch_size: usize,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<(Tensor<2>, CacheStats), TrainError> {
+        let dir = self.entry(texts);
+        let n = texts.len();
+        let hidden = encoder.output_size();
+        let shards = n.div_ceil(SHARD_SIZE);
+        if self.rebuild && dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|source| TrainError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let mut stats = CacheStats::default();
+        let mut parts = Vec::with_capacity(shards);
+        for shard in 0..shards {
+            let start = shard * SHARD_SIZE;
+            let end = (start + SHARD_SIZE).min(n);
+            let path = dir.join(format!("shard-{shard:05}.safetensors"));
+            match read_shard(&path, end - start, hidden) {
+                Some(values) => {
+                    stats.reused += end - start;
+                    progress.advance(end - start);
+                    parts.push(Tensor::<2>::from_data(
+                        TensorData::new(values, [end - start, hidden]),
+                        device,
+                    ));
+                }
+                None => {
+                    let indices: Vec<usize> = (start..end).collect();
+                    let features = extract_features(
+                        encoder,
+                        &tokens.subset(&indices),
+                        batch_size,
+                        device,
+                        progress,
+                    );
+                    write_shard(&path, &features)?;
+                    stats.computed += end - start;
+                    parts.push(features);
+                }
+            }
+        }
+        write_json_atomic(
+            &dir.join("complete.json"),
+            &Complete {
+                format: FORMAT_VERSION.into(),
+                n,
+                hidden,
+                shards,
+            },
+        )?;
+        Ok((Tensor::cat(parts, 0), stats))
+    }
+}
+
+/// The shard's values if it is there, readable and of the expected shape.
+fn read_shard(path: &Path, rows: usize, hidden: usize) -> Option<Vec<f32>> {
+    let bytes = std::fs::read(path).ok()?;
+    let file = safetensors::SafeTensors::deserialize(&bytes).ok()?;
+    let view = file.tensor("features").ok()?;
+    if view.shape() != [rows, hidden] || view.dtype() != safetensors::Dtype::F32 {
+        return None;
+    }
+    Some(
+        view.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
+fn write_shard(path: &Path, features: &Tensor<2>) -> Result<(), TrainError> {
+    let [rows, hidden] = features.dims();
+    let values: Vec<f32> = features
+        .clone()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| TrainError::Write {
+            path: path.to_path_buf(),
+            message: format!("{e:?}"),
+        })?;
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows, hidden], &bytes)
+            .expect("shape matches data");
+    let serialized =
+        safetensors::serialize([("features", view)], None).map_err(|e| TrainError::Write {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    write_atomic(path, &serialized)
+}
