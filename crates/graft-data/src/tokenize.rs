@@ -116,8 +116,17 @@ impl TokenBatch {
         out
     }
 
-    /// `(input_ids, token_type_ids, attention_mask)` as `[batch, seq_len]` int tensors.
-    pub fn to_tensors(&self, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2, Int>) {
+    /// Whether any row is padded.
+    pub fn has_padding(&self) -> bool {
+        self.attention_mask.contains(&0)
+    }
+
+    /// `(input_ids, token_type_ids, attention_mask)` as `[batch, seq_len]` int tensors; the mask is
+    /// `None` when no row is padded, so the model skips masking.
+    pub fn to_tensors(
+        &self,
+        device: &Device,
+    ) -> (Tensor<2, Int>, Tensor<2, Int>, Option<Tensor<2, Int>>) {
         let shape = [self.batch, self.seq_len];
         let tensor = |values: &Vec<i64>| {
             Tensor::<2, Int>::from_data(TensorData::new(values.clone(), shape), device)
@@ -125,7 +134,7 @@ impl TokenBatch {
         (
             tensor(&self.input_ids),
             tensor(&self.token_type_ids),
-            tensor(&self.attention_mask),
+            self.has_padding().then(|| tensor(&self.attention_mask)),
         )
     }
 }

@@ -212,7 +212,7 @@ pub struct BertSelfAttention {
 
 impl BertSelfAttention {
     /// `pad_mask` is `[batch, heads, seq, seq]`, true where the key is padding.
-    pub fn forward(&self, x: Tensor<3>, pad_mask: Tensor<4, Bool>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
         let [batch, seq_len, hidden] = x.dims();
         let head_dim = hidden / self.num_heads;
         let heads = |linear: &Linear| {
@@ -228,18 +228,14 @@ impl BertSelfAttention {
         let context = if dropout_active {
             // Training: dropout on the attention probabilities, as transformers does.
             let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
-            let scores = scores.mask_fill(pad_mask, f32::MIN);
+            let scores = match pad_mask {
+                Some(mask) => scores.mask_fill(mask, f32::MIN),
+                None => scores,
+            };
             let probs = self.dropout.forward(activation::softmax(scores, 3));
             probs.matmul(v)
         } else {
-            attention(
-                q,
-                k,
-                v,
-                Some(pad_mask),
-                None,
-                AttentionModuleOptions::default(),
-            )
+            attention(q, k, v, pad_mask, None, AttentionModuleOptions::default())
         };
         context.swap_dims(1, 2).reshape([batch, seq_len, hidden])
     }
@@ -281,7 +277,7 @@ pub struct BertLayer {
 }
 
 impl BertLayer {
-    pub fn forward(&self, x: Tensor<3>, pad_mask: Tensor<4, Bool>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
         let attended = self.attention.self_attn.forward(x.clone(), pad_mask);
         let x = self.attention.output.forward(attended, x);
         let inner = self.intermediate.dense.forward(x.clone());
@@ -320,12 +316,13 @@ pub struct Bert {
 }
 
 impl Bert {
-    /// The last hidden state `[batch, seq, hidden]`. `attention_mask` is 1 for tokens, 0 for padding.
+    /// The last hidden state `[batch, seq, hidden]`. `attention_mask` is 1 for tokens, 0 for
+    /// padding; `None` means no row is padded.
     pub fn forward(
         &self,
         input_ids: Tensor<2, Int>,
         token_type_ids: Tensor<2, Int>,
-        attention_mask: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<3> {
         let [batch, seq_len] = input_ids.dims();
         let heads = self
@@ -334,10 +331,11 @@ impl Bert {
             .first()
             .map_or(1, |layer| layer.attention.self_attn.num_heads);
         // Built once for all layers: true where the key position is padding.
-        let pad_mask = attention_mask
-            .equal_elem(0)
-            .reshape([batch, 1, 1, seq_len])
-            .expand([batch, heads, seq_len, seq_len]);
+        let pad_mask = attention_mask.map(|mask| {
+            mask.equal_elem(0)
+                .reshape([batch, 1, 1, seq_len])
+                .expand([batch, heads, seq_len, seq_len])
+        });
         let mut x = self.embeddings.forward(input_ids, token_type_ids);
         for layer in &self.encoder.layer {
             x = layer.forward(x, pad_mask.clone());

@@ -29,9 +29,17 @@ impl Pooling {
         }
     }
 
-    /// `hidden` is `[batch, seq, hidden]`; `attention_mask` is 1 for tokens, 0 for padding.
-    pub fn pool(self, hidden: Tensor<3>, attention_mask: Tensor<2, Int>) -> Tensor<2> {
+    /// `hidden` is `[batch, seq, hidden]`; `attention_mask` is 1 for tokens, 0 for padding, and
+    /// `None` when nothing is padded.
+    pub fn pool(self, hidden: Tensor<3>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<2> {
         let [batch, seq_len, width] = hidden.dims();
+        let Some(attention_mask) = attention_mask else {
+            return match self {
+                Self::Cls => hidden.narrow(1, 0, 1).reshape([batch, width]),
+                Self::Mean => hidden.mean_dim(1).reshape([batch, width]),
+                Self::Max => hidden.max_dim(1).reshape([batch, width]),
+            };
+        };
         match self {
             Self::Cls => hidden.narrow(1, 0, 1).reshape([batch, width]),
             Self::Mean => {

@@ -47,7 +47,7 @@ impl TextEncoder {
         &self,
         input_ids: Tensor<2, Int>,
         token_type_ids: Tensor<2, Int>,
-        attention_mask: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<2> {
         let hidden = self
             .bert

@@ -28,11 +28,22 @@ fn tokenizer() -> TextTokenizer {
     TextTokenizer::from_file(&minilm_dir().join("tokenizer.json"), 256, 30522).expect("tokenizer")
 }
 
-fn embed_one(encoder: &TextEncoder, ids: &[i64], types: &[i64], device: &Device) -> Vec<f32> {
+/// One text; `with_mask` passes an all-ones mask (the padded-batch path) instead of none.
+fn embed_one(
+    encoder: &TextEncoder,
+    ids: &[i64],
+    types: &[i64],
+    device: &Device,
+    with_mask: bool,
+) -> Vec<f32> {
     let n = ids.len();
     let tensor =
         |v: &[i64]| Tensor::<2, Int>::from_data(TensorData::new(v.to_vec(), [1, n]), device);
-    let out = encoder.forward(tensor(ids), tensor(types), tensor(&vec![1; n]));
+    let out = encoder.forward(
+        tensor(ids),
+        tensor(types),
+        with_mask.then(|| tensor(&vec![1; n])),
+    );
     out.into_data().try_into_vec_as::<f32>().expect("f32")
 }
 
@@ -73,6 +84,8 @@ fn embeddings_match_pytorch_on_cpu_backends() {
                     &ints(&case["input_ids"]),
                     &ints(&case["token_type_ids"]),
                     &device,
+                    // Both paths: no mask (flex) and an all-ones mask (ndarray).
+                    backend == "ndarray",
                 );
                 let diff = max_abs_diff(&got, &floats(&case[key]));
                 assert!(

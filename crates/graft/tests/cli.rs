@@ -9,9 +9,12 @@ fn repo() -> PathBuf {
 }
 
 fn graft(args: &[&str]) -> Output {
+    // The feature cache goes to a throwaway folder, not the user's.
+    let cache = std::env::temp_dir().join(format!("graft-test-cache-{}", std::process::id()));
     Command::new(env!("CARGO_BIN_EXE_graft"))
         .args(args)
         .current_dir(repo())
+        .env("GRAFT_CACHE_DIR", cache)
         .output()
         .expect("graft runs")
 }
