@@ -47,6 +47,14 @@ fn embed_one(
     out.into_data().try_into_vec_as::<f32>().expect("f32")
 }
 
+/// Features of a padded batch, row-major, and their width.
+fn embed_batch(encoder: &TextEncoder, batch: &TokenBatch, device: &Device) -> (Vec<f32>, usize) {
+    let (ids, types, mask) = batch.to_tensors(device);
+    let out = encoder.forward(ids, types, mask);
+    let [_, hidden] = out.dims();
+    (out.into_data().try_into_vec_as::<f32>().unwrap(), hidden)
+}
+
 #[test]
 fn token_ids_equal_the_hf_tokenizer() {
     let golden = golden("minilm_embeddings.json");
@@ -111,13 +119,7 @@ fn padded_batch_matches_pytorch_on_cpu_backends() {
     let batch = TokenBatch::pad(&tokens.iter().collect::<Vec<_>>());
     for (backend, device) in cpu_devices() {
         let encoder = encoder(&device, Pooling::Mean, true);
-        let (ids, types, mask) = batch.to_tensors(&device);
-        let out: Vec<f32> = encoder
-            .forward(ids, types, mask)
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .unwrap();
-        let hidden = out.len() / cases.len();
+        let (out, hidden) = embed_batch(&encoder, &batch, &device);
         for (i, case) in cases.iter().enumerate() {
             let diff = max_abs_diff(
                 &out[i * hidden..(i + 1) * hidden],
@@ -152,13 +154,7 @@ fn embeddings_match_pytorch_on_wgpu() {
         (Pooling::Cls, false, "cls"),
     ] {
         let encoder = encoder(&device, pooling, normalize);
-        let (ids, types, mask) = batch.to_tensors(&device);
-        let out: Vec<f32> = encoder
-            .forward(ids, types, mask)
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .unwrap();
-        let hidden = out.len() / cases.len();
+        let (out, hidden) = embed_batch(&encoder, &batch, &device);
         let mut worst = 0.0f32;
         for (i, case) in cases.iter().enumerate() {
             let diff = max_abs_diff(&out[i * hidden..(i + 1) * hidden], &floats(&case[key]));
