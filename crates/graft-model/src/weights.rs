@@ -2,13 +2,24 @@
 //! that name the file and the upstream tensor.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 
 use burn::module::Module;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
+
+/// Headers beyond this are refused (safetensors' own limit).
+const MAX_HEADER: u64 = 100_000_000;
+
+#[derive(Deserialize)]
+struct HeaderEntry {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data_offsets: (u64, u64),
+}
 
 /// One tensor as the file describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,7 +41,9 @@ pub struct WeightsIndex {
 }
 
 impl WeightsIndex {
-    /// Reads and checks the header: a truncated or corrupt file is an error naming it.
+    /// Reads and checks the header only (not the tensor data): every tensor must lie inside the
+    /// file with the size its dtype and shape imply, and the data must end where the file ends, so
+    /// a truncated or corrupt file is an error naming it.
     pub fn read(path: &Path) -> Result<Self, ModelError> {
         if !path.exists() {
             return Err(ModelError::MissingFile {
@@ -38,28 +51,58 @@ impl WeightsIndex {
                 what: "weights file",
             });
         }
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        let corrupt = |message: String| ModelError::CorruptWeights {
+            path: path.to_path_buf(),
+            message,
+        };
+        let io = |source| ModelError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        // Deserializing checks the header and that every tensor lies inside the file.
-        let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-            ModelError::CorruptWeights {
-                path: path.to_path_buf(),
-                message: e.to_string(),
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        let mut len_bytes = [0u8; 8];
+        file.read_exact(&mut len_bytes)
+            .map_err(|_| corrupt("shorter than a safetensors header".into()))?;
+        let header_len = u64::from_le_bytes(len_bytes);
+        if header_len > MAX_HEADER || 8 + header_len > file_len {
+            return Err(corrupt(format!(
+                "header length {header_len} does not fit a file of {file_len} bytes"
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact(&mut header).map_err(io)?;
+        let entries: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
+            .map_err(|e| corrupt(format!("unreadable header: {e}")))?;
+        let mut tensors = BTreeMap::new();
+        let mut data_end = 0u64;
+        for (name, value) in entries {
+            if name == "__metadata__" {
+                continue;
             }
-        })?;
-        let tensors = tensors
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| {
-                let info = TensorInfo {
-                    dtype: format!("{:?}", view.dtype()),
-                    shape: view.shape().to_vec(),
-                };
-                (name, info)
-            })
-            .collect();
+            let entry: HeaderEntry = serde_json::from_value(value)
+                .map_err(|e| corrupt(format!("tensor `{name}`: {e}")))?;
+            let (begin, end) = entry.data_offsets;
+            let bits = entry.shape.iter().product::<usize>() * entry.dtype.bitsize();
+            if end < begin || (end - begin) * 8 != bits as u64 {
+                return Err(corrupt(format!(
+                    "tensor `{name}`: offsets {begin}..{end} do not hold a {:?} {:?}",
+                    entry.dtype, entry.shape
+                )));
+            }
+            data_end = data_end.max(end);
+            let info = TensorInfo {
+                dtype: format!("{:?}", entry.dtype),
+                shape: entry.shape,
+            };
+            tensors.insert(name, info);
+        }
+        if 8 + header_len + data_end != file_len {
+            return Err(corrupt(format!(
+                "the tensors end at byte {} but the file has {file_len} (truncated or padded)",
+                8 + header_len + data_end
+            )));
+        }
         Ok(Self { tensors })
     }
 

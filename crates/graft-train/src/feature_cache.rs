@@ -4,8 +4,8 @@
 //! The key of a set of texts hashes everything that changes its features: the backbone's weights,
 //! `config.json` and `tokenizer.json`, the pooling options, the max length, and the texts
 //! themselves (so any change to the data file's texts gives a new key, while label-only changes
-//! reuse it). Shards are written atomically, and a `complete.json` marker is written last; an
-//! interrupted pass resumes from the shards already finished. It lives in graft-train rather than
+//! reuse it). Each shard is written atomically and checked when read, so an interrupted pass
+//! resumes from the shards already finished. It lives in graft-train rather than
 //! graft-data because filling it needs the encoder.
 
 use std::io::Read;
@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor, TensorData};
 use graft_model::text_encoder::PoolingOptions;
 use graft_model::{ModelFolder, TextEncoder};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::TrainError;
 use crate::classifier::{TokenizedTexts, extract_features};
-use crate::files::{write_atomic, write_json_atomic};
+use crate::files::write_atomic;
 use crate::progress::Progress;
 
 /// Texts per shard: the unit of resumption.
@@ -54,14 +54,6 @@ impl std::ops::AddAssign for CacheStats {
         self.computed += other.computed;
         self.reused += other.reused;
     }
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct Complete {
-    format: String,
-    n: usize,
-    hidden: usize,
-    shards: usize,
 }
 
 /// Features of one frozen backbone, stored under `root/features/<key>/`.
@@ -185,15 +177,6 @@ impl FeatureCache {
                 }
             }
         }
-        write_json_atomic(
-            &dir.join("complete.json"),
-            &Complete {
-                format: FORMAT_VERSION.into(),
-                n,
-                hidden,
-                shards,
-            },
-        )?;
         Ok((Tensor::cat(parts, 0), stats))
     }
 }

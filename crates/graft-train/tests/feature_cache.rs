@@ -91,13 +91,13 @@ fn interrupted_pass_resumes_from_finished_shards_and_ignores_broken_ones() {
     let train = repo().join("datasets/fine-foods-mini/train.csv");
     let first = graft_train::train(&config(&train, 64, &cache, &out), None, &Silent).unwrap();
     assert_eq!(first.cache.reused, 0);
-    // Simulate an interruption: remove one entry's completion marker and corrupt another shard.
+    // Simulate an interruption: one entry lost its shard, another's shard is half-written.
     let entries: Vec<PathBuf> = std::fs::read_dir(cache.join("features"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(entries.len(), 3, "train, valid and test entries");
-    std::fs::remove_file(entries[0].join("complete.json")).unwrap();
+    std::fs::remove_file(entries[0].join("shard-00000.safetensors")).unwrap();
     std::fs::write(entries[1].join("shard-00000.safetensors"), b"truncated").unwrap();
     let second = graft_train::train(&config(&train, 64, &cache, &out), None, &Silent).unwrap();
     assert!(

@@ -326,9 +326,9 @@ fn bench(what: BenchCommand) -> Result<()> {
         } => {
             let texts = read_texts(data, column, None)?;
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let result =
-                bench::forward_throughput(&model, &texts, backend, batch, seq_len, repeats)?;
-            serde_json::to_value(result)?
+            serde_json::to_value(bench::forward_throughput(
+                &model, &texts, backend, batch, seq_len, repeats,
+            )?)?
         }
         BenchCommand::Bucketing {
             model,
@@ -341,8 +341,9 @@ fn bench(what: BenchCommand) -> Result<()> {
         } => {
             let texts = read_texts(data, column, limit)?;
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let result = bench::bucketing(&model, &texts, backend, batch, max_length)?;
-            serde_json::to_value(result)?
+            serde_json::to_value(bench::bucketing(
+                &model, &texts, backend, batch, max_length,
+            )?)?
         }
     };
     let mut report = report;
