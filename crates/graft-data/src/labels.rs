@@ -107,14 +107,7 @@ impl LabelSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn example(label: &str, line: usize) -> TextExample {
-        TextExample {
-            text: "t".into(),
-            label: Some(label.into()),
-            line,
-        }
-    }
+    use crate::example;
 
     #[test]
     fn sorted_order_and_unknown_label_error() {

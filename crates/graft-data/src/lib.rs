@@ -2,10 +2,12 @@
 //!
 //! Nothing here knows about models or training: [`text`] reads CSV/JSONL/plain-text files into
 //! examples, [`labels`] fixes the class order and checks labels against it, [`tokenize`] turns
-//! texts into id tensors with the model's `tokenizer.json`.
+//! texts into id tensors with the model's `tokenizer.json`, [`targets`] reads multi-label lists
+//! and regression values.
 
 pub mod labels;
 pub mod split;
+pub mod targets;
 pub mod text;
 pub mod tokenize;
 
@@ -13,6 +15,7 @@ use std::path::PathBuf;
 
 pub use labels::LabelSet;
 pub use split::train_valid_split;
+pub use targets::{encode_multi_label, label_list, multi_label_set, regression_values};
 pub use text::{DataFormat, TextExample, read_texts};
 pub use tokenize::{TextTokenizer, TokenBatch};
 
@@ -60,4 +63,14 @@ pub enum DataError {
     TokenOutOfVocab { id: u32, vocab_size: usize },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// A labelled example for unit tests.
+#[cfg(test)]
+pub(crate) fn example(label: &str, line: usize) -> TextExample {
+    TextExample {
+        text: "t".into(),
+        label: Some(label.into()),
+        line,
+    }
 }

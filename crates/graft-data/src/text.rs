@@ -162,6 +162,8 @@ fn read_jsonl(
                 Some(Value::String(s)) => Ok(s.clone()),
                 Some(Value::Number(n)) => Ok(n.to_string()),
                 Some(Value::Bool(b)) => Ok(b.to_string()),
+                // A label list (multi-label data) is kept as its JSON text.
+                Some(array @ Value::Array(_)) => Ok(array.to_string()),
                 Some(other) => Err(parse_error(format!(
                     "field `{column}` must be a string or number, found {other}"
                 ))),

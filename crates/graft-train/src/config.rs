@@ -19,6 +19,8 @@ pub struct Config {
     pub freeze: FreezeSection,
     #[serde(default)]
     pub train: TrainSection,
+    #[serde(default)]
+    pub loss: LossSection,
     pub output: OutputSection,
 }
 
@@ -58,6 +60,41 @@ pub struct DataSection {
     pub label_column: String,
     /// A file fixing the class order (JSON array or one label per line); default: sorted labels.
     pub labels: Option<PathBuf>,
+    #[serde(default)]
+    pub task: Task,
+    /// Multi-label: what separates labels in a field (`a|b`); a JSON array also works.
+    #[serde(default = "default_separator")]
+    pub label_separator: String,
+    /// Regression: train on standardized targets (the model still predicts raw values).
+    #[serde(default = "yes")]
+    pub standardize: bool,
+}
+
+fn default_separator() -> String {
+    "|".into()
+}
+
+/// What the head predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// One class per example (softmax + cross-entropy).
+    #[default]
+    Classification,
+    /// Any number of labels per example (sigmoid + binary cross-entropy).
+    MultiLabel,
+    /// One number per example.
+    Regression,
+}
+
+impl Task {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Classification => "single_label_classification",
+            Self::MultiLabel => "multi_label_classification",
+            Self::Regression => "regression",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -79,6 +116,13 @@ pub struct HeadSection {
     /// Dropout before each layer of the head, during training.
     #[serde(default = "default_head_dropout")]
     pub dropout: f64,
+    /// Multi-label: a label is predicted when its probability reaches this.
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+}
+
+fn default_threshold() -> f64 {
+    0.5
 }
 
 fn default_head_dropout() -> f64 {
@@ -91,26 +135,98 @@ impl Default for HeadSection {
             kind: HeadKind::Linear,
             hidden: Vec::new(),
             dropout: default_head_dropout(),
+            threshold: default_threshold(),
         }
+    }
+}
+
+/// What of the backbone is frozen (no gradients, no weight decay, dropout and normalization
+/// statistics as in inference) and when parts of it thaw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeSection {
+    /// Freeze the whole backbone. The default when neither `layers` nor `patterns` is given.
+    pub backbone: Option<bool>,
+    /// Freeze the first N blocks: for BERT the embeddings count as a block, so `layers = 4` is
+    /// the embeddings plus encoder layers 0 to 2.
+    pub layers: Option<usize>,
+    /// Freeze tensors whose upstream name (as `graft inspect` shows it) fully matches one of these
+    /// regular expressions, e.g. `"encoder\\.layer\\.[0-3]\\..*"`.
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    /// Gradual unfreezing: at the start of `epoch`, make `layers` trainable ("all", or "last:N"
+    /// for the last N blocks).
+    #[serde(default)]
+    pub unfreeze: Vec<UnfreezeStep>,
+}
+
+impl FreezeSection {
+    /// Whether the whole backbone is frozen at the start.
+    pub fn whole_backbone(&self) -> bool {
+        self.backbone
+            .unwrap_or(self.layers.is_none() && self.patterns.is_empty())
+    }
+
+    /// Whether the whole backbone stays frozen for the whole run.
+    pub fn always_frozen(&self) -> bool {
+        self.whole_backbone() && self.unfreeze.is_empty()
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FreezeSection {
-    /// Freeze the whole backbone (weights, dropout and any normalization statistics).
-    #[serde(default = "yes")]
-    pub backbone: bool,
+pub struct UnfreezeStep {
+    /// 1-based epoch at whose start the blocks become trainable.
+    pub epoch: usize,
+    pub layers: BlockSelection,
+}
+
+/// Which backbone blocks an unfreeze step thaws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockSelection {
+    All,
+    Last(usize),
+}
+
+impl std::str::FromStr for BlockSelection {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "all" {
+            return Ok(Self::All);
+        }
+        s.strip_prefix("last:")
+            .and_then(|n| n.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .map(Self::Last)
+            .ok_or_else(|| format!("layers = \"{s}\": expected \"all\" or \"last:N\" with N > 0"))
+    }
+}
+
+impl std::fmt::Display for BlockSelection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::All => write!(f, "all"),
+            Self::Last(n) => write!(f, "last:{n}"),
+        }
+    }
+}
+
+impl Serialize for BlockSelection {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for BlockSelection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 fn yes() -> bool {
     true
-}
-
-impl Default for FreezeSection {
-    fn default() -> Self {
-        Self { backbone: true }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +296,40 @@ pub struct TrainSection {
     /// SGD momentum.
     #[serde(default)]
     pub momentum: f64,
+    /// SGD: Nesterov momentum.
+    #[serde(default)]
+    pub nesterov: bool,
+    /// Apply weight decay to biases and normalization weights too (off by default, as in
+    /// transformers and timm).
+    #[serde(default)]
+    pub decay_norm_and_bias: bool,
+    /// Learning rate of the trainable backbone tensors (default: `lr`).
+    pub backbone_lr: Option<f64>,
+    /// timm's layer-wise decay: block i of n gets `lr * layer_decay^(n - i)`, the head `lr`.
+    pub layer_decay: Option<f64>,
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Linear warmup from 0, in optimizer steps, or as a fraction of all steps.
+    pub warmup_steps: Option<usize>,
+    pub warmup_ratio: Option<f64>,
+    /// Clip gradients to this global L2 norm (PyTorch's `clip_grad_norm_`).
+    pub clip_grad_norm: Option<f64>,
+    /// Micro-batches whose mean gradient makes one optimizer step.
+    #[serde(default = "default_accumulate")]
+    pub accumulate: usize,
+    /// The validation metric that picks the best epoch (and drives early stopping): `valid_loss`
+    /// (the default), or a metric of the task such as `valid_accuracy`, `valid_macro_f1`,
+    /// `valid_micro_f1`, `valid_hamming`, `valid_mae`, `valid_rmse` or `valid_r2`.
+    #[serde(default = "default_monitor")]
+    pub monitor: String,
+    /// Stop when the monitored metric has not improved for this many epochs.
+    pub patience: Option<usize>,
+    /// The least change that counts as an improvement.
+    #[serde(default)]
+    pub min_delta: f64,
+    /// Write a checkpoint after every epoch (needed for `--resume`).
+    #[serde(default = "yes")]
+    pub checkpoints: bool,
     #[serde(default = "default_seed")]
     pub seed: u64,
     #[serde(default)]
@@ -193,6 +343,12 @@ pub struct TrainSection {
 
 fn default_epochs() -> usize {
     10
+}
+fn default_accumulate() -> usize {
+    1
+}
+fn default_monitor() -> String {
+    "valid_loss".into()
 }
 fn default_batch_size() -> usize {
     32
@@ -223,11 +379,96 @@ impl Default for TrainSection {
             optimizer: default_optimizer(),
             weight_decay: default_weight_decay(),
             momentum: 0.0,
+            nesterov: false,
+            decay_norm_and_bias: false,
+            backbone_lr: None,
+            layer_decay: None,
+            schedule: Schedule::Constant,
+            warmup_steps: None,
+            warmup_ratio: None,
+            clip_grad_norm: None,
+            accumulate: 1,
+            monitor: default_monitor(),
+            patience: None,
+            min_delta: 0.0,
+            checkpoints: true,
             seed: default_seed(),
             backend: Backend::Auto,
             cache: CacheMode::Auto,
             cache_dir: None,
         }
+    }
+}
+
+/// How the learning rate moves over the optimizer steps (after any warmup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    #[default]
+    Constant,
+    /// Linear decay to 0 (transformers' `get_linear_schedule_with_warmup`).
+    Linear,
+    /// Half-cosine decay to 0 (transformers' `get_cosine_schedule_with_warmup`).
+    Cosine,
+    /// PyTorch's `OneCycleLR` (cosine, `pct_start` = `warmup_ratio` or 0.3, div 25, final div 1e4).
+    OneCycle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    CrossEntropy,
+    Bce,
+    Mse,
+    Huber,
+}
+
+/// Per-class loss weights: `"balanced"` (n / (classes * count), scikit-learn's) or one per class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClassWeights {
+    Named(String),
+    Explicit(Vec<f64>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossSection {
+    /// Default: cross_entropy, bce or mse by task.
+    pub kind: Option<LossKind>,
+    /// Huber's delta.
+    #[serde(default = "default_huber_delta")]
+    pub huber_delta: f64,
+    /// Classification: PyTorch's `label_smoothing`.
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Classification: weights per class. Multi-label: `"balanced"` sets BCE's `pos_weight` to
+    /// negatives/positives per label; a list weights each label's loss.
+    pub class_weights: Option<ClassWeights>,
+}
+
+fn default_huber_delta() -> f64 {
+    1.0
+}
+
+impl Default for LossSection {
+    fn default() -> Self {
+        Self {
+            kind: None,
+            huber_delta: default_huber_delta(),
+            label_smoothing: 0.0,
+            class_weights: None,
+        }
+    }
+}
+
+impl LossSection {
+    pub fn kind_for(&self, task: Task) -> LossKind {
+        self.kind.unwrap_or(match task {
+            Task::Classification => LossKind::CrossEntropy,
+            Task::MultiLabel => LossKind::Bce,
+            Task::Regression => LossKind::Mse,
+        })
     }
 }
 
@@ -306,8 +547,144 @@ impl Config {
         if self.model.pooler == Some(true) && self.model.pooling != Some(Pooling::Cls) {
             return Err("[model] pooler = true needs pooling = \"cls\"".into());
         }
+        self.check_training_control()
+    }
+
+    fn check_training_control(&self) -> Result<(), String> {
+        let t = &self.train;
+        let f = &self.freeze;
+        let task = self.data.task;
+        if f.backbone == Some(true) && (f.layers.is_some() || !f.patterns.is_empty()) {
+            return Err(
+                "[freeze] backbone = true freezes everything; drop it to use layers or patterns"
+                    .into(),
+            );
+        }
+        if f.layers == Some(0) {
+            return Err(
+                "[freeze] layers must be positive (use backbone = false to train it all)".into(),
+            );
+        }
+        for pattern in &f.patterns {
+            regex::Regex::new(pattern)
+                .map_err(|e| format!("[freeze] patterns: invalid regular expression: {e}"))?;
+        }
+        let frozen_at_start = f.whole_backbone() || f.layers.is_some() || !f.patterns.is_empty();
+        for step in &f.unfreeze {
+            if step.epoch < 2 || step.epoch > t.epochs {
+                return Err(format!(
+                    "[freeze] unfreeze epoch {} must be in 2..={} (epochs)",
+                    step.epoch, t.epochs
+                ));
+            }
+            if !frozen_at_start {
+                return Err("[freeze] unfreeze needs something frozen at the start".into());
+            }
+        }
+        if f.unfreeze.windows(2).any(|w| w[0].epoch >= w[1].epoch) {
+            return Err("[freeze] unfreeze steps must be in increasing epoch order".into());
+        }
+        let positive = |v: Option<f64>| v.is_none_or(|v| v > 0.0 && v.is_finite());
+        if !positive(t.backbone_lr) || !positive(t.clip_grad_norm) {
+            return Err("[train] backbone_lr and clip_grad_norm must be positive".into());
+        }
+        if let Some(decay) = t.layer_decay {
+            if !(decay > 0.0 && decay <= 1.0) {
+                return Err(format!(
+                    "[train] layer_decay must be in (0, 1], found {decay}"
+                ));
+            }
+            if t.backbone_lr.is_some() {
+                return Err("[train] give either backbone_lr or layer_decay, not both".into());
+            }
+        }
+        if t.warmup_steps.is_some() && t.warmup_ratio.is_some() {
+            return Err("[train] give either warmup_steps or warmup_ratio, not both".into());
+        }
+        if t.warmup_ratio.is_some_and(|r| !(0.0..1.0).contains(&r)) {
+            return Err("[train] warmup_ratio must be in [0, 1)".into());
+        }
+        if t.accumulate == 0 {
+            return Err("[train] accumulate must be at least 1".into());
+        }
+        if t.nesterov && (t.optimizer != OptimizerKind::Sgd || t.momentum <= 0.0) {
+            return Err("[train] nesterov needs optimizer = \"sgd\" and momentum > 0".into());
+        }
+        if t.patience == Some(0) {
+            return Err("[train] patience must be at least 1".into());
+        }
+        if !monitors(task).contains(&t.monitor.as_str()) {
+            return Err(format!(
+                "[train] monitor = \"{}\" is not a validation metric of {} (one of: {})",
+                t.monitor,
+                task.name(),
+                monitors(task).join(", ")
+            ));
+        }
+        let l = &self.loss;
+        let kind = l.kind_for(task);
+        let fits = matches!(
+            (task, kind),
+            (Task::Classification, LossKind::CrossEntropy)
+                | (Task::MultiLabel, LossKind::Bce)
+                | (Task::Regression, LossKind::Mse | LossKind::Huber)
+        );
+        if !fits {
+            return Err(format!(
+                "[loss] kind = {kind:?} does not fit task = \"{}\"",
+                task.name()
+            ));
+        }
+        if !(0.0..1.0).contains(&l.label_smoothing) {
+            return Err("[loss] label_smoothing must be in [0, 1)".into());
+        }
+        if l.label_smoothing > 0.0 && task != Task::Classification {
+            return Err("[loss] label_smoothing is for task = \"classification\"".into());
+        }
+        if l.huber_delta.is_nan() || l.huber_delta <= 0.0 {
+            return Err("[loss] huber_delta must be positive".into());
+        }
+        match &l.class_weights {
+            Some(_) if task == Task::Regression => {
+                return Err("[loss] class_weights are for classification tasks".into());
+            }
+            Some(ClassWeights::Named(name)) if name != "balanced" => {
+                return Err(format!(
+                    "[loss] class_weights = \"{name}\": expected \"balanced\" or a list of numbers"
+                ));
+            }
+            Some(ClassWeights::Explicit(w)) if w.iter().any(|&v| !(v >= 0.0 && v.is_finite())) => {
+                return Err("[loss] class_weights must be non-negative numbers".into());
+            }
+            _ => {}
+        }
+        if !(self.head.threshold > 0.0 && self.head.threshold < 1.0) {
+            return Err("[head] threshold must be in (0, 1)".into());
+        }
         Ok(())
     }
+}
+
+/// The metrics `[train] monitor` can name for a task; the first is the default.
+pub fn monitors(task: Task) -> &'static [&'static str] {
+    match task {
+        Task::Classification => &["valid_loss", "valid_accuracy", "valid_macro_f1"],
+        Task::MultiLabel => &[
+            "valid_loss",
+            "valid_micro_f1",
+            "valid_macro_f1",
+            "valid_hamming",
+        ],
+        Task::Regression => &["valid_loss", "valid_mae", "valid_rmse", "valid_r2"],
+    }
+}
+
+/// Whether a larger value of the metric is better.
+pub fn higher_is_better(metric: &str) -> bool {
+    matches!(
+        metric,
+        "valid_accuracy" | "valid_macro_f1" | "valid_micro_f1" | "valid_r2"
+    )
 }
 
 #[cfg(test)]
@@ -334,7 +711,7 @@ dir = "runs/x"
         assert_eq!(config.train.epochs, 10);
         assert_eq!(config.train.optimizer, OptimizerKind::Adamw);
         assert_eq!(config.head.kind, HeadKind::Linear);
-        assert!(config.freeze.backbone);
+        assert!(config.freeze.always_frozen());
         assert_eq!(config.model.pooling, None);
     }
 

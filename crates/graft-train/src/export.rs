@@ -148,7 +148,8 @@ fn write_transformers(run_dir: &Path, run: &LoadedRun, out: &Path) -> Result<(),
         );
         object.insert("id2label".into(), Value::Object(id2label));
         object.insert("label2id".into(), Value::Object(label2id));
-        object.insert("problem_type".into(), json!("single_label_classification"));
+        // transformers' names for the tasks are graft's.
+        object.insert("problem_type".into(), json!(m.task));
     }
     write_json_atomic(&out.join("config.json"), &config)?;
     // The encoder under `bert.`, the single head layer as `classifier`.

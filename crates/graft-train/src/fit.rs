@@ -1,24 +1,38 @@
-//! The training loop: seeded shuffling, mini-batch steps with burn's optimizers, validation after
-//! every epoch, and the best epoch (lowest validation loss) kept.
+//! The training loop: seeded shuffling, optimizer steps over (accumulated) mini-batches with
+//! per-group learning rates and schedules, global-norm clipping, validation after every epoch,
+//! the freeze schedule applied at each epoch's start, early stopping on a chosen metric, and a
+//! checkpoint after every epoch from which a killed run resumes exactly.
 //!
 //! The loop is written here rather than with burn-train's `Learner` because the frozen-backbone
-//! case trains on precomputed features, not on the model's own inputs; the loop is the same for
-//! both and takes a closure that yields logits for a list of example indices.
+//! case trains on precomputed features, not on the model's own inputs, and because exact resume
+//! needs the data order and dropout seeds under our control. It takes a closure that yields the
+//! outputs for a list of example indices, and uses burn's optimizers, parameter groups
+//! (`ModuleOptimizer::with_group`, `ModuleLrScheduler::with_group`) and `freeze_group`.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
 
-use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::optim::{
+    AdamConfig, AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, SgdConfig,
+};
+use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use crate::config::{OptimizerKind, TrainSection};
-use crate::progress::{EpochMetrics, Progress};
+use crate::TrainError;
+use crate::checkpoint::{CheckpointState, Checkpoints, changed_keys, load_model};
+use crate::config::{FreezeSection, OptimizerKind, TrainSection, higher_is_better};
+use crate::files::write_atomic;
+use crate::freezing::{ParamTable, stable_ids};
+use crate::loss::{Targets, TaskLoss};
+use crate::progress::{EpochMetrics, Progress, StepMetrics};
+use crate::schedule::{ScheduleShape, ScheduledLr};
 
 /// Which examples a forward pass is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,149 +41,528 @@ pub enum Split {
     Valid,
 }
 
+/// The task's validation metrics from the validation outputs (`[n][k]`, raw model outputs).
+pub type MetricsFn<'a> = dyn Fn(&[Vec<f32>]) -> BTreeMap<String, f64> + 'a;
+
+/// What to train and how, besides the model and its forward pass.
+pub struct FitSpec<'a> {
+    pub train: &'a TrainSection,
+    pub freeze: &'a FreezeSection,
+    pub loss: &'a TaskLoss,
+    pub train_targets: &'a Targets,
+    pub valid_targets: &'a Targets,
+    pub metrics: &'a MetricsFn<'a>,
+    /// Names the model's tensors and blocks (made with the model given to [`fit`]).
+    pub describe: &'a dyn crate::freezing::Describe,
+    /// The run folder: `metrics.jsonl` and `checkpoints/` go here.
+    pub run_dir: &'a Path,
+    /// The resolved config, stored in checkpoints and compared on resume.
+    pub config_text: String,
+    pub resume: Resume,
+}
+
+/// Whether to continue from the run folder's last checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resume {
+    #[default]
+    No,
+    /// Continue; refuse if the config changed.
+    Yes,
+    /// Continue even if the config changed.
+    Force,
+}
+
 pub struct FitOutcome<M> {
     /// The model of the best epoch, in inference mode.
     pub model: M,
     pub history: Vec<EpochMetrics>,
     pub best_epoch: usize,
+    /// Set when early stopping ended the run before its last epoch.
+    pub stopped_early: bool,
 }
 
-pub fn optimizer(config: &TrainSection) -> ModuleOptimizer {
+fn adamw(decay: f64) -> AdamWConfig {
+    AdamWConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(decay as f32)
+}
+
+fn adam(decay: f64) -> AdamConfig {
+    AdamConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay((decay > 0.0).then(|| WeightDecayConfig::new(decay as f32)))
+}
+
+fn sgd(config: &TrainSection, decay: f64) -> SgdConfig {
+    SgdConfig::new()
+        .with_momentum((config.momentum > 0.0).then(|| {
+            MomentumConfig::new()
+                .with_momentum(config.momentum)
+                .with_dampening(0.0)
+                .with_nesterov(config.nesterov)
+        }))
+        .with_weight_decay((decay > 0.0).then(|| WeightDecayConfig::new(decay as f32)))
+}
+
+/// The optimizer of `config`, with no weight decay on `no_decay` (biases and norms by default).
+pub fn optimizer(config: &TrainSection, no_decay: Vec<ParamId>) -> ModuleOptimizer {
+    let decay = config.weight_decay;
+    let split = decay > 0.0 && !no_decay.is_empty();
+    let group = || ParamGroup::from_ids(no_decay.clone());
     match config.optimizer {
-        OptimizerKind::Adamw => AdamWConfig::new()
-            .with_epsilon(1e-8)
-            .with_weight_decay(config.weight_decay as f32)
-            .init(),
-        OptimizerKind::Adam => AdamConfig::new()
-            .with_epsilon(1e-8)
-            .with_weight_decay(
-                (config.weight_decay > 0.0)
-                    .then(|| WeightDecayConfig::new(config.weight_decay as f32)),
-            )
-            .init(),
-        OptimizerKind::Sgd => SgdConfig::new()
-            .with_momentum((config.momentum > 0.0).then(|| {
-                MomentumConfig::new()
-                    .with_momentum(config.momentum)
-                    .with_dampening(0.0)
-            }))
-            .with_weight_decay(
-                (config.weight_decay > 0.0)
-                    .then(|| WeightDecayConfig::new(config.weight_decay as f32)),
-            )
-            .init(),
+        OptimizerKind::Adamw if split => {
+            adamw(decay)
+                .init()
+                .with_group(group(), adamw(0.0).build(), None)
+        }
+        OptimizerKind::Adamw => adamw(decay).init(),
+        OptimizerKind::Adam if split => {
+            adam(decay)
+                .init()
+                .with_group(group(), adam(0.0).build(), None)
+        }
+        OptimizerKind::Adam => adam(decay).init(),
+        OptimizerKind::Sgd if split => {
+            sgd(config, decay)
+                .init()
+                .with_group(group(), sgd(config, 0.0).build(), None)
+        }
+        OptimizerKind::Sgd => sgd(config, decay).init(),
     }
 }
 
-fn int_tensor(values: &[usize], device: &Device) -> Tensor<1, Int> {
-    let data: Vec<i64> = values.iter().map(|&v| v as i64).collect();
-    Tensor::from_data(TensorData::new(data, [values.len()]), device)
+/// Per-group peak learning rates: the head gets `lr`; backbone tensors get `backbone_lr`, or
+/// `lr · layer_decay^(blocks - block)` (timm's layer decay).
+pub fn lr_groups(config: &TrainSection, table: &ParamTable) -> Vec<(Vec<ParamId>, f64)> {
+    let mut groups = Vec::new();
+    if let Some(lr) = config.backbone_lr {
+        groups.push((table.ids_where(|t| t.block.is_some()), lr));
+    } else if let Some(decay) = config.layer_decay {
+        for block in 0..table.num_blocks {
+            let lr = config.lr * decay.powi((table.num_blocks - block) as i32);
+            groups.push((table.ids_where(|t| t.block == Some(block)), lr));
+        }
+    }
+    groups.retain(|(ids, _)| !ids.is_empty());
+    groups
+}
+
+fn scheduler(
+    config: &TrainSection,
+    table: &ParamTable,
+    shape: ScheduleShape,
+    step: usize,
+) -> ModuleLrScheduler {
+    let scheduled = |peak| ScheduledLr { peak, shape, step };
+    lr_groups(config, table).into_iter().fold(
+        ModuleLrScheduler::new(scheduled(config.lr)),
+        |sched, (ids, peak)| sched.with_group(ParamGroup::from_ids(ids), scheduled(peak)),
+    )
+}
+
+/// Sums of squares of every gradient, then scales them all so that their global L2 norm is at
+/// most `max_norm` (PyTorch's `clip_grad_norm_`: coefficient `max_norm / (norm + 1e-6)`).
+/// Returns the norm before clipping.
+pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    struct SumSquares<'a> {
+        grads: &'a GradientsParams,
+        total: Option<Tensor<1>>,
+    }
+    impl ModuleVisitor for SumSquares<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(grad) = self.grads.get::<D>(param.id) {
+                let sum = grad.powi_scalar(2).sum();
+                self.total = Some(match self.total.take() {
+                    Some(total) => total + sum,
+                    None => sum,
+                });
+            }
+        }
+    }
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        factor: f64,
+    }
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(grad) = self.grads.remove::<D>(param.id) {
+                self.grads.register(param.id, grad * self.factor);
+            }
+        }
+    }
+    let mut sums = SumSquares { grads, total: None };
+    model.visit(&mut sums);
+    let norm = sums
+        .total
+        .map_or(0.0, |t| (t.into_scalar::<f32>() as f64).sqrt());
+    let factor = max_norm / (norm + 1e-6);
+    if factor < 1.0 {
+        model.visit(&mut Scale { grads, factor });
+    }
+    norm
+}
+
+/// The seed of epoch `epoch`'s shuffle and dropout, derived from the run's seed.
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    seed.wrapping_mul(0x9e3779b97f4a7c15)
+        .wrapping_add(epoch as u64)
+        .rotate_left(17)
+}
+
+/// The order of the training examples in epoch `epoch`.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(seed, epoch)));
+    order
+}
+
+/// Optimizer steps in one epoch of `n` examples.
+pub fn steps_per_epoch(n: usize, config: &TrainSection) -> usize {
+    n.div_ceil(config.batch_size).div_ceil(config.accumulate)
+}
+
+fn trainable_count(table: &ParamTable, state: &crate::freezing::FreezeState) -> usize {
+    table
+        .tensors
+        .iter()
+        .filter(|t| !state.is_frozen(&t.id))
+        .map(|t| t.numel())
+        .sum()
+}
+
+fn improved(metric: &str, value: f64, best: Option<f64>, min_delta: f64) -> bool {
+    match best {
+        None => true,
+        Some(best) if higher_is_better(metric) => value > best + min_delta,
+        Some(best) => value < best - min_delta,
+    }
+}
+
+/// One `metrics.jsonl` line: `{"kind": kind, ...fields}`.
+fn metrics_line<T: serde::Serialize>(kind: &str, record: &T) -> String {
+    let mut object = serde_json::Map::new();
+    object.insert("kind".into(), kind.into());
+    if let serde_json::Value::Object(fields) = serde_json::to_value(record).expect("serializable") {
+        object.extend(fields);
+    }
+    serde_json::Value::Object(object).to_string()
+}
+
+fn write_metrics(run_dir: &Path, lines: &[String]) -> Result<(), TrainError> {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    write_atomic(&run_dir.join("metrics.jsonl"), text.as_bytes())
 }
 
 /// Trains `model` on `device` (an autodiff device). `forward(model, split, indices)` returns the
-/// logits of those examples; `train_targets`/`valid_targets` are their classes.
+/// outputs of those examples.
 pub fn fit<M, F>(
     model: M,
     forward: F,
-    train_targets: &[usize],
-    valid_targets: &[usize],
-    config: &TrainSection,
+    spec: &FitSpec,
     device: &Device,
     progress: &dyn Progress,
-) -> FitOutcome<M>
+) -> Result<FitOutcome<M>, TrainError>
 where
     M: Module,
     F: Fn(&M, Split, &[usize]) -> Tensor<2>,
 {
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let mut optim = optimizer(config);
-    let mut rng = StdRng::seed_from_u64(config.seed);
-    let mut order: Vec<usize> = (0..train_targets.len()).collect();
-    let mut model = model;
-    let mut best: Option<(f64, usize, M)> = None;
-    let mut history = Vec::new();
-    let steps_per_epoch = train_targets.len().div_ceil(config.batch_size);
+    let config = spec.train;
+    let n_train = spec.train_targets.len();
+    let mut model = stable_ids(model);
+    let table = ParamTable::of(&model, spec.describe);
+    let per_epoch = steps_per_epoch(n_train, config);
+    let shape = ScheduleShape::new(
+        config.schedule,
+        per_epoch * config.epochs,
+        config.warmup_steps,
+        config.warmup_ratio,
+    );
+    let no_decay = if config.decay_norm_and_bias {
+        Vec::new()
+    } else {
+        table.ids_where(|t| t.is_bias_or_norm())
+    };
+    let mut optim = optimizer(config, no_decay);
+    let checkpoints = Checkpoints::in_run(spec.run_dir);
 
-    for epoch in 1..=config.epochs {
-        let started = Instant::now();
-        order.shuffle(&mut rng);
-        progress.stage(&format!("epoch {epoch}/{}", config.epochs), steps_per_epoch);
-        // Summed on the device and read once per epoch: no host round trip per step.
-        let mut loss_sum: Option<Tensor<1>> = None;
-        for batch in order.chunks(config.batch_size) {
-            let targets: Vec<usize> = batch.iter().map(|&i| train_targets[i]).collect();
-            let logits = forward(&model, Split::Train, batch);
-            let loss = loss_fn.forward(logits, int_tensor(&targets, device));
-            let weighted = loss.clone().without_autodiff() * batch.len() as f64;
-            loss_sum = Some(match loss_sum {
-                Some(sum) => sum + weighted,
-                None => weighted,
+    // Where to start: a fresh run, or the last complete checkpoint.
+    let mut start_epoch = 1;
+    let mut global_step = 0;
+    let mut history = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
+    let mut best: Option<(f64, usize, M)> = None;
+    let mut since_best = 0;
+    let mut best_file = String::new();
+    if spec.resume != Resume::No {
+        let Some(folder) = checkpoints.latest()? else {
+            return Err(TrainError::Config {
+                path: checkpoints.dir.clone(),
+                message: "no checkpoint to resume from; train without --resume".into(),
             });
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(config.lr, model, grads);
+        };
+        let state = Checkpoints::read_state(&folder)?;
+        let changed = changed_keys(&state.config, &spec.config_text);
+        if !changed.is_empty() && spec.resume != Resume::Force {
+            return Err(TrainError::Config {
+                path: folder.join("state.json"),
+                message: format!(
+                    "the config changed since this run started ({}); resume with --force to \
+                     continue anyway, or train into a new output folder",
+                    changed.join(", ")
+                ),
+            });
+        }
+        if !changed.is_empty() {
+            progress.info(&format!(
+                "resuming despite config changes (--force): {}",
+                changed.join(", ")
+            ));
+        }
+        model = stable_ids(load_model(model, &folder.join("model.bpk"))?);
+        optim = Checkpoints::load_optimizer(&folder, optim)?;
+        let best_model = stable_ids(load_model(
+            model.clone(),
+            &checkpoints.dir.join(&state.best_file),
+        )?);
+        best = Some((
+            f64::from_bits(state.best_value_bits),
+            state.best_epoch,
+            best_model.valid(),
+        ));
+        since_best = state.epoch - state.best_epoch;
+        best_file = state.best_file.clone();
+        start_epoch = state.epoch + 1;
+        global_step = state.global_step;
+        history = state.history;
+        lines = state.metrics_lines;
+        progress.info(&format!(
+            "resumed from {} (epoch {}, step {global_step})",
+            folder.display(),
+            state.epoch
+        ));
+    } else if checkpoints.dir.exists() {
+        // A fresh run replaces an earlier run's checkpoints in this folder.
+        std::fs::remove_dir_all(&checkpoints.dir).map_err(|source| TrainError::Io {
+            path: checkpoints.dir.clone(),
+            source,
+        })?;
+    }
+    let mut sched = scheduler(config, &table, shape, global_step);
+    let top_block_id = table
+        .tensors
+        .iter()
+        .rev()
+        .find(|t| t.block.is_some())
+        .map(|t| t.id);
+    let separate_backbone_lr = config.backbone_lr.is_some() || config.layer_decay.is_some();
+
+    let mut stopped_early = false;
+    let mut current_state = None;
+    for epoch in start_epoch..=config.epochs {
+        if config.patience.is_some_and(|p| since_best >= p) {
+            stopped_early = true;
+            break;
+        }
+        let started = Instant::now();
+        let state = table
+            .frozen_at(spec.freeze, epoch)
+            .map_err(|message| TrainError::Config {
+                path: spec.run_dir.join("config.toml"),
+                message,
+            })?;
+        if current_state.as_ref() != Some(&state) {
+            if current_state.is_some() {
+                progress.info(&format!(
+                    "epoch {epoch}: unfreezing; {} trainable values",
+                    trainable_count(&table, &state)
+                ));
+            }
+            model = state.apply(model);
+            current_state = Some(state.clone());
+        }
+        device.seed(epoch_seed(config.seed, epoch));
+        let order = epoch_order(n_train, config.seed, epoch);
+        progress.stage(&format!("epoch {epoch}/{}", config.epochs), per_epoch);
+        let mut loss_total = 0.0;
+        let mut last_lr = config.lr;
+        let batches: Vec<&[usize]> = order.chunks(config.batch_size).collect();
+        for group in batches.chunks(config.accumulate) {
+            let denominator = spec
+                .loss
+                .weight(spec.train_targets, &group.concat())
+                .max(f64::MIN_POSITIVE);
+            let mut accumulator = GradientsAccumulator::<M>::new();
+            let mut step_loss: Option<Tensor<1>> = None;
+            let mut single = None;
+            for batch in group {
+                let outputs = forward(&model, Split::Train, batch);
+                let loss = spec.loss.sum(outputs, spec.train_targets, batch) / denominator;
+                let detached = loss.clone().without_autodiff();
+                step_loss = Some(match step_loss {
+                    Some(sum) => sum + detached,
+                    None => detached,
+                });
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                if group.len() == 1 {
+                    single = Some(grads);
+                } else {
+                    accumulator.accumulate(&model, grads);
+                }
+            }
+            let mut grads = single.unwrap_or_else(|| accumulator.grads());
+            if let Some(max_norm) = config.clip_grad_norm {
+                clip_global_norm(&model, &mut grads, max_norm);
+            }
+            let lrs: ModuleLearningRate = sched.step();
+            last_lr = lrs.base();
+            let backbone_lr = separate_backbone_lr
+                .then(|| top_block_id.map(|id| lrs.lr_from_param(id, None)))
+                .flatten();
+            model = optim.step(lrs, model, grads);
+            let loss = step_loss.map_or(0.0, |l| l.into_scalar::<f32>() as f64);
+            loss_total += loss * denominator;
+            global_step += 1;
+            lines.push(metrics_line(
+                "step",
+                &StepMetrics {
+                    step: global_step,
+                    epoch,
+                    lr: last_lr,
+                    backbone_lr,
+                    loss,
+                },
+            ));
             progress.advance(1);
         }
         progress.finish_stage();
 
         let inference = model.valid();
-        let (valid_loss, valid_accuracy) = evaluate_loss(
-            &inference,
-            &forward,
-            valid_targets,
-            config.eval_batch_size,
-            device,
-        );
+        let (valid_loss, valid) = validate(&inference, &forward, spec, device);
         let metrics = EpochMetrics {
             epoch,
-            train_loss: loss_sum.map_or(0.0, |s| s.into_scalar::<f32>() as f64)
-                / train_targets.len() as f64,
+            train_loss: loss_total
+                / spec
+                    .loss
+                    .weight(spec.train_targets, &order)
+                    .max(f64::MIN_POSITIVE),
             valid_loss,
-            valid_accuracy,
-            lr: config.lr,
+            valid,
+            lr: last_lr,
+            trainable_parameters: current_state
+                .as_ref()
+                .map_or(0, |s| trainable_count(&table, s)),
             seconds: started.elapsed().as_secs_f64(),
         };
-        let improved = best.as_ref().is_none_or(|(b, _, _)| valid_loss < *b);
-        if improved {
-            best = Some((valid_loss, epoch, inference));
+        let value = if config.monitor == "valid_loss" {
+            valid_loss
+        } else {
+            metrics
+                .valid
+                .get(&config.monitor)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let is_best = improved(
+            &config.monitor,
+            value,
+            best.as_ref().map(|b| b.0),
+            config.min_delta,
+        );
+        if is_best {
+            if config.checkpoints {
+                best_file = checkpoints.save_best(&model, epoch)?;
+            }
+            best = Some((value, epoch, inference));
+            since_best = 0;
+        } else {
+            since_best += 1;
         }
-        progress.epoch(&metrics, improved);
-        history.push(metrics);
+        lines.push(metrics_line("epoch", &metrics));
+        history.push(metrics.clone());
+        write_metrics(spec.run_dir, &lines)?;
+        if config.checkpoints {
+            let (best_value, best_epoch) = best.as_ref().map(|b| (b.0, b.1)).unwrap_or_default();
+            let frozen = current_state
+                .as_ref()
+                .map(|s| {
+                    table
+                        .tensors
+                        .iter()
+                        .filter(|t| s.is_frozen(&t.id))
+                        .map(|t| t.name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            checkpoints.save(
+                &model,
+                &optim,
+                &CheckpointState {
+                    epoch,
+                    global_step,
+                    history: history.clone(),
+                    metrics_lines: lines.clone(),
+                    best_epoch,
+                    best_value_bits: best_value.to_bits(),
+                    best_file: best_file.clone(),
+                    frozen,
+                    config: spec.config_text.clone(),
+                },
+            )?;
+        }
+        // Reported once the epoch is saved.
+        progress.epoch(&metrics, is_best);
     }
-    let (_, best_epoch, model) = best.expect("at least one epoch ran");
-    FitOutcome {
+    if stopped_early {
+        progress.info(&format!(
+            "early stopping: {} has not improved for {} epochs",
+            config.monitor,
+            config.patience.unwrap_or(0)
+        ));
+    }
+    let (_, best_epoch, model) = best.ok_or_else(|| {
+        TrainError::Unsupported("training ran no epoch (the checkpoint is already complete)".into())
+    })?;
+    Ok(FitOutcome {
         model,
         history,
         best_epoch,
-    }
+        stopped_early,
+    })
 }
 
-/// Mean cross-entropy and accuracy of `model` (in inference mode) on the validation examples.
-fn evaluate_loss<M, F>(
+/// Mean validation loss and the task's metrics, for `model` in inference mode.
+fn validate<M, F>(
     model: &M,
     forward: &F,
-    targets: &[usize],
-    batch_size: usize,
+    spec: &FitSpec,
     device: &Device,
-) -> (f64, f64)
+) -> (f64, BTreeMap<String, f64>)
 where
     F: Fn(&M, Split, &[usize]) -> Tensor<2>,
 {
-    let device = device.clone().without_autodiff();
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let indices: Vec<usize> = (0..targets.len()).collect();
-    let (mut loss_sum, mut correct) = (0.0, 0usize);
-    for batch in indices.chunks(batch_size) {
-        let batch_targets: Vec<usize> = batch.iter().map(|&i| targets[i]).collect();
-        let logits = forward(model, Split::Valid, batch);
-        let predicted = logits.clone().argmax(1).into_data();
-        correct += predicted
-            .iter::<i64>()
-            .zip(&batch_targets)
-            .filter(|(p, t)| *p as usize == **t)
-            .count();
-        let loss = loss_fn.forward(logits, int_tensor(&batch_targets, &device));
-        loss_sum += loss.into_scalar::<f32>() as f64 * batch.len() as f64;
+    let _device = device.clone().without_autodiff();
+    let indices: Vec<usize> = (0..spec.valid_targets.len()).collect();
+    let mut loss_sum = 0.0;
+    let mut outputs = Vec::with_capacity(indices.len());
+    for batch in indices.chunks(spec.train.eval_batch_size) {
+        let out = forward(model, Split::Valid, batch);
+        let [_, k] = out.dims();
+        let values: Vec<f32> = out
+            .clone()
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .expect("f32 data");
+        outputs.extend(values.chunks(k).map(<[f32]>::to_vec));
+        loss_sum += spec
+            .loss
+            .sum(out, spec.valid_targets, batch)
+            .into_scalar::<f32>() as f64;
     }
-    let n = targets.len().max(1) as f64;
-    (loss_sum / n, correct as f64 / n)
+    let loss = loss_sum
+        / spec
+            .loss
+            .weight(spec.valid_targets, &indices)
+            .max(f64::MIN_POSITIVE);
+    (loss, (spec.metrics)(&outputs))
 }

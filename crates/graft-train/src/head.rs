@@ -78,6 +78,17 @@ pub struct Head {
 }
 
 impl Head {
+    /// The same head with its outputs mapped to `output · scale + shift` (folded into the last
+    /// layer), e.g. to undo target standardization.
+    pub fn rescale_output(mut self, scale: f64, shift: f64) -> Self {
+        let last = self.layers.last_mut().expect("a head has a layer");
+        last.weight = last.weight.clone().map(|w| w * scale);
+        if let Some(bias) = last.bias.take() {
+            last.bias = Some(bias.map(|b| b * scale + shift));
+        }
+        self
+    }
+
     /// Logits `[batch, classes]` from features `[batch, input]`.
     pub fn forward(&self, features: Tensor<2>) -> Tensor<2> {
         let last = self.layers.len() - 1;

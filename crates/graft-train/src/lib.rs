@@ -7,16 +7,20 @@
 
 pub mod backend;
 pub mod bench;
+pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod export;
 pub mod feature_cache;
 pub mod files;
 pub mod fit;
+pub mod freezing;
 pub mod head;
+pub mod loss;
 pub mod metrics;
 pub mod progress;
 pub mod run_dir;
+pub mod schedule;
 mod tasks;
 
 use std::path::PathBuf;
@@ -24,11 +28,12 @@ use std::path::PathBuf;
 pub use backend::SelectedDevice;
 pub use config::{Backend, Config};
 pub use export::ExportLayout;
-pub use metrics::EvalReport;
-pub use progress::{EpochMetrics, Progress, Silent};
+pub use fit::Resume;
+pub use metrics::{EvalReport, MultiLabelReport, RegressionReport, Report};
+pub use progress::{EpochMetrics, Progress, Silent, StepMetrics};
 pub use tasks::{
-    EmbedOptions, Embeddings, InspectReport, Prediction, TextInput, TrainReport, embed, evaluate,
-    export, inspect, predict, read_input_texts, train,
+    EmbedOptions, Embeddings, InspectReport, Prediction, TextInput, TrainOptions, TrainPlan,
+    TrainReport, embed, evaluate, export, inspect, plan, predict, read_input_texts, train,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,7 @@
-//! Classification metrics: accuracy, macro-F1, a per-class precision/recall/F1/support report and
-//! the confusion matrix (rows are true classes, columns predicted), as scikit-learn defines them.
+//! Evaluation metrics as scikit-learn defines them. Classification: accuracy, macro-F1, a
+//! per-class precision/recall/F1/support report and the confusion matrix (rows are true classes,
+//! columns predicted). Multi-label: micro and macro F1, Hamming loss, subset accuracy and a
+//! per-label report. Regression: MAE, RMSE and R².
 
 use serde::{Deserialize, Serialize};
 
@@ -68,23 +70,12 @@ impl EvalReport {
 
     /// A plain-text report: the summary, the per-class table and the confusion matrix.
     pub fn to_table(&self) -> String {
-        let width = self
-            .labels
-            .iter()
-            .map(String::len)
-            .max()
-            .unwrap_or(5)
-            .max(9);
+        let width = label_width(&self.labels);
         let mut out = format!(
-            "n = {}  accuracy = {:.4}  macro-F1 = {:.4}\n\n{:>width$}  precision  recall      f1  support\n",
-            self.n, self.accuracy, self.macro_f1, "class"
+            "n = {}  accuracy = {:.4}  macro-F1 = {:.4}\n\n",
+            self.n, self.accuracy, self.macro_f1
         );
-        for c in &self.per_class {
-            out += &format!(
-                "{:>width$}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7}\n",
-                c.label, c.precision, c.recall, c.f1, c.support
-            );
-        }
+        out += &per_class_table("class", &self.per_class, width);
         out += &format!(
             "\nconfusion matrix (rows: true, columns: predicted)\n{:>width$}",
             ""
@@ -104,9 +95,234 @@ impl EvalReport {
     }
 }
 
+fn label_width(labels: &[String]) -> usize {
+    labels.iter().map(String::len).max().unwrap_or(5).max(9)
+}
+
+/// The precision/recall/F1/support table, one row per class.
+fn per_class_table(header: &str, rows: &[ClassReport], width: usize) -> String {
+    let mut out = format!("{header:>width$}  precision  recall      f1  support\n");
+    for c in rows {
+        out += &format!(
+            "{:>width$}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7}\n",
+            c.label, c.precision, c.recall, c.f1, c.support
+        );
+    }
+    out
+}
+
+fn f1_of(precision: f64, recall: f64) -> f64 {
+    if precision + recall == 0.0 {
+        0.0
+    } else {
+        2.0 * precision * recall / (precision + recall)
+    }
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultiLabelReport {
+    pub n: usize,
+    pub threshold: f64,
+    pub micro_f1: f64,
+    pub macro_f1: f64,
+    /// The fraction of (example, label) decisions that are wrong.
+    pub hamming_loss: f64,
+    /// The fraction of examples whose whole label set is right.
+    pub subset_accuracy: f64,
+    pub labels: Vec<String>,
+    pub per_label: Vec<ClassReport>,
+}
+
+impl MultiLabelReport {
+    pub fn new(
+        labels: &[String],
+        targets: &[Vec<bool>],
+        predicted: &[Vec<bool>],
+        threshold: f64,
+    ) -> Self {
+        let k = labels.len();
+        let (mut tp, mut fp, mut fneg) = (vec![0usize; k], vec![0usize; k], vec![0usize; k]);
+        let (mut wrong, mut exact) = (0usize, 0usize);
+        for (t, p) in targets.iter().zip(predicted) {
+            let mut all_right = true;
+            for c in 0..k {
+                match (t[c], p[c]) {
+                    (true, true) => tp[c] += 1,
+                    (false, true) => fp[c] += 1,
+                    (true, false) => fneg[c] += 1,
+                    (false, false) => {}
+                }
+                if t[c] != p[c] {
+                    wrong += 1;
+                    all_right = false;
+                }
+            }
+            exact += all_right as usize;
+        }
+        let per_label: Vec<ClassReport> = (0..k)
+            .map(|c| {
+                let precision = ratio(tp[c], tp[c] + fp[c]);
+                let recall = ratio(tp[c], tp[c] + fneg[c]);
+                ClassReport {
+                    label: labels[c].clone(),
+                    precision,
+                    recall,
+                    f1: f1_of(precision, recall),
+                    support: tp[c] + fneg[c],
+                }
+            })
+            .collect();
+        let (tp_all, fp_all, fn_all): (usize, usize, usize) =
+            (tp.iter().sum(), fp.iter().sum(), fneg.iter().sum());
+        let n = targets.len();
+        Self {
+            n,
+            threshold,
+            micro_f1: f1_of(
+                ratio(tp_all, tp_all + fp_all),
+                ratio(tp_all, tp_all + fn_all),
+            ),
+            macro_f1: per_label.iter().map(|c| c.f1).sum::<f64>() / k.max(1) as f64,
+            hamming_loss: ratio(wrong, n * k),
+            subset_accuracy: ratio(exact, n),
+            labels: labels.to_vec(),
+            per_label,
+        }
+    }
+
+    pub fn to_table(&self) -> String {
+        let mut out = format!(
+            "n = {}  micro-F1 = {:.4}  macro-F1 = {:.4}  Hamming loss = {:.4}  subset accuracy = {:.4}  (threshold {})\n\n",
+            self.n,
+            self.micro_f1,
+            self.macro_f1,
+            self.hamming_loss,
+            self.subset_accuracy,
+            self.threshold
+        );
+        out += &per_class_table("label", &self.per_label, label_width(&self.labels));
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegressionReport {
+    pub n: usize,
+    pub mae: f64,
+    pub rmse: f64,
+    /// 1 - SS_res / SS_tot (0 when the targets are constant and predicted exactly, else -inf is
+    /// avoided by reporting 0).
+    pub r2: f64,
+}
+
+impl RegressionReport {
+    pub fn new(targets: &[f64], predicted: &[f64]) -> Self {
+        let n = targets.len();
+        let mean = targets.iter().sum::<f64>() / n.max(1) as f64;
+        let (mut abs, mut sq, mut tot) = (0.0, 0.0, 0.0);
+        for (&t, &p) in targets.iter().zip(predicted) {
+            abs += (t - p).abs();
+            sq += (t - p) * (t - p);
+            tot += (t - mean) * (t - mean);
+        }
+        let nf = n.max(1) as f64;
+        Self {
+            n,
+            mae: abs / nf,
+            rmse: (sq / nf).sqrt(),
+            r2: if tot > 0.0 { 1.0 - sq / tot } else { 0.0 },
+        }
+    }
+
+    pub fn to_table(&self) -> String {
+        format!(
+            "n = {}  MAE = {:.4}  RMSE = {:.4}  R² = {:.4}\n",
+            self.n, self.mae, self.rmse, self.r2
+        )
+    }
+}
+
+/// An evaluation of any task; serializes as the task's own report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    Classification(EvalReport),
+    MultiLabel(MultiLabelReport),
+    Regression(RegressionReport),
+}
+
+impl Report {
+    pub fn to_table(&self) -> String {
+        match self {
+            Self::Classification(r) => r.to_table(),
+            Self::MultiLabel(r) => r.to_table(),
+            Self::Regression(r) => r.to_table(),
+        }
+    }
+
+    /// The report's numbers as `valid_*` metrics for the training loop.
+    pub fn as_metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        let pairs: Vec<(&str, f64)> = match self {
+            Self::Classification(r) => vec![
+                ("valid_accuracy", r.accuracy),
+                ("valid_macro_f1", r.macro_f1),
+            ],
+            Self::MultiLabel(r) => vec![
+                ("valid_micro_f1", r.micro_f1),
+                ("valid_macro_f1", r.macro_f1),
+                ("valid_hamming", r.hamming_loss),
+            ],
+            Self::Regression(r) => vec![
+                ("valid_mae", r.mae),
+                ("valid_rmse", r.rmse),
+                ("valid_r2", r.r2),
+            ],
+        };
+        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_label_scores_match_scikit_learn() {
+        // sklearn: y_true=[[1,0,1],[0,1,0],[1,1,0]], y_pred=[[1,0,0],[0,1,1],[1,0,0]]
+        // f1_score(average='micro') = 0.6666..., average='macro' = (0.6667+0.6667+0)/3 ... see below
+        let labels: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let t = vec![
+            vec![true, false, true],
+            vec![false, true, false],
+            vec![true, true, false],
+        ];
+        let p = vec![
+            vec![true, false, false],
+            vec![false, true, true],
+            vec![true, false, false],
+        ];
+        let r = MultiLabelReport::new(&labels, &t, &p, 0.5);
+        // tp=3 (a,a,b), fp=1 (c), fn=2 (c, b): micro P=3/4, R=3/5, F1=2/3
+        assert!((r.micro_f1 - 2.0 / 3.0).abs() < 1e-12);
+        // a: P=R=1 -> 1; b: P=1, R=1/2 -> 2/3; c: P=0, R=0 -> 0
+        assert!((r.macro_f1 - (1.0 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
+        assert!((r.hamming_loss - 3.0 / 9.0).abs() < 1e-12);
+        assert!((r.subset_accuracy - 0.0).abs() < 1e-12);
+        assert_eq!(r.per_label[0].support, 2);
+    }
+
+    #[test]
+    fn regression_scores_match_scikit_learn() {
+        // sklearn: y_true=[3,-0.5,2,7], y_pred=[2.5,0.0,2,8]: MAE 0.5, MSE 0.375, R2 0.9486081370449679
+        let r = RegressionReport::new(&[3.0, -0.5, 2.0, 7.0], &[2.5, 0.0, 2.0, 8.0]);
+        assert!((r.mae - 0.5).abs() < 1e-12);
+        assert!((r.rmse - 0.375f64.sqrt()).abs() < 1e-12);
+        assert!((r.r2 - 0.9486081370449679).abs() < 1e-12);
+    }
 
     #[test]
     fn matches_hand_computed_scores() {

@@ -56,6 +56,12 @@ pub struct RunManifest {
     pub text_column: String,
     pub label_column: String,
     pub best_epoch: Option<usize>,
+    /// Multi-label: the decision threshold on each label's probability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Multi-label: how label lists are separated in the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_separator: Option<String>,
 }
 
 impl RunManifest {

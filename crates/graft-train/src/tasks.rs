@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData, activation};
-use graft_data::{DataFormat, LabelSet, TextExample, TextTokenizer, read_texts, train_valid_split};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use graft_data::{
+    DataFormat, LabelSet, TextExample, TextTokenizer, encode_multi_label, multi_label_set,
+    read_texts, regression_values, train_valid_split,
+};
 use graft_model::bert::BertConfig;
 use graft_model::text_encoder::PoolingOptions;
 use graft_model::{ModelFolder, Pooling, TensorInfo, TextEncoder, WeightsIndex};
@@ -14,13 +17,15 @@ use serde::Serialize;
 
 use crate::backend::{self, SelectedDevice};
 use crate::classifier::{TextClassifier, TokenizedTexts, extract_features};
-use crate::config::{Backend, CacheMode, Config, Format};
+use crate::config::{Backend, CacheMode, ClassWeights, Config, Format, Task};
 use crate::export::ExportLayout;
 use crate::feature_cache::{self, CacheStats, FeatureCache};
 use crate::files::{write_atomic, write_json_atomic};
-use crate::fit::{Split, fit};
+use crate::fit::{FitSpec, Resume, Split, fit, lr_groups, steps_per_epoch};
+use crate::freezing::{BertClassifierLayout, HeadOnly, ParamTable, stable_ids};
 use crate::head::HeadSpec;
-use crate::metrics::EvalReport;
+use crate::loss::{Targets, TaskLoss, balanced_class_weights, balanced_pos_weight};
+use crate::metrics::{EvalReport, MultiLabelReport, RegressionReport, Report};
 use crate::progress::{EpochMetrics, Progress};
 use crate::run_dir::{self, RunManifest};
 use crate::{TrainError, TrainError as E};
@@ -32,11 +37,20 @@ pub struct TrainReport {
     pub device: String,
     pub history: Vec<EpochMetrics>,
     pub best_epoch: usize,
-    pub test: Option<EvalReport>,
+    pub stopped_early: bool,
+    pub test: Option<Report>,
     pub feature_seconds: f64,
     /// Texts whose features were computed, and read back from the feature cache.
     pub cache: CacheStats,
     pub total_seconds: f64,
+}
+
+/// How `train` runs, besides the config.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Overrides the config's backend.
+    pub backend: Option<Backend>,
+    pub resume: Resume,
 }
 
 /// The pooling, normalization and max length a backbone is used with: the config's choice, else
@@ -100,11 +114,382 @@ fn rows(features: &Tensor<2>, indices: &[usize], device: &Device) -> Tensor<2> {
     )
 }
 
-/// Trains a head (and, when unfrozen, the backbone) as `config` says, saves the run folder, and
-/// evaluates on the test file if there is one. `backend` overrides the config's backend.
+/// The data of a run, read and encoded for its task.
+struct RunData {
+    /// Output names: classes, labels, or the regression target's column.
+    labels: Vec<String>,
+    train: Vec<TextExample>,
+    valid: Vec<TextExample>,
+    test: Option<(PathBuf, Vec<TextExample>)>,
+    /// Training targets (standardized for regression when the config says so).
+    train_targets: Targets,
+    valid_targets: Targets,
+    /// Regression: the mean and standard deviation the targets were standardized with.
+    standardization: Option<(f64, f64)>,
+}
+
+impl RunData {
+    fn read(config: &Config) -> Result<Self, TrainError> {
+        let d = &config.data;
+        let format = data_format(d.format);
+        let read = |path: &Path| read_texts(path, format, &d.text_column, Some(&d.label_column));
+        let all_train = read(&d.train)?;
+        let labels = match d.task {
+            Task::Regression => vec![d.label_column.clone()],
+            _ => match &d.labels {
+                Some(path) => LabelSet::from_file(path)?.names().to_vec(),
+                None if d.task == Task::MultiLabel => {
+                    multi_label_set(&all_train, &d.label_separator, &d.train)?
+                        .names()
+                        .to_vec()
+                }
+                None => LabelSet::from_examples(&all_train, &d.train)?
+                    .names()
+                    .to_vec(),
+            },
+        };
+        let (train, valid) = match &d.valid {
+            Some(valid_path) => (all_train, read(valid_path)?),
+            None => {
+                let fraction = d.valid_fraction.unwrap_or(0.1);
+                let (train_idx, valid_idx) =
+                    train_valid_split(all_train.len(), fraction, config.train.seed);
+                (pick(&all_train, &train_idx), pick(&all_train, &valid_idx))
+            }
+        };
+        let valid_path = d.valid.clone().unwrap_or_else(|| d.train.clone());
+        let test = match &d.test {
+            Some(path) => Some((path.clone(), read(path)?)),
+            None => None,
+        };
+        let mut data = Self {
+            labels,
+            train_targets: Targets::Values(Vec::new()),
+            valid_targets: Targets::Values(Vec::new()),
+            train,
+            valid,
+            test,
+            standardization: None,
+        };
+        data.train_targets = data.encode(config, &data.train, &d.train)?;
+        data.valid_targets = data.encode(config, &data.valid, &valid_path)?;
+        if let Some((path, examples)) = &data.test {
+            data.encode(config, examples, path)?; // unknown labels fail before training
+        }
+        if let Targets::Classes(t) = &data.train_targets {
+            let set = LabelSet::new(data.labels.clone()).map_err(E::Unsupported)?;
+            set.check_all_present(t, &d.train)?;
+        }
+        if d.task == Task::Regression
+            && d.standardize
+            && let Targets::Values(values) = &mut data.train_targets
+        {
+            let n = values.len().max(1) as f64;
+            let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = values
+                .iter()
+                .map(|&v| (v as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let std = if var > 0.0 { var.sqrt() } else { 1.0 };
+            let standardize = |v: &mut f32| *v = ((*v as f64 - mean) / std) as f32;
+            values.iter_mut().for_each(standardize);
+            if let Targets::Values(valid) = &mut data.valid_targets {
+                valid.iter_mut().for_each(standardize);
+            }
+            data.standardization = Some((mean, std));
+        }
+        Ok(data)
+    }
+
+    /// Raw targets of `examples` (read from `source`).
+    fn encode(
+        &self,
+        config: &Config,
+        examples: &[TextExample],
+        source: &Path,
+    ) -> Result<Targets, TrainError> {
+        encode_targets(
+            config.data.task,
+            &self.labels,
+            &config.data.label_separator,
+            examples,
+            source,
+        )
+    }
+}
+
+fn encode_targets(
+    task: Task,
+    labels: &[String],
+    separator: &str,
+    examples: &[TextExample],
+    source: &Path,
+) -> Result<Targets, TrainError> {
+    let set = || LabelSet::new(labels.to_vec()).map_err(E::Unsupported);
+    Ok(match task {
+        Task::Classification => Targets::Classes(set()?.encode(examples, source)?),
+        Task::MultiLabel => {
+            Targets::MultiLabel(encode_multi_label(&set()?, examples, separator, source)?)
+        }
+        Task::Regression => Targets::Values(regression_values(examples, source)?),
+    })
+}
+
+/// The task's report on raw model outputs `[n][k]` against raw targets.
+fn report_of(
+    task: Task,
+    labels: &[String],
+    threshold: f64,
+    outputs: &[Vec<f32>],
+    targets: &Targets,
+    standardization: Option<(f64, f64)>,
+) -> Report {
+    match (task, targets) {
+        (Task::MultiLabel, Targets::MultiLabel(t)) => {
+            let predicted = multi_label_decisions(outputs, threshold);
+            Report::MultiLabel(MultiLabelReport::new(labels, t, &predicted, threshold))
+        }
+        (Task::Regression, Targets::Values(t)) => {
+            let (mean, std) = standardization.unwrap_or((0.0, 1.0));
+            let targets: Vec<f64> = t.iter().map(|&v| v as f64 * std + mean).collect();
+            let predicted: Vec<f64> = outputs.iter().map(|o| o[0] as f64 * std + mean).collect();
+            Report::Regression(RegressionReport::new(&targets, &predicted))
+        }
+        (_, Targets::Classes(t)) => {
+            Report::Classification(EvalReport::new(labels, t, &argmax_rows(outputs)))
+        }
+        _ => unreachable!("targets are encoded for the run's task"),
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn multi_label_decisions(outputs: &[Vec<f32>], threshold: f64) -> Vec<Vec<bool>> {
+    outputs
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|&x| sigmoid(x) as f64 >= threshold)
+                .collect()
+        })
+        .collect()
+}
+
+fn task_loss(config: &Config, data: &RunData) -> Result<TaskLoss, TrainError> {
+    let l = &config.loss;
+    let classes = data.labels.len();
+    let (mut weights, mut pos_weight) = (None, None);
+    match (&l.class_weights, &data.train_targets) {
+        (Some(ClassWeights::Explicit(w)), _) => {
+            if w.len() != classes {
+                return Err(E::Config {
+                    path: PathBuf::from("[loss] class_weights"),
+                    message: format!(
+                        "{} weights given for {classes} classes ({})",
+                        w.len(),
+                        data.labels.join(", ")
+                    ),
+                });
+            }
+            weights = Some(w.iter().map(|&v| v as f32).collect());
+        }
+        (Some(ClassWeights::Named(_)), Targets::Classes(t)) => {
+            weights = Some(balanced_class_weights(t, classes));
+        }
+        (Some(ClassWeights::Named(_)), Targets::MultiLabel(rows)) => {
+            pos_weight = Some(balanced_pos_weight(rows, classes));
+        }
+        _ => {}
+    }
+    Ok(TaskLoss {
+        kind: l.kind_for(config.data.task),
+        weights,
+        pos_weight,
+        label_smoothing: l.label_smoothing,
+        huber_delta: l.huber_delta,
+    })
+}
+
+/// The model folder, pooling and tokenizer a config trains on.
+struct Backbone {
+    folder: ModelFolder,
+    bert: BertConfig,
+    options: PoolingOptions,
+    max_length: usize,
+}
+
+impl Backbone {
+    fn open(config: &Config) -> Result<Self, TrainError> {
+        let folder = ModelFolder::open(&config.model.backbone)?;
+        let bert = BertConfig::from_file(&folder.config_path())?;
+        let m = &config.model;
+        let (options, max_length) = resolve_pooling(
+            &folder,
+            &bert,
+            m.pooling,
+            m.normalize,
+            m.max_length,
+            m.pooler,
+        )?;
+        Ok(Self {
+            folder,
+            bert,
+            options,
+            max_length,
+        })
+    }
+
+    fn tokenizer(&self) -> Result<TextTokenizer, TrainError> {
+        Ok(TextTokenizer::from_file(
+            &self.folder.tokenizer_path(),
+            self.max_length,
+            self.bert.vocab_size,
+        )?)
+    }
+
+    fn layout(&self) -> BertClassifierLayout {
+        BertClassifierLayout {
+            num_layers: self.bert.num_hidden_layers,
+        }
+    }
+}
+
+/// What `graft train --dry-run` shows: every tensor, trainable or frozen at the start, and how
+/// the freeze schedule changes that.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainPlan {
+    pub tensors: Vec<PlannedTensor>,
+    pub trainable_parameters: usize,
+    pub frozen_parameters: usize,
+    /// For each unfreeze step: the epoch, and the trainable parameters from then on.
+    pub unfreeze: Vec<(usize, usize)>,
+    /// Whether the backbone's features are computed once and cached.
+    pub feature_cache: bool,
+    pub steps_per_epoch: usize,
+    pub total_steps: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub trainable: bool,
+    /// The peak learning rate while trainable.
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// The epoch from which a frozen tensor trains, if it ever does.
+    pub unfreezes_at: Option<usize>,
+}
+
+/// Builds the model a config describes and reports what would train, without training.
+pub fn plan(config: &Config) -> Result<TrainPlan, TrainError> {
+    let backbone = Backbone::open(config)?;
+    let data = RunData::read(config)?;
+    #[allow(deprecated)]
+    let device = Device::flex();
+    let (_, encoder) = TextEncoder::load(&backbone.folder, backbone.options, &device)?;
+    let head = HeadSpec::new(&config.head, backbone.bert.hidden_size, data.labels.len())
+        .init(config.train.seed, &device);
+    let model = stable_ids(TextClassifier { encoder, head });
+    let table = ParamTable::of(&model, &backbone.layout());
+    let at = |epoch| {
+        table
+            .frozen_at(&config.freeze, epoch)
+            .map_err(|message| E::Config {
+                path: PathBuf::from("[freeze]"),
+                message,
+            })
+    };
+    let start = at(1)?;
+    let later: Vec<(usize, crate::freezing::FreezeState)> = config
+        .freeze
+        .unfreeze
+        .iter()
+        .map(|s| Ok((s.epoch, at(s.epoch)?)))
+        .collect::<Result<_, TrainError>>()?;
+    let mut peak = std::collections::HashMap::new();
+    for (ids, lr) in lr_groups(&config.train, &table) {
+        for id in ids {
+            peak.insert(id, lr);
+        }
+    }
+    let t = &config.train;
+    let tensors: Vec<PlannedTensor> = table
+        .tensors
+        .iter()
+        .map(|e| PlannedTensor {
+            name: e.name.clone(),
+            shape: e.shape.clone(),
+            trainable: !start.is_frozen(&e.id),
+            lr: peak.get(&e.id).copied().unwrap_or(t.lr),
+            weight_decay: if e.is_bias_or_norm() && !t.decay_norm_and_bias {
+                0.0
+            } else {
+                t.weight_decay
+            },
+            unfreezes_at: start
+                .is_frozen(&e.id)
+                .then(|| {
+                    later
+                        .iter()
+                        .find(|(_, s)| !s.is_frozen(&e.id))
+                        .map(|(epoch, _)| *epoch)
+                })
+                .flatten(),
+        })
+        .collect();
+    let count = |state: &crate::freezing::FreezeState| -> usize {
+        table
+            .tensors
+            .iter()
+            .filter(|e| !state.is_frozen(&e.id))
+            .map(|e| e.numel())
+            .sum()
+    };
+    let total: usize = table.tensors.iter().map(|e| e.numel()).sum();
+    let trainable = count(&start);
+    let steps = steps_per_epoch(data.train.len(), t);
+    Ok(TrainPlan {
+        tensors,
+        trainable_parameters: trainable,
+        frozen_parameters: total - trainable,
+        unfreeze: later.iter().map(|(e, s)| (*e, count(s))).collect(),
+        feature_cache: config.freeze.always_frozen() && t.cache != CacheMode::Off,
+        steps_per_epoch: steps,
+        total_steps: steps * t.epochs,
+    })
+}
+
+fn fit_spec<'a>(
+    config: &'a Config,
+    loss: &'a TaskLoss,
+    data: &'a RunData,
+    metrics: &'a crate::fit::MetricsFn<'a>,
+    describe: &'a dyn crate::freezing::Describe,
+    resume: Resume,
+) -> FitSpec<'a> {
+    FitSpec {
+        train: &config.train,
+        freeze: &config.freeze,
+        loss,
+        train_targets: &data.train_targets,
+        valid_targets: &data.valid_targets,
+        metrics,
+        describe,
+        run_dir: &config.output.dir,
+        config_text: toml::to_string_pretty(config).expect("config serializes"),
+        resume,
+    }
+}
+
+/// Trains a head (and, where the config unfreezes it, the backbone), saves the run folder, and
+/// evaluates on the test file if there is one.
 pub fn train(
     config: &Config,
-    backend: Option<Backend>,
+    options: &TrainOptions,
     progress: &dyn Progress,
 ) -> Result<TrainReport, TrainError> {
     let started = Instant::now();
@@ -112,86 +497,71 @@ pub fn train(
         device,
         description,
         ..
-    } = backend::select(backend.unwrap_or(config.train.backend))?;
+    } = backend::select(options.backend.unwrap_or(config.train.backend))?;
     progress.info(&format!("device: {description}"));
-    // Head initialisation and dropout draw from the device's generator.
     device.seed(config.train.seed);
 
-    // Model folder and how it is pooled.
-    let folder = ModelFolder::open(&config.model.backbone)?;
-    let bert_config = BertConfig::from_file(&folder.config_path())?;
-    let m = &config.model;
-    let (options, max_length) = resolve_pooling(
-        &folder,
-        &bert_config,
-        m.pooling,
-        m.normalize,
-        m.max_length,
-        m.pooler,
-    )?;
-    let tokenizer =
-        TextTokenizer::from_file(&folder.tokenizer_path(), max_length, bert_config.vocab_size)?;
-
-    // Data.
-    let d = &config.data;
-    let format = data_format(d.format);
-    let read = |path: &Path| read_texts(path, format, &d.text_column, Some(&d.label_column));
-    let all_train = read(&d.train)?;
-    let labels = match &d.labels {
-        Some(path) => LabelSet::from_file(path)?,
-        None => LabelSet::from_examples(&all_train, &d.train)?,
-    };
-    let all_targets = labels.encode(&all_train, &d.train)?;
-    let (train_examples, train_targets, valid_examples, valid_targets) = match &d.valid {
-        Some(valid_path) => {
-            let valid = read(valid_path)?;
-            let valid_targets = labels.encode(&valid, valid_path)?;
-            (all_train, all_targets, valid, valid_targets)
-        }
-        None => {
-            let fraction = d.valid_fraction.unwrap_or(0.1);
-            let (train_idx, valid_idx) =
-                train_valid_split(all_train.len(), fraction, config.train.seed);
-            (
-                pick(&all_train, &train_idx),
-                pick(&all_targets, &train_idx),
-                pick(&all_train, &valid_idx),
-                pick(&all_targets, &valid_idx),
-            )
-        }
-    };
-    labels.check_all_present(&train_targets, &d.train)?;
-    let test = match &d.test {
-        Some(path) => {
-            let examples = read(path)?;
-            let targets = labels.encode(&examples, path)?;
-            Some((examples, targets))
-        }
-        None => None,
-    };
+    let backbone = Backbone::open(config)?;
+    let Backbone {
+        folder,
+        bert: bert_config,
+        options: pooling,
+        max_length,
+    } = &backbone;
+    let (pooling, max_length) = (*pooling, *max_length);
+    let tokenizer = backbone.tokenizer()?;
+    let task = config.data.task;
+    let data = RunData::read(config)?;
     progress.info(&format!(
-        "data: {} train, {} valid{}; classes: {}",
-        train_examples.len(),
-        valid_examples.len(),
-        test.as_ref()
-            .map_or(String::new(), |(t, _)| format!(", {} test", t.len())),
-        labels.names().join(", ")
+        "data: {} train, {} valid{}; {}: {}",
+        data.train.len(),
+        data.valid.len(),
+        data.test
+            .as_ref()
+            .map_or(String::new(), |(_, t)| format!(", {} test", t.len())),
+        match task {
+            Task::Classification => "classes",
+            Task::MultiLabel => "labels",
+            Task::Regression => "target",
+        },
+        data.labels.join(", ")
     ));
+    let loss = task_loss(config, &data)?;
+    let threshold = config.head.threshold;
+    let labels = data.labels.clone();
+    let standardization = data.standardization;
+    let valid_targets = data.valid_targets.clone();
+    let metrics = move |outputs: &[Vec<f32>]| {
+        report_of(
+            task,
+            &labels,
+            threshold,
+            outputs,
+            &valid_targets,
+            standardization,
+        )
+        .as_metrics()
+    };
 
-    let train_tokens = TokenizedTexts::new(&tokenizer, &texts(&train_examples))?;
-    let valid_tokens = TokenizedTexts::new(&tokenizer, &texts(&valid_examples))?;
-    let head_spec = HeadSpec::new(&config.head, bert_config.hidden_size, labels.len());
+    let train_tokens = TokenizedTexts::new(&tokenizer, &texts(&data.train))?;
+    let valid_tokens = TokenizedTexts::new(&tokenizer, &texts(&data.valid))?;
+    let head_spec = HeadSpec::new(&config.head, bert_config.hidden_size, data.labels.len());
     let train_device = device.clone().autodiff();
-    let use_cache = config.freeze.backbone && config.train.cache != CacheMode::Off;
+    let use_cache = config.freeze.always_frozen() && config.train.cache != CacheMode::Off;
     let eval_batch = config.train.eval_batch_size;
-
+    let out = &config.output.dir;
+    std::fs::create_dir_all(out).map_err(|source| E::Io {
+        path: out.clone(),
+        source,
+    })?;
+    let spec = |describe| fit_spec(config, &loss, &data, &metrics, describe, options.resume);
     let mut feature_seconds = 0.0;
     let mut cache_stats = CacheStats::default();
     let mut test_features = None;
-    if config.train.cache == CacheMode::Auto && !config.freeze.backbone {
-        progress.info("feature cache off: the backbone trains, so its features change every step");
+    if config.train.cache == CacheMode::Auto && !config.freeze.always_frozen() {
+        progress.info("feature cache off: the backbone trains, so its features change");
     }
-    let (model, history, best_epoch) = if use_cache {
+    let (mut model, outcome_history, best_epoch, stopped_early) = if use_cache {
         // The frozen backbone computes the same features every epoch: compute them once.
         let root = config
             .train
@@ -200,8 +570,8 @@ pub fn train(
             .unwrap_or_else(feature_cache::default_root);
         let cache = FeatureCache::new(
             &root,
-            &folder,
-            options,
+            folder,
+            pooling,
             max_length,
             config.train.cache == CacheMode::Rebuild,
         )?;
@@ -209,13 +579,10 @@ pub fn train(
             "backbone frozen: features computed once, cached in {}",
             root.display()
         ));
-        let (_, encoder) = TextEncoder::load(&folder, options, &device)?;
+        let (_, encoder) = TextEncoder::load(folder, pooling, &device)?;
         let feature_start = Instant::now();
-        let test_count = test.as_ref().map_or(0, |(t, _)| t.len());
-        progress.stage(
-            "features",
-            train_examples.len() + valid_examples.len() + test_count,
-        );
+        let test_count = data.test.as_ref().map_or(0, |(_, t)| t.len());
+        progress.stage("features", data.train.len() + data.valid.len() + test_count);
         let mut lookup = |examples: &[TextExample], tokens: &TokenizedTexts| {
             let (features, stats) = cache.features(
                 &encoder,
@@ -228,9 +595,9 @@ pub fn train(
             cache_stats += stats;
             Ok::<_, TrainError>(features)
         };
-        let train_x = lookup(&train_examples, &train_tokens)?;
-        let valid_x = lookup(&valid_examples, &valid_tokens)?;
-        if let Some((examples, _)) = &test {
+        let train_x = lookup(&data.train, &train_tokens)?;
+        let valid_x = lookup(&data.valid, &valid_tokens)?;
+        if let Some((_, examples)) = &data.test {
             let tokens = TokenizedTexts::new(&tokenizer, &texts(examples))?;
             test_features = Some(lookup(examples, &tokens)?);
         }
@@ -246,87 +613,91 @@ pub fn train(
                 Split::Train => head.forward(rows(&train_x, idx, &device)),
                 Split::Valid => head.forward(rows(&valid_x, idx, &device)),
             },
-            &train_targets,
-            &valid_targets,
-            &config.train,
+            &spec(&HeadOnly),
             &train_device,
             progress,
-        );
+        )?;
         let model = TextClassifier {
             encoder,
             head: outcome.model,
         };
-        (model, outcome.history, outcome.best_epoch)
+        (
+            model,
+            outcome.history,
+            outcome.best_epoch,
+            outcome.stopped_early,
+        )
     } else {
-        let (_, encoder) = TextEncoder::load(&folder, options, &train_device)?;
-        let encoder = if config.freeze.backbone {
-            encoder.freeze()
-        } else {
-            encoder
-        };
+        let (_, encoder) = TextEncoder::load(folder, pooling, &train_device)?;
         let model = TextClassifier {
             encoder,
             head: head_spec.init(config.train.seed, &train_device),
         };
+        let layout = backbone.layout();
         let outcome = fit(
             model,
             |model, split, idx| match split {
                 Split::Train => model.forward(&train_tokens.batch(idx), &train_device),
                 Split::Valid => model.forward(&valid_tokens.batch(idx), &device),
             },
-            &train_targets,
-            &valid_targets,
-            &config.train,
+            &spec(&layout),
             &train_device,
             progress,
-        );
-        (outcome.model, outcome.history, outcome.best_epoch)
+        )?;
+        (
+            outcome.model,
+            outcome.history,
+            outcome.best_epoch,
+            outcome.stopped_early,
+        )
     };
+    let history = outcome_history;
     progress.info(&format!(
-        "best epoch: {best_epoch} (lowest validation loss)"
+        "best epoch: {best_epoch} (by {})",
+        config.train.monitor
     ));
+    if let Some((mean, std)) = standardization {
+        // The saved model predicts raw values: fold the standardization into the last layer.
+        model.head = model.head.rescale_output(std, mean);
+    }
 
     // Artifacts.
-    let out = &config.output.dir;
+    let d = &config.data;
     let manifest = RunManifest {
         graft_version: env!("CARGO_PKG_VERSION").into(),
-        task: "single_label_classification".into(),
+        task: task.name().into(),
         architecture: folder.architecture.name().into(),
-        labels: labels.names().to_vec(),
-        pooling: options.pooling,
-        use_pooler: options.use_pooler,
-        normalize: options.normalize,
+        labels: data.labels.clone(),
+        pooling: pooling.pooling,
+        use_pooler: pooling.use_pooler,
+        normalize: pooling.normalize,
         max_length,
         head: head_spec,
         backbone_source: config.model.backbone.clone(),
         text_column: d.text_column.clone(),
         label_column: d.label_column.clone(),
         best_epoch: Some(best_epoch),
+        threshold: (task == Task::MultiLabel).then_some(threshold),
+        label_separator: (task == Task::MultiLabel).then(|| d.label_separator.clone()),
     };
     run_dir::save(out, &manifest, &model, &folder.dir)?;
     let resolved = toml::to_string_pretty(config).expect("config serializes");
     write_atomic(&out.join("config.toml"), resolved.as_bytes())?;
-    let mut lines = String::new();
-    for metrics in &history {
-        lines += &serde_json::to_string(metrics).expect("serializable");
-        lines.push('\n');
-    }
-    write_atomic(&out.join("metrics.jsonl"), lines.as_bytes())?;
 
-    let test = match test {
-        Some((examples, targets)) => {
-            let probabilities = match test_features {
-                Some(features) => probabilities_of(model.head.valid().forward(features)),
+    let test = match &data.test {
+        Some((path, examples)) => {
+            let targets = data.encode(config, examples, path)?;
+            let outputs = match test_features {
+                Some(features) => rows_of(model.head.valid().forward(features)),
                 None => {
-                    let tokens = TokenizedTexts::new(&tokenizer, &texts(&examples))?;
+                    let tokens = TokenizedTexts::new(&tokenizer, &texts(examples))?;
                     progress.stage("test", examples.len());
-                    let probabilities = classify(&model, &tokens, eval_batch, &device, progress);
+                    let outputs = outputs_of(&model, &tokens, eval_batch, &device, progress);
                     progress.finish_stage();
-                    probabilities
+                    outputs
                 }
             };
-            let predicted = argmax_rows(&probabilities);
-            let report = EvalReport::new(labels.names(), &targets, &predicted);
+            let report = report_of(task, &data.labels, threshold, &outputs, &targets, None);
             write_json_atomic(&out.join("eval.json"), &report)?;
             Some(report)
         }
@@ -337,6 +708,7 @@ pub fn train(
         device: description,
         history,
         best_epoch,
+        stopped_early,
         test,
         feature_seconds,
         cache: cache_stats,
@@ -344,8 +716,8 @@ pub fn train(
     })
 }
 
-/// Class probabilities `[n][classes]` for every text, in input order.
-fn classify(
+/// Raw outputs `[n][k]` for every text, in input order.
+fn outputs_of(
     model: &TextClassifier,
     tokens: &TokenizedTexts,
     batch_size: usize,
@@ -354,20 +726,23 @@ fn classify(
 ) -> Vec<Vec<f32>> {
     let model = model.valid();
     let features = extract_features(&model.encoder, tokens, batch_size, device, progress);
-    probabilities_of(model.head.forward(features))
+    rows_of(model.head.forward(features))
 }
 
-/// Softmax of logits `[n, classes]`, as rows.
-fn probabilities_of(logits: Tensor<2>) -> Vec<Vec<f32>> {
-    let probabilities = activation::softmax(logits, 1);
-    let [n, k] = probabilities.dims();
-    let values: Vec<f32> = probabilities
+fn rows_of(tensor: Tensor<2>) -> Vec<Vec<f32>> {
+    let [_, k] = tensor.dims();
+    let values: Vec<f32> = tensor
         .into_data()
         .try_into_vec_as::<f32>()
         .expect("f32 data");
-    (0..n)
-        .map(|i| values[i * k..(i + 1) * k].to_vec())
-        .collect()
+    values.chunks(k.max(1)).map(<[f32]>::to_vec).collect()
+}
+
+fn softmax_row(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = row.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    exp.iter().map(|e| e / sum).collect()
 }
 
 fn argmax_rows(rows: &[Vec<f32>]) -> Vec<usize> {
@@ -425,6 +800,14 @@ fn load_run(
     Ok((run, selected.device))
 }
 
+/// The task a run was trained for, from its manifest.
+fn run_task(manifest: &RunManifest) -> Result<Task, TrainError> {
+    [Task::Classification, Task::MultiLabel, Task::Regression]
+        .into_iter()
+        .find(|t| t.name() == manifest.task)
+        .ok_or_else(|| E::Unsupported(format!("unknown task `{}` in graft.json", manifest.task)))
+}
+
 /// Scores a run on a labelled file (CSV/JSONL with the run's text and label columns unless
 /// `input.column` names another text column).
 pub fn evaluate(
@@ -434,8 +817,9 @@ pub fn evaluate(
     batch_size: usize,
     backend: Backend,
     progress: &dyn Progress,
-) -> Result<EvalReport, TrainError> {
+) -> Result<Report, TrainError> {
     let (run, device) = load_run(run_dir, backend, progress)?;
+    let task = run_task(&run.manifest)?;
     let input = TextInput {
         path: input.path.clone(),
         column: input
@@ -451,24 +835,41 @@ pub fn evaluate(
         });
     }
     let examples = input.read(Some(label_column))?;
-    let labels = LabelSet::new(run.manifest.labels.clone()).map_err(E::Unsupported)?;
-    let targets = labels.encode(&examples, &input.path)?;
+    let separator = run.manifest.label_separator.as_deref().unwrap_or("|");
+    let targets = encode_targets(
+        task,
+        &run.manifest.labels,
+        separator,
+        &examples,
+        &input.path,
+    )?;
     let tokens = TokenizedTexts::new(&run.tokenizer, &texts(&examples))?;
     progress.stage("evaluating", examples.len());
-    let probabilities = classify(&run.model, &tokens, batch_size, &device, progress);
+    let outputs = outputs_of(&run.model, &tokens, batch_size, &device, progress);
     progress.finish_stage();
-    Ok(EvalReport::new(
-        labels.names(),
+    let threshold = run.manifest.threshold.unwrap_or(0.5);
+    Ok(report_of(
+        task,
+        &run.manifest.labels,
+        threshold,
+        &outputs,
         &targets,
-        &argmax_rows(&probabilities),
+        None,
     ))
 }
 
-/// One prediction: the top label and every label's probability (in label order).
+/// One prediction. Classification: the top `label` and every label's probability. Multi-label:
+/// the `labels` at or above the threshold and every label's probability. Regression: `value`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Prediction {
-    pub label: String,
-    pub probabilities: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 pub fn predict(
@@ -479,22 +880,56 @@ pub fn predict(
     progress: &dyn Progress,
 ) -> Result<Vec<Prediction>, TrainError> {
     let (run, device) = load_run(run_dir, backend, progress)?;
+    let task = run_task(&run.manifest)?;
     let examples = input.read(None)?;
     let tokens = TokenizedTexts::new(&run.tokenizer, &texts(&examples))?;
     progress.stage("predicting", examples.len());
-    let probabilities = classify(&run.model, &tokens, batch_size, &device, progress);
+    let outputs = outputs_of(&run.model, &tokens, batch_size, &device, progress);
     progress.finish_stage();
     let labels = &run.manifest.labels;
-    Ok(probabilities
+    let threshold = run.manifest.threshold.unwrap_or(0.5);
+    let named = |row: &[f32]| -> serde_json::Map<String, serde_json::Value> {
+        labels
+            .iter()
+            .zip(row)
+            .map(|(l, &p)| (l.clone(), serde_json::json!(p)))
+            .collect()
+    };
+    Ok(outputs
         .iter()
-        .zip(argmax_rows(&probabilities))
-        .map(|(row, top)| Prediction {
-            label: labels[top].clone(),
-            probabilities: labels
-                .iter()
-                .zip(row)
-                .map(|(l, &p)| (l.clone(), serde_json::json!(p)))
-                .collect(),
+        .map(|row| match task {
+            Task::Classification => {
+                let probabilities = softmax_row(row);
+                let top = argmax_rows(std::slice::from_ref(&probabilities))[0];
+                Prediction {
+                    label: Some(labels[top].clone()),
+                    labels: None,
+                    value: None,
+                    probabilities: Some(named(&probabilities)),
+                }
+            }
+            Task::MultiLabel => {
+                let probabilities: Vec<f32> = row.iter().map(|&x| sigmoid(x)).collect();
+                Prediction {
+                    label: None,
+                    labels: Some(
+                        labels
+                            .iter()
+                            .zip(&probabilities)
+                            .filter(|(_, p)| **p as f64 >= threshold)
+                            .map(|(l, _)| l.clone())
+                            .collect(),
+                    ),
+                    value: None,
+                    probabilities: Some(named(&probabilities)),
+                }
+            }
+            Task::Regression => Prediction {
+                label: None,
+                labels: None,
+                value: Some(row[0] as f64),
+                probabilities: None,
+            },
         })
         .collect())
 }

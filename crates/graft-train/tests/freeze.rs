@@ -1,8 +1,10 @@
-//! A frozen backbone really is frozen: training end to end (no feature cache) leaves every backbone
-//! tensor bit-identical while the head changes.
+//! Freezing on the real MiniLM: a frozen backbone stays bit-identical while the head trains, and
+//! with partial freezing plus gradual unfreezing every block stays bit-identical exactly until its
+//! unfreeze epoch and changes after it. Models are read back from the per-epoch checkpoints.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::store::ModuleSnapshot;
@@ -10,17 +12,24 @@ use burn::tensor::Device;
 use graft_data::{DataFormat, LabelSet, TextTokenizer, read_texts};
 use graft_model::text_encoder::PoolingOptions;
 use graft_model::{ModelFolder, Pooling, TextEncoder};
-use graft_train::Silent;
+use graft_train::checkpoint::{Checkpoints, load_model};
 use graft_train::classifier::{TextClassifier, TokenizedTexts};
-use graft_train::config::{HeadSection, TrainSection};
-use graft_train::fit::{Split, fit};
+use graft_train::config::{
+    BlockSelection, FreezeSection, HeadSection, LossKind, TrainSection, UnfreezeStep,
+};
+use graft_train::fit::{FitSpec, Resume, Split, fit};
+use graft_train::freezing::{BertClassifierLayout, Describe};
 use graft_train::head::HeadSpec;
+use graft_train::loss::{Targets, TaskLoss};
+use graft_train::{EpochMetrics, Progress};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn snapshot<M: Module>(model: &M) -> BTreeMap<String, Vec<u8>> {
+type Snapshot = BTreeMap<String, Vec<u8>>;
+
+fn snapshot<M: Module>(model: &M) -> Snapshot {
     model
         .collect(None, None, false)
         .into_iter()
@@ -28,11 +37,32 @@ fn snapshot<M: Module>(model: &M) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-#[test]
-fn frozen_backbone_is_bit_identical_after_training_and_head_changes() {
-    let device = Device::flex();
-    let train_device = device.clone().autodiff();
-    train_device.seed(7);
+/// Records the model of every finished epoch from its checkpoint.
+struct EpochSnapshots<M> {
+    run_dir: PathBuf,
+    template: M,
+    seen: RefCell<Vec<Snapshot>>,
+}
+
+impl<M: Module> Progress for EpochSnapshots<M> {
+    fn epoch(&self, _metrics: &EpochMetrics, _best: bool) {
+        let folder = Checkpoints::in_run(&self.run_dir)
+            .latest()
+            .unwrap()
+            .unwrap();
+        let model = load_model(self.template.clone(), &folder.join("model.bpk")).unwrap();
+        self.seen.borrow_mut().push(snapshot(&model));
+    }
+}
+
+struct Setup {
+    model: TextClassifier,
+    tokens: TokenizedTexts,
+    targets: Targets,
+    layout: BertClassifierLayout,
+}
+
+fn setup(device: &Device) -> Setup {
     let folder = ModelFolder::open(&repo().join("models/all-MiniLM-L6-v2"))
         .expect("run scripts/fetch-models.sh");
     let options = PoolingOptions {
@@ -40,43 +70,92 @@ fn frozen_backbone_is_bit_identical_after_training_and_head_changes() {
         use_pooler: false,
         normalize: true,
     };
-    let (config, encoder) = TextEncoder::load(&folder, options, &train_device).unwrap();
-    let encoder = encoder.freeze();
-
+    let (config, encoder) = TextEncoder::load(&folder, options, device).unwrap();
     let data = repo().join("datasets/fine-foods-mini/train.csv");
     let examples = read_texts(&data, DataFormat::Csv, "review", Some("score")).unwrap();
     let examples = &examples[..16];
     let labels = LabelSet::from_examples(examples, &data).unwrap();
-    let targets = labels.encode(examples, &data).unwrap();
+    let targets = Targets::Classes(labels.encode(examples, &data).unwrap());
     let tokenizer =
-        TextTokenizer::from_file(&folder.tokenizer_path(), 64, config.vocab_size).unwrap();
+        TextTokenizer::from_file(&folder.tokenizer_path(), 48, config.vocab_size).unwrap();
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
     let tokens = TokenizedTexts::new(&tokenizer, &texts).unwrap();
+    let head =
+        HeadSpec::new(&HeadSection::default(), config.hidden_size, labels.len()).init(7, device);
+    Setup {
+        model: TextClassifier { encoder, head },
+        tokens,
+        targets,
+        layout: BertClassifierLayout {
+            num_layers: config.num_hidden_layers,
+        },
+    }
+}
 
-    let head = HeadSpec::new(&HeadSection::default(), config.hidden_size, labels.len())
-        .init(7, &train_device);
-    let model = TextClassifier { encoder, head };
-    let before = snapshot(&model);
-
+/// Trains with `freeze` for `epochs` and returns the initial model and each epoch's model.
+fn train_epochs(freeze: FreezeSection, epochs: usize, run_dir: &Path) -> (Snapshot, Vec<Snapshot>) {
+    #[allow(deprecated)]
+    let device = Device::flex();
+    let train_device = device.clone().autodiff();
+    let s = setup(&train_device);
+    let initial = snapshot(&s.model);
     let train = TrainSection {
-        epochs: 2,
+        epochs,
         batch_size: 8,
-        lr: 1e-2,
+        lr: 1e-3,
         ..TrainSection::default()
     };
-    let outcome = fit(
-        model,
+    let loss = TaskLoss {
+        kind: LossKind::CrossEntropy,
+        weights: None,
+        pos_weight: None,
+        label_smoothing: 0.0,
+        huber_delta: 1.0,
+    };
+    let metrics = |_: &[Vec<f32>]| Default::default();
+    let spec = FitSpec {
+        train: &train,
+        freeze: &freeze,
+        loss: &loss,
+        train_targets: &s.targets,
+        valid_targets: &s.targets,
+        metrics: &metrics,
+        describe: &s.layout,
+        run_dir,
+        config_text: String::new(),
+        resume: Resume::No,
+    };
+    let progress = EpochSnapshots {
+        run_dir: run_dir.to_path_buf(),
+        template: s.model.clone(),
+        seen: RefCell::new(Vec::new()),
+    };
+    let tokens = &s.tokens;
+    fit(
+        s.model.clone(),
         |m, split, idx| match split {
             Split::Train => m.forward(&tokens.batch(idx), &train_device),
             Split::Valid => m.forward(&tokens.batch(idx), &device),
         },
-        &targets,
-        &targets,
-        &train,
+        &spec,
         &train_device,
-        &Silent,
-    );
-    let after = snapshot(&outcome.model);
+        &progress,
+    )
+    .unwrap();
+    (initial, progress.seen.into_inner())
+}
+
+/// The backbone block of a snapshot entry (burn path), `None` for the head.
+fn block_of(layout: &BertClassifierLayout, path: &str) -> Option<usize> {
+    layout.place(path).block
+}
+
+#[test]
+fn frozen_backbone_is_bit_identical_after_training_and_head_changes() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let freeze = FreezeSection::default();
+    let (before, epochs) = train_epochs(freeze, 2, run_dir.path());
+    let after = epochs.last().unwrap();
     assert_eq!(before.len(), after.len());
     let (mut backbone, mut head_changed) = (0, 0);
     for (name, bytes) in &before {
@@ -89,4 +168,64 @@ fn frozen_backbone_is_bit_identical_after_training_and_head_changes() {
     }
     assert!(backbone > 100, "only {backbone} backbone tensors compared");
     assert_eq!(head_changed, 2, "head weight and bias must both change");
+}
+
+#[test]
+fn gradual_unfreezing_keeps_blocks_bit_identical_until_their_epoch() {
+    // Blocks: 0 = embeddings, 1..=6 = encoder layers 0..5 (the pooler-less MiniLM).
+    // Start: blocks 0-2 frozen. Epoch 2: the last 5 blocks (2..6) train. Epoch 3: all.
+    let freeze = FreezeSection {
+        layers: Some(3),
+        unfreeze: vec![
+            UnfreezeStep {
+                epoch: 2,
+                layers: BlockSelection::Last(5),
+            },
+            UnfreezeStep {
+                epoch: 3,
+                layers: BlockSelection::All,
+            },
+        ],
+        ..FreezeSection::default()
+    };
+    let run_dir = tempfile::tempdir().unwrap();
+    let (initial, epochs) = train_epochs(freeze, 3, run_dir.path());
+    assert_eq!(epochs.len(), 3);
+    let layout = BertClassifierLayout { num_layers: 6 };
+    let unfreeze_epoch = |block: Option<usize>| match block {
+        None => 1,
+        Some(b) if b >= 3 => 1,
+        Some(2) => 2,
+        Some(_) => 3,
+    };
+    let mut checked = [0usize; 3];
+    for (name, bytes) in &initial {
+        let first = unfreeze_epoch(block_of(&layout, name));
+        for (e, snapshot) in epochs.iter().enumerate() {
+            let epoch = e + 1;
+            let unchanged = &snapshot[name] == bytes;
+            if epoch < first {
+                assert!(
+                    unchanged,
+                    "{name} changed in epoch {epoch}, before its unfreeze epoch {first}"
+                );
+                checked[0] += 1;
+            }
+        }
+        // Weight matrices change once they train (all get gradients, except the pooler, which
+        // mean pooling does not use).
+        let used = !name.contains("pooler") && !name.contains("embeddings");
+        if name.ends_with("weight") && used {
+            let after = &epochs[first - 1][name];
+            assert!(
+                after != bytes,
+                "{name} did not change in its unfreeze epoch {first}"
+            );
+            checked[1] += 1;
+        }
+    }
+    assert!(
+        checked[0] > 50 && checked[1] > 20,
+        "too little compared: {checked:?}"
+    );
 }

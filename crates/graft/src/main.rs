@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use graft_model::Pooling;
-use graft_train::{Backend, Config, EmbedOptions, TextInput};
+use graft_train::{Backend, Config, EmbedOptions, Resume, TextInput, TrainOptions, TrainPlan};
 
 use crate::render::Renderer;
 
@@ -33,6 +33,15 @@ enum Command {
         /// Overrides the config's `train.backend`.
         #[arg(long)]
         backend: Option<Backend>,
+        /// Continue from the output folder's last complete checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// With --resume: continue even though the config changed.
+        #[arg(long, requires = "resume")]
+        force: bool,
+        /// Print every tensor as trainable or frozen, with counts, and exit without training.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Score a trained run on labelled data: accuracy, macro-F1, per-class report, confusion matrix.
     Eval {
@@ -164,15 +173,40 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let renderer = Renderer::new();
     match cli.command {
-        Command::Train { config, backend } => {
+        Command::Train {
+            config,
+            backend,
+            resume,
+            force,
+            dry_run,
+        } => {
             let parsed = Config::from_file(&config)?;
-            let report = graft_train::train(&parsed, backend, &renderer)
+            if dry_run {
+                let plan = graft_train::plan(&parsed)
+                    .with_context(|| format!("planning {}", config.display()))?;
+                print_plan(&plan);
+                return Ok(());
+            }
+            let options = TrainOptions {
+                backend,
+                resume: match (resume, force) {
+                    (false, _) => Resume::No,
+                    (true, false) => Resume::Yes,
+                    (true, true) => Resume::Force,
+                },
+            };
+            let report = graft_train::train(&parsed, &options, &renderer)
                 .with_context(|| format!("training {}", config.display()))?;
             renderer.clear();
             println!(
-                "run saved to {} (best epoch {}, {:.1}s total, {:.1}s computing features)",
+                "run saved to {} (best epoch {}{}, {:.1}s total, {:.1}s computing features)",
                 report.run_dir.display(),
                 report.best_epoch,
+                if report.stopped_early {
+                    ", stopped early"
+                } else {
+                    ""
+                },
                 report.total_seconds,
                 report.feature_seconds
             );
@@ -301,6 +335,36 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { what } => bench(what)?,
     }
     Ok(())
+}
+
+fn print_plan(plan: &TrainPlan) {
+    for t in &plan.tensors {
+        let state = match (t.trainable, t.unfreezes_at) {
+            (true, _) => format!("trainable  lr {:.2e}  wd {}", t.lr, t.weight_decay),
+            (false, Some(epoch)) => {
+                format!("frozen     (trains from epoch {epoch}, lr {:.2e})", t.lr)
+            }
+            (false, None) => "frozen".to_string(),
+        };
+        println!("{:<58} {:<14} {state}", t.name, format!("{:?}", t.shape));
+    }
+    println!(
+        "\ntrainable parameters: {}\nfrozen parameters:    {}",
+        plan.trainable_parameters, plan.frozen_parameters
+    );
+    for (epoch, trainable) in &plan.unfreeze {
+        println!("from epoch {epoch}: {trainable} trainable parameters");
+    }
+    println!(
+        "{} optimizer steps per epoch, {} in all; backbone features {}",
+        plan.steps_per_epoch,
+        plan.total_steps,
+        if plan.feature_cache {
+            "computed once (feature cache)"
+        } else {
+            "computed every step"
+        }
+    );
 }
 
 fn read_texts(data: PathBuf, column: Option<String>, limit: Option<usize>) -> Result<Vec<String>> {

@@ -67,12 +67,15 @@ impl Progress for Renderer {
     }
 
     fn epoch(&self, m: &EpochMetrics, best: bool) {
+        let headline = m.headline().map_or(String::new(), |(name, value)| {
+            format!("  {} {value:.4}", name.replace('_', " "))
+        });
         self.println(&format!(
-            "epoch {:>3}  train loss {:.4}  valid loss {:.4}  valid acc {:.4}  {:.1}s{}",
+            "epoch {:>3}  train loss {:.4}  valid loss {:.4}{headline}  lr {:.2e}  {:.1}s{}",
             m.epoch,
             m.train_loss,
             m.valid_loss,
-            m.valid_accuracy,
+            m.lr,
             m.seconds,
             if best { "  *" } else { "" }
         ));

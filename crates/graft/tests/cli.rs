@@ -1,43 +1,11 @@
 //! The `graft` binary used the way a person uses it: train on the small fine-foods slice, then
 //! eval, predict, embed, export and inspect, and the bad inputs that must fail cleanly.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
 
-fn graft(args: &[&str]) -> Output {
-    // The feature cache goes to a throwaway folder, not the user's.
-    let cache = std::env::temp_dir().join(format!("graft-test-cache-{}", std::process::id()));
-    Command::new(env!("CARGO_BIN_EXE_graft"))
-        .args(args)
-        .current_dir(repo())
-        .env("GRAFT_CACHE_DIR", cache)
-        .output()
-        .expect("graft runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = graft(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "graft {args:?} failed:\n{stderr}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail; returns its stderr, which must not be a panic.
-fn fails(args: &[&str]) -> String {
-    let out = graft(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "graft {args:?} should fail");
-    assert!(
-        !stderr.contains("panicked"),
-        "graft {args:?} panicked:\n{stderr}"
-    );
-    assert!(stderr.contains("error: "), "{stderr}");
-    stderr
-}
+use common::{fails, json, ok, repo, write};
 
 fn config(out_dir: &Path, extra_data: &str, train: &str) -> String {
     format!(
@@ -66,16 +34,6 @@ dir = "{}"
 "#,
         out_dir.display()
     )
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 #[test]
@@ -110,10 +68,22 @@ fn train_then_eval_predict_export_inspect() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 3);
-    for key in ["epoch", "train_loss", "valid_loss", "valid_accuracy", "lr"] {
-        assert!(lines[2].get(key).is_some(), "metrics.jsonl lacks {key}");
+    let epochs: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "epoch").collect();
+    assert_eq!(epochs.len(), 3);
+    for key in [
+        "epoch",
+        "train_loss",
+        "valid_loss",
+        "valid_accuracy",
+        "valid_macro_f1",
+        "lr",
+    ] {
+        assert!(epochs[2].get(key).is_some(), "metrics.jsonl lacks {key}");
     }
+    // One line per optimizer step (48 examples, 25% held out, batch 8), with its learning rate.
+    let steps: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "step").collect();
+    assert_eq!(steps.len(), 3 * 36usize.div_ceil(8));
+    assert!(steps.iter().all(|s| s["lr"].as_f64() == Some(1e-2)));
     assert_eq!(
         json(&run.join("labels.json")),
         serde_json::json!(["great", "other"])

@@ -1,0 +1,174 @@
+//! The losses of each task, with PyTorch's semantics: cross-entropy with class weights and label
+//! smoothing, binary cross-entropy with logits (`pos_weight` or per-label weights), MSE and Huber.
+//!
+//! Each loss is split into a sum over examples and the denominator of its mean, so that a batch
+//! split into micro-batches (gradient accumulation) adds up to exactly the loss of the whole batch.
+
+use burn::tensor::{Device, Tensor, TensorData, activation};
+
+use crate::config::LossKind;
+
+/// What the examples should come out as.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Targets {
+    /// One class index per example.
+    Classes(Vec<usize>),
+    /// One 0/1 row per example.
+    MultiLabel(Vec<Vec<bool>>),
+    /// One number per example (already standardized when the run standardizes).
+    Values(Vec<f32>),
+}
+
+impl Targets {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Classes(t) => t.len(),
+            Self::MultiLabel(t) => t.len(),
+            Self::Values(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskLoss {
+    pub kind: LossKind,
+    /// Cross-entropy: weight per class. BCE: weight per label.
+    pub weights: Option<Vec<f32>>,
+    /// BCE: weight of the positive term per label.
+    pub pos_weight: Option<Vec<f32>>,
+    pub label_smoothing: f64,
+    pub huber_delta: f64,
+}
+
+fn matrix(values: Vec<f32>, rows: usize, cols: usize, device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(values, [rows, cols]), device)
+}
+
+impl TaskLoss {
+    /// The denominator of the mean over the examples `indices`.
+    pub fn weight(&self, targets: &Targets, indices: &[usize]) -> f64 {
+        match targets {
+            Targets::Classes(t) => match &self.weights {
+                Some(w) => indices.iter().map(|&i| w[t[i]] as f64).sum(),
+                None => indices.len() as f64,
+            },
+            Targets::MultiLabel(t) => {
+                let labels = indices.first().map_or(0, |&i| t[i].len());
+                (indices.len() * labels) as f64
+            }
+            Targets::Values(_) => indices.len() as f64,
+        }
+    }
+
+    /// The summed loss of `outputs` (`[n, k]`, rows for `indices`): divide by [`Self::weight`]
+    /// over the same examples (or a larger batch they are part of) for the mean.
+    pub fn sum(&self, outputs: Tensor<2>, targets: &Targets, indices: &[usize]) -> Tensor<1> {
+        let device = outputs.device();
+        let [n, k] = outputs.dims();
+        match targets {
+            Targets::Classes(t) => {
+                let mut one_hot = vec![0f32; n * k];
+                let mut row_weight = vec![1f32; n];
+                for (row, &i) in indices.iter().enumerate() {
+                    one_hot[row * k + t[i]] = 1.0;
+                    if let Some(w) = &self.weights {
+                        row_weight[row] = w[t[i]];
+                    }
+                }
+                let log_p = activation::log_softmax(outputs, 1);
+                let eps = self.label_smoothing;
+                // PyTorch: (1-ε)·w_y·(-log p_y) + ε/C·Σ_c w_c·(-log p_c), summed over examples.
+                let target_term = (log_p.clone() * matrix(one_hot, n, k, &device)).sum_dim(1)
+                    * matrix(row_weight, n, 1, &device);
+                let mut total = target_term.sum().neg() * (1.0 - eps);
+                if eps > 0.0 {
+                    let class_weight = self.weights.clone().unwrap_or_else(|| vec![1.0; k]);
+                    let smooth = (log_p * matrix(class_weight, 1, k, &device)).sum();
+                    total = total - smooth * (eps / k as f64);
+                }
+                total
+            }
+            Targets::MultiLabel(t) => {
+                let mut y = vec![0f32; n * k];
+                for (row, &i) in indices.iter().enumerate() {
+                    for (c, &on) in t[i].iter().enumerate() {
+                        y[row * k + c] = if on { 1.0 } else { 0.0 };
+                    }
+                }
+                let y = matrix(y, n, k, &device);
+                // log(1 + e^-x), computed stably as max(-x, 0) + log1p(e^-|x|).
+                let softplus_neg = outputs.clone().neg().clamp_min(0.0)
+                    + outputs.clone().abs().neg().exp().log1p();
+                let positive = match &self.pos_weight {
+                    // 1 + (pos_weight - 1)·y
+                    Some(p) => {
+                        let p = matrix(p.iter().map(|v| v - 1.0).collect(), 1, k, &device);
+                        y.clone() * p + 1.0
+                    }
+                    None => y.ones_like(),
+                };
+                let mut loss = (y.neg() + 1.0) * outputs + positive * softplus_neg;
+                if let Some(w) = &self.weights {
+                    loss = loss * matrix(w.clone(), 1, k, &device);
+                }
+                loss.sum()
+            }
+            Targets::Values(t) => {
+                let y: Vec<f32> = indices.iter().map(|&i| t[i]).collect();
+                let diff = outputs - matrix(y, n, 1, &device);
+                match self.kind {
+                    LossKind::Huber => {
+                        let delta = self.huber_delta;
+                        let abs = diff.clone().abs();
+                        let quadratic = diff.powi_scalar(2) * 0.5;
+                        let linear = (abs.clone() - 0.5 * delta) * delta;
+                        quadratic.mask_where(abs.greater_elem(delta), linear).sum()
+                    }
+                    _ => diff.powi_scalar(2).sum(),
+                }
+            }
+        }
+    }
+
+    /// The mean loss over `indices`.
+    pub fn mean(&self, outputs: Tensor<2>, targets: &Targets, indices: &[usize]) -> Tensor<1> {
+        let weight = self.weight(targets, indices).max(f64::MIN_POSITIVE);
+        self.sum(outputs, targets, indices) / weight
+    }
+}
+
+/// scikit-learn's "balanced" weights, `n / (classes · count)`; a class without examples gets 0.
+pub fn balanced_class_weights(targets: &[usize], classes: usize) -> Vec<f32> {
+    let mut counts = vec![0usize; classes];
+    for &t in targets {
+        counts[t] += 1;
+    }
+    counts
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                0.0
+            } else {
+                (targets.len() as f64 / (classes * c) as f64) as f32
+            }
+        })
+        .collect()
+}
+
+/// For multi-label "balanced": `pos_weight` = negatives / positives per label (1 without positives).
+pub fn balanced_pos_weight(rows: &[Vec<bool>], labels: usize) -> Vec<f32> {
+    (0..labels)
+        .map(|c| {
+            let positives = rows.iter().filter(|r| r[c]).count();
+            if positives == 0 {
+                1.0
+            } else {
+                ((rows.len() - positives) as f64 / positives as f64) as f32
+            }
+        })
+        .collect()
+}

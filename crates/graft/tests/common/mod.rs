@@ -1,0 +1,84 @@
+//! Helpers shared by the CLI tests: run the `graft` binary from the repository root with a
+//! throwaway feature cache, and small file helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn graft(args: &[&str]) -> Output {
+    command(args).output().expect("graft runs")
+}
+
+/// The `graft` command with `args`, not yet run.
+pub fn command(args: &[&str]) -> Command {
+    // The feature cache goes to a throwaway folder, not the user's.
+    let cache = std::env::temp_dir().join(format!("graft-test-cache-{}", std::process::id()));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_graft"));
+    command
+        .args(args)
+        .current_dir(repo())
+        .env("GRAFT_CACHE_DIR", cache);
+    command
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let out = graft(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "graft {args:?} failed:\n{stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail; returns its stderr, which must not be a panic.
+pub fn fails(args: &[&str]) -> String {
+    let out = graft(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "graft {args:?} should fail");
+    assert!(
+        !stderr.contains("panicked"),
+        "graft {args:?} panicked:\n{stderr}"
+    );
+    assert!(stderr.contains("error: "), "{stderr}");
+    stderr
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Exports `run` to `out` and returns `out`.
+pub fn export(run: &Path, out: &Path) -> PathBuf {
+    ok(&[
+        "export",
+        "--model",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    out.to_path_buf()
+}
+
+/// `graft predict` on a file's `review` column, one JSON value per line.
+pub fn predict_reviews(run: &Path, input: &Path) -> Vec<serde_json::Value> {
+    ok(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--column",
+        "review",
+    ])
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
+}
