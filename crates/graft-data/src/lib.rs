@@ -5,6 +5,7 @@
 //! texts into id tensors with the model's `tokenizer.json`, [`targets`] reads multi-label lists
 //! and regression values.
 
+pub mod image;
 pub mod labels;
 pub mod split;
 pub mod targets;
@@ -44,7 +45,7 @@ pub enum DataError {
     },
     #[error("{}: the file has no examples", path.display())]
     Empty { path: PathBuf },
-    #[error("{}:{line}: label `{label}` is not one of the training labels ({})", path.display(), known.join(", "))]
+    #[error("{}: label `{label}` is not one of the training labels ({})", location(path, *line), known.join(", "))]
     UnknownLabel {
         path: PathBuf,
         line: usize,
@@ -61,8 +62,19 @@ pub enum DataError {
         "tokenizer produced id {id}, outside the model's vocabulary of {vocab_size}: tokenizer.json and the weights do not match"
     )]
     TokenOutOfVocab { id: u32, vocab_size: usize },
+    #[error("{}: unreadable image: {message}", path.display())]
+    Image { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// `file:line`, or the file alone when there is no line (an image folder).
+fn location(path: &std::path::Path, line: usize) -> String {
+    if line == 0 {
+        path.display().to_string()
+    } else {
+        format!("{}:{line}", path.display())
+    }
 }
 
 /// A labelled example for unit tests.

@@ -83,19 +83,7 @@ impl HiddenAct {
 impl BertConfig {
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| ModelError::Config {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        config.check().map_err(|message| ModelError::Config {
-            path: path.to_path_buf(),
-            message,
-        })?;
-        Ok(config)
+        crate::read_config(path, Self::check)
     }
 
     fn check(&self) -> Result<(), String> {

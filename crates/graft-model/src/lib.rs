@@ -6,9 +6,13 @@
 //! backbone the rest of graft sees: an encoder plus pooling.
 
 pub mod bert;
+pub mod efficientnet;
 pub mod hub;
 pub mod pooling;
+pub mod pth;
+pub mod resnet;
 pub mod text_encoder;
+pub mod vision;
 pub mod weights;
 
 use std::path::PathBuf;
@@ -55,6 +59,41 @@ pub enum ModelError {
     },
     #[error("{}: unsupported architecture: {found}", path.display())]
     UnsupportedArchitecture { path: PathBuf, found: String },
+}
+
+/// Reads a JSON config file and checks it with `check`; errors name the file.
+pub(crate) fn read_config<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, ModelError> {
+    let invalid = |message: String| ModelError::Config {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let config: T = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    check(&config).map_err(invalid)?;
+    Ok(config)
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, then renamed
+/// (made 0644). An interrupted write leaves the previous file, or none.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
 }
 
 /// At most five names, then how many more.

@@ -21,7 +21,37 @@ pub struct Config {
     pub train: TrainSection,
     #[serde(default)]
     pub loss: LossSection,
+    /// Training-time image augmentation (vision models).
+    #[serde(default)]
+    pub augment: AugmentSection,
     pub output: OutputSection,
+}
+
+/// Random image transforms while training, drawn from the run's seed (vision models).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentSection {
+    /// Random resized crop: the range of the crop's area fraction, e.g. `[0.08, 1.0]`.
+    pub crop_scale: Option<[f64; 2]>,
+    #[serde(default)]
+    pub horizontal_flip: bool,
+    /// Colour jitter: each factor is drawn from `[1 - s, 1 + s]`.
+    #[serde(default)]
+    pub brightness: f32,
+    #[serde(default)]
+    pub contrast: f32,
+    #[serde(default)]
+    pub saturation: f32,
+}
+
+impl AugmentSection {
+    pub fn is_active(&self) -> bool {
+        self.crop_scale.is_some()
+            || self.horizontal_flip
+            || self.brightness > 0.0
+            || self.contrast > 0.0
+            || self.saturation > 0.0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +68,8 @@ pub struct ModelSection {
     /// With `pooling = "cls"`: use the pretrained pooler (dense + tanh). Defaults to true when the
     /// checkpoint has one, as `BertForSequenceClassification`.
     pub pooler: Option<bool>,
+    /// Vision: the input size (default: the model folder's `image_size`).
+    pub image_size: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +77,9 @@ pub struct ModelSection {
 pub enum Format {
     Csv,
     Jsonl,
+    /// `train`/`valid`/`test` are folders of `<class>/<image>` (vision).
+    #[serde(rename = "image_folder")]
+    ImageFolder,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,7 +91,12 @@ pub struct DataSection {
     /// A validation file; otherwise `valid_fraction` of train is held out.
     pub valid: Option<PathBuf>,
     pub valid_fraction: Option<f64>,
+    /// Text models: the column with the text.
+    #[serde(default)]
     pub text_column: String,
+    /// Vision models with CSV/JSONL data: the column with the image path (relative to the file).
+    pub image_column: Option<String>,
+    #[serde(default = "default_label_column")]
     pub label_column: String,
     /// A file fixing the class order (JSON array or one label per line); default: sorted labels.
     pub labels: Option<PathBuf>,
@@ -68,6 +108,10 @@ pub struct DataSection {
     /// Regression: train on standardized targets (the model still predicts raw values).
     #[serde(default = "yes")]
     pub standardize: bool,
+}
+
+fn default_label_column() -> String {
+    "label".into()
 }
 
 fn default_separator() -> String {
@@ -158,6 +202,11 @@ pub struct FreezeSection {
     /// for the last N blocks).
     #[serde(default)]
     pub unfreeze: Vec<UnfreezeStep>,
+    /// Vision: keep BatchNorm layers training (weights and running statistics) inside frozen
+    /// blocks, as fastai does by default. Off: frozen BatchNorm uses its running statistics
+    /// unchanged.
+    #[serde(default)]
+    pub train_batchnorm: bool,
 }
 
 impl FreezeSection {
@@ -169,7 +218,7 @@ impl FreezeSection {
 
     /// Whether the whole backbone stays frozen for the whole run.
     pub fn always_frozen(&self) -> bool {
-        self.whole_backbone() && self.unfreeze.is_empty()
+        self.whole_backbone() && self.unfreeze.is_empty() && !self.train_batchnorm
     }
 }
 
@@ -305,7 +354,8 @@ pub struct TrainSection {
     pub decay_norm_and_bias: bool,
     /// Learning rate of the trainable backbone tensors (default: `lr`).
     pub backbone_lr: Option<f64>,
-    /// timm's layer-wise decay: block i of n gets `lr * layer_decay^(n - i)`, the head `lr`.
+    /// timm's layer-wise decay: block i of n gets `lr * layer_decay^(n - i)`, the head `lr`;
+    /// with `backbone_lr` too, `backbone_lr * layer_decay^(n - 1 - i)`.
     pub layer_decay: Option<f64>,
     #[serde(default)]
     pub schedule: Schedule,
@@ -314,6 +364,10 @@ pub struct TrainSection {
     pub warmup_ratio: Option<f64>,
     /// Clip gradients to this global L2 norm (PyTorch's `clip_grad_norm_`).
     pub clip_grad_norm: Option<f64>,
+    /// Batch texts of similar length together while training (shuffled windows of 50 batches,
+    /// each sorted by length): less padding, faster epochs.
+    #[serde(default)]
+    pub group_by_length: bool,
     /// Micro-batches whose mean gradient makes one optimizer step.
     #[serde(default = "default_accumulate")]
     pub accumulate: usize,
@@ -387,6 +441,7 @@ impl Default for TrainSection {
             warmup_steps: None,
             warmup_ratio: None,
             clip_grad_norm: None,
+            group_by_length: false,
             accumulate: 1,
             monitor: default_monitor(),
             patience: None,
@@ -547,7 +602,48 @@ impl Config {
         if self.model.pooler == Some(true) && self.model.pooling != Some(Pooling::Cls) {
             return Err("[model] pooler = true needs pooling = \"cls\"".into());
         }
+        self.check_data_kind()?;
         self.check_training_control()
+    }
+
+    /// Whether the data are images (an image folder or an image column).
+    pub fn is_vision(&self) -> bool {
+        self.data.format == Format::ImageFolder || self.data.image_column.is_some()
+    }
+
+    fn check_data_kind(&self) -> Result<(), String> {
+        let d = &self.data;
+        if self.is_vision() {
+            if d.format != Format::ImageFolder && d.image_column.is_none() {
+                return Err("[data] CSV/JSONL image data needs image_column".into());
+            }
+            if !d.text_column.is_empty() {
+                return Err("[data] give text_column (text) or image_column / image_folder (images), not both".into());
+            }
+        } else {
+            if d.text_column.is_empty() {
+                return Err("[data] text_column is required (or image_column / format = \"image_folder\" for images)".into());
+            }
+            if self.augment.is_active() {
+                return Err("[augment] is for image data".into());
+            }
+        }
+        if let Some([low, high]) = self.augment.crop_scale
+            && !(low > 0.0 && low <= high && high <= 1.0)
+        {
+            return Err(
+                "[augment] crop_scale must be [low, high] with 0 < low <= high <= 1".into(),
+            );
+        }
+        let jitter = [
+            self.augment.brightness,
+            self.augment.contrast,
+            self.augment.saturation,
+        ];
+        if jitter.iter().any(|&j| !(0.0..1.0).contains(&j)) {
+            return Err("[augment] brightness, contrast and saturation must be in [0, 1)".into());
+        }
+        Ok(())
     }
 
     fn check_training_control(&self) -> Result<(), String> {
@@ -588,15 +684,12 @@ impl Config {
         if !positive(t.backbone_lr) || !positive(t.clip_grad_norm) {
             return Err("[train] backbone_lr and clip_grad_norm must be positive".into());
         }
-        if let Some(decay) = t.layer_decay {
-            if !(decay > 0.0 && decay <= 1.0) {
-                return Err(format!(
-                    "[train] layer_decay must be in (0, 1], found {decay}"
-                ));
-            }
-            if t.backbone_lr.is_some() {
-                return Err("[train] give either backbone_lr or layer_decay, not both".into());
-            }
+        if let Some(decay) = t.layer_decay
+            && !(decay > 0.0 && decay <= 1.0)
+        {
+            return Err(format!(
+                "[train] layer_decay must be in (0, 1], found {decay}"
+            ));
         }
         if t.warmup_steps.is_some() && t.warmup_ratio.is_some() {
             return Err("[train] give either warmup_steps or warmup_ratio, not both".into());

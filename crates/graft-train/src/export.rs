@@ -67,7 +67,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     }
 }
 
-fn staging_dir(out: &Path) -> Result<PathBuf, TrainError> {
+pub(crate) fn staging_dir(out: &Path) -> Result<PathBuf, TrainError> {
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -81,7 +81,7 @@ fn staging_dir(out: &Path) -> Result<PathBuf, TrainError> {
 }
 
 /// Moves the finished folder to `out`, replacing an earlier export only once the new one is whole.
-fn publish(staging: &Path, out: &Path) -> Result<(), TrainError> {
+pub(crate) fn publish(staging: &Path, out: &Path) -> Result<(), TrainError> {
     for folder in walk(staging) {
         make_shareable(&folder)?;
     }

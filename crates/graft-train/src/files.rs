@@ -1,26 +1,15 @@
 //! Atomic file writes: a temporary file in the same folder, then a rename, so an interrupted run
 //! never leaves a half-written artifact behind.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::TrainError;
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let io = |source| TrainError::Io {
+    graft_model::write_atomic(path, bytes).map_err(|source| TrainError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.as_file().sync_all().map_err(io)?;
-    file.persist(path).map_err(|e| io(e.error))?;
-    make_shareable(path)
+    })
 }
 
 /// Temporary files are created private (0600); artifacts get the usual 0644 (folders 0755).

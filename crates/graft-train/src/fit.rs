@@ -37,7 +37,10 @@ use crate::schedule::{ScheduleShape, ScheduledLr};
 /// Which examples a forward pass is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
-    Train,
+    /// Training examples, in epoch `epoch` (1-based; seeds any augmentation).
+    Train {
+        epoch: usize,
+    },
     Valid,
 }
 
@@ -56,6 +59,8 @@ pub struct FitSpec<'a> {
     pub describe: &'a dyn crate::freezing::Describe,
     /// The run folder: `metrics.jsonl` and `checkpoints/` go here.
     pub run_dir: &'a Path,
+    /// Each training example's length (tokens), for `group_by_length`.
+    pub lengths: Option<&'a [usize]>,
     /// The resolved config, stored in checkpoints and compared on resume.
     pub config_text: String,
     pub resume: Resume,
@@ -131,17 +136,24 @@ pub fn optimizer(config: &TrainSection, no_decay: Vec<ParamId>) -> ModuleOptimiz
     }
 }
 
-/// Per-group peak learning rates: the head gets `lr`; backbone tensors get `backbone_lr`, or
-/// `lr · layer_decay^(blocks - block)` (timm's layer decay).
+/// Per-group peak learning rates: the head gets `lr`; backbone tensors get `backbone_lr`. With
+/// `layer_decay` (timm's), block b of n gets `lr · decay^(n - b)`, or with `backbone_lr` as well,
+/// `backbone_lr · decay^(n - 1 - b)` (the top block at `backbone_lr`).
 pub fn lr_groups(config: &TrainSection, table: &ParamTable) -> Vec<(Vec<ParamId>, f64)> {
+    let n = table.num_blocks;
     let mut groups = Vec::new();
-    if let Some(lr) = config.backbone_lr {
-        groups.push((table.ids_where(|t| t.block.is_some()), lr));
-    } else if let Some(decay) = config.layer_decay {
-        for block in 0..table.num_blocks {
-            let lr = config.lr * decay.powi((table.num_blocks - block) as i32);
-            groups.push((table.ids_where(|t| t.block == Some(block)), lr));
+    match (config.backbone_lr, config.layer_decay) {
+        (Some(lr), None) => groups.push((table.ids_where(|t| t.block.is_some()), lr)),
+        (base, Some(decay)) => {
+            for block in 0..n {
+                let lr = match base {
+                    Some(top) => top * decay.powi((n - 1 - block) as i32),
+                    None => config.lr * decay.powi((n - block) as i32),
+                };
+                groups.push((table.ids_where(|t| t.block == Some(block)), lr));
+            }
         }
+        (None, None) => {}
     }
     groups.retain(|(ids, _)| !ids.is_empty());
     groups
@@ -214,6 +226,33 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(seed, epoch)));
     order
+}
+
+/// The epoch's batches: consecutive runs of the shuffled order, or with `group_by_length`,
+/// batches of similar length (each window of 50 batches sorted by length, longest first, as
+/// transformers' length-grouped sampler does).
+pub fn batches_of(
+    order: &[usize],
+    config: &TrainSection,
+    lengths: Option<&[usize]>,
+) -> Vec<Vec<usize>> {
+    match lengths {
+        Some(lengths) if config.group_by_length => order
+            .chunks(config.batch_size * 50)
+            .flat_map(|window| {
+                let mut window = window.to_vec();
+                window.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+                window
+                    .chunks(config.batch_size)
+                    .map(<[usize]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        _ => order
+            .chunks(config.batch_size)
+            .map(<[usize]>::to_vec)
+            .collect(),
+    }
 }
 
 /// Optimizer steps in one epoch of `n` examples.
@@ -386,7 +425,8 @@ where
         progress.stage(&format!("epoch {epoch}/{}", config.epochs), per_epoch);
         let mut loss_total = 0.0;
         let mut last_lr = config.lr;
-        let batches: Vec<&[usize]> = order.chunks(config.batch_size).collect();
+        let batches = batches_of(&order, config, spec.lengths);
+        let batches: Vec<&[usize]> = batches.iter().map(Vec::as_slice).collect();
         for group in batches.chunks(config.accumulate) {
             let denominator = spec
                 .loss
@@ -396,7 +436,7 @@ where
             let mut step_loss: Option<Tensor<1>> = None;
             let mut single = None;
             for batch in group {
-                let outputs = forward(&model, Split::Train, batch);
+                let outputs = forward(&model, Split::Train { epoch }, batch);
                 let loss = spec.loss.sum(outputs, spec.train_targets, batch) / denominator;
                 let detached = loss.clone().without_autodiff();
                 step_loss = Some(match step_loss {

@@ -30,6 +30,126 @@ pub trait Describe {
     fn place(&self, path: &str) -> Placement;
     /// How many backbone blocks there are.
     fn num_blocks(&self) -> usize;
+    /// Whether the path belongs to a BatchNorm layer.
+    fn is_batchnorm(&self, _path: &str) -> bool {
+        false
+    }
+}
+
+/// Upstream names use `weight`/`bias` where burn's norms say `gamma`/`beta`.
+fn norm_names(name: String) -> String {
+    match (name.strip_suffix(".gamma"), name.strip_suffix(".beta")) {
+        (Some(stem), _) => format!("{stem}.weight"),
+        (_, Some(stem)) => format!("{stem}.bias"),
+        _ => name,
+    }
+}
+
+/// An image classifier: a CNN under `backbone.` (EfficientNet-Lite or ResNet), the head under
+/// `head.`. Blocks: the stem (0), then each stage, then (EfficientNet) the head convolution.
+pub struct VisionLayout {
+    pub backbone: graft_model::vision::VisionArchitecture,
+    /// EfficientNet: the stage of each MBConv block.
+    pub stage_of_block: Vec<usize>,
+}
+
+impl VisionLayout {
+    pub fn of(backbone: &graft_model::vision::VisionBackbone) -> Self {
+        use graft_model::vision::{VisionArchitecture, VisionBackbone};
+        match backbone {
+            VisionBackbone::EfficientNet(m) => {
+                // A stage starts where the width changes or the block strides.
+                let mut stage = 0;
+                let mut stages = Vec::new();
+                for (i, block) in m.blocks.iter().enumerate() {
+                    let width = block.bn2.gamma.dims()[0];
+                    let previous = i.checked_sub(1).map(|p| m.blocks[p].bn2.gamma.dims()[0]);
+                    if previous.is_some_and(|p| p != width) {
+                        stage += 1;
+                    }
+                    stages.push(stage);
+                }
+                Self {
+                    backbone: VisionArchitecture::EfficientnetLite,
+                    stage_of_block: stages,
+                }
+            }
+            VisionBackbone::ResNet(_) => Self {
+                backbone: VisionArchitecture::Resnet,
+                stage_of_block: Vec::new(),
+            },
+        }
+    }
+
+    /// The backbone-relative path: without `backbone.` and the enum variant.
+    fn inner<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let rest = path.strip_prefix("backbone.")?;
+        Some(
+            rest.strip_prefix("EfficientNet.")
+                .or_else(|| rest.strip_prefix("ResNet."))
+                .unwrap_or(rest),
+        )
+    }
+}
+
+impl Describe for VisionLayout {
+    fn place(&self, path: &str) -> Placement {
+        use graft_model::vision::VisionArchitecture;
+        let Some(inner) = self.inner(path) else {
+            return Placement {
+                name: path.to_string(),
+                block: None,
+                transposed: path.ends_with(".weight"),
+            };
+        };
+        let first = inner.split('.').next().unwrap_or("");
+        let index = inner
+            .split('.')
+            .nth(1)
+            .and_then(|i| i.parse::<usize>().ok())
+            .unwrap_or(0);
+        let (name, block) = match self.backbone {
+            VisionArchitecture::EfficientnetLite => {
+                let stages = self.stage_of_block.last().map_or(0, |s| s + 1);
+                let block = match first {
+                    "conv_stem" | "bn0" => 0,
+                    "blocks" => 1 + self.stage_of_block.get(index).copied().unwrap_or(0),
+                    _ => stages + 1,
+                };
+                (graft_model::efficientnet::upstream_name(inner), block)
+            }
+            VisionArchitecture::Resnet => {
+                let block = match first {
+                    "layer1" => 1,
+                    "layer2" => 2,
+                    "layer3" => 3,
+                    "layer4" => 4,
+                    _ => 0,
+                };
+                (graft_model::resnet::upstream_name(inner), block)
+            }
+        };
+        Placement {
+            transposed: first == "fc" && name.ends_with(".weight"),
+            name: norm_names(name),
+            block: Some(block),
+        }
+    }
+
+    fn num_blocks(&self) -> usize {
+        match self.backbone {
+            graft_model::vision::VisionArchitecture::EfficientnetLite => {
+                self.stage_of_block.last().map_or(0, |s| s + 1) + 2
+            }
+            graft_model::vision::VisionArchitecture::Resnet => 5,
+        }
+    }
+
+    fn is_batchnorm(&self, path: &str) -> bool {
+        path.split('.').any(|segment| {
+            segment.starts_with("bn") && segment[2..].chars().all(|c| c.is_ascii_digit())
+        })
+    }
 }
 
 /// A model whose only parameters are a head (trained on cached features).
@@ -74,12 +194,7 @@ impl Describe for BertClassifierLayout {
             self.num_layers
         };
         // burn's LayerNorm names its affine parameters gamma and beta.
-        let name = graft_model::bert::upstream_name(inner);
-        let name = match (name.strip_suffix(".gamma"), name.strip_suffix(".beta")) {
-            (Some(stem), _) => format!("{stem}.weight"),
-            (_, Some(stem)) => format!("{stem}.bias"),
-            _ => name,
-        };
+        let name = norm_names(graft_model::bert::upstream_name(inner));
         Placement {
             transposed: name.ends_with(".weight")
                 && !inner.starts_with("embeddings.")
@@ -103,11 +218,21 @@ pub struct TensorEntry {
     pub id: ParamId,
     pub shape: Vec<usize>,
     pub block: Option<usize>,
+    /// Running statistics of a norm layer: state, not a trainable parameter.
+    #[serde(skip)]
+    pub buffer: bool,
+    #[serde(skip)]
+    pub batchnorm: bool,
 }
 
 impl TensorEntry {
+    /// Trainable values (0 for buffers).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        if self.buffer {
+            0
+        } else {
+            self.shape.iter().product()
+        }
     }
 
     /// Biases and normalization weights (rank ≤ 1), which get no weight decay by default.
@@ -119,8 +244,8 @@ impl TensorEntry {
 /// Every tensor and training flag of a model, in module order.
 pub struct ParamTable {
     pub tensors: Vec<TensorEntry>,
-    /// Training flags (dropout, batch norm) with their block.
-    flags: Vec<(ParamId, Option<usize>)>,
+    /// Training flags (dropout, batch norm) with their block and whether they are BatchNorm's.
+    flags: Vec<(ParamId, Option<usize>, bool)>,
     pub num_blocks: usize,
 }
 
@@ -143,7 +268,7 @@ struct TableVisitor<'a> {
     path: PathStack,
     describe: &'a dyn Describe,
     tensors: Vec<TensorEntry>,
-    flags: Vec<(ParamId, Option<usize>)>,
+    flags: Vec<(ParamId, Option<usize>, bool)>,
 }
 
 impl ModuleVisitor for TableVisitor<'_> {
@@ -161,6 +286,8 @@ impl ModuleVisitor for TableVisitor<'_> {
             shape.reverse();
         }
         self.tensors.push(TensorEntry {
+            buffer: path.ends_with("running_mean") || path.ends_with("running_var"),
+            batchnorm: self.describe.is_batchnorm(&path),
             name: place.name,
             path,
             id: param.id,
@@ -169,8 +296,10 @@ impl ModuleVisitor for TableVisitor<'_> {
         });
     }
     fn visit_flag(&mut self, flag: &Param<Flag>) {
-        let block = self.describe.place(&self.path.joined()).block;
-        self.flags.push((flag.id, block));
+        let path = self.path.joined();
+        let block = self.describe.place(&path).block;
+        self.flags
+            .push((flag.id, block, self.describe.is_batchnorm(&path)));
     }
 }
 
@@ -225,12 +354,13 @@ impl ParamTable {
             .min()
             .unwrap_or(usize::MAX);
         let whole = freeze.whole_backbone();
+        let keep_bn = freeze.train_batchnorm;
         let frozen: BTreeSet<ParamId> = self
             .tensors
             .iter()
             .filter(|t| {
                 let Some(block) = t.block else { return false };
-                if block >= thawed_from {
+                if block >= thawed_from || (keep_bn && t.batchnorm) {
                     return false;
                 }
                 whole
@@ -242,15 +372,20 @@ impl ParamTable {
         // A block's dropout and normalization run as in inference once all its tensors are frozen.
         let blocks_all_frozen: BTreeSet<usize> = (0..self.num_blocks)
             .filter(|&b| {
-                let mut in_block = self.tensors.iter().filter(|t| t.block == Some(b));
+                let mut in_block = self
+                    .tensors
+                    .iter()
+                    .filter(|t| t.block == Some(b) && !t.buffer && !(keep_bn && t.batchnorm));
                 in_block.clone().next().is_some() && in_block.all(|t| frozen.contains(&t.id))
             })
             .collect();
         let flags = self
             .flags
             .iter()
-            .filter(|(_, block)| block.is_some_and(|b| blocks_all_frozen.contains(&b)))
-            .map(|(id, _)| *id)
+            .filter(|(_, block, bn)| {
+                block.is_some_and(|b| blocks_all_frozen.contains(&b)) && !(keep_bn && *bn)
+            })
+            .map(|(id, _, _)| *id)
             .collect();
         Ok(FreezeState { frozen, flags })
     }

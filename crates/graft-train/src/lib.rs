@@ -22,6 +22,7 @@ pub mod progress;
 pub mod run_dir;
 pub mod schedule;
 mod tasks;
+pub mod vision_tasks;
 
 use std::path::PathBuf;
 

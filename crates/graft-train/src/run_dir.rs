@@ -176,7 +176,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedRun, TrainError> {
     })
 }
 
-fn load_head(
+pub(crate) fn load_head(
     spec: &HeadSpec,
     path: &Path,
     index: &WeightsIndex,

@@ -18,7 +18,6 @@ use serde::Serialize;
 use crate::backend::{self, SelectedDevice};
 use crate::classifier::{TextClassifier, TokenizedTexts, extract_features};
 use crate::config::{Backend, CacheMode, ClassWeights, Config, Format, Task};
-use crate::export::ExportLayout;
 use crate::feature_cache::{self, CacheStats, FeatureCache};
 use crate::files::{write_atomic, write_json_atomic};
 use crate::fit::{FitSpec, Resume, Split, fit, lr_groups, steps_per_epoch};
@@ -94,6 +93,7 @@ fn data_format(format: Format) -> DataFormat {
     match format {
         Format::Csv => DataFormat::Csv,
         Format::Jsonl => DataFormat::Jsonl,
+        Format::ImageFolder => DataFormat::Lines,
     }
 }
 
@@ -219,7 +219,7 @@ impl RunData {
     }
 }
 
-fn encode_targets(
+pub(crate) fn encode_targets(
     task: Task,
     labels: &[String],
     separator: &str,
@@ -237,7 +237,7 @@ fn encode_targets(
 }
 
 /// The task's report on raw model outputs `[n][k]` against raw targets.
-fn report_of(
+pub(crate) fn report_of(
     task: Task,
     labels: &[String],
     threshold: f64,
@@ -279,10 +279,19 @@ fn multi_label_decisions(outputs: &[Vec<f32>], threshold: f64) -> Vec<Vec<bool>>
 }
 
 fn task_loss(config: &Config, data: &RunData) -> Result<TaskLoss, TrainError> {
+    task_loss_for(config, &data.labels, &data.train_targets)
+}
+
+/// The loss of the config's task, with class weights resolved against the training targets.
+pub(crate) fn task_loss_for(
+    config: &Config,
+    labels: &[String],
+    train_targets: &Targets,
+) -> Result<TaskLoss, TrainError> {
     let l = &config.loss;
-    let classes = data.labels.len();
+    let classes = labels.len();
     let (mut weights, mut pos_weight) = (None, None);
-    match (&l.class_weights, &data.train_targets) {
+    match (&l.class_weights, train_targets) {
         (Some(ClassWeights::Explicit(w)), _) => {
             if w.len() != classes {
                 return Err(E::Config {
@@ -290,7 +299,7 @@ fn task_loss(config: &Config, data: &RunData) -> Result<TaskLoss, TrainError> {
                     message: format!(
                         "{} weights given for {classes} classes ({})",
                         w.len(),
-                        data.labels.join(", ")
+                        labels.join(", ")
                     ),
                 });
             }
@@ -386,6 +395,9 @@ pub struct PlannedTensor {
 
 /// Builds the model a config describes and reports what would train, without training.
 pub fn plan(config: &Config) -> Result<TrainPlan, TrainError> {
+    if config.is_vision() {
+        return crate::vision_tasks::plan(config);
+    }
     let backbone = Backbone::open(config)?;
     let data = RunData::read(config)?;
     #[allow(deprecated)]
@@ -395,6 +407,17 @@ pub fn plan(config: &Config) -> Result<TrainPlan, TrainError> {
         .init(config.train.seed, &device);
     let model = stable_ids(TextClassifier { encoder, head });
     let table = ParamTable::of(&model, &backbone.layout());
+    let feature_cache = config.freeze.always_frozen() && config.train.cache != CacheMode::Off;
+    plan_of(config, &table, data.train.len(), feature_cache)
+}
+
+/// The plan for a model's parameter table.
+pub(crate) fn plan_of(
+    config: &Config,
+    table: &ParamTable,
+    n_train: usize,
+    feature_cache: bool,
+) -> Result<TrainPlan, TrainError> {
     let at = |epoch| {
         table
             .frozen_at(&config.freeze, epoch)
@@ -411,7 +434,7 @@ pub fn plan(config: &Config) -> Result<TrainPlan, TrainError> {
         .map(|s| Ok((s.epoch, at(s.epoch)?)))
         .collect::<Result<_, TrainError>>()?;
     let mut peak = std::collections::HashMap::new();
-    for (ids, lr) in lr_groups(&config.train, &table) {
+    for (ids, lr) in lr_groups(&config.train, table) {
         for id in ids {
             peak.insert(id, lr);
         }
@@ -451,13 +474,13 @@ pub fn plan(config: &Config) -> Result<TrainPlan, TrainError> {
     };
     let total: usize = table.tensors.iter().map(|e| e.numel()).sum();
     let trainable = count(&start);
-    let steps = steps_per_epoch(data.train.len(), t);
+    let steps = steps_per_epoch(n_train, t);
     Ok(TrainPlan {
         tensors,
         trainable_parameters: trainable,
         frozen_parameters: total - trainable,
         unfreeze: later.iter().map(|(e, s)| (*e, count(s))).collect(),
-        feature_cache: config.freeze.always_frozen() && t.cache != CacheMode::Off,
+        feature_cache,
         steps_per_epoch: steps,
         total_steps: steps * t.epochs,
     })
@@ -469,6 +492,7 @@ fn fit_spec<'a>(
     data: &'a RunData,
     metrics: &'a crate::fit::MetricsFn<'a>,
     describe: &'a dyn crate::freezing::Describe,
+    lengths: &'a [usize],
     resume: Resume,
 ) -> FitSpec<'a> {
     FitSpec {
@@ -480,6 +504,7 @@ fn fit_spec<'a>(
         metrics,
         describe,
         run_dir: &config.output.dir,
+        lengths: Some(lengths),
         config_text: toml::to_string_pretty(config).expect("config serializes"),
         resume,
     }
@@ -492,6 +517,9 @@ pub fn train(
     options: &TrainOptions,
     progress: &dyn Progress,
 ) -> Result<TrainReport, TrainError> {
+    if config.is_vision() {
+        return crate::vision_tasks::train(config, options, progress);
+    }
     let started = Instant::now();
     let SelectedDevice {
         device,
@@ -554,7 +582,18 @@ pub fn train(
         path: out.clone(),
         source,
     })?;
-    let spec = |describe| fit_spec(config, &loss, &data, &metrics, describe, options.resume);
+    let lengths: Vec<usize> = train_tokens.tokens.iter().map(|t| t.ids.len()).collect();
+    let spec = |describe| {
+        fit_spec(
+            config,
+            &loss,
+            &data,
+            &metrics,
+            describe,
+            &lengths,
+            options.resume,
+        )
+    };
     let mut feature_seconds = 0.0;
     let mut cache_stats = CacheStats::default();
     let mut test_features = None;
@@ -610,7 +649,7 @@ pub fn train(
         let outcome = fit(
             head_spec.init(config.train.seed, &train_device),
             |head, split, idx| match split {
-                Split::Train => head.forward(rows(&train_x, idx, &device)),
+                Split::Train { .. } => head.forward(rows(&train_x, idx, &device)),
                 Split::Valid => head.forward(rows(&valid_x, idx, &device)),
             },
             &spec(&HeadOnly),
@@ -637,7 +676,7 @@ pub fn train(
         let outcome = fit(
             model,
             |model, split, idx| match split {
-                Split::Train => model.forward(&train_tokens.batch(idx), &train_device),
+                Split::Train { .. } => model.forward(&train_tokens.batch(idx), &train_device),
                 Split::Valid => model.forward(&valid_tokens.batch(idx), &device),
             },
             &spec(&layout),
@@ -802,10 +841,15 @@ fn load_run(
 
 /// The task a run was trained for, from its manifest.
 fn run_task(manifest: &RunManifest) -> Result<Task, TrainError> {
+    task_named(&manifest.task)
+}
+
+/// A task from its name in `graft.json`.
+pub(crate) fn task_named(name: &str) -> Result<Task, TrainError> {
     [Task::Classification, Task::MultiLabel, Task::Regression]
         .into_iter()
-        .find(|t| t.name() == manifest.task)
-        .ok_or_else(|| E::Unsupported(format!("unknown task `{}` in graft.json", manifest.task)))
+        .find(|t| t.name() == name)
+        .ok_or_else(|| E::Unsupported(format!("unknown task `{name}` in graft.json")))
 }
 
 /// Scores a run on a labelled file (CSV/JSONL with the run's text and label columns unless
@@ -818,6 +862,17 @@ pub fn evaluate(
     backend: Backend,
     progress: &dyn Progress,
 ) -> Result<Report, TrainError> {
+    if crate::vision_tasks::is_image_run(run_dir) {
+        return crate::vision_tasks::evaluate(
+            run_dir,
+            &input.path,
+            input.column.as_deref(),
+            label_column,
+            batch_size,
+            backend,
+            progress,
+        );
+    }
     let (run, device) = load_run(run_dir, backend, progress)?;
     let task = run_task(&run.manifest)?;
     let input = TextInput {
@@ -862,6 +917,9 @@ pub fn evaluate(
 /// the `labels` at or above the threshold and every label's probability. Regression: `value`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Prediction {
+    /// The image file (vision).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -879,6 +937,10 @@ pub fn predict(
     backend: Backend,
     progress: &dyn Progress,
 ) -> Result<Vec<Prediction>, TrainError> {
+    use crate::vision_tasks as vision;
+    if vision::is_image_run(run_dir) || vision::is_vision_folder(run_dir) {
+        return predict_images(run_dir, input, batch_size, backend, progress);
+    }
     let (run, device) = load_run(run_dir, backend, progress)?;
     let task = run_task(&run.manifest)?;
     let examples = input.read(None)?;
@@ -886,8 +948,66 @@ pub fn predict(
     progress.stage("predicting", examples.len());
     let outputs = outputs_of(&run.model, &tokens, batch_size, &device, progress);
     progress.finish_stage();
-    let labels = &run.manifest.labels;
     let threshold = run.manifest.threshold.unwrap_or(0.5);
+    Ok(predictions(task, &run.manifest.labels, threshold, &outputs))
+}
+
+/// Predictions for images, from a vision run or (with its own classifier) a vision model folder.
+fn predict_images(
+    dir: &Path,
+    input: &TextInput,
+    batch_size: usize,
+    backend: Backend,
+    progress: &dyn Progress,
+) -> Result<Vec<Prediction>, TrainError> {
+    use crate::vision_tasks as vision;
+    let (task, labels, threshold, paths, outputs) = if vision::is_image_run(dir) {
+        let (manifest, paths, outputs) = vision::predict_outputs(
+            dir,
+            &input.path,
+            input.column.as_deref(),
+            batch_size,
+            backend,
+            progress,
+        )?;
+        let task = task_named(&manifest.task)?;
+        (
+            task,
+            manifest.labels,
+            manifest.threshold.unwrap_or(0.5),
+            paths,
+            outputs,
+        )
+    } else {
+        // A pretrained folder's own classifier; its classes are named by index.
+        let (paths, logits) = vision::embed_images(
+            dir,
+            &input.path,
+            input.column.as_deref(),
+            true,
+            batch_size,
+            backend,
+            progress,
+        )?;
+        let outputs = rows_of(logits);
+        let classes = outputs.first().map_or(0, Vec::len);
+        let labels = (0..classes).map(|c| c.to_string()).collect();
+        (Task::Classification, labels, 0.5, paths, outputs)
+    };
+    let mut predictions = predictions(task, &labels, threshold, &outputs);
+    for (p, path) in predictions.iter_mut().zip(paths) {
+        p.input = Some(path.to_string_lossy().to_string());
+    }
+    Ok(predictions)
+}
+
+/// Turns raw outputs into predictions for the task.
+fn predictions(
+    task: Task,
+    labels: &[String],
+    threshold: f64,
+    outputs: &[Vec<f32>],
+) -> Vec<Prediction> {
     let named = |row: &[f32]| -> serde_json::Map<String, serde_json::Value> {
         labels
             .iter()
@@ -895,7 +1015,14 @@ pub fn predict(
             .map(|(l, &p)| (l.clone(), serde_json::json!(p)))
             .collect()
     };
-    Ok(outputs
+    let empty = Prediction {
+        input: None,
+        label: None,
+        labels: None,
+        value: None,
+        probabilities: None,
+    };
+    outputs
         .iter()
         .map(|row| match task {
             Task::Classification => {
@@ -903,15 +1030,13 @@ pub fn predict(
                 let top = argmax_rows(std::slice::from_ref(&probabilities))[0];
                 Prediction {
                     label: Some(labels[top].clone()),
-                    labels: None,
-                    value: None,
                     probabilities: Some(named(&probabilities)),
+                    ..empty.clone()
                 }
             }
             Task::MultiLabel => {
                 let probabilities: Vec<f32> = row.iter().map(|&x| sigmoid(x)).collect();
                 Prediction {
-                    label: None,
                     labels: Some(
                         labels
                             .iter()
@@ -920,18 +1045,16 @@ pub fn predict(
                             .map(|(l, _)| l.clone())
                             .collect(),
                     ),
-                    value: None,
                     probabilities: Some(named(&probabilities)),
+                    ..empty.clone()
                 }
             }
             Task::Regression => Prediction {
-                label: None,
-                labels: None,
                 value: Some(row[0] as f64),
-                probabilities: None,
+                ..empty.clone()
             },
         })
-        .collect())
+        .collect()
 }
 
 /// How `embed` pools; `None` takes the model folder's defaults.
@@ -961,6 +1084,30 @@ pub fn embed(
     backend: Backend,
     progress: &dyn Progress,
 ) -> Result<Embeddings, TrainError> {
+    if crate::vision_tasks::is_vision_folder(model_dir) {
+        // Globally average-pooled features of the image backbone.
+        let (_, features) = crate::vision_tasks::embed_images(
+            model_dir,
+            &input.path,
+            input.column.as_deref(),
+            false,
+            options.batch_size,
+            backend,
+            progress,
+        )?;
+        let [n, hidden] = features.dims();
+        let values = features
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .expect("f32 data");
+        return Ok(Embeddings {
+            n,
+            hidden,
+            values,
+            pooling: Pooling::Mean,
+            normalize: false,
+        });
+    }
     let selected = backend::select(backend)?;
     progress.info(&format!("device: {}", selected.description));
     let folder = ModelFolder::open(model_dir)?;
@@ -1027,13 +1174,16 @@ impl Embeddings {
 }
 
 /// Writes the run's export folder; see [`crate::export`].
-pub fn export(
-    run_dir: &Path,
-    out: &Path,
-    progress: &dyn Progress,
-) -> Result<ExportLayout, TrainError> {
+/// Writes the run's export folder (see [`crate::export`] and [`crate::vision_tasks::export`]) and
+/// says what layout it has.
+pub fn export(run_dir: &Path, out: &Path, progress: &dyn Progress) -> Result<String, TrainError> {
+    if crate::vision_tasks::is_image_run(run_dir) {
+        return crate::vision_tasks::export(run_dir, out);
+    }
     let (run, _) = load_run(run_dir, Backend::Flex, progress)?;
-    crate::export::export(run_dir, &run, out)
+    Ok(crate::export::export(run_dir, &run, out)?
+        .describe()
+        .to_string())
 }
 
 /// What `inspect` shows about a weights file or a model folder.
@@ -1046,7 +1196,10 @@ pub struct InspectReport {
 }
 
 pub fn inspect(path: &Path) -> Result<InspectReport, TrainError> {
-    let (weights, architecture) = if path.is_dir() {
+    let (weights, architecture) = if path.is_dir() && crate::vision_tasks::is_vision_folder(path) {
+        let architecture = crate::vision_tasks::describe_folder(path);
+        (path.join(run_dir::WEIGHTS), architecture)
+    } else if path.is_dir() {
         let folder = ModelFolder::open(path)?;
         let architecture = match read_run_manifest(path) {
             Some(m) => format!(

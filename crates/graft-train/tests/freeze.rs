@@ -122,6 +122,7 @@ fn train_epochs(freeze: FreezeSection, epochs: usize, run_dir: &Path) -> (Snapsh
         metrics: &metrics,
         describe: &s.layout,
         run_dir,
+        lengths: None,
         config_text: String::new(),
         resume: Resume::No,
     };
@@ -134,7 +135,7 @@ fn train_epochs(freeze: FreezeSection, epochs: usize, run_dir: &Path) -> (Snapsh
     fit(
         s.model.clone(),
         |m, split, idx| match split {
-            Split::Train => m.forward(&tokens.batch(idx), &train_device),
+            Split::Train { .. } => m.forward(&tokens.batch(idx), &train_device),
             Split::Valid => m.forward(&tokens.batch(idx), &device),
         },
         &spec,

@@ -453,6 +453,7 @@ fn fit_head(
         metrics: &metrics,
         describe: &HeadOnly,
         run_dir: run_dir.path(),
+        lengths: None,
         config_text: String::new(),
         resume: Resume::No,
     };

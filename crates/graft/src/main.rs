@@ -112,6 +112,16 @@ enum Command {
     },
     /// List the tensors of a .safetensors file or a model folder.
     Inspect { path: PathBuf },
+    /// Convert a PyTorch checkpoint (.pth/.pt, zip or legacy format) to safetensors, without
+    /// executing any pickled code.
+    Convert {
+        input: PathBuf,
+        output: PathBuf,
+        /// Take only the tensors under this prefix (e.g. `state_dict` or `model`) and strip it;
+        /// by default a `state_dict`, `model_state_dict`, `model` or `module` wrapper is removed.
+        #[arg(long)]
+        key_prefix: Option<String>,
+    },
     /// Measure speed (see BENCHMARKS.md); prints one JSON object.
     Bench {
         #[command(subcommand)]
@@ -311,9 +321,8 @@ fn run(cli: Cli) -> Result<()> {
             let layout = graft_train::export(&model, &out, &renderer)?;
             renderer.clear();
             println!(
-                "exported {} as {} to {}",
+                "exported {} as {layout} to {}",
                 model.display(),
-                layout.describe(),
                 out.display()
             );
         }
@@ -330,6 +339,22 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "architecture: {}",
                 report.architecture.as_deref().unwrap_or("unknown")
+            );
+        }
+        Command::Convert {
+            input,
+            output,
+            key_prefix,
+        } => {
+            let converted = graft_model::pth::convert(&input, &output, key_prefix.as_deref())?;
+            println!(
+                "{} tensors ({} parameters) written to {}{}",
+                converted.tensors,
+                converted.parameters,
+                output.display(),
+                converted
+                    .stripped_prefix
+                    .map_or(String::new(), |p| format!(" (prefix `{p}` removed)"))
             );
         }
         Command::Bench { what } => bench(what)?,

@@ -48,7 +48,7 @@ impl Progress for Renderer {
             bar.set_message(name.to_string());
             *self.bar.lock().expect("renderer lock") = Some(bar);
         } else if name == "embedding" || name == "test" {
-            eprintln!("{name}: {total} texts");
+            eprintln!("{name}: {total} examples");
         }
     }
 

@@ -1,0 +1,331 @@
+//! Images for vision models: decoding with the `image` crate (PNG, JPEG; grayscale and alpha
+//! become RGB), resizing as the model folder says (squash to a square, or shorter side then center
+//! crop), normalization by mean/std, and seeded training-time augmentation.
+
+use std::path::Path;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, RgbImage};
+use rand::Rng;
+use rand::rngs::StdRng;
+
+use crate::DataError;
+
+/// How images become model inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocess {
+    /// Side of the square the model sees.
+    pub image_size: usize,
+    /// `Some(s)`: resize the shorter side to `s`, then crop the center; `None`: resize the whole
+    /// image to `image_size` x `image_size`.
+    pub resize_shorter: Option<usize>,
+    /// Per-channel mean and std of pixels scaled to [0, 1].
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// Training-time augmentation, all drawn from a seeded generator.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Augment {
+    /// Random resized crop: the crop's area fraction range (torchvision's default is 0.08..1).
+    pub crop_scale: Option<(f64, f64)>,
+    pub horizontal_flip: bool,
+    /// Colour jitter strengths for brightness, contrast and saturation (0 = off).
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+}
+
+/// Reads an image file as RGB; an unreadable or corrupt file is an error naming it.
+pub fn load_rgb(path: &Path) -> Result<RgbImage, DataError> {
+    if !path.is_file() {
+        return Err(DataError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let image = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .decode()
+        .map_err(|e| DataError::Image {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    Ok(to_rgb(image))
+}
+
+fn to_rgb(image: DynamicImage) -> RgbImage {
+    // Grayscale is repeated over the three channels; alpha is dropped.
+    image.to_rgb8()
+}
+
+impl Preprocess {
+    /// The image resized (and cropped) to the model's square input.
+    pub fn resize(&self, image: &RgbImage) -> RgbImage {
+        let size = self.image_size as u32;
+        match self.resize_shorter {
+            None => {
+                if image.dimensions() == (size, size) {
+                    image.clone()
+                } else {
+                    image::imageops::resize(image, size, size, FilterType::CatmullRom)
+                }
+            }
+            Some(shorter) => {
+                let (w, h) = image.dimensions();
+                let scale = shorter as f64 / w.min(h) as f64;
+                let (nw, nh) = (
+                    ((w as f64 * scale).round() as u32).max(size),
+                    ((h as f64 * scale).round() as u32).max(size),
+                );
+                let resized = image::imageops::resize(image, nw, nh, FilterType::CatmullRom);
+                let (x, y) = ((nw - size) / 2, (nh - size) / 2);
+                image::imageops::crop_imm(&resized, x, y, size, size).to_image()
+            }
+        }
+    }
+
+    /// Normalized CHW values of an image already at the model's size.
+    pub fn normalize(&self, image: &RgbImage) -> Vec<f32> {
+        let (w, h) = image.dimensions();
+        let plane = (w * h) as usize;
+        let mut out = vec![0f32; 3 * plane];
+        for (i, pixel) in image.pixels().enumerate() {
+            for c in 0..3 {
+                out[c * plane + i] = (pixel[c] as f32 / 255.0 - self.mean[c]) / self.std[c];
+            }
+        }
+        out
+    }
+
+    /// Resize + normalize for evaluation and prediction.
+    pub fn apply(&self, image: &RgbImage) -> Vec<f32> {
+        self.normalize(&self.resize(image))
+    }
+
+    /// Augments, resizes and normalizes for training.
+    pub fn apply_augmented(
+        &self,
+        image: &RgbImage,
+        augment: &Augment,
+        rng: &mut StdRng,
+    ) -> Vec<f32> {
+        let mut image = match augment.crop_scale {
+            Some((low, high)) => random_resized_crop(image, self.image_size, (low, high), rng),
+            None => self.resize(image),
+        };
+        if augment.horizontal_flip && rng.random_bool(0.5) {
+            image::imageops::flip_horizontal_in_place(&mut image);
+        }
+        jitter(&mut image, augment, rng);
+        self.normalize(&image)
+    }
+}
+
+/// torchvision's `RandomResizedCrop` (ratio 3/4 to 4/3): up to ten tries at a random area and
+/// aspect ratio, else the whole image center-cropped to a valid ratio.
+fn random_resized_crop(
+    image: &RgbImage,
+    size: usize,
+    (low, high): (f64, f64),
+    rng: &mut StdRng,
+) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let area = (w * h) as f64;
+    let (log_low, log_high) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    let mut chosen = None;
+    for _ in 0..10 {
+        let target = area * rng.random_range(low..=high);
+        let ratio = rng.random_range(log_low..=log_high).exp();
+        let cw = (target * ratio).sqrt().round() as u32;
+        let ch = (target / ratio).sqrt().round() as u32;
+        if cw > 0 && ch > 0 && cw <= w && ch <= h {
+            let x = rng.random_range(0..=w - cw);
+            let y = rng.random_range(0..=h - ch);
+            chosen = Some((x, y, cw, ch));
+            break;
+        }
+    }
+    let (x, y, cw, ch) = chosen.unwrap_or_else(|| {
+        let side = w.min(h);
+        ((w - side) / 2, (h - side) / 2, side, side)
+    });
+    let crop = image::imageops::crop_imm(image, x, y, cw, ch).to_image();
+    image::imageops::resize(&crop, size as u32, size as u32, FilterType::CatmullRom)
+}
+
+/// Brightness, contrast and saturation jitter, each a factor drawn from [1 - s, 1 + s].
+fn jitter(image: &mut RgbImage, augment: &Augment, rng: &mut StdRng) {
+    let mut factor =
+        |strength: f32| (strength > 0.0).then(|| rng.random_range(1.0 - strength..=1.0 + strength));
+    let (brightness, contrast, saturation) = (
+        factor(augment.brightness),
+        factor(augment.contrast),
+        factor(augment.saturation),
+    );
+    if brightness.is_none() && contrast.is_none() && saturation.is_none() {
+        return;
+    }
+    let gray = |p: &image::Rgb<u8>| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
+    let mean_gray = image.pixels().map(gray).sum::<f32>() / (image.width() * image.height()) as f32;
+    for pixel in image.pixels_mut() {
+        let mut v = [pixel[0] as f32, pixel[1] as f32, pixel[2] as f32];
+        if let Some(b) = brightness {
+            v = v.map(|c| c * b);
+        }
+        if let Some(c) = contrast {
+            v = v.map(|x| (x - mean_gray) * c + mean_gray);
+        }
+        if let Some(s) = saturation {
+            let g = 0.299 * v[0] + 0.587 * v[1] + 0.114 * v[2];
+            v = v.map(|x| (x - g) * s + g);
+        }
+        for c in 0..3 {
+            pixel[c] = v[c].round().clamp(0.0, 255.0) as u8;
+        }
+    }
+}
+
+/// File extensions read as images in an image folder.
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+
+/// The images of an image folder, `root/<class>/<image>`, as examples whose text is the image
+/// path and whose label is the class folder's name, sorted by class and file name. A class folder
+/// without images, or a root without class folders, is an error naming it.
+pub fn read_image_folder(root: &Path) -> Result<Vec<crate::TextExample>, DataError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DataError::Io { path, source }
+    };
+    if !root.is_dir() {
+        return Err(DataError::NotFound {
+            path: root.to_path_buf(),
+        });
+    }
+    let mut classes: Vec<std::path::PathBuf> = std::fs::read_dir(root)
+        .map_err(io(root))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(DataError::Labels {
+            path: root.to_path_buf(),
+            message: "no class folders (expected root/<class>/<image>.png)".into(),
+        });
+    }
+    let mut examples = Vec::new();
+    for class in classes {
+        let label = class
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let mut images: Vec<std::path::PathBuf> = std::fs::read_dir(&class)
+            .map_err(io(&class))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            })
+            .collect();
+        if images.is_empty() {
+            return Err(DataError::EmptyClass {
+                path: class.clone(),
+                label,
+            });
+        }
+        images.sort();
+        examples.extend(images.into_iter().map(|path| crate::TextExample {
+            text: path.to_string_lossy().to_string(),
+            label: Some(label.clone()),
+            line: 0,
+        }));
+    }
+    Ok(examples)
+}
+
+/// Image paths in a CSV/JSONL table are taken relative to the table's folder.
+pub fn resolve_paths(examples: &mut [crate::TextExample], table: &Path) {
+    let base = table.parent().unwrap_or(Path::new("."));
+    for example in examples {
+        let path = Path::new(&example.text);
+        if path.is_relative() {
+            example.text = base.join(path).to_string_lossy().to_string();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn image_folder_lists_classes_and_refuses_empty_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        for (class, n) in [("cat", 2), ("dog", 1)] {
+            std::fs::create_dir(dir.path().join(class)).unwrap();
+            for i in 0..n {
+                RgbImage::new(2, 2)
+                    .save(dir.path().join(class).join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+        let examples = read_image_folder(dir.path()).unwrap();
+        assert_eq!(examples.len(), 3);
+        assert_eq!(examples[2].label.as_deref(), Some("dog"));
+        std::fs::create_dir(dir.path().join("emu")).unwrap();
+        let error = read_image_folder(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("emu"), "{error}");
+    }
+
+    fn preprocess() -> Preprocess {
+        Preprocess {
+            image_size: 4,
+            resize_shorter: None,
+            mean: [0.5; 3],
+            std: [0.25; 3],
+        }
+    }
+
+    #[test]
+    fn grayscale_becomes_rgb_and_normalizes_per_channel() {
+        let gray = DynamicImage::ImageLuma8(image::GrayImage::from_pixel(4, 4, image::Luma([255])));
+        let rgb = to_rgb(gray);
+        let values = preprocess().apply(&rgb);
+        assert_eq!(values.len(), 3 * 16);
+        assert!(values.iter().all(|&v| (v - 2.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn augmentation_is_seeded() {
+        let mut image = RgbImage::new(16, 12);
+        for (x, y, p) in image.enumerate_pixels_mut() {
+            *p = image::Rgb([(x * 15) as u8, (y * 20) as u8, 100]);
+        }
+        let augment = Augment {
+            crop_scale: Some((0.5, 1.0)),
+            horizontal_flip: true,
+            brightness: 0.2,
+            contrast: 0.2,
+            saturation: 0.2,
+        };
+        let run =
+            |seed| preprocess().apply_augmented(&image, &augment, &mut StdRng::seed_from_u64(seed));
+        assert_eq!(run(3), run(3));
+        assert_ne!(run(3), run(4));
+    }
+
+    #[test]
+    fn corrupt_image_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.png");
+        std::fs::write(&path, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+        let error = load_rgb(&path).unwrap_err().to_string();
+        assert!(error.contains("broken.png"), "{error}");
+    }
+}

@@ -1,0 +1,179 @@
+//! Safe import of PyTorch checkpoints (`.pth`/`.pt`, the zip format and the legacy pre-1.6
+//! pickle): burn-store's pure-Rust reader parses the pickle without executing it, gathers strided
+//! and permuted views into contiguous row-major tensors, and this module writes them as
+//! safetensors, unwrapping the usual containers (`state_dict`, `model_state_dict`, `model`,
+//! DataParallel's `module.`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::store::pytorch_reader::{DType as PthType, PytorchReader};
+use safetensors::Dtype;
+
+use crate::ModelError;
+
+/// What a conversion did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converted {
+    pub tensors: usize,
+    /// Values in floating-point tensors.
+    pub parameters: usize,
+    /// The container prefix that was removed from every name, if any.
+    pub stripped_prefix: Option<String>,
+}
+
+fn corrupt(path: &Path, message: impl Into<String>) -> ModelError {
+    ModelError::CorruptWeights {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+fn dtype(dtype: PthType) -> Dtype {
+    match dtype {
+        PthType::F64 => Dtype::F64,
+        PthType::F32 => Dtype::F32,
+        PthType::F16 => Dtype::F16,
+        PthType::BF16 => Dtype::BF16,
+        PthType::I64 => Dtype::I64,
+        PthType::I32 => Dtype::I32,
+        PthType::I16 => Dtype::I16,
+        PthType::I8 => Dtype::I8,
+        PthType::U64 => Dtype::U64,
+        PthType::U32 => Dtype::U32,
+        PthType::U16 => Dtype::U16,
+        PthType::U8 => Dtype::U8,
+        PthType::Bool => Dtype::BOOL,
+    }
+}
+
+/// The prefix to select and strip: `key_prefix` when given, else a container every tensor (or a
+/// `state_dict`) sits in.
+fn choose_prefix(names: &[String], key_prefix: Option<&str>) -> Option<String> {
+    if let Some(prefix) = key_prefix {
+        let prefix = prefix.trim_end_matches('.');
+        return (!prefix.is_empty()).then(|| format!("{prefix}."));
+    }
+    let mut prefix = String::new();
+    let mut pool: Vec<&String> = names.iter().collect();
+    for container in ["state_dict.", "model_state_dict.", "model.", "module."] {
+        let full = format!("{prefix}{container}");
+        let inside: Vec<&String> = pool
+            .iter()
+            .copied()
+            .filter(|n| n.starts_with(&full))
+            .collect();
+        // A state dict beside other entries (epoch, optimizer) is still the one to take.
+        let dominant =
+            !inside.is_empty() && (inside.len() == pool.len() || container.contains("state_dict"));
+        if dominant {
+            prefix = full;
+            pool = inside;
+        }
+    }
+    (!prefix.is_empty()).then_some(prefix)
+}
+
+/// Converts the checkpoint at `input` to a safetensors file at `output` (written atomically).
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    key_prefix: Option<&str>,
+) -> Result<Converted, ModelError> {
+    if !input.is_file() {
+        return Err(ModelError::MissingFile {
+            path: input.to_path_buf(),
+            what: "PyTorch checkpoint",
+        });
+    }
+    let reader = PytorchReader::new(input).map_err(|e| corrupt(input, e.to_string()))?;
+    let mut names = reader.keys();
+    names.sort();
+    if names.is_empty() {
+        return Err(corrupt(
+            input,
+            "no tensors found: expected a state_dict (a dictionary of tensors), possibly inside \
+             a checkpoint dictionary",
+        ));
+    }
+    let prefix = choose_prefix(&names, key_prefix);
+    let selected: Vec<&String> = match &prefix {
+        Some(p) => names.iter().filter(|n| n.starts_with(p.as_str())).collect(),
+        None => names.iter().collect(),
+    };
+    if selected.is_empty() {
+        let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+        return Err(corrupt(
+            input,
+            format!(
+                "no tensor name starts with `{}` (names look like: {})",
+                prefix.unwrap_or_default(),
+                shown.join(", ")
+            ),
+        ));
+    }
+    let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(selected.len());
+    let mut parameters = 0;
+    for name in selected {
+        let tensor = reader.get(name).expect("listed by the reader");
+        let bytes = tensor.read().map_err(|e| corrupt(input, e.to_string()))?;
+        let short = match &prefix {
+            Some(p) => name[p.len()..].to_string(),
+            None => name.clone(),
+        };
+        let dtype = dtype(tensor.dtype());
+        if matches!(dtype, Dtype::F64 | Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            parameters += tensor.num_elements();
+        }
+        // safetensors stores little-endian data.
+        if cfg!(target_endian = "big") {
+            return Err(corrupt(input, "big-endian hosts are not supported"));
+        }
+        data.push((short, dtype, tensor.shape().to_vec(), bytes));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
+                .map_err(|e| corrupt(input, format!("tensor `{name}`: {e}")))?;
+            Ok((name.clone(), view))
+        })
+        .collect::<Result<_, ModelError>>()?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(input, e.to_string()))?;
+    crate::write_atomic(output, &bytes).map_err(|source| ModelError::Io {
+        path: output.to_path_buf(),
+        source,
+    })?;
+    Ok(Converted {
+        tensors: data.len(),
+        parameters,
+        stripped_prefix: prefix,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn containers_are_unwrapped() {
+        let n = names(&[
+            "state_dict.module.fc.weight",
+            "state_dict.module.fc.bias",
+            "epoch",
+        ]);
+        assert_eq!(
+            choose_prefix(&n, None).as_deref(),
+            Some("state_dict.module.")
+        );
+        let n = names(&["fc.weight", "fc.bias"]);
+        assert_eq!(choose_prefix(&n, None), None);
+        assert_eq!(choose_prefix(&n, Some("net")).as_deref(), Some("net."));
+    }
+}
