@@ -167,6 +167,7 @@ fn check_lite0_logits(device: &Device, tolerance: f64) {
             .zip(&want)
             .map(|(a, b)| (*a as f64 - b).abs())
             .fold(0.0, f64::max);
+        eprintln!("{photo}: max abs diff {worst:e} on {device:?}");
         assert!(worst <= tolerance, "{photo}: max abs diff {worst:e}");
     }
 }
@@ -311,6 +312,7 @@ fn resnet_layouts_and_numerics_match_torchvision() {
             .fold(0.0, f64::max);
         // The synthetic logits vary little with the input (see the golden README), so the
         // tolerance is near float32 noise.
+        eprintln!("{name}: logits max abs diff {worst:e}");
         assert!(worst <= 2e-6, "{name}: max abs diff {worst:e}");
     }
 }

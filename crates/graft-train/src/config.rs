@@ -627,6 +627,14 @@ impl Config {
             if self.augment.is_active() {
                 return Err("[augment] is for image data".into());
             }
+            if self.freeze.train_batchnorm {
+                return Err(
+                    "[freeze] train_batchnorm is for vision models (BERT has no BatchNorm)".into(),
+                );
+            }
+            if self.model.image_size.is_some() {
+                return Err("[model] image_size is for vision models".into());
+            }
         }
         if let Some([low, high]) = self.augment.crop_scale
             && !(low > 0.0 && low <= high && high <= 1.0)

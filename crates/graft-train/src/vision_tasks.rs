@@ -393,6 +393,12 @@ pub fn train(
     let eval_batch = config.train.eval_batch_size;
     let precompute =
         config.freeze.always_frozen() && augment.is_none() && config.train.cache != CacheMode::Off;
+    progress.info(if config.freeze.train_batchnorm {
+        "BatchNorm layers train inside frozen blocks (fastai's default): their weights and \
+         running statistics change"
+    } else {
+        "frozen blocks keep their BatchNorm running statistics unchanged (inference mode)"
+    });
     let layout = VisionLayout::of(&backbone);
     let describe: &dyn Describe = if precompute { &HeadOnly } else { &layout };
     let spec = FitSpec {

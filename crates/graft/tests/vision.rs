@@ -110,6 +110,21 @@ fn vision_train_eval_predict_embed_export_inspect() {
         ]);
         json(&out)
     };
+    // Training runs on wgpu too (features and head on the software Vulkan device).
+    let wgpu_run = tmp.path().join("wgpu-run");
+    let cfg = write(
+        tmp.path(),
+        "w.toml",
+        &vision_config(&model, &mini_train(), &wgpu_run, "")
+            .replace("backend = \"flex\"", "backend = \"wgpu\"")
+            .replace("epochs = 3", "epochs = 2"),
+    );
+    ok(&["train", cfg.to_str().unwrap()]);
+    let wgpu_accuracy = json(&wgpu_run.join("eval.json"))["accuracy"]
+        .as_f64()
+        .unwrap();
+    assert!(wgpu_accuracy > 0.4, "wgpu training: {wgpu_accuracy}");
+
     let flex = eval("flex");
     assert_eq!(flex["accuracy"], report["accuracy"]);
     let wgpu = eval("wgpu");
