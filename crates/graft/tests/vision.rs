@@ -193,6 +193,36 @@ fn vision_train_eval_predict_embed_export_inspect() {
             .1
             .clone()
     };
+    // Exactly timm's state dict: every name, shape and dtype (made with timm, see the golden file).
+    let timm: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            repo().join("crates/graft/tests/golden/timm_tf_efficientnet_lite0_keys.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut want: Vec<(String, Vec<usize>)> = timm["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let shape = t[1]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize);
+            (t[0].as_str().unwrap().to_string(), shape.collect())
+        })
+        .collect();
+    want.sort();
+    let got: Vec<(String, Vec<usize>)> = exported
+        .iter()
+        .map(|t| (t.0.clone(), t.1.clone()))
+        .collect();
+    assert_eq!(
+        got, want,
+        "the export is not timm's tf_efficientnet_lite0 layout"
+    );
     assert_eq!(shape_of("classifier.weight"), [10, 1280]);
     assert_eq!(shape_of("blocks.0.0.conv_dw.weight"), [32, 1, 3, 3]);
     assert_eq!(shape_of("blocks.6.0.conv_pwl.weight"), [320, 1152, 1, 1]);
