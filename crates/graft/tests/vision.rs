@@ -434,3 +434,86 @@ dir = "{}"
         serde_json::json!(["bag", "trouser"])
     );
 }
+
+#[test]
+fn resnet_run_exports_in_torchvision_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A ResNet-18 folder in torchvision's names and shapes (the values do not matter here).
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("crates/graft-model/tests/golden/vision/resnet.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let torchvision: Vec<(String, Vec<usize>)> = reference["models"]["resnet18"]["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let shape = t["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize);
+            (t["name"].as_str().unwrap().to_string(), shape.collect())
+        })
+        .collect();
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = torchvision
+        .iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let value: f32 = if name.ends_with("running_var") || name.ends_with("bn1.weight") {
+                1.0
+            } else {
+                0.01
+            };
+            (name.clone(), shape.clone(), value.to_le_bytes().repeat(n))
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(n, s, b)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    let model = tmp.path().join("resnet18");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(
+        model.join("model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+    write(
+        &model,
+        "config.json",
+        r#"{"architecture": "resnet", "depth": 18, "num_classes": 10, "image_size": 64,
+            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}"#,
+    );
+    let run = tmp.path().join("run");
+    let cfg = write(
+        tmp.path(),
+        "r.toml",
+        &vision_config(&model, &mini_train(), &run, "").replace("epochs = 3", "epochs = 1"),
+    );
+    ok(&["train", cfg.to_str().unwrap()]);
+    let export = tmp.path().join("export");
+    let stdout = ok(&[
+        "export",
+        "--model",
+        run.to_str().unwrap(),
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("torchvision"), "{stdout}");
+    let exported = tensors(&export.join("model.safetensors"));
+    let (counters, named): (Vec<_>, Vec<_>) = exported
+        .into_iter()
+        .partition(|t| t.0.ends_with("num_batches_tracked"));
+    let mut got: Vec<(String, Vec<usize>)> = named.into_iter().map(|t| (t.0, t.1)).collect();
+    let mut want = torchvision;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "the export is not torchvision's resnet18 layout");
+    assert_eq!(counters.len(), 20, "one num_batches_tracked per BatchNorm");
+}
