@@ -2,7 +2,7 @@
 """Make PyTorch reference ("golden") vectors for graft-train's training control.
 
 Usage (from the repository root):
-    /work/pyref/bin/python scripts/golden/training_control.py [OUT_DIR]
+    python scripts/golden/training_control.py [OUT_DIR]
 
 OUT_DIR defaults to crates/graft-train/tests/golden/training/ and receives:
 

