@@ -148,6 +148,14 @@ impl VisionBackbone {
         }
     }
 
+    /// The checkpoint's classifier, if it has one.
+    pub fn classifier(&self) -> Option<&burn::nn::Linear> {
+        match self {
+            Self::EfficientNet(m) => m.fc.as_ref(),
+            Self::ResNet(m) => m.fc.as_ref(),
+        }
+    }
+
     pub fn feature_size(&self) -> usize {
         match self {
             Self::EfficientNet(_) => 1280,

@@ -172,10 +172,14 @@ fn scheduler(
     )
 }
 
-/// Sums of squares of every gradient, then scales them all so that their global L2 norm is at
-/// most `max_norm` (PyTorch's `clip_grad_norm_`: coefficient `max_norm / (norm + 1e-6)`).
-/// Returns the norm before clipping.
-pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+/// Scales all gradients so that their global L2 norm is at most `max_norm`, as PyTorch's
+/// `clip_grad_norm_` (coefficient `max_norm / (norm + 1e-6)`, clamped to 1). Everything stays on
+/// the device; returns the norm before clipping.
+pub fn clip_global_norm<M: Module>(
+    model: &M,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> Option<Tensor<1>> {
     struct SumSquares<'a> {
         grads: &'a GradientsParams,
         total: Option<Tensor<1>>,
@@ -193,25 +197,30 @@ pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_n
     }
     struct Scale<'a> {
         grads: &'a mut GradientsParams,
-        factor: f64,
+        factor: Tensor<1>,
     }
     impl ModuleVisitor for Scale<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if let Some(grad) = self.grads.remove::<D>(param.id) {
-                self.grads.register(param.id, grad * self.factor);
+                let factor = self.factor.clone().reshape([1; D]);
+                self.grads.register(param.id, grad * factor);
             }
         }
     }
     let mut sums = SumSquares { grads, total: None };
     model.visit(&mut sums);
-    let norm = sums
-        .total
-        .map_or(0.0, |t| (t.into_scalar::<f32>() as f64).sqrt());
-    let factor = max_norm / (norm + 1e-6);
-    if factor < 1.0 {
-        model.visit(&mut Scale { grads, factor });
-    }
-    norm
+    let norm = sums.total?.sqrt();
+    let factor = ((norm.clone() + 1e-6).recip() * max_norm).clamp_max(1.0);
+    model.visit(&mut Scale { grads, factor });
+    Some(norm)
+}
+
+/// `Some(sum + value)`, or `Some(value)` for the first value.
+fn add(sum: Option<Tensor<1>>, value: Tensor<1>) -> Option<Tensor<1>> {
+    Some(match sum {
+        Some(sum) => sum + value,
+        None => value,
+    })
 }
 
 /// The seed of epoch `epoch`'s shuffle and dropout, derived from the run's seed.
@@ -423,7 +432,8 @@ where
         device.seed(epoch_seed(config.seed, epoch));
         let order = epoch_order(n_train, config.seed, epoch);
         progress.stage(&format!("epoch {epoch}/{}", config.epochs), per_epoch);
-        let mut loss_total = 0.0;
+        // Summed on the device and read once per epoch: no host round trip per step.
+        let mut loss_total: Option<Tensor<1>> = None;
         let mut last_lr = config.lr;
         let batches = batches_of(&order, config, spec.lengths);
         let batches: Vec<&[usize]> = batches.iter().map(Vec::as_slice).collect();
@@ -433,16 +443,11 @@ where
                 .weight(spec.train_targets, &group.concat())
                 .max(f64::MIN_POSITIVE);
             let mut accumulator = GradientsAccumulator::<M>::new();
-            let mut step_loss: Option<Tensor<1>> = None;
             let mut single = None;
             for batch in group {
                 let outputs = forward(&model, Split::Train { epoch }, batch);
                 let loss = spec.loss.sum(outputs, spec.train_targets, batch) / denominator;
-                let detached = loss.clone().without_autodiff();
-                step_loss = Some(match step_loss {
-                    Some(sum) => sum + detached,
-                    None => detached,
-                });
+                loss_total = add(loss_total, loss.clone().without_autodiff() * denominator);
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 if group.len() == 1 {
                     single = Some(grads);
@@ -460,8 +465,6 @@ where
                 .then(|| top_block_id.map(|id| lrs.lr_from_param(id, None)))
                 .flatten();
             model = optim.step(lrs, model, grads);
-            let loss = step_loss.map_or(0.0, |l| l.into_scalar::<f32>() as f64);
-            loss_total += loss * denominator;
             global_step += 1;
             lines.push(metrics_line(
                 "step",
@@ -470,7 +473,6 @@ where
                     epoch,
                     lr: last_lr,
                     backbone_lr,
-                    loss,
                 },
             ));
             progress.advance(1);
@@ -478,10 +480,10 @@ where
         progress.finish_stage();
 
         let inference = model.valid();
-        let (valid_loss, valid) = validate(&inference, &forward, spec, device);
+        let (valid_loss, valid) = validate(&inference, &forward, spec);
         let metrics = EpochMetrics {
             epoch,
-            train_loss: loss_total
+            train_loss: loss_total.map_or(0.0, |t| t.into_scalar::<f32>() as f64)
                 / spec
                     .loss
                     .weight(spec.train_targets, &order)
@@ -572,18 +574,12 @@ where
 }
 
 /// Mean validation loss and the task's metrics, for `model` in inference mode.
-fn validate<M, F>(
-    model: &M,
-    forward: &F,
-    spec: &FitSpec,
-    device: &Device,
-) -> (f64, BTreeMap<String, f64>)
+fn validate<M, F>(model: &M, forward: &F, spec: &FitSpec) -> (f64, BTreeMap<String, f64>)
 where
     F: Fn(&M, Split, &[usize]) -> Tensor<2>,
 {
-    let _device = device.clone().without_autodiff();
     let indices: Vec<usize> = (0..spec.valid_targets.len()).collect();
-    let mut loss_sum = 0.0;
+    let mut loss_sum = None;
     let mut outputs = Vec::with_capacity(indices.len());
     for batch in indices.chunks(spec.train.eval_batch_size) {
         let out = forward(model, Split::Valid, batch);
@@ -594,12 +590,9 @@ where
             .try_into_vec_as::<f32>()
             .expect("f32 data");
         outputs.extend(values.chunks(k).map(<[f32]>::to_vec));
-        loss_sum += spec
-            .loss
-            .sum(out, spec.valid_targets, batch)
-            .into_scalar::<f32>() as f64;
+        loss_sum = add(loss_sum, spec.loss.sum(out, spec.valid_targets, batch));
     }
-    let loss = loss_sum
+    let loss = loss_sum.map_or(0.0, |t| t.into_scalar::<f32>() as f64)
         / spec
             .loss
             .weight(spec.valid_targets, &indices)

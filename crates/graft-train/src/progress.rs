@@ -40,8 +40,6 @@ pub struct StepMetrics {
     /// The learning rate of the top backbone block, when it differs from the head's.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub backbone_lr: Option<f64>,
-    /// Mean training loss of the step's examples.
-    pub loss: f64,
 }
 
 pub trait Progress {

@@ -105,7 +105,7 @@ fn pick<T: Clone>(items: &[T], indices: &[usize]) -> Vec<T> {
     indices.iter().map(|&i| items[i].clone()).collect()
 }
 
-fn rows(features: &Tensor<2>, indices: &[usize], device: &Device) -> Tensor<2> {
+pub(crate) fn rows(features: &Tensor<2>, indices: &[usize], device: &Device) -> Tensor<2> {
     let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
     let n = idx.len();
     features.clone().select(
@@ -276,10 +276,6 @@ fn multi_label_decisions(outputs: &[Vec<f32>], threshold: f64) -> Vec<Vec<bool>>
                 .collect()
         })
         .collect()
-}
-
-fn task_loss(config: &Config, data: &RunData) -> Result<TaskLoss, TrainError> {
-    task_loss_for(config, &data.labels, &data.train_targets)
 }
 
 /// The loss of the config's task, with class weights resolved against the training targets.
@@ -554,7 +550,7 @@ pub fn train(
         },
         data.labels.join(", ")
     ));
-    let loss = task_loss(config, &data)?;
+    let loss = task_loss_for(config, &data.labels, &data.train_targets)?;
     let threshold = config.head.threshold;
     let labels = data.labels.clone();
     let standardization = data.standardization;
@@ -768,7 +764,7 @@ fn outputs_of(
     rows_of(model.head.forward(features))
 }
 
-fn rows_of(tensor: Tensor<2>) -> Vec<Vec<f32>> {
+pub(crate) fn rows_of(tensor: Tensor<2>) -> Vec<Vec<f32>> {
     let [_, k] = tensor.dims();
     let values: Vec<f32> = tensor
         .into_data()
@@ -971,13 +967,8 @@ fn predict_images(
             progress,
         )?;
         let task = task_named(&manifest.task)?;
-        (
-            task,
-            manifest.labels,
-            manifest.threshold.unwrap_or(0.5),
-            paths,
-            outputs,
-        )
+        // Image runs are single-label or regression: no threshold.
+        (task, manifest.labels, 0.5, paths, outputs)
     } else {
         // A pretrained folder's own classifier; its classes are named by index.
         let (paths, logits) = vision::embed_images(

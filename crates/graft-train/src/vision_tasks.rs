@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use graft_data::image::{Augment, Preprocess, load_rgb, read_image_folder, resolve_paths};
 use graft_data::{DataFormat, LabelSet, TextExample, read_texts, train_valid_split};
 use graft_model::WeightsIndex;
@@ -30,7 +30,7 @@ use crate::head::{Head, HeadSpec};
 use crate::loss::{Targets, TaskLoss};
 use crate::metrics::Report;
 use crate::progress::Progress;
-use crate::tasks::{TrainOptions, TrainReport, report_of, task_loss_for};
+use crate::tasks::{TrainOptions, TrainReport, report_of, rows, rows_of, task_loss_for};
 use crate::{TrainError, TrainError as E};
 
 /// A CNN backbone with a head grafted on.
@@ -61,8 +61,6 @@ pub struct ImageRunManifest {
     pub image_column: Option<String>,
     pub label_column: String,
     pub best_epoch: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f64>,
 }
 
 /// Whether a run folder holds a vision run.
@@ -210,24 +208,6 @@ fn features_of(
         })
         .collect();
     Tensor::cat(chunks, 0)
-}
-
-fn rows(features: &Tensor<2>, indices: &[usize], device: &Device) -> Tensor<2> {
-    let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-    let n = idx.len();
-    features.clone().select(
-        0,
-        Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), device),
-    )
-}
-
-fn outputs_rows(tensor: Tensor<2>) -> Vec<Vec<f32>> {
-    let [_, k] = tensor.dims();
-    let values: Vec<f32> = tensor
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .expect("f32 data");
-    values.chunks(k.max(1)).map(<[f32]>::to_vec).collect()
 }
 
 /// Opens the backbone folder at the config's input size, headless.
@@ -504,7 +484,6 @@ pub fn train(
         image_column: d.image_column.clone(),
         label_column: d.label_column.clone(),
         best_epoch: Some(best_epoch),
-        threshold: None,
     };
     save_run(out, &manifest, &vision_config, &model)?;
     write_atomic(&out.join("config.toml"), config_text.as_bytes())?;
@@ -551,7 +530,7 @@ fn classify(
         device,
         progress,
     );
-    outputs_rows(model.head.forward(features))
+    rows_of(model.head.forward(features))
 }
 
 /// The tensors of `module` in PyTorch layout under names from `rename`, plus `extra`, as one
@@ -653,16 +632,20 @@ pub struct LoadedImageRun {
     pub model: ImageClassifier,
 }
 
-pub fn load_run(dir: &Path, device: &Device) -> Result<LoadedImageRun, TrainError> {
+fn read_manifest(dir: &Path) -> Result<ImageRunManifest, TrainError> {
     let path = dir.join(crate::run_dir::MANIFEST);
     let text = std::fs::read_to_string(&path).map_err(|source| E::Io {
         path: path.clone(),
         source,
     })?;
-    let manifest: ImageRunManifest = serde_json::from_str(&text).map_err(|e| E::Config {
+    serde_json::from_str(&text).map_err(|e| E::Config {
         path,
         message: e.to_string(),
-    })?;
+    })
+}
+
+pub fn load_run(dir: &Path, device: &Device) -> Result<LoadedImageRun, TrainError> {
+    let manifest = read_manifest(dir)?;
     let (config, backbone) = vision::load(dir, device)?;
     let weights_path = dir.join(crate::run_dir::WEIGHTS);
     let index = WeightsIndex::read(&weights_path)?;
@@ -741,6 +724,53 @@ fn read_image_list(dir: &Path) -> Result<Vec<TextExample>, TrainError> {
     Ok(images)
 }
 
+/// A run's manifest, the images it ran on, and its raw outputs for each.
+struct RunOutputs {
+    manifest: ImageRunManifest,
+    examples: Vec<TextExample>,
+    outputs: Vec<Vec<f32>>,
+}
+
+/// Loads a vision run and runs it on the images of `input`; with `label_column`, every image
+/// must have a label (checked before any image is decoded).
+fn run_on_images(
+    run_dir: &Path,
+    input: &Path,
+    image_column: Option<&str>,
+    label_column: Option<&str>,
+    batch_size: usize,
+    backend: Backend,
+    progress: &dyn Progress,
+) -> Result<RunOutputs, TrainError> {
+    let selected = backend::select(backend)?;
+    progress.info(&format!("device: {}", selected.description));
+    let run = load_run(run_dir, &selected.device)?;
+    let image_column = image_column.or(run.manifest.image_column.as_deref());
+    let examples = read_images(input, image_column, label_column)?;
+    if label_column.is_some() && examples.iter().any(|e| e.label.is_none()) {
+        return Err(E::Config {
+            path: input.to_path_buf(),
+            message: "evaluation needs labels: an image folder or a CSV/JSONL with labels".into(),
+        });
+    }
+    let images = ImageSet::load(&examples)?;
+    progress.stage("running", images.len());
+    let outputs = classify(
+        &run.model,
+        &images,
+        &preprocess_of(&run.config),
+        batch_size,
+        &selected.device,
+        progress,
+    );
+    progress.finish_stage();
+    Ok(RunOutputs {
+        manifest: run.manifest,
+        examples,
+        outputs,
+    })
+}
+
 /// Scores a vision run on labelled images.
 pub fn evaluate(
     run_dir: &Path,
@@ -751,35 +781,27 @@ pub fn evaluate(
     backend: Backend,
     progress: &dyn Progress,
 ) -> Result<Report, TrainError> {
-    let selected = backend::select(backend)?;
-    progress.info(&format!("device: {}", selected.description));
-    let run = load_run(run_dir, &selected.device)?;
-    let task = crate::tasks::task_named(&run.manifest.task)?;
-    let label_column = label_column.unwrap_or(&run.manifest.label_column);
-    let image_column = image_column.or(run.manifest.image_column.as_deref());
-    let examples = read_images(input, image_column, Some(label_column))?;
-    if examples.iter().any(|e| e.label.is_none()) {
-        return Err(E::Config {
-            path: input.to_path_buf(),
-            message: "evaluation needs labels: an image folder or a CSV/JSONL with labels".into(),
-        });
-    }
-    let targets = crate::tasks::encode_targets(task, &run.manifest.labels, "|", &examples, input)?;
-    let images = ImageSet::load(&examples)?;
-    progress.stage("evaluating", images.len());
-    let outputs = classify(
-        &run.model,
-        &images,
-        &preprocess_of(&run.config),
+    let manifest = read_manifest(run_dir)?;
+    let label_column = label_column.unwrap_or(&manifest.label_column);
+    let RunOutputs {
+        manifest,
+        examples,
+        outputs,
+    } = run_on_images(
+        run_dir,
+        input,
+        image_column,
+        Some(label_column),
         batch_size,
-        &selected.device,
+        backend,
         progress,
-    );
-    progress.finish_stage();
+    )?;
+    let task = crate::tasks::task_named(&manifest.task)?;
+    let targets = crate::tasks::encode_targets(task, &manifest.labels, "|", &examples, input)?;
     Ok(report_of(
         task,
-        &run.manifest.labels,
-        run.manifest.threshold.unwrap_or(0.5),
+        &manifest.labels,
+        0.5,
         &outputs,
         &targets,
         None,
@@ -798,22 +820,24 @@ pub fn predict_outputs(
     backend: Backend,
     progress: &dyn Progress,
 ) -> Result<ImageOutputs, TrainError> {
-    let selected = backend::select(backend)?;
-    progress.info(&format!("device: {}", selected.description));
-    let run = load_run(run_dir, &selected.device)?;
-    let examples = read_images(input, image_column, None)?;
-    let images = ImageSet::load(&examples)?;
-    progress.stage("predicting", images.len());
-    let outputs = classify(
-        &run.model,
-        &images,
-        &preprocess_of(&run.config),
+    let RunOutputs {
+        manifest,
+        examples,
+        outputs,
+    } = run_on_images(
+        run_dir,
+        input,
+        image_column,
+        None,
         batch_size,
-        &selected.device,
+        backend,
         progress,
-    );
-    progress.finish_stage();
-    Ok((run.manifest, images.paths, outputs))
+    )?;
+    let paths = examples
+        .into_iter()
+        .map(|e| PathBuf::from(e.text))
+        .collect();
+    Ok((manifest, paths, outputs))
 }
 
 /// Pooled features of images from a vision model folder, or the checkpoint classifier's logits
@@ -830,26 +854,33 @@ pub fn embed_images(
     let selected = backend::select(backend)?;
     progress.info(&format!("device: {}", selected.description));
     let (config, backbone) = vision::load(model_dir, &selected.device)?;
-    let examples = read_images(input, image_column, None)?;
-    let images = ImageSet::load(&examples)?;
-    let preprocess = preprocess_of(&config);
-    progress.stage("embedding", images.len());
-    let indices: Vec<usize> = (0..images.len()).collect();
-    let mut chunks = Vec::new();
-    for batch in indices.chunks(batch_size.max(1)) {
-        let x = images.batch(batch, &preprocess, None, &selected.device);
-        chunks.push(if logits {
-            backbone.forward(x).ok_or_else(|| E::Config {
+    let classifier = match (logits, backbone.classifier()) {
+        (false, _) => None,
+        (true, Some(fc)) => Some(fc),
+        (true, None) => {
+            return Err(E::Config {
                 path: model_dir.join("config.json"),
                 message: "the model has no classifier (num_classes = 0)".into(),
-            })?
-        } else {
-            backbone.forward_features(x)
-        });
-        progress.advance(batch.len());
-    }
+            });
+        }
+    };
+    let examples = read_images(input, image_column, None)?;
+    let images = ImageSet::load(&examples)?;
+    progress.stage("embedding", images.len());
+    let features = features_of(
+        &backbone,
+        &images,
+        &preprocess_of(&config),
+        batch_size.max(1),
+        &selected.device,
+        progress,
+    );
     progress.finish_stage();
-    Ok((images.paths, Tensor::cat(chunks, 0)))
+    let output = match classifier {
+        Some(fc) => fc.forward(features),
+        None => features,
+    };
+    Ok((images.paths, output))
 }
 
 /// Exports a vision run in the upstream library's names with the new head as its classifier:
@@ -1000,7 +1031,7 @@ impl TimmNames {
     }
 }
 
-/// The tensors a vision model folder or run holds, for `inspect`.
+/// A one-line description of a vision model folder or run, for `inspect`.
 pub fn describe_folder(dir: &Path) -> Option<String> {
     let config = VisionConfig::from_file(&dir.join("config.json")).ok()?;
     Some(format!(
