@@ -38,13 +38,22 @@ pub struct Augment {
 
 /// Reads an image file as RGB; an unreadable or corrupt file is an error naming it.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, DataError> {
+    read_rgb(path).map(|(image, _)| image)
+}
+
+/// Reads an image file as RGB, with the file's bytes (for content keys).
+pub fn read_rgb(path: &Path) -> Result<(RgbImage, Vec<u8>), DataError> {
     if !path.is_file() {
         return Err(DataError::NotFound {
             path: path.to_path_buf(),
         });
     }
-    let image = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let image = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
         .map_err(|source| DataError::Io {
             path: path.to_path_buf(),
             source,
@@ -54,7 +63,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, DataError> {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    Ok(to_rgb(image))
+    Ok((to_rgb(image), bytes))
 }
 
 fn to_rgb(image: DynamicImage) -> RgbImage {

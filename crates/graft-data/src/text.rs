@@ -50,6 +50,17 @@ pub struct TextExample {
     pub line: usize,
 }
 
+impl TextExample {
+    /// An example without a label or line (a text given directly, an image path).
+    pub fn unlabelled(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            label: None,
+            line: 0,
+        }
+    }
+}
+
 /// Reads every example of `path`. `label_column` is required to exist when given. An empty file
 /// is an error.
 pub fn read_texts(
@@ -121,18 +132,44 @@ fn read_csv(
 }
 
 fn csv_error(path: &Path, error: csv::Error) -> DataError {
-    let line = error.position().map_or(0, |p| p.line() as usize);
+    let line = error.position().map_or(0, |p| p.line() as usize).max(1);
+    let parse = |message: String| DataError::Parse {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
     match error.into_kind() {
         csv::ErrorKind::Io(source) => DataError::Io {
             path: path.to_path_buf(),
             source,
         },
-        kind => DataError::Parse {
-            path: path.to_path_buf(),
-            line,
-            message: format!("invalid CSV: {kind:?}"),
-        },
+        csv::ErrorKind::Utf8 { err, .. } => parse(format!(
+            "not UTF-8 text (field {} has an invalid byte); is this a CSV file?",
+            err.field() + 1
+        )),
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => parse(format!(
+            "a row with {len} fields where the header has {expected_len}"
+        )),
+        kind => parse(format!("invalid CSV: {kind:?}")),
     }
+}
+
+/// A file's text; bytes that are not UTF-8 are an error naming the line.
+fn read_utf8(path: &Path) -> Result<String, DataError> {
+    let bytes = std::fs::read(path).map_err(io_error(path))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        DataError::Parse {
+            path: path.to_path_buf(),
+            line: valid.iter().filter(|&&b| b == b'\n').count() + 1,
+            message: format!(
+                "not UTF-8 text (an invalid byte at offset {}); is this a text file?",
+                valid.len()
+            ),
+        }
+    })
 }
 
 fn read_jsonl(
@@ -140,7 +177,7 @@ fn read_jsonl(
     text_column: &str,
     label_column: Option<&str>,
 ) -> Result<Vec<TextExample>, DataError> {
-    let content = std::fs::read_to_string(path).map_err(io_error(path))?;
+    let content = read_utf8(path)?;
     let mut examples = Vec::new();
     for (index, raw) in content.lines().enumerate() {
         let line = index + 1;
@@ -184,7 +221,7 @@ fn read_jsonl(
 }
 
 fn read_lines(path: &Path) -> Result<Vec<TextExample>, DataError> {
-    let content = std::fs::read_to_string(path).map_err(io_error(path))?;
+    let content = read_utf8(path)?;
     Ok(content
         .lines()
         .enumerate()

@@ -1,6 +1,7 @@
 //! BERT-family encoders (BERT, MiniLM, and other `model_type = "bert"` checkpoints) from a Hugging
 //! Face folder: a config that mirrors `config.json`, modules named after the upstream tensor tree,
-//! the forward pass, and a loader that maps the upstream names onto the modules.
+//! the forward pass, and its [`Architecture`] impl: detection, loading through the upstream
+//! names, blocks (the embeddings, then each layer), tokenizer and export layouts.
 
 use std::path::Path;
 
@@ -9,16 +10,17 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
-use burn::store::{
-    FloatCastAdapter, KeyRemapper, ModuleAdapter, PyTorchToBurnAdapter, SafetensorsStore,
-};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, Device, Int, Tensor, activation};
+use burn::tensor::{Bool, Device, Int, Tensor, activation};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::ModelError;
+use crate::backbone::{
+    Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
+};
 use crate::weights::{self, WeightsIndex};
+use crate::{ModelError, ModelFolder, PoolingOptions};
 
 /// The fields of a BERT `config.json` that shape the network. Unknown fields are ignored, as
 /// transformers does.
@@ -364,60 +366,175 @@ pub fn upstream_name(module_path: &str) -> String {
         })
 }
 
-fn escaped(segment: &str) -> String {
-    segment.replace('.', r"\.")
-}
-
-/// Remaps upstream names (with or without a `bert.` prefix) onto module paths, for loading.
-fn load_remapper() -> KeyRemapper {
-    let mut patterns = vec![(r"^(?:bert|model)\.(.+)$".to_string(), "$1".to_string())];
-    patterns.extend(
-        RENAMES
-            .iter()
-            .map(|(upstream, ours)| (escaped(upstream), ours.to_string())),
-    );
-    KeyRemapper::from_patterns(patterns).expect("static patterns are valid")
-}
-
-/// Remaps module paths onto upstream names for saving: paths under `module_prefix` (the encoder's
-/// place in a larger module, `""` for the encoder itself) get `upstream_prefix` (`""` or
-/// `"bert."`) instead; other paths keep their names.
-pub fn save_remapper(module_prefix: &str, upstream_prefix: &str) -> KeyRemapper {
-    let mut patterns = vec![(
-        format!("^{}(.+)$", escaped(module_prefix)),
-        format!("{upstream_prefix}$1"),
-    )];
-    patterns.extend(
-        RENAMES
-            .iter()
-            .map(|(upstream, ours)| (escaped(ours), upstream.to_string())),
-    );
-    KeyRemapper::from_patterns(patterns).expect("static patterns are valid")
-}
-
-/// Builds the encoder from `config.json` and loads `model.safetensors` from `dir`.
+/// Builds the encoder from `config.json` and loads `model.safetensors` from `dir`; the pooler is
+/// built when the checkpoint has one.
 pub fn load(dir: &Path, device: &Device) -> Result<(BertConfig, Bert), ModelError> {
     let config = BertConfig::from_file(&dir.join("config.json"))?;
     let weights_path = dir.join("model.safetensors");
     let index = WeightsIndex::read(&weights_path)?;
-    let with_pooler = index.contains_any(&["pooler.dense.weight", "bert.pooler.dense.weight"]);
-    let mut model = config.init(with_pooler, device);
-    load_weights(&mut model, &weights_path, &index)?;
+    let mut model = config.init(has_pooler(&index), device);
+    let names = weights::param_names(&model, upstream_name);
+    weights::load_renamed(&mut model, &weights_path, &names, &PREFIXES)?;
     Ok((config, model))
 }
 
-/// Loads weights in upstream names into `model`. Every tensor of the model must be present with
-/// its exact shape; extra tensors (an MLM head, `position_ids`) are ignored.
-pub fn load_weights(
-    model: &mut Bert,
-    weights_path: &Path,
-    index: &WeightsIndex,
-) -> Result<(), ModelError> {
-    let mut store = SafetensorsStore::from_file(weights_path)
-        .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
-        .remap(load_remapper())
-        .allow_partial(true);
-    let expected = weights::expected_tensors(model, upstream_name);
-    weights::check_expected(weights_path, index, &expected, &["bert.", "model."])?;
-    weights::apply(model, &mut store, weights_path)
+/// What a `BertForSequenceClassification` or `BertModel` checkpoint puts before the encoder's names.
+const PREFIXES: [&str; 2] = ["bert.", "model."];
+
+fn has_pooler(index: &WeightsIndex) -> bool {
+    index.contains_any(&["pooler.dense.weight", "bert.pooler.dense.weight"])
+}
+
+impl Architecture for Bert {
+    fn name() -> &'static str {
+        "bert"
+    }
+
+    fn detects(config: &Value) -> bool {
+        let model_type = config.get("model_type").and_then(Value::as_str);
+        let bert_class = config
+            .get("architectures")
+            .and_then(Value::as_array)
+            .is_some_and(|list| {
+                list.iter()
+                    .filter_map(Value::as_str)
+                    .any(|name| name.starts_with("Bert"))
+            });
+        model_type == Some("bert") || (model_type.is_none() && bert_class)
+    }
+
+    fn preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
+        let config = BertConfig::from_file(&folder.config_path())?;
+        Ok(Preprocessing::Text(TextTransform {
+            tokenizer: folder.tokenizer_path(),
+            vocab_size: config.vocab_size,
+            max_positions: config.max_position_embeddings,
+            has_pooler: has_pooler(&folder.weights_index()?),
+        }))
+    }
+
+    fn recognise(index: &WeightsIndex) -> Option<String> {
+        let layers = index
+            .tensors
+            .keys()
+            .filter(|k| k.ends_with("attention.self.query.weight"))
+            .count();
+        let embeddings = index
+            .tensors
+            .keys()
+            .any(|k| k.ends_with("embeddings.word_embeddings.weight"));
+        (layers > 0 && embeddings).then(|| format!("bert ({layers} layers)"))
+    }
+
+    fn load(folder: &ModelFolder, _classifier: bool, device: &Device) -> Result<Self, ModelError> {
+        load(&folder.dir, device).map(|(_, model)| model)
+    }
+
+    fn describe(&self) -> String {
+        format!("bert ({} layers)", self.num_layers())
+    }
+
+    fn feature_size(&self) -> usize {
+        self.hidden_size()
+    }
+
+    fn forward_features(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2> {
+        let Inputs::Text {
+            input_ids,
+            token_type_ids,
+            attention_mask,
+        } = inputs
+        else {
+            panic!("a text encoder was given images");
+        };
+        let hidden = self.forward(input_ids, token_type_ids, attention_mask.clone());
+        let pooler = self
+            .pooler
+            .as_ref()
+            .map(|p| move |cls: Tensor<2>| p.forward(cls));
+        let pooler = pooler
+            .as_ref()
+            .map(|p| p as &dyn Fn(Tensor<2>) -> Tensor<2>);
+        pooling.pool(hidden, attention_mask, pooler)
+    }
+
+    fn upstream_name(&self, path: &str) -> String {
+        upstream_name(path)
+    }
+
+    fn block_of(&self, path: &str) -> usize {
+        if path.starts_with("embeddings.") {
+            0
+        } else if let Some(rest) = path.strip_prefix("encoder.layer.") {
+            rest.split('.')
+                .next()
+                .and_then(|i| i.parse::<usize>().ok())
+                .map_or(0, |i| i + 1)
+        } else {
+            // The pooler belongs to the last layer's block.
+            self.num_layers()
+        }
+    }
+
+    fn num_blocks(&self) -> usize {
+        self.num_layers() + 1
+    }
+
+    fn exports(&self) -> Vec<ExportTarget> {
+        vec![
+            ExportTarget {
+                format: ExportFormat::Transformers,
+                model: "BertForSequenceClassification".into(),
+                prefix: "bert.".into(),
+                classifier: "classifier".into(),
+            },
+            ExportTarget {
+                format: ExportFormat::SentenceTransformers,
+                model: "BertModel".into(),
+                prefix: String::new(),
+                classifier: String::new(),
+            },
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_upstream_names_and_blocks() {
+        let config = BertConfig {
+            vocab_size: 10,
+            hidden_size: 4,
+            num_hidden_layers: 6,
+            num_attention_heads: 2,
+            intermediate_size: 8,
+            hidden_act: "gelu".into(),
+            max_position_embeddings: 16,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+            pad_token_id: 0,
+            position_embedding_type: None,
+        };
+        #[allow(deprecated)]
+        let bert = config.init(true, &Device::flex());
+        assert_eq!(
+            bert.upstream_name("encoder.layer.3.attention.self_attn.query.weight"),
+            "encoder.layer.3.attention.self.query.weight"
+        );
+        assert_eq!(
+            bert.block_of("encoder.layer.3.attention.self_attn.query.weight"),
+            4
+        );
+        assert_eq!(
+            Architecture::upstream_name(&bert, "embeddings.layer_norm.weight"),
+            "embeddings.LayerNorm.weight"
+        );
+        assert_eq!(bert.block_of("embeddings.layer_norm.weight"), 0);
+        assert_eq!(bert.block_of("pooler.dense.bias"), 6);
+        assert_eq!(bert.num_blocks(), 7);
+    }
 }

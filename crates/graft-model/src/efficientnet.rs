@@ -1,7 +1,9 @@
 //! EfficientNet-Lite (lite0 to lite4): the config (width and depth multipliers, resolution and
 //! dropout per variant), the modules (MBConv blocks without squeeze-excitation, depthwise
 //! convolutions, BatchNorm with eps 1e-3, ReLU6), and the loader for the PyTorch port of Google's
-//! checkpoints (`_conv_stem`, `_blocks.N._depthwise_conv`, ... names).
+//! checkpoints (`_conv_stem`, `_blocks.N._depthwise_conv`, ... names), with its [`Architecture`]
+//! impl: blocks are the stem, each stage and the head convolution; exports and timm folders use
+//! timm's `tf_efficientnet_lite*` names.
 //!
 //! Convolutions pad as TensorFlow's "SAME" (burn's `PaddingConfig2d::Same`): on stride-2 layers the
 //! extra row and column go at the bottom and right, which is what the ported weights expect.
@@ -16,6 +18,11 @@ use burn::nn::{
 };
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::backbone::{Architecture, ExportFormat, ExportTarget, Inputs, Naming, Preprocessing};
+use crate::vision::{VisionArchitecture, VisionConfig};
+use crate::{ModelError, ModelFolder, PoolingOptions};
 
 /// One stage of the base network (EfficientNet-B0's): expansion ratio, kernel, stride of its
 /// first block, repeats, input and output channels.
@@ -207,6 +214,7 @@ impl EfficientNetConfig {
             bn1: bn(self.feature_size()),
             pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             dropout: DropoutConfig::new(self.dropout).init(),
+            variant: self.variant.clone(),
             fc: (self.num_classes > 0)
                 .then(|| LinearConfig::new(self.feature_size(), self.num_classes).init(device)),
         }
@@ -249,6 +257,9 @@ pub struct EfficientNet {
     pub bn1: BatchNorm,
     pub pool: AdaptiveAvgPool2d,
     pub dropout: Dropout,
+    /// `lite0` ... `lite4`.
+    #[module(skip)]
+    pub variant: String,
     /// The checkpoint's classifier, when it has one.
     pub fc: Option<Linear>,
 }
@@ -290,6 +301,150 @@ pub fn upstream_name(module_path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(".")
+}
+
+impl EfficientNet {
+    /// The stage of each MBConv block: a stage starts where the width changes.
+    pub fn stage_of_blocks(&self) -> Vec<usize> {
+        let mut stage = 0;
+        let mut stages = Vec::with_capacity(self.blocks.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            let width = block.bn2.gamma.dims()[0];
+            let previous = i.checked_sub(1).map(|p| self.blocks[p].bn2.gamma.dims()[0]);
+            if previous.is_some_and(|p| p != width) {
+                stage += 1;
+            }
+            stages.push(stage);
+        }
+        stages
+    }
+
+    fn num_stages(&self) -> usize {
+        self.stage_of_blocks().last().map_or(0, |s| s + 1)
+    }
+
+    /// timm's `tf_efficientnet_lite*` name of a path: blocks grouped by stage, the first stage a
+    /// depthwise-separable block (`conv_dw`, `bn1`, `conv_pw`, `bn2`), the others inverted
+    /// residuals (`conv_pw`, `bn1`, `conv_dw`, `bn2`, `conv_pwl`, `bn3`), the classifier
+    /// `classifier`.
+    fn timm_name(&self, stages: &[usize], path: &str) -> String {
+        let segments: Vec<&str> = path.split('.').collect();
+        let tail = |n: usize| segments[n..].join(".");
+        match segments.as_slice() {
+            ["conv_stem", ..] => format!("conv_stem.{}", tail(1)),
+            ["bn0", ..] => format!("bn1.{}", tail(1)),
+            ["conv_head", ..] => format!("conv_head.{}", tail(1)),
+            ["bn1", ..] => format!("bn2.{}", tail(1)),
+            ["fc", ..] => format!("classifier.{}", tail(1)),
+            ["blocks", i, part, ..] => {
+                let i: usize = i.parse().unwrap_or(0);
+                let stage = stages.get(i).copied().unwrap_or(0);
+                let index = stages[..i].iter().filter(|&&s| s == stage).count();
+                let renamed = match (*part, stage == 0) {
+                    ("depthwise_conv", true) => "conv_dw",
+                    ("bn1", true) => "bn1",
+                    ("project_conv", true) => "conv_pw",
+                    ("bn2", true) => "bn2",
+                    ("expand_conv", _) => "conv_pw",
+                    ("bn0", _) => "bn1",
+                    ("depthwise_conv", _) => "conv_dw",
+                    ("bn1", _) => "bn2",
+                    ("project_conv", _) => "conv_pwl",
+                    ("bn2", _) => "bn3",
+                    (other, _) => other,
+                };
+                format!("blocks.{stage}.{index}.{renamed}.{}", tail(3))
+            }
+            _ => path.to_string(),
+        }
+    }
+}
+
+impl Architecture for EfficientNet {
+    fn name() -> &'static str {
+        "efficientnet_lite"
+    }
+
+    fn detects(config: &Value) -> bool {
+        VisionConfig::detect(config) == Some(VisionArchitecture::EfficientnetLite)
+    }
+
+    fn preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
+        crate::vision::preprocessing(folder)
+    }
+
+    fn naming(folder: &ModelFolder) -> Result<Naming, ModelError> {
+        crate::vision::naming(folder)
+    }
+
+    fn load(folder: &ModelFolder, classifier: bool, device: &Device) -> Result<Self, ModelError> {
+        crate::vision::load(folder, classifier, |config, classes| {
+            let variant = config
+                .variant
+                .as_deref()
+                .ok_or("efficientnet_lite needs \"variant\" (lite0 to lite4)")?;
+            Ok(EfficientNetConfig::lite(variant, classes)?.init(device))
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("efficientnet_lite ({})", self.variant)
+    }
+
+    fn feature_size(&self) -> usize {
+        self.bn1.gamma.dims()[0]
+    }
+
+    fn forward_features(&self, inputs: Inputs, _pooling: PoolingOptions) -> Tensor<2> {
+        let Inputs::Image(images) = inputs else {
+            panic!("an image backbone was given token ids");
+        };
+        self.forward_features(images)
+    }
+
+    fn classifier(&self) -> Option<&Linear> {
+        self.fc.as_ref()
+    }
+
+    fn upstream_name(&self, path: &str) -> String {
+        upstream_name(path)
+    }
+
+    fn export_name(&self, format: ExportFormat, path: &str) -> String {
+        match format {
+            ExportFormat::Timm => self.timm_name(&self.stage_of_blocks(), path),
+            _ => upstream_name(path),
+        }
+    }
+
+    fn block_of(&self, path: &str) -> usize {
+        let mut segments = path.split('.');
+        match segments.next().unwrap_or("") {
+            "conv_stem" | "bn0" => 0,
+            "blocks" => {
+                let index: usize = segments.next().and_then(|i| i.parse().ok()).unwrap_or(0);
+                1 + self.stage_of_blocks().get(index).copied().unwrap_or(0)
+            }
+            _ => self.num_stages() + 1,
+        }
+    }
+
+    fn num_blocks(&self) -> usize {
+        self.num_stages() + 2
+    }
+
+    fn is_batchnorm(&self, path: &str) -> bool {
+        crate::vision::is_batchnorm(path)
+    }
+
+    fn exports(&self) -> Vec<ExportTarget> {
+        vec![ExportTarget {
+            format: ExportFormat::Timm,
+            model: format!("tf_efficientnet_{}", self.variant),
+            prefix: String::new(),
+            classifier: "classifier".into(),
+        }]
+    }
 }
 
 #[cfg(test)]

@@ -1,25 +1,31 @@
-//! graft-model: pretrained architectures and their weight loading.
+//! graft-model: everything an architecture is, and nothing about training.
 //!
-//! Each architecture lives in one file with its config (mirroring the upstream `config.json`), its
-//! burn modules (named after the upstream tensor tree, so the name mapping stays short) and its
-//! loader. [`hub`] reads a model folder and detects what it holds; [`text_encoder`] is the text
-//! backbone the rest of graft sees: an encoder plus pooling.
+//! Architectures live here so that the rest of graft never names one: [`folder`] opens a model
+//! folder and detects which registered architecture it holds, and [`backbone`] defines the one
+//! interface each implements (build and load, forward to features, parameter names and blocks,
+//! preprocessing, export layouts) and the registry that lists them. Each architecture is one file
+//! with its config (mirroring the upstream `config.json`), its burn modules (named after the
+//! upstream tensor tree, so the name mapping stays short) and its impl of that interface.
+//! Shared pieces (pooling, weight checks, graft's vision config) have their own modules.
 
+pub mod backbone;
 pub mod bert;
 pub mod efficientnet;
-pub mod hub;
+pub mod folder;
 pub mod pooling;
 pub mod pth;
 pub mod resnet;
-pub mod text_encoder;
 pub mod vision;
 pub mod weights;
 
 use std::path::PathBuf;
 
-pub use hub::{Architecture, ModelFolder, SentenceTransformerDefaults};
-pub use pooling::{Pooling, l2_normalize};
-pub use text_encoder::TextEncoder;
+pub use backbone::{
+    Architecture, ArchitectureId, Backbone, ExportFormat, ExportTarget, ImageTransform, Inputs,
+    Modality, Naming, Preprocessing, TextTransform,
+};
+pub use folder::{ModelFolder, SentenceTransformerDefaults};
+pub use pooling::{Pooling, PoolingOptions, l2_normalize};
 pub use weights::{TensorInfo, WeightsIndex};
 
 /// Everything that can go wrong reading a model; each message names the file and, where there is
@@ -31,6 +37,8 @@ pub enum ModelError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{}: does not exist", path.display())]
+    NotFound { path: PathBuf },
     #[error("{}: missing {what}", path.display())]
     MissingFile { path: PathBuf, what: &'static str },
     #[error("{}: invalid config: {message}", path.display())]

@@ -63,6 +63,43 @@ impl Pooling {
     }
 }
 
+/// How a text encoder's hidden states become features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolingOptions {
+    pub pooling: Pooling,
+    /// With CLS pooling: pass the first token through the pretrained pooler (dense + tanh), as
+    /// `BertForSequenceClassification` does.
+    pub use_pooler: bool,
+    /// L2-normalize the features (sentence-transformers' `Normalize`).
+    pub normalize: bool,
+}
+
+impl Default for PoolingOptions {
+    fn default() -> Self {
+        Self {
+            pooling: Pooling::Mean,
+            use_pooler: false,
+            normalize: false,
+        }
+    }
+}
+
+impl PoolingOptions {
+    /// Pools `hidden` `[batch, seq, width]`; `pooler` is the checkpoint's pretrained pooler, used
+    /// with CLS pooling when `use_pooler` is set.
+    pub fn pool(
+        self,
+        hidden: Tensor<3>,
+        attention_mask: Option<Tensor<2, Int>>,
+        pooler: Option<&dyn Fn(Tensor<2>) -> Tensor<2>>,
+    ) -> Tensor<2> {
+        match (pooler, self.pooling, self.use_pooler) {
+            (Some(pooler), Pooling::Cls, true) => pooler(Pooling::Cls.pool(hidden, attention_mask)),
+            _ => self.pooling.pool(hidden, attention_mask),
+        }
+    }
+}
+
 impl fmt::Display for Pooling {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

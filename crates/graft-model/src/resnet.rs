@@ -1,6 +1,8 @@
 //! ResNet-18/34/50/101/152 in torchvision's tensor layout (`conv1`, `bn1`, `layer1..4` of basic
 //! or bottleneck blocks with `downsample.0`/`downsample.1`, `fc`): the config, the modules and the
-//! name mapping. Bottlenecks stride in their 3x3 convolution (torchvision's "v1.5").
+//! name mapping, and its [`Architecture`] impl (blocks: the stem, then `layer1..4`; exports in
+//! torchvision's layout). Bottlenecks stride in their 3x3 convolution (torchvision's "v1.5").
+//! timm's `resnet*` use the same names.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -9,6 +11,11 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::backbone::{Architecture, ExportFormat, ExportTarget, Inputs, Naming, Preprocessing};
+use crate::vision::{VisionArchitecture, VisionConfig};
+use crate::{ModelError, ModelFolder, PoolingOptions};
 
 /// What `config.json` says about a ResNet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +121,7 @@ impl ResNetConfig {
             layer3,
             layer4,
             avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            depth: self.depth,
             fc: (self.num_classes > 0)
                 .then(|| LinearConfig::new(self.feature_size(), self.num_classes).init(device)),
         }
@@ -164,6 +172,8 @@ pub struct ResNet {
     pub layer3: Vec<Block>,
     pub layer4: Vec<Block>,
     pub avgpool: AdaptiveAvgPool2d,
+    #[module(skip)]
+    pub depth: usize,
     pub fc: Option<Linear>,
 }
 
@@ -201,6 +211,85 @@ pub fn upstream_name(module_path: &str) -> String {
     module_path
         .replace(".downsample.conv.", ".downsample.0.")
         .replace(".downsample.bn.", ".downsample.1.")
+}
+
+impl Architecture for ResNet {
+    fn name() -> &'static str {
+        "resnet"
+    }
+
+    fn detects(config: &Value) -> bool {
+        VisionConfig::detect(config) == Some(VisionArchitecture::Resnet)
+    }
+
+    fn preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
+        crate::vision::preprocessing(folder)
+    }
+
+    fn naming(folder: &ModelFolder) -> Result<Naming, ModelError> {
+        crate::vision::naming(folder)
+    }
+
+    fn load(folder: &ModelFolder, classifier: bool, device: &Device) -> Result<Self, ModelError> {
+        crate::vision::load(folder, classifier, |config, classes| {
+            let depth = config
+                .depth
+                .ok_or("resnet needs \"depth\" (18, 34, 50, 101, 152)")?;
+            Ok(ResNetConfig::new(depth, classes)?.init(device))
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("resnet{}", self.depth)
+    }
+
+    fn feature_size(&self) -> usize {
+        self.layer4
+            .last()
+            .map_or(512, |b| b.bn3.as_ref().unwrap_or(&b.bn2).gamma.dims()[0])
+    }
+
+    fn forward_features(&self, inputs: Inputs, _pooling: PoolingOptions) -> Tensor<2> {
+        let Inputs::Image(images) = inputs else {
+            panic!("an image backbone was given token ids");
+        };
+        self.forward_features(images)
+    }
+
+    fn classifier(&self) -> Option<&Linear> {
+        self.fc.as_ref()
+    }
+
+    fn upstream_name(&self, path: &str) -> String {
+        upstream_name(path)
+    }
+
+    fn block_of(&self, path: &str) -> usize {
+        match path.split('.').next().unwrap_or("") {
+            "layer1" => 1,
+            "layer2" => 2,
+            "layer3" => 3,
+            "layer4" | "fc" => 4,
+            _ => 0,
+        }
+    }
+
+    fn num_blocks(&self) -> usize {
+        5
+    }
+
+    fn is_batchnorm(&self, path: &str) -> bool {
+        crate::vision::is_batchnorm(path)
+    }
+
+    fn exports(&self) -> Vec<ExportTarget> {
+        vec![ExportTarget {
+            format: ExportFormat::Torchvision,
+            model: format!("resnet{}", self.depth),
+            prefix: String::new(),
+            classifier: "fc".into(),
+        }]
+    }
 }
 
 #[cfg(test)]

@@ -1,20 +1,14 @@
-//! Vision model folders: `config.json` (architecture, variant, classes, input size, mean/std) and
-//! `model.safetensors` in upstream names, loaded as a [`VisionBackbone`] (EfficientNet-Lite or
-//! ResNet) with every tensor checked for presence and shape first.
-
-use std::path::Path;
+//! The config of an image model folder, shared by the CNN architectures: graft's own vision
+//! `config.json` (architecture, variant or depth, classes, input size, resize, mean/std), or a
+//! timm folder's `config.json` (`architecture` plus `pretrained_cfg`), read into one
+//! [`VisionConfig`] together with the names the folder's weights use.
 
 use burn::module::Module;
-use burn::store::{
-    BurnToPyTorchAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot,
-    PyTorchToBurnAdapter, SafetensorsStore,
-};
-use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::efficientnet::{EfficientNet, EfficientNetConfig};
-use crate::resnet::{ResNet, ResNetConfig};
-use crate::{ModelError, WeightsIndex, efficientnet, resnet, weights};
+use crate::backbone::{Architecture, ExportFormat, ImageTransform, Naming, Preprocessing};
+use crate::{ModelError, ModelFolder, weights};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -34,7 +28,7 @@ pub enum ResizeMode {
     ShorterSideThenCenterCrop,
 }
 
-/// A vision model folder's `config.json`.
+/// A vision model folder's `config.json`, in graft's layout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VisionConfig {
@@ -59,22 +53,112 @@ pub struct VisionConfig {
     pub std: [f32; 3],
 }
 
+/// The smallest input side graft accepts.
+pub const MIN_IMAGE_SIZE: usize = 32;
+
 impl VisionConfig {
-    pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        crate::read_config(path, Self::build_check)
+    /// The architecture a `config.json` describes, graft's layout or timm's, if it is a CNN graft
+    /// knows.
+    pub fn detect(config: &Value) -> Option<VisionArchitecture> {
+        let name = config.get("architecture")?.as_str()?;
+        if config.get("pretrained_cfg").is_some() {
+            return timm_architecture(name).map(|(architecture, _)| architecture);
+        }
+        serde_json::from_value(Value::String(name.to_string())).ok()
     }
 
-    fn build_check(&self) -> Result<(), String> {
-        match self.architecture {
-            VisionArchitecture::EfficientnetLite => {
-                self.efficientnet()?;
+    /// Reads the folder's config and the names its weights use.
+    pub fn of_folder(folder: &ModelFolder) -> Result<(Self, Naming), ModelError> {
+        let invalid = |message: String| ModelError::Config {
+            path: folder.config_path(),
+            message,
+        };
+        let (config, naming) = if folder.config.get("pretrained_cfg").is_some() {
+            let config = Self::from_timm(&folder.config).map_err(invalid)?;
+            (config, Naming::Export(ExportFormat::Timm))
+        } else {
+            let config: Self = serde_json::from_value(folder.config.clone())
+                .map_err(|e| invalid(e.to_string()))?;
+            (config, Naming::Upstream)
+        };
+        config.check().map_err(invalid)?;
+        Ok((config, naming))
+    }
+
+    /// A timm `config.json`: `architecture`, `num_classes` and `pretrained_cfg` (`input_size`,
+    /// `crop_pct`, `mean`, `std`), as timm's eval transform uses them.
+    fn from_timm(config: &Value) -> Result<Self, String> {
+        let name = config
+            .get("architecture")
+            .and_then(Value::as_str)
+            .ok_or("no \"architecture\"")?;
+        let (architecture, size) = timm_architecture(name).ok_or_else(|| {
+            format!(
+                "timm architecture \"{name}\" is not supported (resnet*, tf_efficientnet_lite*)"
+            )
+        })?;
+        let cfg = &config["pretrained_cfg"];
+        let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3], String> {
+            match cfg.get(key) {
+                None => Ok(default),
+                Some(value) => serde_json::from_value(value.clone())
+                    .map_err(|e| format!("pretrained_cfg.{key}: {e}")),
             }
-            VisionArchitecture::Resnet => {
-                self.resnet()?;
+        };
+        let image_size = match cfg.get("input_size") {
+            Some(value) => {
+                let [_, height, _]: [usize; 3] = serde_json::from_value(value.clone())
+                    .map_err(|e| format!("pretrained_cfg.input_size: {e}"))?;
+                height
             }
+            None => 224,
+        };
+        let crop_pct = cfg.get("crop_pct").and_then(Value::as_f64).unwrap_or(0.875);
+        if !(crop_pct > 0.0 && crop_pct <= 1.0) {
+            return Err(format!(
+                "pretrained_cfg.crop_pct {crop_pct} is not in (0, 1]"
+            ));
         }
-        if self.image_size < 32 {
-            return Err(format!("image_size {} is too small", self.image_size));
+        let (resize, resize_size) = match cfg.get("crop_mode").and_then(Value::as_str) {
+            None | Some("center") => (
+                ResizeMode::ShorterSideThenCenterCrop,
+                Some((image_size as f64 / crop_pct).floor() as usize),
+            ),
+            Some("squash") if crop_pct == 1.0 => (ResizeMode::Squash, None),
+            Some(mode) => {
+                return Err(format!(
+                    "pretrained_cfg.crop_mode \"{mode}\" with crop_pct {crop_pct} is not supported \
+                     (center, or squash with crop_pct 1.0)"
+                ));
+            }
+        };
+        let (variant, depth) = match (architecture, size) {
+            (VisionArchitecture::EfficientnetLite, n) => (Some(format!("lite{n}")), None),
+            (VisionArchitecture::Resnet, n) => (None, Some(n)),
+        };
+        Ok(Self {
+            architecture,
+            variant,
+            depth,
+            num_classes: config
+                .get("num_classes")
+                .and_then(Value::as_u64)
+                .unwrap_or(1000) as usize,
+            image_size,
+            resize,
+            resize_size,
+            mean: triple("mean", [0.485, 0.456, 0.406])?,
+            std: triple("std", [0.229, 0.224, 0.225])?,
+        })
+    }
+
+    /// The shape checks that do not depend on the architecture.
+    pub fn check(&self) -> Result<(), String> {
+        if self.image_size < MIN_IMAGE_SIZE {
+            return Err(format!(
+                "image_size {} is too small (at least {MIN_IMAGE_SIZE})",
+                self.image_size
+            ));
         }
         if self.std.iter().any(|&s| s <= 0.0) {
             return Err("std must be positive".into());
@@ -82,137 +166,108 @@ impl VisionConfig {
         Ok(())
     }
 
-    fn efficientnet(&self) -> Result<EfficientNetConfig, String> {
-        let variant = self
-            .variant
-            .as_deref()
-            .ok_or("efficientnet_lite needs \"variant\" (lite0 to lite4)")?;
-        EfficientNetConfig::lite(variant, self.num_classes)
-    }
-
-    fn resnet(&self) -> Result<ResNetConfig, String> {
-        let depth = self
-            .depth
-            .ok_or("resnet needs \"depth\" (18, 34, 50, 101, 152)")?;
-        ResNetConfig::new(depth, self.num_classes)
-    }
-
-    /// A short description, e.g. `efficientnet_lite (lite0)`.
-    pub fn name(&self) -> String {
-        match self.architecture {
-            VisionArchitecture::EfficientnetLite => {
-                format!(
-                    "efficientnet_lite ({})",
-                    self.variant.as_deref().unwrap_or("?")
-                )
-            }
-            VisionArchitecture::Resnet => format!("resnet{}", self.depth.unwrap_or(0)),
-        }
-    }
-
-    /// A model with this shape and freshly initialised weights.
-    pub fn init(&self, device: &Device) -> VisionBackbone {
-        match self.architecture {
-            VisionArchitecture::EfficientnetLite => VisionBackbone::EfficientNet(
-                self.efficientnet().expect("checked when read").init(device),
-            ),
-            VisionArchitecture::Resnet => {
-                VisionBackbone::ResNet(self.resnet().expect("checked when read").init(device))
-            }
+    /// The preprocessing this config asks for.
+    pub fn transform(&self) -> ImageTransform {
+        ImageTransform {
+            image_size: self.image_size,
+            resize_shorter: match self.resize {
+                ResizeMode::Squash => None,
+                ResizeMode::ShorterSideThenCenterCrop => {
+                    Some(self.resize_size.unwrap_or(self.image_size * 8 / 7))
+                }
+            },
+            mean: self.mean,
+            std: self.std,
         }
     }
 }
 
-/// An image backbone with its checkpoint's classifier (if any).
-#[derive(Module, Debug)]
-#[allow(clippy::large_enum_variant)] // one per model; boxing would only add indirection
-pub enum VisionBackbone {
-    EfficientNet(EfficientNet),
-    ResNet(ResNet),
+/// The preprocessing of an image model folder.
+pub fn preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
+    let (config, _) = VisionConfig::of_folder(folder)?;
+    Ok(Preprocessing::Image(config.transform()))
 }
 
-impl VisionBackbone {
-    /// Pooled features `[batch, features]` of normalized images `[batch, 3, h, w]`.
-    pub fn forward_features(&self, images: Tensor<4>) -> Tensor<2> {
-        match self {
-            Self::EfficientNet(m) => m.forward_features(images),
-            Self::ResNet(m) => m.forward_features(images),
-        }
-    }
-
-    /// Logits of the checkpoint's classifier, if it has one.
-    pub fn forward(&self, images: Tensor<4>) -> Option<Tensor<2>> {
-        match self {
-            Self::EfficientNet(m) => m.forward(images),
-            Self::ResNet(m) => m.forward(images),
-        }
-    }
-
-    /// The checkpoint's classifier, if it has one.
-    pub fn classifier(&self) -> Option<&burn::nn::Linear> {
-        match self {
-            Self::EfficientNet(m) => m.fc.as_ref(),
-            Self::ResNet(m) => m.fc.as_ref(),
-        }
-    }
-
-    pub fn feature_size(&self) -> usize {
-        match self {
-            Self::EfficientNet(_) => 1280,
-            Self::ResNet(m) => m
-                .layer4
-                .last()
-                .map_or(512, |b| b.bn3.as_ref().unwrap_or(&b.bn2).gamma.dims()[0]),
-        }
-    }
-
-    /// The upstream name of a module path inside this backbone.
-    pub fn upstream_name(&self, path: &str) -> String {
-        match self {
-            Self::EfficientNet(_) => efficientnet::upstream_name(path),
-            Self::ResNet(_) => resnet::upstream_name(path),
-        }
-    }
-
-    /// Remaps upstream names onto module paths, for loading.
-    fn load_remapper(&self) -> KeyRemapper {
-        let patterns: Vec<(&str, &str)> = match self {
-            // `_blocks.0._bn1.weight` -> `blocks.0.bn1.weight`
-            Self::EfficientNet(_) => vec![(r"(^|\.)_", "$1")],
-            Self::ResNet(_) => vec![
-                (r"\.downsample\.0\.", ".downsample.conv."),
-                (r"\.downsample\.1\.", ".downsample.bn."),
-            ],
-        };
-        KeyRemapper::from_patterns(patterns).expect("static patterns are valid")
-    }
+/// The names an image model folder's weights use.
+pub fn naming(folder: &ModelFolder) -> Result<Naming, ModelError> {
+    VisionConfig::of_folder(folder).map(|(_, naming)| naming)
 }
 
-/// Builds the model `config.json` in `dir` describes and loads its `model.safetensors`.
-pub fn load(dir: &Path, device: &Device) -> Result<(VisionConfig, VisionBackbone), ModelError> {
-    let config = VisionConfig::from_file(&dir.join("config.json"))?;
-    let mut model = config.init(device);
-    let weights_path = dir.join("model.safetensors");
-    load_weights(&mut model, &weights_path)?;
-    Ok((config, model))
+/// Builds a CNN with `build(config, classes)` (classes 0 without the checkpoint's classifier) and
+/// loads the folder's weights under the names the folder uses.
+pub fn load<M: Module + Architecture>(
+    folder: &ModelFolder,
+    classifier: bool,
+    build: impl FnOnce(&VisionConfig, usize) -> Result<M, String>,
+) -> Result<M, ModelError> {
+    let (config, naming) = VisionConfig::of_folder(folder)?;
+    let classes = if classifier { config.num_classes } else { 0 };
+    let mut model = build(&config, classes).map_err(|message| ModelError::Config {
+        path: folder.config_path(),
+        message,
+    })?;
+    let names = weights::param_names(&model, |path| match naming {
+        Naming::Upstream => model.upstream_name(path),
+        Naming::Export(format) => model.export_name(format, path),
+    });
+    weights::load_renamed(&mut model, &folder.weights_path(), &names, &[])?;
+    Ok(model)
 }
 
-/// Loads weights in upstream names into `model`; every tensor must be present with its shape
-/// (`num_batches_tracked` and other extras are ignored).
-pub fn load_weights(model: &mut VisionBackbone, weights_path: &Path) -> Result<(), ModelError> {
-    let index = WeightsIndex::read(weights_path)?;
-    let expected: Vec<(String, Vec<usize>)> = {
-        let snapshot = model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true);
-        snapshot
-            .into_iter()
-            .map(|t| (model.upstream_name(&t.name), t.shape.as_slice().to_vec()))
-            .collect()
-    };
-    weights::check_expected(weights_path, &index, &expected, &[])?;
-    let mut store = SafetensorsStore::from_file(weights_path)
-        .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
-        .remap(model.load_remapper())
-        .skip_enum_variants(true)
-        .allow_partial(true);
-    weights::apply(model, &mut store, weights_path)
+/// Whether a parameter path belongs to a BatchNorm layer (`bn1`, `bn0`, `downsample.bn`: graft's
+/// CNNs name every BatchNorm `bn<N>`).
+pub fn is_batchnorm(path: &str) -> bool {
+    path.split('.').any(|segment| {
+        segment
+            .strip_prefix("bn")
+            .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()))
+    })
+}
+
+/// timm model names graft builds: `tf_efficientnet_lite0..4` and `resnet18..152`.
+fn timm_architecture(name: &str) -> Option<(VisionArchitecture, usize)> {
+    if let Some(n) = name.strip_prefix("tf_efficientnet_lite") {
+        return n
+            .parse()
+            .ok()
+            .filter(|n| *n <= 4)
+            .map(|n| (VisionArchitecture::EfficientnetLite, n));
+    }
+    let depth: usize = name.strip_prefix("resnet")?.parse().ok()?;
+    [18, 34, 50, 101, 152]
+        .contains(&depth)
+        .then_some((VisionArchitecture::Resnet, depth))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_graft_and_timm_configs() {
+        let graft = serde_json::json!({"architecture": "resnet", "depth": 18});
+        assert_eq!(
+            VisionConfig::detect(&graft),
+            Some(VisionArchitecture::Resnet)
+        );
+        let timm =
+            serde_json::json!({"architecture": "tf_efficientnet_lite2", "pretrained_cfg": {}});
+        assert_eq!(
+            VisionConfig::detect(&timm),
+            Some(VisionArchitecture::EfficientnetLite)
+        );
+        let vit =
+            serde_json::json!({"architecture": "vit_small_patch16_224", "pretrained_cfg": {}});
+        assert_eq!(VisionConfig::detect(&vit), None);
+        let timm = serde_json::json!({
+            "architecture": "resnet50", "num_classes": 10,
+            "pretrained_cfg": {"input_size": [3, 160, 160], "crop_pct": 0.95,
+                               "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+        });
+        let config = VisionConfig::from_timm(&timm).unwrap();
+        assert_eq!(config.depth, Some(50));
+        assert_eq!(config.num_classes, 10);
+        assert_eq!(config.transform().resize_shorter, Some(168));
+        assert_eq!(config.transform().image_size, 160);
+    }
 }

@@ -6,7 +6,11 @@ use std::io::Read;
 use std::path::Path;
 
 use burn::module::Module;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+use burn::store::{
+    BurnToPyTorchAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot,
+    PyTorchToBurnAdapter, SafetensorsStore,
+};
+use burn::tensor::DType;
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
@@ -190,4 +194,72 @@ pub fn apply<M: Module>(
         });
     }
     Ok(())
+}
+
+/// Each parameter path of `module` (PyTorch style: norms' `weight`/`bias`, enum variants left
+/// out) with the name `name` gives it in a weights file.
+pub fn param_names<M: Module>(module: &M, name: impl Fn(&str) -> String) -> Vec<(String, String)> {
+    module
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+        .into_iter()
+        .map(|tensor| {
+            let upstream = name(&tensor.name);
+            (tensor.name.clone(), upstream)
+        })
+        .collect()
+}
+
+/// Loads the file's tensors into `module`: each parameter is found under its name in `names`
+/// (from [`param_names`]), or that name behind one of `prefixes` (such as `bert.`). Every
+/// parameter must be present with its exact shape, checked before anything is loaded; extra
+/// tensors are ignored. Floats of any width are cast to f32.
+pub fn load_renamed<M: Module>(
+    module: &mut M,
+    path: &Path,
+    names: &[(String, String)],
+    prefixes: &[&str],
+) -> Result<(), ModelError> {
+    let index = WeightsIndex::read(path)?;
+    let name_of: std::collections::HashMap<&str, &str> = names
+        .iter()
+        .map(|(param, upstream)| (param.as_str(), upstream.as_str()))
+        .collect();
+    let params: Vec<(String, String, Vec<usize>)> = module
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+        .into_iter()
+        .map(|tensor| {
+            let upstream = name_of
+                .get(tensor.name.as_str())
+                .map_or_else(|| tensor.name.clone(), |n| n.to_string());
+            (
+                tensor.name.clone(),
+                upstream,
+                tensor.shape.as_slice().to_vec(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, Vec<usize>)> = params
+        .iter()
+        .map(|(_, upstream, shape)| (upstream.clone(), shape.clone()))
+        .collect();
+    check_expected(path, &index, &expected, prefixes)?;
+    // Each file key, exactly, onto its parameter path.
+    let mut remapper = KeyRemapper::new();
+    for (param, upstream, _) in &params {
+        let key = std::iter::once(upstream.clone())
+            .chain(prefixes.iter().map(|prefix| format!("{prefix}{upstream}")))
+            .find(|candidate| index.tensors.contains_key(candidate))
+            .expect("checked above");
+        if &key != param {
+            remapper = remapper
+                .add_pattern(format!("^{}$", regex::escape(&key)), param.as_str())
+                .expect("an escaped name is a valid pattern");
+        }
+    }
+    let mut store = SafetensorsStore::from_file(path)
+        .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
+        .remap(remapper)
+        .skip_enum_variants(true)
+        .allow_partial(true);
+    apply(module, &mut store, path)
 }

@@ -6,22 +6,19 @@ mod common;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
 use graft_data::{TextTokenizer, TokenBatch};
-use graft_model::text_encoder::PoolingOptions;
-use graft_model::{ModelFolder, Pooling, TextEncoder};
+use graft_model::{Backbone, Inputs, ModelFolder, Pooling, PoolingOptions};
 
 const CPU_TOLERANCE: f32 = 1e-5;
 const WGPU_TOLERANCE: f32 = 1e-3;
 
-fn encoder(device: &Device, pooling: Pooling, normalize: bool) -> TextEncoder {
+fn encoder(device: &Device, pooling: Pooling, normalize: bool) -> Backbone {
     let folder = ModelFolder::open(&minilm_dir()).expect("model folder");
     let options = PoolingOptions {
         pooling,
         use_pooler: false,
         normalize,
     };
-    TextEncoder::load(&folder, options, device)
-        .expect("weights load")
-        .1
+    Backbone::load(&folder, options, false, device).expect("weights load")
 }
 
 fn tokenizer() -> TextTokenizer {
@@ -30,7 +27,7 @@ fn tokenizer() -> TextTokenizer {
 
 /// One text; `with_mask` passes an all-ones mask (the padded-batch path) instead of none.
 fn embed_one(
-    encoder: &TextEncoder,
+    encoder: &Backbone,
     ids: &[i64],
     types: &[i64],
     device: &Device,
@@ -39,18 +36,22 @@ fn embed_one(
     let n = ids.len();
     let tensor =
         |v: &[i64]| Tensor::<2, Int>::from_data(TensorData::new(v.to_vec(), [1, n]), device);
-    let out = encoder.forward(
-        tensor(ids),
-        tensor(types),
-        with_mask.then(|| tensor(&vec![1; n])),
-    );
+    let out = encoder.forward(Inputs::Text {
+        input_ids: tensor(ids),
+        token_type_ids: tensor(types),
+        attention_mask: with_mask.then(|| tensor(&vec![1; n])),
+    });
     out.into_data().try_into_vec_as::<f32>().expect("f32")
 }
 
 /// Features of a padded batch, row-major, and their width.
-fn embed_batch(encoder: &TextEncoder, batch: &TokenBatch, device: &Device) -> (Vec<f32>, usize) {
+fn embed_batch(encoder: &Backbone, batch: &TokenBatch, device: &Device) -> (Vec<f32>, usize) {
     let (ids, types, mask) = batch.to_tensors(device);
-    let out = encoder.forward(ids, types, mask);
+    let out = encoder.forward(Inputs::Text {
+        input_ids: ids,
+        token_type_ids: types,
+        attention_mask: mask,
+    });
     let [_, hidden] = out.dims();
     (out.into_data().try_into_vec_as::<f32>().unwrap(), hidden)
 }

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use graft_data::image::{Preprocess, load_rgb};
-use graft_model::vision::{self, VisionBackbone};
+use graft_model::backbone::Network;
+use graft_model::{Backbone, Inputs, ModelFolder, PoolingOptions, Preprocessing};
 use graft_model::{WeightsIndex, pth};
 use serde_json::Value;
 
@@ -134,10 +135,16 @@ fn image_tensor(path: &Path, preprocess: &Preprocess, device: &Device) -> Tensor
     Tensor::from_data(TensorData::new(values, [1, 3, size, size]), device)
 }
 
-fn logits(model: &VisionBackbone, image: Tensor<4>) -> Vec<f32> {
-    model
-        .forward(image)
-        .unwrap()
+/// A vision model folder's backbone with its own classifier.
+fn load(dir: &Path, device: &Device) -> Backbone {
+    let folder = ModelFolder::open(dir).unwrap();
+    Backbone::load(&folder, PoolingOptions::default(), true, device).unwrap()
+}
+
+fn logits(model: &Backbone, image: Tensor<4>) -> Vec<f32> {
+    let classifier = model.architecture().classifier().expect("a classifier");
+    classifier
+        .forward(model.forward(Inputs::Image(image)))
         .into_data()
         .try_into_vec_as::<f32>()
         .unwrap()
@@ -151,7 +158,7 @@ fn argmax(values: &[f32]) -> usize {
 
 fn check_lite0_logits(device: &Device, tolerance: f64) {
     let folder = lite0_folder();
-    let (_, model) = vision::load(folder.path(), device).unwrap();
+    let model = load(folder.path(), device);
     let reference = golden("effnet_lite0.json");
     for photo in ["chelsea", "coffee"] {
         // The very pixels PyTorch saw (its bicubic 224x224 resize).
@@ -194,8 +201,15 @@ fn efficientnet_lite0_names_the_photos() {
     #[allow(deprecated)]
     let device = Device::flex();
     let folder = lite0_folder();
-    let (config, model) = vision::load(folder.path(), &device).unwrap();
-    assert_eq!(config.image_size, 224);
+    let model = load(folder.path(), &device);
+    let Preprocessing::Image(transform) = ModelFolder::open(folder.path())
+        .unwrap()
+        .preprocessing()
+        .unwrap()
+    else {
+        panic!("an image model")
+    };
+    assert_eq!(transform.image_size, 224);
     // graft's own decoding and resize of the original photos.
     for (photo, class) in [("chelsea", 285), ("coffee", 967)] {
         let input = image_tensor(
@@ -279,11 +293,11 @@ fn resnet_layouts_and_numerics_match_torchvision() {
             ),
         )
         .unwrap();
-        let (_, model) = vision::load(dir.path(), &device).unwrap();
+        let model = load(dir.path(), &device);
         let x = Tensor::<4>::from_data(TensorData::new(input.clone(), [2, 3, 64, 64]), &device);
         // Each stage's output: the early ones depend strongly on the input, so a mirrored kernel
         // or a wrong padding shows here.
-        let VisionBackbone::ResNet(resnet) = &model else {
+        let Network::ResNet(resnet) = &model.network else {
             panic!("a ResNet config gave another model")
         };
         let stages = resnet.stages(x.clone());

@@ -3,8 +3,8 @@
 
 use burn::tensor::{Device, DeviceKind};
 
-use crate::TrainError;
 use crate::config::Backend;
+use crate::error::TrainError;
 
 /// The device a run uses and a line saying what it is.
 #[derive(Debug, Clone)]
@@ -104,4 +104,28 @@ fn describe_wgpu(device: &Device) -> String {
         "software adapter, not a GPU"
     };
     format!("wgpu on {} ({kind})", adapter_name(device))
+}
+
+/// On a machine without a desktop session `XDG_RUNTIME_DIR` is unset, and the Wayland client
+/// library that Vulkan drivers load prints `error: XDG_RUNTIME_DIR is invalid or not set` while
+/// wgpu probes adapters, although nothing is wrong. This points the variable at a private
+/// per-user folder (mode 0700) when it is unset or not a folder, which silences that probe.
+///
+/// It sets an environment variable, so it must run before any other thread starts: call it first
+/// thing in `main`.
+pub fn prepare_headless_runtime() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|dir| std::path::Path::new(&dir).is_dir()) {
+        return;
+    }
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+    let dir = std::env::temp_dir().join(format!("graft-runtime-{uid}"));
+    let private = std::fs::create_dir_all(&dir).is_ok()
+        && std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).is_ok()
+        && std::fs::metadata(&dir).is_ok_and(|m| m.uid() == uid);
+    if private {
+        // SAFETY: called before any other thread exists (see above), so nothing reads the
+        // environment concurrently.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
 }

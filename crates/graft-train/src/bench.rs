@@ -6,16 +6,15 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::Device;
-use graft_data::TextTokenizer;
-use graft_model::bert::BertConfig;
-use graft_model::text_encoder::PoolingOptions;
-use graft_model::{ModelFolder, Pooling, TextEncoder};
+use graft_data::{TextExample, tokenize::Tokens};
+use graft_model::{Backbone, ModelFolder, Pooling};
 use serde::Serialize;
 
-use crate::TrainError;
 use crate::backend;
-use crate::classifier::{TokenizedTexts, extract_features};
+use crate::classifier::extract_features;
 use crate::config::Backend;
+use crate::error::TrainError;
+use crate::modality::{Encoded, FeatureChoices, Preparation};
 use crate::progress::Silent;
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,26 +52,36 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// A text model folder's backbone (mean pooling, normalized) and `texts` tokenized for it.
 fn load(
     model_dir: &Path,
+    texts: &[&str],
     max_length: usize,
     device: &Device,
-) -> Result<(TextEncoder, TextTokenizer), TrainError> {
+) -> Result<(Backbone, Encoded), TrainError> {
     let folder = ModelFolder::open(model_dir)?;
-    let config = BertConfig::from_file(&folder.config_path())?;
-    let options = PoolingOptions {
-        pooling: Pooling::Mean,
-        use_pooler: false,
-        normalize: true,
+    let choices = FeatureChoices {
+        pooling: Some(Pooling::Mean),
+        normalize: Some(true),
+        max_length: Some(max_length),
+        pooler: Some(false),
+        image_size: None,
     };
-    let (_, encoder) = TextEncoder::load(&folder, options, device)?;
-    let tokenizer =
-        TextTokenizer::from_file(&folder.tokenizer_path(), max_length, config.vocab_size)?;
-    Ok((encoder, tokenizer))
+    let preparation = Preparation::resolve(&folder, &choices, model_dir)?;
+    let backbone = Backbone::load(&folder, preparation.pooling(), false, device)?;
+    let examples: Vec<TextExample> = texts.iter().map(|t| TextExample::unlabelled(*t)).collect();
+    let encoded = preparation.encoder(&folder)?.encode(&examples)?;
+    Ok((backbone, encoded))
 }
 
-/// Sequences per second of the backbone (with mean pooling) on one `[batch, seq_len]` batch of
-/// real texts that fill every position (no padding), after one warm-up pass.
+/// Token positions the batches compute, padding included.
+fn padded_positions(batches: &[Vec<usize>], tokens: &[Tokens]) -> usize {
+    batches
+        .iter()
+        .map(|b| b.len() * b.iter().map(|&i| tokens[i].ids.len()).max().unwrap_or(0))
+        .sum()
+}
+
 pub fn forward_throughput(
     model_dir: &Path,
     texts: &[&str],
@@ -82,10 +91,14 @@ pub fn forward_throughput(
     repeats: usize,
 ) -> Result<ForwardBench, TrainError> {
     let selected = backend::select(backend)?;
-    let (encoder, tokenizer) = load(model_dir, seq_len, &selected.device)?;
-    let tokens = TokenizedTexts::new(&tokenizer, texts)?;
+    let (backbone, encoded) = load(model_dir, texts, seq_len, &selected.device)?;
+    let Encoded::Text(tokens) = &encoded else {
+        return Err(TrainError::Unsupported(
+            "the forward bench is for text models".into(),
+        ));
+    };
     let full: Vec<usize> = (0..tokens.len())
-        .filter(|&i| tokens.tokens[i].ids.len() == seq_len)
+        .filter(|&i| tokens[i].ids.len() == seq_len)
         .take(batch)
         .collect();
     if full.len() < batch {
@@ -94,9 +107,9 @@ pub fn forward_throughput(
             full.len()
         )));
     }
-    let (ids, types, mask) = tokens.batch(&full).to_tensors(&selected.device);
+    let inputs = encoded.batch(&full, None, &selected.device);
     let run = || {
-        let out = encoder.forward(ids.clone(), types.clone(), mask.clone());
+        let out = backbone.forward(inputs.clone());
         // Reading back waits for the work to finish (wgpu runs asynchronously).
         let _ = out.into_data();
     };
@@ -131,31 +144,33 @@ pub fn bucketing(
 ) -> Result<BucketingBench, TrainError> {
     let selected = backend::select(backend)?;
     let device = &selected.device;
-    let (encoder, tokenizer) = load(model_dir, max_length, device)?;
-    let tokens = TokenizedTexts::new(&tokenizer, texts)?;
-    let in_order: Vec<Vec<usize>> = (0..tokens.len())
-        .collect::<Vec<_>>()
-        .chunks(batch)
-        .map(<[usize]>::to_vec)
-        .collect();
-    let bucketed = tokens.length_buckets(batch);
+    let (backbone, encoded) = load(model_dir, texts, max_length, device)?;
+    let Encoded::Text(tokens) = &encoded else {
+        return Err(TrainError::Unsupported(
+            "the bucketing bench is for text models".into(),
+        ));
+    };
+    let all: Vec<usize> = (0..tokens.len()).collect();
+    let in_order: Vec<Vec<usize>> = all.chunks(batch).map(<[usize]>::to_vec).collect();
+    let bucketed = encoded.buckets(&all, batch);
 
     let start = Instant::now();
     for indices in &in_order {
-        let (ids, types, mask) = tokens.batch(indices).to_tensors(device);
-        let _ = encoder.forward(ids, types, mask).into_data();
+        let _ = backbone
+            .forward(encoded.batch(indices, None, device))
+            .into_data();
     }
     let seconds_in_file_order = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let _ = extract_features(&encoder, &tokens, batch, device, &Silent).into_data();
+    let _ = extract_features(&backbone, &encoded, None, batch, device, &Silent).into_data();
     let seconds_bucketed = start.elapsed().as_secs_f64();
     Ok(BucketingBench {
         backend: format!("{backend:?}").to_lowercase(),
         texts: texts.len(),
         batch,
         max_length,
-        positions_in_file_order: TokenizedTexts::padded_positions(&in_order, &tokens.tokens),
-        positions_bucketed: TokenizedTexts::padded_positions(&bucketed, &tokens.tokens),
+        positions_in_file_order: padded_positions(&in_order, tokens),
+        positions_bucketed: padded_positions(&bucketed, tokens),
         seconds_in_file_order,
         seconds_bucketed,
     })

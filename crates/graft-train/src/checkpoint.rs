@@ -20,7 +20,7 @@ use burn::optim::{ModuleOptimizer, OptimizerRecord};
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::TrainError;
+use crate::error::TrainError;
 use crate::files::write_atomic;
 use crate::progress::EpochMetrics;
 

@@ -1,104 +1,90 @@
-//! The trained model: a text backbone with a head on top, and batched feature extraction that
-//! tokenizes once and groups texts of similar length to cut padding.
+//! The trained model: any backbone with a head on top, and batched feature extraction in the
+//! order the modality prefers (texts of similar length together, to cut padding).
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use graft_data::{TextTokenizer, TokenBatch, tokenize::Tokens};
-use graft_model::TextEncoder;
+use graft_model::Backbone;
 
-use crate::TrainError;
 use crate::head::Head;
+use crate::modality::Encoded;
 use crate::progress::Progress;
 
 #[derive(Module, Debug)]
-pub struct TextClassifier {
-    pub encoder: TextEncoder,
+pub struct Classifier {
+    pub backbone: Backbone,
     pub head: Head,
 }
 
-impl TextClassifier {
-    pub fn forward(&self, batch: &TokenBatch, device: &Device) -> Tensor<2> {
-        let (ids, types, mask) = batch.to_tensors(device);
-        self.head.forward(self.encoder.forward(ids, types, mask))
+impl Classifier {
+    /// Outputs `[batch, k]` for the examples at `indices`; `augment` transforms training images.
+    pub fn forward(
+        &self,
+        data: &Encoded,
+        indices: &[usize],
+        augment: Option<crate::modality::EpochAugment>,
+        device: &Device,
+    ) -> Tensor<2> {
+        self.head
+            .forward(self.backbone.forward(data.batch(indices, augment, device)))
     }
 }
 
-/// Tokenized texts, kept so that no epoch tokenizes again.
-pub struct TokenizedTexts {
-    pub tokens: Vec<Tokens>,
-}
-
-impl TokenizedTexts {
-    pub fn new(tokenizer: &TextTokenizer, texts: &[&str]) -> Result<Self, TrainError> {
-        Ok(Self {
-            tokens: tokenizer.tokenize(texts)?,
-        })
-    }
-
-    /// The texts at `indices`, in that order.
-    pub fn subset(&self, indices: &[usize]) -> Self {
-        Self {
-            tokens: indices.iter().map(|&i| self.tokens[i].clone()).collect(),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-
-    pub fn batch(&self, indices: &[usize]) -> TokenBatch {
-        let rows: Vec<&Tokens> = indices.iter().map(|&i| &self.tokens[i]).collect();
-        TokenBatch::pad(&rows)
-    }
-
-    /// Indices in batches of `batch_size`, each batch of texts of similar length (sorted by
-    /// length), so little padding is computed.
-    pub fn length_buckets(&self, batch_size: usize) -> Vec<Vec<usize>> {
-        let mut order: Vec<usize> = (0..self.tokens.len()).collect();
-        order.sort_by_key(|&i| self.tokens[i].ids.len());
-        order.chunks(batch_size).map(<[usize]>::to_vec).collect()
-    }
-
-    /// How many token positions the batches compute, padding included.
-    pub fn padded_positions(batches: &[Vec<usize>], tokens: &[Tokens]) -> usize {
-        batches
-            .iter()
-            .map(|b| b.len() * b.iter().map(|&i| tokens[i].ids.len()).max().unwrap_or(0))
-            .sum()
-    }
-}
-
-/// Features `[n, hidden]` of every text, in input order, computed in length-sorted batches on
-/// `device` without gradients.
+/// Features `[n, width]` of the examples at `indices` (all of them when `None`), in that order,
+/// computed in the modality's batches on `device` without gradients.
 pub fn extract_features(
-    encoder: &TextEncoder,
-    texts: &TokenizedTexts,
+    backbone: &Backbone,
+    data: &Encoded,
+    indices: Option<&[usize]>,
     batch_size: usize,
     device: &Device,
     progress: &dyn Progress,
 ) -> Tensor<2> {
-    let buckets = texts.length_buckets(batch_size);
+    let all: Vec<usize>;
+    let indices = match indices {
+        Some(indices) => indices,
+        None => {
+            all = (0..data.len()).collect();
+            &all
+        }
+    };
+    let buckets = data.buckets(indices, batch_size.max(1));
     let mut chunks = Vec::with_capacity(buckets.len());
     for bucket in &buckets {
-        let batch = texts.batch(bucket);
-        let (ids, types, mask) = batch.to_tensors(device);
-        chunks.push(encoder.forward(ids, types, mask));
+        chunks.push(backbone.forward(data.batch(bucket, None, device)));
         progress.advance(bucket.len());
     }
     let sorted = Tensor::cat(chunks, 0);
-    // Row k of `sorted` is text order[k]; put each text back at its own index.
+    // Row k of `sorted` is example order[k]; put each back at its own position.
     let order: Vec<usize> = buckets.concat();
-    let mut position = vec![0i64; order.len()];
-    for (k, &i) in order.iter().enumerate() {
-        position[i] = k as i64;
-    }
+    let place: std::collections::HashMap<usize, usize> =
+        order.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let position: Vec<i64> = indices.iter().map(|i| place[i] as i64).collect();
     let n = position.len();
+    if order == indices {
+        return sorted;
+    }
     sorted.select(
         0,
         Tensor::<1, Int>::from_data(TensorData::new(position, [n]), device),
+    )
+}
+
+/// Rows of a `[n, k]` tensor, read back to the host.
+pub fn rows_of(tensor: Tensor<2>) -> Vec<Vec<f32>> {
+    let [_, k] = tensor.dims();
+    let values: Vec<f32> = tensor
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .expect("f32 data");
+    values.chunks(k.max(1)).map(<[f32]>::to_vec).collect()
+}
+
+/// The rows of `features` at `indices`.
+pub fn select_rows(features: &Tensor<2>, indices: &[usize], device: &Device) -> Tensor<2> {
+    let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    let n = idx.len();
+    features.clone().select(
+        0,
+        Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), device),
     )
 }

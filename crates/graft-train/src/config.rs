@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use graft_model::Pooling;
 use serde::{Deserialize, Serialize};
 
-use crate::TrainError;
+use crate::error::TrainError;
+pub use crate::loss::LossKind;
+pub use crate::task::Task;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +27,12 @@ pub struct Config {
     #[serde(default)]
     pub augment: AugmentSection,
     pub output: OutputSection,
+    /// The file the config was read from, named in errors about it.
+    #[serde(skip)]
+    pub source: PathBuf,
+    /// Its text, to find the line of a key.
+    #[serde(skip)]
+    pub text: String,
 }
 
 /// Random image transforms while training, drawn from the run's seed (vision models).
@@ -116,29 +124,6 @@ fn default_label_column() -> String {
 
 fn default_separator() -> String {
     "|".into()
-}
-
-/// What the head predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Task {
-    /// One class per example (softmax + cross-entropy).
-    #[default]
-    Classification,
-    /// Any number of labels per example (sigmoid + binary cross-entropy).
-    MultiLabel,
-    /// One number per example.
-    Regression,
-}
-
-impl Task {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Classification => "single_label_classification",
-            Self::MultiLabel => "multi_label_classification",
-            Self::Regression => "regression",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -469,15 +454,6 @@ pub enum Schedule {
     OneCycle,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LossKind {
-    CrossEntropy,
-    Bce,
-    Mse,
-    Huber,
-}
-
 /// Per-class loss weights: `"balanced"` (n / (classes * count), scikit-learn's) or one per class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -519,11 +495,7 @@ impl Default for LossSection {
 
 impl LossSection {
     pub fn kind_for(&self, task: Task) -> LossKind {
-        self.kind.unwrap_or(match task {
-            Task::Classification => LossKind::CrossEntropy,
-            Task::MultiLabel => LossKind::Bce,
-            Task::Regression => LossKind::Mse,
-        })
+        self.kind.unwrap_or(task.default_loss())
     }
 }
 
@@ -545,15 +517,30 @@ impl Config {
 
     /// Parses config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Self, TrainError> {
-        let config: Self = toml::from_str(text).map_err(|e| TrainError::Config {
+        let mut config: Self = toml::from_str(text).map_err(|e| TrainError::Config {
             path: origin.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
+        config.source = origin.to_path_buf();
+        config.text = text.to_string();
+        config
+            .check_data_kind()
+            .map_err(|(section, key, message)| config.key_error(section, key, &message))?;
         config.check().map_err(|message| TrainError::Config {
             path: origin.to_path_buf(),
             message,
         })?;
         Ok(config)
+    }
+
+    /// An error about `[section] key`, naming the config file and the key's line.
+    pub fn key_error(&self, section: &str, key: &str, message: &str) -> TrainError {
+        let line = line_of(&self.text, section, key)
+            .map_or(String::new(), |line| format!("line {line}: "));
+        TrainError::Config {
+            path: self.source.clone(),
+            message: format!("{line}[{section}] {key}: {message}"),
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -602,7 +589,6 @@ impl Config {
         if self.model.pooler == Some(true) && self.model.pooling != Some(Pooling::Cls) {
             return Err("[model] pooler = true needs pooling = \"cls\"".into());
         }
-        self.check_data_kind()?;
         self.check_training_control()
     }
 
@@ -611,45 +597,71 @@ impl Config {
         self.data.format == Format::ImageFolder || self.data.image_column.is_some()
     }
 
-    fn check_data_kind(&self) -> Result<(), String> {
+    /// Keys that belong to the other modality are refused, naming the key.
+    fn check_data_kind(&self) -> Result<(), (&'static str, &'static str, String)> {
         let d = &self.data;
         if self.is_vision() {
-            if d.format != Format::ImageFolder && d.image_column.is_none() {
-                return Err("[data] CSV/JSONL image data needs image_column".into());
+            let text_only = [
+                ("data", "text_column", !d.text_column.is_empty()),
+                ("model", "pooling", self.model.pooling.is_some()),
+                ("model", "normalize", self.model.normalize.is_some()),
+                ("model", "max_length", self.model.max_length.is_some()),
+                ("model", "pooler", self.model.pooler.is_some()),
+                ("train", "group_by_length", self.train.group_by_length),
+            ];
+            if let Some((section, key, _)) = text_only.into_iter().find(|(_, _, given)| *given) {
+                return Err((
+                    section,
+                    key,
+                    "is for text data; this config reads images (an image folder or \
+                     image_column)"
+                        .into(),
+                ));
             }
-            if !d.text_column.is_empty() {
-                return Err("[data] give text_column (text) or image_column / image_folder (images), not both".into());
+            if d.format != Format::ImageFolder && d.image_column.is_none() {
+                return Err((
+                    "data",
+                    "image_column",
+                    "CSV/JSONL image data needs it".into(),
+                ));
             }
         } else {
             if d.text_column.is_empty() {
-                return Err("[data] text_column is required (or image_column / format = \"image_folder\" for images)".into());
+                return Err((
+                    "data",
+                    "text_column",
+                    "is required (or image_column / format = \"image_folder\" for images)".into(),
+                ));
             }
-            if self.augment.is_active() {
-                return Err("[augment] is for image data".into());
-            }
-            if self.freeze.train_batchnorm {
-                return Err(
-                    "[freeze] train_batchnorm is for vision models (BERT has no BatchNorm)".into(),
-                );
-            }
-            if self.model.image_size.is_some() {
-                return Err("[model] image_size is for vision models".into());
+            let image_only = [
+                ("augment", "", self.augment.is_active()),
+                ("freeze", "train_batchnorm", self.freeze.train_batchnorm),
+                ("model", "image_size", self.model.image_size.is_some()),
+            ];
+            if let Some((section, key, _)) = image_only.into_iter().find(|(_, _, given)| *given) {
+                return Err((
+                    section,
+                    key,
+                    "is for image data; this config reads text (text_column)".into(),
+                ));
             }
         }
         if let Some([low, high]) = self.augment.crop_scale
             && !(low > 0.0 && low <= high && high <= 1.0)
         {
-            return Err(
-                "[augment] crop_scale must be [low, high] with 0 < low <= high <= 1".into(),
-            );
+            return Err((
+                "augment",
+                "crop_scale",
+                "must be [low, high] with 0 < low <= high <= 1".into(),
+            ));
         }
         let jitter = [
-            self.augment.brightness,
-            self.augment.contrast,
-            self.augment.saturation,
+            ("brightness", self.augment.brightness),
+            ("contrast", self.augment.contrast),
+            ("saturation", self.augment.saturation),
         ];
-        if jitter.iter().any(|&j| !(0.0..1.0).contains(&j)) {
-            return Err("[augment] brightness, contrast and saturation must be in [0, 1)".into());
+        if let Some((key, _)) = jitter.iter().find(|(_, j)| !(0.0..1.0).contains(j)) {
+            return Err(("augment", key, "must be in [0, 1)".into()));
         }
         Ok(())
     }
@@ -714,23 +726,17 @@ impl Config {
         if t.patience == Some(0) {
             return Err("[train] patience must be at least 1".into());
         }
-        if !monitors(task).contains(&t.monitor.as_str()) {
+        if !task.monitors().contains(&t.monitor.as_str()) {
             return Err(format!(
                 "[train] monitor = \"{}\" is not a validation metric of {} (one of: {})",
                 t.monitor,
                 task.name(),
-                monitors(task).join(", ")
+                task.monitors().join(", ")
             ));
         }
         let l = &self.loss;
         let kind = l.kind_for(task);
-        let fits = matches!(
-            (task, kind),
-            (Task::Classification, LossKind::CrossEntropy)
-                | (Task::MultiLabel, LossKind::Bce)
-                | (Task::Regression, LossKind::Mse | LossKind::Huber)
-        );
-        if !fits {
+        if !task.fits(kind) {
             return Err(format!(
                 "[loss] kind = {kind:?} does not fit task = \"{}\"",
                 task.name()
@@ -766,26 +772,27 @@ impl Config {
     }
 }
 
-/// The metrics `[train] monitor` can name for a task; the first is the default.
-pub fn monitors(task: Task) -> &'static [&'static str] {
-    match task {
-        Task::Classification => &["valid_loss", "valid_accuracy", "valid_macro_f1"],
-        Task::MultiLabel => &[
-            "valid_loss",
-            "valid_micro_f1",
-            "valid_macro_f1",
-            "valid_hamming",
-        ],
-        Task::Regression => &["valid_loss", "valid_mae", "valid_rmse", "valid_r2"],
+/// The 1-based line of `key` in `[section]` of a TOML text (of the section header for an empty
+/// key).
+fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim().to_string();
+            if current == section && key.is_empty() {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        let assigned = line
+            .split_once('=')
+            .map(|(k, _)| k.trim().trim_matches('"'));
+        if current == section && !key.is_empty() && assigned == Some(key) {
+            return Some(i + 1);
+        }
     }
-}
-
-/// Whether a larger value of the metric is better.
-pub fn higher_is_better(metric: &str) -> bool {
-    matches!(
-        metric,
-        "valid_accuracy" | "valid_macro_f1" | "valid_micro_f1" | "valid_r2"
-    )
+    None
 }
 
 #[cfg(test)]
@@ -828,6 +835,39 @@ dir = "runs/x"
         assert!(error.contains("c.toml"), "{error}");
         assert!(error.contains("unknown field `lable`"), "{error}");
         assert!(error.contains("line 10"), "{error}");
+    }
+
+    #[test]
+    fn keys_of_the_other_modality_name_key_and_line() {
+        let text = MINIMAL.replace(
+            "dir = \"runs/x\"",
+            "dir = \"runs/x\"\n\n[augment]\nhorizontal_flip = true",
+        );
+        let error = Config::parse(&text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("c.toml: line 14: [augment]"), "{error}");
+        let vision = MINIMAL
+            .replace("text_column = \"review\"", "image_column = \"path\"")
+            .replace(
+                "backbone = \"models/m\"",
+                "backbone = \"models/m\"\npooling = \"cls\"",
+            );
+        let error = Config::parse(&vision, Path::new("v.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("v.toml: line 4: [model] pooling: is for text data"),
+            "{error}"
+        );
+        let vision = MINIMAL.replace(
+            "text_column = \"review\"",
+            "text_column = \"review\"\nimage_column = \"p\"",
+        );
+        let error = Config::parse(&vision, Path::new("v.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 8: [data] text_column"), "{error}");
     }
 
     #[test]

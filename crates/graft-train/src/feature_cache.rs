@@ -1,31 +1,32 @@
 //! The frozen-feature cache: a frozen backbone computes the same features for the same text every
 //! epoch and every run, so they are computed once and stored on disk as safetensors shards.
 //!
-//! The key of a set of texts hashes everything that changes its features: the backbone's weights,
-//! `config.json` and `tokenizer.json`, the pooling options, the max length, and the texts
-//! themselves (so any change to the data file's texts gives a new key, while label-only changes
-//! reuse it). Each shard is written atomically and checked when read, so an interrupted pass
-//! resumes from the shards already finished. It lives in graft-train rather than
-//! graft-data because filling it needs the encoder.
+//! The key of a set of examples hashes everything that changes its features: the backbone's
+//! weights and config, the files its preprocessing reads (`tokenizer.json`), the pooling and the
+//! encoding settings (max length, image transform), and the examples' content as the modality
+//! encodes it (token ids, image file bytes), so any change to the inputs gives a new key while
+//! label-only changes reuse it. Text and images share it. Each shard is written atomically and
+//! checked when read, so an interrupted pass resumes from the shards already finished. It lives
+//! in graft-train rather than graft-data because filling it needs the backbone.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use graft_model::text_encoder::PoolingOptions;
-use graft_model::{ModelFolder, TextEncoder};
+use graft_model::Backbone;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::TrainError;
-use crate::classifier::{TokenizedTexts, extract_features};
-use crate::files::write_atomic;
+use crate::classifier::extract_features;
+use crate::error::TrainError;
+use crate::files::{TensorBytes, write_safetensors};
+use crate::modality::Encoded;
 use crate::progress::Progress;
 
 /// Texts per shard: the unit of resumption.
 pub const SHARD_SIZE: usize = 512;
 /// Bumped whenever the stored layout or the feature computation changes.
-const FORMAT_VERSION: &str = "graft-features-v1";
+const FORMAT_VERSION: &str = "graft-features-v2";
 
 /// The default cache folder: `$GRAFT_CACHE_DIR`, else `$XDG_CACHE_HOME/graft`, else
 /// `~/.cache/graft`, else `.cache/graft` in the current folder.
@@ -42,7 +43,7 @@ pub fn default_root() -> PathBuf {
     }
 }
 
-/// How many texts a lookup computed and how many it read back.
+/// How many examples a lookup computed and how many it read back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CacheStats {
     pub computed: usize,
@@ -86,28 +87,21 @@ fn hex(digest: impl AsRef<[u8]>) -> String {
 }
 
 impl FeatureCache {
-    /// A cache for `folder`'s backbone used with `options` and `max_length`. `rebuild` recomputes
-    /// (and overwrites) every entry it is asked for.
+    /// A cache for the backbone whose weights, config and preprocessing files are `files`, used
+    /// with `settings` (pooling and encoding, as text). `rebuild` recomputes (and overwrites)
+    /// every entry it is asked for.
     pub fn new(
         root: &Path,
-        folder: &ModelFolder,
-        options: PoolingOptions,
-        max_length: usize,
+        files: &[PathBuf],
+        settings: &str,
         rebuild: bool,
     ) -> Result<Self, TrainError> {
         let mut hasher = Sha256::new();
         hasher.update(FORMAT_VERSION);
-        for path in [
-            folder.weights_path(),
-            folder.config_path(),
-            folder.tokenizer_path(),
-        ] {
-            hash_file(&mut hasher, &path)?;
+        for path in files {
+            hash_file(&mut hasher, path)?;
         }
-        hasher.update(format!(
-            "pooling={:?};pooler={};normalize={};max_length={max_length}",
-            options.pooling, options.use_pooler, options.normalize
-        ));
+        hasher.update(settings);
         Ok(Self {
             root: root.join("features"),
             model_key: hex(hasher.finalize()),
@@ -115,31 +109,35 @@ impl FeatureCache {
         })
     }
 
-    /// The folder holding the features of `texts`.
-    pub fn entry(&self, texts: &[&str]) -> PathBuf {
+    /// The folder under which the entries live.
+    pub fn root_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder holding the features of `data`.
+    pub fn entry(&self, data: &Encoded) -> PathBuf {
         let mut hasher = Sha256::new();
         hasher.update(&self.model_key);
-        for text in texts {
-            hasher.update((text.len() as u64).to_le_bytes());
-            hasher.update(text.as_bytes());
+        hasher.update((data.len() as u64).to_le_bytes());
+        for i in 0..data.len() {
+            data.hash_example(i, &mut hasher);
         }
         self.root.join(hex(hasher.finalize()))
     }
 
-    /// Features `[n, hidden]` of `texts` (already tokenized as `tokens`), in order, from the cache
-    /// where present and computed (and stored) otherwise.
+    /// Features `[n, width]` of every example of `data`, in order, from the cache where present
+    /// and computed (and stored) otherwise.
     pub fn features(
         &self,
-        encoder: &TextEncoder,
-        texts: &[&str],
-        tokens: &TokenizedTexts,
+        backbone: &Backbone,
+        data: &Encoded,
         batch_size: usize,
         device: &Device,
         progress: &dyn Progress,
     ) -> Result<(Tensor<2>, CacheStats), TrainError> {
-        let dir = self.entry(texts);
-        let n = texts.len();
-        let hidden = encoder.output_size();
+        let dir = self.entry(data);
+        let n = data.len();
+        let width = backbone.feature_size();
         let shards = n.div_ceil(SHARD_SIZE);
         if self.rebuild && dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|source| TrainError::Io {
@@ -153,20 +151,21 @@ impl FeatureCache {
             let start = shard * SHARD_SIZE;
             let end = (start + SHARD_SIZE).min(n);
             let path = dir.join(format!("shard-{shard:05}.safetensors"));
-            match read_shard(&path, end - start, hidden) {
+            match read_shard(&path, end - start, width) {
                 Some(values) => {
                     stats.reused += end - start;
                     progress.advance(end - start);
                     parts.push(Tensor::<2>::from_data(
-                        TensorData::new(values, [end - start, hidden]),
+                        TensorData::new(values, [end - start, width]),
                         device,
                     ));
                 }
                 None => {
                     let indices: Vec<usize> = (start..end).collect();
                     let features = extract_features(
-                        encoder,
-                        &tokens.subset(&indices),
+                        backbone,
+                        data,
+                        Some(&indices),
                         batch_size,
                         device,
                         progress,
@@ -176,6 +175,9 @@ impl FeatureCache {
                     parts.push(features);
                 }
             }
+        }
+        if parts.is_empty() {
+            return Ok((Tensor::zeros([0, width], device), stats));
         }
         Ok((Tensor::cat(parts, 0), stats))
     }
@@ -198,7 +200,7 @@ fn read_shard(path: &Path, rows: usize, hidden: usize) -> Option<Vec<f32>> {
 }
 
 fn write_shard(path: &Path, features: &Tensor<2>) -> Result<(), TrainError> {
-    let [rows, hidden] = features.dims();
+    let [rows, width] = features.dims();
     let values: Vec<f32> = features
         .clone()
         .into_data()
@@ -207,14 +209,6 @@ fn write_shard(path: &Path, features: &Tensor<2>) -> Result<(), TrainError> {
             path: path.to_path_buf(),
             message: format!("{e:?}"),
         })?;
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows, hidden], &bytes)
-            .expect("shape matches data");
-    let serialized =
-        safetensors::serialize([("features", view)], None).map_err(|e| TrainError::Write {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    write_atomic(path, &serialized)
+    let tensor = TensorBytes::f32("features", vec![rows, width], &values);
+    write_safetensors(path, &[tensor], None)
 }

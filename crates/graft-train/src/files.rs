@@ -1,9 +1,9 @@
 //! Atomic file writes: a temporary file in the same folder, then a rename, so an interrupted run
-//! never leaves a half-written artifact behind.
+//! never leaves a half-written artifact behind; and the one safetensors writer.
 
 use std::path::Path;
 
-use crate::TrainError;
+use crate::error::TrainError;
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     graft_model::write_atomic(path, bytes).map_err(|source| TrainError::Io {
@@ -37,4 +37,72 @@ pub fn copy_atomic(from: &Path, to: &Path) -> Result<(), TrainError> {
         source,
     })?;
     write_atomic(to, &bytes)
+}
+
+/// One tensor to write: name, shape, little-endian bytes and dtype.
+pub struct TensorBytes {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+    pub dtype: safetensors::Dtype,
+}
+
+impl TensorBytes {
+    pub fn f32(name: impl Into<String>, shape: Vec<usize>, values: &[f32]) -> Self {
+        Self {
+            name: name.into(),
+            shape,
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            dtype: safetensors::Dtype::F32,
+        }
+    }
+}
+
+/// Writes tensors as one safetensors file, atomically: the one writer graft has (run weights,
+/// exports, embeddings, feature shards).
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[TensorBytes],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<(), TrainError> {
+    let write_error = |message: String| TrainError::Write {
+        path: path.to_path_buf(),
+        message,
+    };
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|t| {
+            safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+                .map(|view| (t.name.clone(), view))
+                .map_err(|e| write_error(format!("{}: {e}", t.name)))
+        })
+        .collect::<Result<_, _>>()?;
+    let bytes = safetensors::serialize(views, metadata).map_err(|e| write_error(e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+/// The tensors of `module` in PyTorch layout (linear weights `[out, in]`, norms' `weight`/`bias`),
+/// each under the name `rename` gives its path (enum variants left out); `None` leaves it out.
+pub fn module_tensors<M: burn::module::Module>(
+    module: &M,
+    rename: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<TensorBytes>, TrainError> {
+    use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot};
+    let mut out = Vec::new();
+    for tensor in module.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true) {
+        let Some(name) = rename(&tensor.name) else {
+            continue;
+        };
+        let bytes = tensor.to_bytes().map_err(|e| TrainError::Write {
+            path: name.clone().into(),
+            message: e.to_string(),
+        })?;
+        out.push(TensorBytes {
+            name,
+            shape: tensor.shape.as_slice().to_vec(),
+            bytes: bytes.to_vec(),
+            dtype: safetensors::Dtype::F32,
+        });
+    }
+    Ok(out)
 }

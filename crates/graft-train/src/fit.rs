@@ -25,14 +25,15 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use crate::TrainError;
 use crate::checkpoint::{CheckpointState, Checkpoints, changed_keys, load_model};
-use crate::config::{FreezeSection, OptimizerKind, TrainSection, higher_is_better};
+use crate::config::{FreezeSection, OptimizerKind, TrainSection};
+use crate::error::TrainError;
 use crate::files::write_atomic;
 use crate::freezing::{ParamTable, stable_ids};
 use crate::loss::{Targets, TaskLoss};
 use crate::progress::{EpochMetrics, Progress, StepMetrics};
 use crate::schedule::{ScheduleShape, ScheduledLr};
+use crate::task::higher_is_better;
 
 /// Which examples a forward pass is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,8 @@ use burn::tensor::Tensor;
 use regex::Regex;
 use serde::Serialize;
 
+use graft_model::Backbone;
+
 use crate::config::{BlockSelection, FreezeSection};
 
 /// Where a module path sits, as the user sees it.
@@ -21,8 +23,6 @@ pub struct Placement {
     pub name: String,
     /// The backbone block (0 = embeddings / stem), `None` for the head.
     pub block: Option<usize>,
-    /// A linear layer's weight, which upstream stores transposed (`[out, in]`).
-    pub transposed: bool,
 }
 
 /// Maps a module path to its user-facing name and block.
@@ -45,110 +45,48 @@ fn norm_names(name: String) -> String {
     }
 }
 
-/// An image classifier: a CNN under `backbone.` (EfficientNet-Lite or ResNet), the head under
-/// `head.`. Blocks: the stem (0), then each stage, then (EfficientNet) the head convolution.
-pub struct VisionLayout {
-    pub backbone: graft_model::vision::VisionArchitecture,
-    /// EfficientNet: the stage of each MBConv block.
-    pub stage_of_block: Vec<usize>,
+/// A [`Classifier`](crate::classifier::Classifier): the backbone under `backbone.`, named and
+/// grouped into blocks by its architecture, and the head under `head.`.
+pub struct ClassifierLayout {
+    backbone: Backbone,
 }
 
-impl VisionLayout {
-    pub fn of(backbone: &graft_model::vision::VisionBackbone) -> Self {
-        use graft_model::vision::{VisionArchitecture, VisionBackbone};
-        match backbone {
-            VisionBackbone::EfficientNet(m) => {
-                // A stage starts where the width changes or the block strides.
-                let mut stage = 0;
-                let mut stages = Vec::new();
-                for (i, block) in m.blocks.iter().enumerate() {
-                    let width = block.bn2.gamma.dims()[0];
-                    let previous = i.checked_sub(1).map(|p| m.blocks[p].bn2.gamma.dims()[0]);
-                    if previous.is_some_and(|p| p != width) {
-                        stage += 1;
-                    }
-                    stages.push(stage);
-                }
-                Self {
-                    backbone: VisionArchitecture::EfficientnetLite,
-                    stage_of_block: stages,
+impl ClassifierLayout {
+    pub fn of(backbone: &Backbone) -> Self {
+        Self {
+            backbone: backbone.clone(),
+        }
+    }
+
+    fn inner<'p>(&self, path: &'p str) -> Option<&'p str> {
+        Backbone::inner_path(path.strip_prefix("backbone.")?)
+    }
+}
+
+impl Describe for ClassifierLayout {
+    fn place(&self, path: &str) -> Placement {
+        match self.inner(path) {
+            Some(inner) => {
+                let architecture = self.backbone.architecture();
+                Placement {
+                    name: norm_names(architecture.upstream_name(inner)),
+                    block: Some(architecture.block_of(inner)),
                 }
             }
-            VisionBackbone::ResNet(_) => Self {
-                backbone: VisionArchitecture::Resnet,
-                stage_of_block: Vec::new(),
+            None => Placement {
+                name: path.to_string(),
+                block: None,
             },
         }
     }
 
-    /// The backbone-relative path: without `backbone.` and the enum variant.
-    fn inner<'p>(&self, path: &'p str) -> Option<&'p str> {
-        let rest = path.strip_prefix("backbone.")?;
-        Some(
-            rest.strip_prefix("EfficientNet.")
-                .or_else(|| rest.strip_prefix("ResNet."))
-                .unwrap_or(rest),
-        )
-    }
-}
-
-impl Describe for VisionLayout {
-    fn place(&self, path: &str) -> Placement {
-        use graft_model::vision::VisionArchitecture;
-        let Some(inner) = self.inner(path) else {
-            return Placement {
-                name: path.to_string(),
-                block: None,
-                transposed: path.ends_with(".weight"),
-            };
-        };
-        let first = inner.split('.').next().unwrap_or("");
-        let index = inner
-            .split('.')
-            .nth(1)
-            .and_then(|i| i.parse::<usize>().ok())
-            .unwrap_or(0);
-        let (name, block) = match self.backbone {
-            VisionArchitecture::EfficientnetLite => {
-                let stages = self.stage_of_block.last().map_or(0, |s| s + 1);
-                let block = match first {
-                    "conv_stem" | "bn0" => 0,
-                    "blocks" => 1 + self.stage_of_block.get(index).copied().unwrap_or(0),
-                    _ => stages + 1,
-                };
-                (graft_model::efficientnet::upstream_name(inner), block)
-            }
-            VisionArchitecture::Resnet => {
-                let block = match first {
-                    "layer1" => 1,
-                    "layer2" => 2,
-                    "layer3" => 3,
-                    "layer4" => 4,
-                    _ => 0,
-                };
-                (graft_model::resnet::upstream_name(inner), block)
-            }
-        };
-        Placement {
-            transposed: first == "fc" && name.ends_with(".weight"),
-            name: norm_names(name),
-            block: Some(block),
-        }
-    }
-
     fn num_blocks(&self) -> usize {
-        match self.backbone {
-            graft_model::vision::VisionArchitecture::EfficientnetLite => {
-                self.stage_of_block.last().map_or(0, |s| s + 1) + 2
-            }
-            graft_model::vision::VisionArchitecture::Resnet => 5,
-        }
+        self.backbone.architecture().num_blocks()
     }
 
     fn is_batchnorm(&self, path: &str) -> bool {
-        path.split('.').any(|segment| {
-            segment.starts_with("bn") && segment[2..].chars().all(|c| c.is_ascii_digit())
-        })
+        self.inner(path)
+            .is_some_and(|inner| self.backbone.architecture().is_batchnorm(inner))
     }
 }
 
@@ -160,51 +98,10 @@ impl Describe for HeadOnly {
         Placement {
             name: format!("head.{path}"),
             block: None,
-            transposed: path.ends_with(".weight"),
         }
     }
     fn num_blocks(&self) -> usize {
         0
-    }
-}
-
-/// A text classifier: the BERT encoder under `encoder.bert.`, the head under `head.`. Blocks are
-/// the embeddings, then each encoder layer; the pooler belongs to the last layer's block.
-pub struct BertClassifierLayout {
-    pub num_layers: usize,
-}
-
-impl Describe for BertClassifierLayout {
-    fn place(&self, path: &str) -> Placement {
-        let Some(inner) = path.strip_prefix("encoder.bert.") else {
-            return Placement {
-                name: path.to_string(),
-                block: None,
-                transposed: path.ends_with(".weight"),
-            };
-        };
-        let block = if inner.starts_with("embeddings.") {
-            0
-        } else if let Some(rest) = inner.strip_prefix("encoder.layer.") {
-            rest.split('.')
-                .next()
-                .and_then(|i| i.parse::<usize>().ok())
-                .map_or(0, |i| i + 1)
-        } else {
-            self.num_layers
-        };
-        // burn's LayerNorm names its affine parameters gamma and beta.
-        let name = norm_names(graft_model::bert::upstream_name(inner));
-        Placement {
-            transposed: name.ends_with(".weight")
-                && !inner.starts_with("embeddings.")
-                && !name.contains("LayerNorm"),
-            name,
-            block: Some(block),
-        }
-    }
-    fn num_blocks(&self) -> usize {
-        self.num_layers + 1
     }
 }
 
@@ -249,18 +146,26 @@ pub struct ParamTable {
     pub num_blocks: usize,
 }
 
+/// The module path being visited, and the container type of each segment.
 #[derive(Default)]
-struct PathStack(Vec<String>);
+struct PathStack(Vec<(String, String)>);
 
 impl PathStack {
-    fn enter(&mut self, name: &str) {
-        self.0.push(name.to_string());
+    fn enter(&mut self, name: &str, container: &str) {
+        self.0.push((name.to_string(), container.to_string()));
     }
     fn exit(&mut self) {
         self.0.pop();
     }
+    /// Whether the current tensor is a linear layer's weight, which PyTorch stores transposed.
+    fn is_linear_weight(&self) -> bool {
+        self.0
+            .last()
+            .is_some_and(|(name, container)| name == "weight" && container == "Struct:Linear")
+    }
     fn joined(&self) -> String {
-        self.0.join(".")
+        let names: Vec<&str> = self.0.iter().map(|(name, _)| name.as_str()).collect();
+        names.join(".")
     }
 }
 
@@ -272,8 +177,8 @@ struct TableVisitor<'a> {
 }
 
 impl ModuleVisitor for TableVisitor<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.enter(name);
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
         self.path.exit();
@@ -282,7 +187,7 @@ impl ModuleVisitor for TableVisitor<'_> {
         let path = self.path.joined();
         let place = self.describe.place(&path);
         let mut shape = param.shape().to_vec();
-        if place.transposed && shape.len() == 2 {
+        if self.path.is_linear_weight() && shape.len() == 2 {
             shape.reverse();
         }
         self.tensors.push(TensorEntry {
@@ -427,8 +332,8 @@ fn path_hash(path: &str) -> u64 {
 }
 
 impl ModuleMapper for StableIds {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.enter(name);
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
         self.path.exit();
@@ -444,27 +349,4 @@ pub fn stable_ids<M: Module>(model: M) -> M {
     model.map(&mut StableIds {
         path: PathStack::default(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bert_paths_map_to_upstream_names_and_blocks() {
-        let layout = BertClassifierLayout { num_layers: 6 };
-        let p = layout.place("encoder.bert.encoder.layer.3.attention.self_attn.query.weight");
-        assert_eq!(p.name, "encoder.layer.3.attention.self.query.weight");
-        assert_eq!(p.block, Some(4));
-        assert!(p.transposed);
-        let p = layout.place("encoder.bert.embeddings.layer_norm.gamma");
-        assert_eq!(p.name, "embeddings.LayerNorm.weight");
-        assert!(!p.transposed);
-        assert_eq!(p.block, Some(0));
-        assert_eq!(
-            layout.place("encoder.bert.pooler.dense.bias").block,
-            Some(6)
-        );
-        assert_eq!(layout.place("head.layers.0.weight").block, None);
-    }
 }

@@ -1,61 +1,54 @@
-//! graft-train: everything between a config and the artifacts of a run.
+//! graft-train: everything between a config and the artifacts of a run, for every backbone.
 //!
 //! [`train`] is the one place that wires things together: config → data + model → training →
 //! run folder (and a test evaluation). [`evaluate`], [`predict`], [`embed`], [`export`] and
-//! [`inspect`] work on what it leaves behind, or on a pretrained folder. Nothing here prints; progress
-//! goes through [`Progress`].
+//! [`inspect`] work on what it leaves behind, or on a pretrained folder. There is one path for
+//! all of them ([`pipeline`]): the modality (text, images) sits behind [`modality`], the task
+//! behind [`task`], and the architecture behind graft-model's `Backbone`, so nothing here names an
+//! architecture and adding one does not touch this crate. Nothing here prints; progress goes
+//! through [`Progress`].
 
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+pub mod data;
+mod error;
 pub mod export;
 pub mod feature_cache;
 pub mod files;
 pub mod fit;
 pub mod freezing;
 pub mod head;
+pub mod inspect;
 pub mod loss;
 pub mod metrics;
+pub mod modality;
+pub mod pipeline;
 pub mod progress;
 pub mod run_dir;
 pub mod schedule;
-mod tasks;
-pub mod vision_tasks;
+pub mod task;
 
-use std::path::PathBuf;
+use std::path::Path;
 
 pub use backend::SelectedDevice;
 pub use config::{Backend, Config};
-pub use export::ExportLayout;
 pub use fit::Resume;
+pub use inspect::{InspectReport, inspect};
 pub use metrics::{EvalReport, MultiLabelReport, RegressionReport, Report};
-pub use progress::{EpochMetrics, Progress, Silent, StepMetrics};
-pub use tasks::{
-    EmbedOptions, Embeddings, InspectReport, Prediction, TextInput, TrainOptions, TrainPlan,
-    TrainReport, embed, evaluate, export, inspect, plan, predict, read_input_texts, train,
+pub use modality::Input;
+pub use pipeline::{
+    EmbedOptions, Embeddings, TrainOptions, TrainPlan, TrainReport, embed, evaluate, plan, predict,
+    train,
 };
+pub use progress::{EpochMetrics, Progress, Silent, StepMetrics};
+pub use task::{Prediction, Task};
 
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}: {message}", path.display())]
-    Config { path: PathBuf, message: String },
-    #[error("{}: could not write: {message}", path.display())]
-    Write { path: PathBuf, message: String },
-    #[error("{}: not a graft run folder (no graft.json); train one with `graft train`", path.display())]
-    NotARun { path: PathBuf },
-    #[error("backend: {0}")]
-    Backend(String),
-    #[error("{0}")]
-    Unsupported(String),
-    #[error(transparent)]
-    Model(#[from] graft_model::ModelError),
-    #[error(transparent)]
-    Data(#[from] graft_data::DataError),
+/// Writes the export of a run folder to `out`; see [`export`](mod@export).
+pub fn export(run_dir: &Path, out: &Path) -> Result<String, TrainError> {
+    export::export(run_dir, out)
 }
+
+pub use error::TrainError;

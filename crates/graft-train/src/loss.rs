@@ -6,7 +6,17 @@
 
 use burn::tensor::{Device, Tensor, TensorData, activation};
 
-use crate::config::LossKind;
+use serde::{Deserialize, Serialize};
+
+/// The loss a head trains with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    CrossEntropy,
+    Bce,
+    Mse,
+    Huber,
+}
 
 /// What the examples should come out as.
 #[derive(Debug, Clone, PartialEq)]

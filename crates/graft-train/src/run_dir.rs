@@ -1,32 +1,32 @@
-//! The run folder: what a training run leaves behind and what `eval`, `predict` and `export` read.
+//! The run folder: what a training run leaves behind and what `eval`, `predict` and `export` read,
+//! the same for every backbone and modality.
 //!
 //! ```text
-//! graft.json          what the model is: labels, pooling, max length, head shape
+//! graft.json          the one manifest: task, labels, head shape, columns, and the text or image
+//!                     part (pooling and max length, or the image transform)
 //! config.toml         the resolved config the run used
-//! labels.json         class names in logit order
-//! model.safetensors   backbone in upstream names + `head.layers.N.{weight,bias}` ([out, in])
+//! labels.json         output names in logit order
+//! model.safetensors   the backbone in its folder's names + `head.layers.N.{weight,bias}` ([out, in])
 //! config.json, tokenizer.json, ...   copied from the backbone folder
 //! metrics.jsonl, eval.json
 //! ```
-//! The backbone files make the folder a self-contained Hugging Face model folder.
+//! The backbone files make the folder a self-contained model folder.
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
-use burn::store::{
-    BurnToPyTorchAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter, PyTorchToBurnAdapter,
-    SafetensorsStore,
-};
+use burn::store::{FloatCastAdapter, ModuleAdapter, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::{DType, Device};
-use graft_data::TextTokenizer;
-use graft_model::text_encoder::PoolingOptions;
-use graft_model::{ModelFolder, Pooling, TextEncoder, WeightsIndex, bert, weights};
+use graft_model::{Backbone, ModelFolder, WeightsIndex, weights};
 use serde::{Deserialize, Serialize};
 
-use crate::TrainError;
-use crate::classifier::TextClassifier;
-use crate::files::{copy_atomic, make_shareable, write_json_atomic};
+use crate::classifier::Classifier;
+use crate::error::TrainError;
+use crate::files::{
+    TensorBytes, copy_atomic, module_tensors, write_json_atomic, write_safetensors,
+};
 use crate::head::{Head, HeadSpec};
+use crate::modality::{Encoder, Preparation};
+use crate::task::{Task, TaskSpec};
 
 /// Backbone files copied into a run folder (and into exports) when present.
 pub const BACKBONE_FILES: &[&str] = &[
@@ -40,20 +40,19 @@ pub const BACKBONE_FILES: &[&str] = &[
 pub const MANIFEST: &str = "graft.json";
 pub const WEIGHTS: &str = "model.safetensors";
 
+/// What `graft.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunManifest {
     pub graft_version: String,
     pub task: String,
+    /// The backbone, as its architecture describes itself (`bert (6 layers)`).
     pub architecture: String,
     pub labels: Vec<String>,
-    pub pooling: Pooling,
-    pub use_pooler: bool,
-    pub normalize: bool,
-    pub max_length: usize,
     pub head: HeadSpec,
     pub backbone_source: PathBuf,
-    /// The data columns the run was trained on, the defaults for `graft eval`.
-    pub text_column: String,
+    /// The data columns the run was trained on, the defaults for `graft eval`: the text or
+    /// image-path column (none for an image folder) and the label column.
+    pub input_column: Option<String>,
     pub label_column: String,
     pub best_epoch: Option<usize>,
     /// Multi-label: the decision threshold on each label's probability.
@@ -62,23 +61,56 @@ pub struct RunManifest {
     /// Multi-label: how label lists are separated in the data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_separator: Option<String>,
+    /// `"modality": "text"` with pooling and max length, or `"image"` with the transform.
+    #[serde(flatten)]
+    pub preparation: Preparation,
 }
 
 impl RunManifest {
-    pub fn pooling_options(&self) -> PoolingOptions {
-        PoolingOptions {
-            pooling: self.pooling,
-            use_pooler: self.use_pooler,
-            normalize: self.normalize,
-        }
+    pub fn task_spec(&self) -> Result<TaskSpec, TrainError> {
+        Ok(TaskSpec {
+            task: Task::named(&self.task)?,
+            labels: self.labels.clone(),
+            threshold: self.threshold.unwrap_or(0.5),
+            separator: self.label_separator.clone().unwrap_or_else(|| "|".into()),
+        })
     }
+}
+
+/// `num_batches_tracked` for every BatchNorm among `tensors` (PyTorch's strict loading wants them).
+pub fn batches_tracked(tensors: &[TensorBytes]) -> Vec<TensorBytes> {
+    tensors
+        .iter()
+        .filter_map(|t| t.name.strip_suffix(".running_mean"))
+        .map(|stem| TensorBytes {
+            name: format!("{stem}.num_batches_tracked"),
+            shape: vec![],
+            bytes: 0i64.to_le_bytes().to_vec(),
+            dtype: safetensors::Dtype::I64,
+        })
+        .collect()
+}
+
+/// The tensors of a backbone under `names` (a path inside its architecture to a name), each
+/// behind `prefix`.
+pub fn backbone_tensors(
+    backbone: &Backbone,
+    prefix: &str,
+    names: impl Fn(&str) -> String,
+) -> Result<Vec<TensorBytes>, TrainError> {
+    let mut tensors = module_tensors(backbone, |path| {
+        Backbone::inner_path(path).map(|inner| format!("{prefix}{}", names(inner)))
+    })?;
+    let tracked = batches_tracked(&tensors);
+    tensors.extend(tracked);
+    Ok(tensors)
 }
 
 /// Writes the model and its description into `dir` (each file atomically).
 pub fn save(
     dir: &Path,
     manifest: &RunManifest,
-    model: &TextClassifier,
+    model: &Classifier,
     backbone_dir: &Path,
 ) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(|source| TrainError::Io {
@@ -91,56 +123,35 @@ pub fn save(
             copy_atomic(&from, &dir.join(name))?;
         }
     }
-    save_weights(model, &dir.join(WEIGHTS), "encoder.bert.", "")?;
+    let backbone = &model.backbone;
+    let mut tensors = backbone_tensors(backbone, "", |path| backbone.file_name(path))?;
+    tensors.extend(module_tensors(&model.head, |path| {
+        Some(format!("head.{path}"))
+    })?);
+    write_safetensors(&dir.join(WEIGHTS), &tensors, None)?;
     write_json_atomic(&dir.join("labels.json"), &manifest.labels)?;
     write_json_atomic(&dir.join(MANIFEST), manifest)
-}
-
-/// Saves every tensor of `model` in PyTorch layout: the encoder (found under `module_prefix`)
-/// under upstream names with `upstream_prefix`, the rest under its own path. Atomic.
-pub fn save_weights<M: Module>(
-    model: &M,
-    path: &Path,
-    module_prefix: &str,
-    upstream_prefix: &str,
-) -> Result<(), TrainError> {
-    save_with(
-        model,
-        path,
-        bert::save_remapper(module_prefix, upstream_prefix),
-    )
-}
-
-/// Saves `module` in PyTorch layout with names from `remapper`. Atomic (burn-store writes a
-/// temporary file, then renames it).
-pub fn save_with<M: Module>(
-    module: &M,
-    path: &Path,
-    remapper: KeyRemapper,
-) -> Result<(), TrainError> {
-    use burn::store::ModuleSnapshot;
-    let mut store = SafetensorsStore::from_file(path)
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .remap(remapper)
-        .skip_enum_variants(true)
-        .overwrite(true);
-    module
-        .save_into(&mut store)
-        .map_err(|e| TrainError::Write {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    make_shareable(path)
 }
 
 /// A run folder loaded for inference.
 pub struct LoadedRun {
     pub manifest: RunManifest,
-    pub model: TextClassifier,
-    pub tokenizer: TextTokenizer,
+    pub folder: ModelFolder,
+    pub model: Classifier,
+    pub encoder: Encoder,
+}
+
+/// Whether `dir` holds a graft run (a `graft.json`).
+pub fn is_run(dir: &Path) -> bool {
+    dir.join(MANIFEST).is_file()
 }
 
 pub fn read_manifest(dir: &Path) -> Result<RunManifest, TrainError> {
+    if !dir.exists() {
+        return Err(TrainError::NotFound {
+            path: dir.to_path_buf(),
+        });
+    }
     let path = dir.join(MANIFEST);
     if !path.is_file() {
         return Err(TrainError::NotARun {
@@ -160,31 +171,22 @@ pub fn read_manifest(dir: &Path) -> Result<RunManifest, TrainError> {
 pub fn load(dir: &Path, device: &Device) -> Result<LoadedRun, TrainError> {
     let manifest = read_manifest(dir)?;
     let folder = ModelFolder::open(dir)?;
-    let (config, encoder) = TextEncoder::load(&folder, manifest.pooling_options(), device)?;
-    let weights_path = dir.join(WEIGHTS);
-    let index = WeightsIndex::read(&weights_path)?;
-    let head = load_head(&manifest.head, &weights_path, &index, device)?;
-    let tokenizer = TextTokenizer::from_file(
-        &folder.tokenizer_path(),
-        manifest.max_length,
-        config.vocab_size,
-    )?;
+    let backbone = Backbone::load(&folder, manifest.preparation.pooling(), false, device)?;
+    let head = load_head(&manifest.head, &folder.weights_path(), device)?;
+    let encoder = manifest.preparation.encoder(&folder)?;
     Ok(LoadedRun {
         manifest,
-        model: TextClassifier { encoder, head },
-        tokenizer,
+        folder,
+        model: Classifier { backbone, head },
+        encoder,
     })
 }
 
-pub(crate) fn load_head(
-    spec: &HeadSpec,
-    path: &Path,
-    index: &WeightsIndex,
-    device: &Device,
-) -> Result<Head, TrainError> {
+pub(crate) fn load_head(spec: &HeadSpec, path: &Path, device: &Device) -> Result<Head, TrainError> {
+    let index = WeightsIndex::read(path)?;
     let mut head = spec.init(0, device); // every value is then loaded
     let expected = weights::expected_tensors(&head, |p| format!("head.{p}"));
-    weights::check_expected(path, index, &expected, &[])?;
+    weights::check_expected(path, &index, &expected, &[])?;
     let mut store = SafetensorsStore::from_file(path)
         .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
         .with_key_remapping(r"^head\.(.+)$", "$1")

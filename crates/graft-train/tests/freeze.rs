@@ -9,18 +9,18 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::store::ModuleSnapshot;
 use burn::tensor::Device;
-use graft_data::{DataFormat, LabelSet, TextTokenizer, read_texts};
-use graft_model::text_encoder::PoolingOptions;
-use graft_model::{ModelFolder, Pooling, TextEncoder};
+use graft_data::{DataFormat, LabelSet, read_texts};
+use graft_model::{Backbone, ModelFolder, Pooling, PoolingOptions};
 use graft_train::checkpoint::{Checkpoints, load_model};
-use graft_train::classifier::{TextClassifier, TokenizedTexts};
+use graft_train::classifier::Classifier;
 use graft_train::config::{
     BlockSelection, FreezeSection, HeadSection, LossKind, TrainSection, UnfreezeStep,
 };
 use graft_train::fit::{FitSpec, Resume, Split, fit};
-use graft_train::freezing::{BertClassifierLayout, Describe};
+use graft_train::freezing::{ClassifierLayout, Describe};
 use graft_train::head::HeadSpec;
 use graft_train::loss::{Targets, TaskLoss};
+use graft_train::modality::{Encoded, Preparation};
 use graft_train::{EpochMetrics, Progress};
 
 fn repo() -> PathBuf {
@@ -56,10 +56,10 @@ impl<M: Module> Progress for EpochSnapshots<M> {
 }
 
 struct Setup {
-    model: TextClassifier,
-    tokens: TokenizedTexts,
+    model: Classifier,
+    data: Encoded,
     targets: Targets,
-    layout: BertClassifierLayout,
+    layout: ClassifierLayout,
 }
 
 fn setup(device: &Device) -> Setup {
@@ -70,30 +70,43 @@ fn setup(device: &Device) -> Setup {
         use_pooler: false,
         normalize: true,
     };
-    let (config, encoder) = TextEncoder::load(&folder, options, device).unwrap();
+    let backbone = Backbone::load(&folder, options, false, device).unwrap();
     let data = repo().join("datasets/fine-foods-mini/train.csv");
     let examples = read_texts(&data, DataFormat::Csv, "review", Some("score")).unwrap();
     let examples = &examples[..16];
     let labels = LabelSet::from_examples(examples, &data).unwrap();
     let targets = Targets::Classes(labels.encode(examples, &data).unwrap());
-    let tokenizer =
-        TextTokenizer::from_file(&folder.tokenizer_path(), 48, config.vocab_size).unwrap();
-    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-    let tokens = TokenizedTexts::new(&tokenizer, &texts).unwrap();
-    let head =
-        HeadSpec::new(&HeadSection::default(), config.hidden_size, labels.len()).init(7, device);
+    let preparation = Preparation::Text {
+        pooling: options.pooling,
+        use_pooler: false,
+        normalize: true,
+        max_length: 48,
+    };
+    let data = preparation
+        .encoder(&folder)
+        .unwrap()
+        .encode(examples)
+        .unwrap();
+    let head = HeadSpec::new(
+        &HeadSection::default(),
+        backbone.feature_size(),
+        labels.len(),
+    )
+    .init(7, device);
     Setup {
-        model: TextClassifier { encoder, head },
-        tokens,
+        layout: ClassifierLayout::of(&backbone),
+        model: Classifier { backbone, head },
+        data,
         targets,
-        layout: BertClassifierLayout {
-            num_layers: config.num_hidden_layers,
-        },
     }
 }
 
 /// Trains with `freeze` for `epochs` and returns the initial model and each epoch's model.
-fn train_epochs(freeze: FreezeSection, epochs: usize, run_dir: &Path) -> (Snapshot, Vec<Snapshot>) {
+fn train_epochs(
+    freeze: FreezeSection,
+    epochs: usize,
+    run_dir: &Path,
+) -> (Snapshot, Vec<Snapshot>, ClassifierLayout) {
     #[allow(deprecated)]
     let device = Device::flex();
     let train_device = device.clone().autodiff();
@@ -131,23 +144,23 @@ fn train_epochs(freeze: FreezeSection, epochs: usize, run_dir: &Path) -> (Snapsh
         template: s.model.clone(),
         seen: RefCell::new(Vec::new()),
     };
-    let tokens = &s.tokens;
+    let data = &s.data;
     fit(
         s.model.clone(),
         |m, split, idx| match split {
-            Split::Train { .. } => m.forward(&tokens.batch(idx), &train_device),
-            Split::Valid => m.forward(&tokens.batch(idx), &device),
+            Split::Train { .. } => m.forward(data, idx, None, &train_device),
+            Split::Valid => m.forward(data, idx, None, &device),
         },
         &spec,
         &train_device,
         &progress,
     )
     .unwrap();
-    (initial, progress.seen.into_inner())
+    (initial, progress.seen.into_inner(), s.layout)
 }
 
 /// The backbone block of a snapshot entry (burn path), `None` for the head.
-fn block_of(layout: &BertClassifierLayout, path: &str) -> Option<usize> {
+fn block_of(layout: &ClassifierLayout, path: &str) -> Option<usize> {
     layout.place(path).block
 }
 
@@ -155,12 +168,12 @@ fn block_of(layout: &BertClassifierLayout, path: &str) -> Option<usize> {
 fn frozen_backbone_is_bit_identical_after_training_and_head_changes() {
     let run_dir = tempfile::tempdir().unwrap();
     let freeze = FreezeSection::default();
-    let (before, epochs) = train_epochs(freeze, 2, run_dir.path());
+    let (before, epochs, _) = train_epochs(freeze, 2, run_dir.path());
     let after = epochs.last().unwrap();
     assert_eq!(before.len(), after.len());
     let (mut backbone, mut head_changed) = (0, 0);
     for (name, bytes) in &before {
-        if name.starts_with("encoder.") {
+        if name.starts_with("backbone.") {
             assert_eq!(bytes, &after[name], "frozen tensor {name} changed");
             backbone += 1;
         } else if bytes != &after[name] {
@@ -190,9 +203,9 @@ fn gradual_unfreezing_keeps_blocks_bit_identical_until_their_epoch() {
         ..FreezeSection::default()
     };
     let run_dir = tempfile::tempdir().unwrap();
-    let (initial, epochs) = train_epochs(freeze, 3, run_dir.path());
+    let (initial, epochs, layout) = train_epochs(freeze, 3, run_dir.path());
     assert_eq!(epochs.len(), 3);
-    let layout = BertClassifierLayout { num_layers: 6 };
+    assert_eq!(layout.num_blocks(), 7);
     let unfreeze_epoch = |block: Option<usize>| match block {
         None => 1,
         Some(b) if b >= 3 => 1,

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use graft_model::Pooling;
-use graft_train::{Backend, Config, EmbedOptions, Resume, TextInput, TrainOptions, TrainPlan};
+use graft_train::{Backend, Config, EmbedOptions, Input, Resume, TrainOptions, TrainPlan};
 
 use crate::render::Renderer;
 
@@ -58,8 +58,8 @@ enum Command {
         /// Label column (default: the one the run was trained on).
         #[arg(long)]
         label_column: Option<String>,
-        #[arg(long, default_value_t = 32)]
-        batch_size: usize,
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+        batch_size: u64,
         #[arg(long, default_value = "auto")]
         backend: Backend,
     },
@@ -74,8 +74,8 @@ enum Command {
         output: Option<PathBuf>,
         #[arg(long)]
         column: Option<String>,
-        #[arg(long, default_value_t = 32)]
-        batch_size: usize,
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+        batch_size: u64,
         #[arg(long, default_value = "auto")]
         backend: Backend,
     },
@@ -94,12 +94,15 @@ enum Command {
         #[arg(long)]
         pooling: Option<Pooling>,
         /// L2-normalize (default: the folder's sentence-transformers setting).
-        #[arg(long)]
+        #[arg(long, overrides_with = "no_normalize")]
         normalize: bool,
+        /// Do not L2-normalize, even if the folder's sentence-transformers setting does.
+        #[arg(long, overrides_with = "normalize")]
+        no_normalize: bool,
         #[arg(long)]
         max_length: Option<usize>,
-        #[arg(long, default_value_t = 32)]
-        batch_size: usize,
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+        batch_size: u64,
         #[arg(long, default_value = "auto")]
         backend: Backend,
     },
@@ -169,15 +172,49 @@ enum BenchCommand {
     },
 }
 
+/// Exit codes: 0 success, 1 a failed run or bad input, 2 a usage error (clap's).
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    graft_train::backend::prepare_headless_runtime();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`graft predict ... | head -1`) is the reader's choice, not a failure.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes, each cause shown once (library errors already quote their source).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+    }
+    text
+}
+
+/// Prints a line to stdout; a closed pipe ends the command quietly (see `main`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)?
+    };
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -194,7 +231,7 @@ fn run(cli: Cli) -> Result<()> {
             if dry_run {
                 let plan = graft_train::plan(&parsed)
                     .with_context(|| format!("planning {}", config.display()))?;
-                print_plan(&plan);
+                print_plan(&plan)?;
                 return Ok(());
             }
             let options = TrainOptions {
@@ -208,7 +245,7 @@ fn run(cli: Cli) -> Result<()> {
             let report = graft_train::train(&parsed, &options, &renderer)
                 .with_context(|| format!("training {}", config.display()))?;
             renderer.clear();
-            println!(
+            say!(
                 "run saved to {} (best epoch {}{}, {:.1}s total, {:.1}s computing features)",
                 report.run_dir.display(),
                 report.best_epoch,
@@ -221,7 +258,7 @@ fn run(cli: Cli) -> Result<()> {
                 report.feature_seconds
             );
             if let Some(test) = &report.test {
-                println!("\ntest set\n{}", test.to_table());
+                say!("\ntest set\n{}", test.to_table());
             }
         }
         Command::Eval {
@@ -233,20 +270,20 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
             backend,
         } => {
-            let input = TextInput { path: data, column };
+            let input = Input { path: data, column };
             let report = graft_train::evaluate(
                 &model,
                 &input,
                 label_column.as_deref(),
-                batch_size,
+                batch_size as usize,
                 backend,
                 &renderer,
             )?;
             renderer.clear();
-            println!("{}", report.to_table());
+            say!("{}", report.to_table());
             if let Some(path) = output {
                 graft_train::files::write_json_atomic(&path, &report)?;
-                println!("report written to {}", path.display());
+                say!("report written to {}", path.display());
             }
         }
         Command::Predict {
@@ -257,11 +294,12 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
             backend,
         } => {
-            let input = TextInput {
+            let input = Input {
                 path: input,
                 column,
             };
-            let predictions = graft_train::predict(&model, &input, batch_size, backend, &renderer)?;
+            let predictions =
+                graft_train::predict(&model, &input, batch_size as usize, backend, &renderer)?;
             renderer.clear();
             let mut lines = String::new();
             for p in &predictions {
@@ -287,28 +325,35 @@ fn run(cli: Cli) -> Result<()> {
             column,
             pooling,
             normalize,
+            no_normalize,
             max_length,
             batch_size,
             backend,
         } => {
             let options = EmbedOptions {
                 pooling,
-                normalize: normalize.then_some(true),
+                normalize: match (normalize, no_normalize) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
                 max_length,
-                batch_size,
+                batch_size: batch_size as usize,
             };
-            let input = TextInput {
+            let input = Input {
                 path: input,
                 column,
             };
             let embeddings = graft_train::embed(&model, &input, &options, backend, &renderer)?;
             embeddings.save(&output)?;
             renderer.clear();
-            println!(
+            say!(
                 "{} embeddings of width {} ({} pooling{}) written to {}",
                 embeddings.n,
-                embeddings.hidden,
-                embeddings.pooling,
+                embeddings.width,
+                embeddings
+                    .pooling
+                    .map_or("the architecture's".to_string(), |p| p.to_string()),
                 if embeddings.normalize {
                     ", normalized"
                 } else {
@@ -318,9 +363,9 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Export { model, out } => {
-            let layout = graft_train::export(&model, &out, &renderer)?;
+            let layout = graft_train::export(&model, &out)?;
             renderer.clear();
-            println!(
+            say!(
                 "exported {} as {layout} to {}",
                 model.display(),
                 out.display()
@@ -329,14 +374,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect { path } => {
             let report = graft_train::inspect(&path)?;
             for (name, info) in &report.tensors {
-                println!("{name:<60} {:<5} {:?}", info.dtype, info.shape);
+                say!("{name:<60} {:<5} {:?}", info.dtype, info.shape);
             }
-            println!(
+            say!(
                 "\n{} tensors, {} parameters",
                 report.tensors.len(),
                 report.num_parameters
             );
-            println!(
+            say!(
                 "architecture: {}",
                 report.architecture.as_deref().unwrap_or("unknown")
             );
@@ -347,7 +392,7 @@ fn run(cli: Cli) -> Result<()> {
             key_prefix,
         } => {
             let converted = graft_model::pth::convert(&input, &output, key_prefix.as_deref())?;
-            println!(
+            say!(
                 "{} tensors ({} parameters) written to {}{}",
                 converted.tensors,
                 converted.parameters,
@@ -362,7 +407,7 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn print_plan(plan: &TrainPlan) {
+fn print_plan(plan: &TrainPlan) -> Result<()> {
     for t in &plan.tensors {
         let state = match (t.trainable, t.unfreezes_at) {
             (true, _) => format!("trainable  lr {:.2e}  wd {}", t.lr, t.weight_decay),
@@ -371,16 +416,17 @@ fn print_plan(plan: &TrainPlan) {
             }
             (false, None) => "frozen".to_string(),
         };
-        println!("{:<58} {:<14} {state}", t.name, format!("{:?}", t.shape));
+        say!("{:<58} {:<14} {state}", t.name, format!("{:?}", t.shape));
     }
-    println!(
+    say!(
         "\ntrainable parameters: {}\nfrozen parameters:    {}",
-        plan.trainable_parameters, plan.frozen_parameters
+        plan.trainable_parameters,
+        plan.frozen_parameters
     );
     for (epoch, trainable) in &plan.unfreeze {
-        println!("from epoch {epoch}: {trainable} trainable parameters");
+        say!("from epoch {epoch}: {trainable} trainable parameters");
     }
-    println!(
+    say!(
         "{} optimizer steps per epoch, {} in all; backbone features {}",
         plan.steps_per_epoch,
         plan.total_steps,
@@ -390,11 +436,16 @@ fn print_plan(plan: &TrainPlan) {
             "computed every step"
         }
     );
+    Ok(())
 }
 
 fn read_texts(data: PathBuf, column: Option<String>, limit: Option<usize>) -> Result<Vec<String>> {
-    let input = TextInput { path: data, column };
-    let mut texts = graft_train::read_input_texts(&input)?;
+    let input = Input { path: data, column };
+    let mut texts: Vec<String> =
+        graft_train::modality::read_input(graft_model::Modality::Text, &input, None)?
+            .into_iter()
+            .map(|e| e.text)
+            .collect();
     if let Some(limit) = limit {
         texts.truncate(limit);
     }
@@ -439,6 +490,6 @@ fn bench(what: BenchCommand) -> Result<()> {
     if let Some(rss) = graft_train::bench::peak_rss_bytes() {
         report["peak_rss_mib"] = serde_json::json!(rss as f64 / (1024.0 * 1024.0));
     }
-    println!("{report}");
+    say!("{report}");
     Ok(())
 }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use graft_train::classifier::TokenizedTexts;
+use graft_data::TextExample;
 use graft_train::run_dir;
 
 fn repo() -> PathBuf {
@@ -57,11 +57,10 @@ fn golden(name: &str) -> serde_json::Value {
 fn graft_logits(run: &Path, texts: &[&str]) -> Vec<Vec<f32>> {
     let device = Device::flex();
     let loaded = run_dir::load(run, &device).unwrap();
-    let tokens = TokenizedTexts::new(&loaded.tokenizer, texts).unwrap();
-    let logits = loaded.model.forward(
-        &tokens.batch(&(0..texts.len()).collect::<Vec<_>>()),
-        &device,
-    );
+    let examples: Vec<TextExample> = texts.iter().map(|t| TextExample::unlabelled(*t)).collect();
+    let data = loaded.encoder.encode(&examples).unwrap();
+    let all: Vec<usize> = (0..texts.len()).collect();
+    let logits = loaded.model.forward(&data, &all, None, &device);
     let [n, k] = logits.dims();
     let values: Vec<f32> = logits.into_data().try_into_vec_as::<f32>().unwrap();
     (0..n)

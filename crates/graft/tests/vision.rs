@@ -236,6 +236,35 @@ fn vision_train_eval_predict_embed_export_inspect() {
 
     let stdout = ok(&["inspect", model.to_str().unwrap()]);
     assert!(stdout.contains("efficientnet_lite (lite0)"), "{stdout}");
+
+    // The timm export is itself a timm folder (config.json with pretrained_cfg, timm's names)
+    // that graft reads: its own classifier predicts what the run predicts.
+    let labels: Vec<String> = serde_json::from_value(json(&export.join("labels.json"))).unwrap();
+    let predicted = |model: &Path| -> Vec<String> {
+        ok(&[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            test.join("bag").to_str().unwrap(),
+        ])
+        .lines()
+        .map(|l| {
+            let p: serde_json::Value = serde_json::from_str(l).unwrap();
+            p["label"].as_str().unwrap().to_string()
+        })
+        .collect()
+    };
+    let from_export: Vec<String> = predicted(&export)
+        .iter()
+        .map(|index| labels[index.parse::<usize>().unwrap()].clone())
+        .collect();
+    assert_eq!(predicted(&run), from_export);
+    let stdout = ok(&["inspect", export.to_str().unwrap()]);
+    assert!(
+        stdout.contains("efficientnet_lite (lite0), 64px, 10 classes"),
+        "{stdout}"
+    );
 }
 
 /// Running statistics of every BatchNorm in a weights file.

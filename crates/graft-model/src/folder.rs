@@ -1,25 +1,15 @@
-//! Resolving a model folder (Hugging Face layout) and detecting what it holds: the architecture
-//! from `config.json`, and sentence-transformers defaults (pooling, normalization, max length)
-//! from `modules.json`, `1_Pooling/config.json` and `sentence_bert_config.json` when present.
+//! Opening a model folder and detecting what it holds. This is the one place that reads a folder
+//! before an architecture does: `config.json` (a transformers `model_type`/`architectures`, graft's
+//! vision config, or a timm config with `architecture` and `pretrained_cfg`) picks the registered
+//! architecture, and sentence-transformers files (`modules.json`, `1_Pooling/config.json`,
+//! `sentence_bert_config.json`) give the default pooling, normalization and max length.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::backbone::{ArchitectureId, Preprocessing};
 use crate::{ModelError, Pooling, WeightsIndex};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Architecture {
-    Bert,
-}
-
-impl Architecture {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Bert => "bert",
-        }
-    }
-}
 
 /// What a sentence-transformers folder says about how it embeds texts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,23 +23,30 @@ pub struct SentenceTransformerDefaults {
 #[derive(Debug, Clone)]
 pub struct ModelFolder {
     pub dir: PathBuf,
-    pub architecture: Architecture,
+    pub architecture: ArchitectureId,
+    /// `config.json` as read.
+    pub config: Value,
     pub sentence_transformers: Option<SentenceTransformerDefaults>,
 }
 
 impl ModelFolder {
     /// Opens `dir` and detects its architecture; a missing folder or `config.json` is an error.
     pub fn open(dir: &Path) -> Result<Self, ModelError> {
+        if !dir.exists() {
+            return Err(ModelError::NotFound {
+                path: dir.to_path_buf(),
+            });
+        }
         if !dir.is_dir() {
             return Err(ModelError::MissingFile {
                 path: dir.to_path_buf(),
-                what: "model folder",
+                what: "model folder (this is a file)",
             });
         }
         let config_path = dir.join("config.json");
         let config = read_json(&config_path, "config.json")?;
         let architecture =
-            detect_architecture(&config).ok_or_else(|| ModelError::UnsupportedArchitecture {
+            ArchitectureId::detect(&config).ok_or_else(|| ModelError::UnsupportedArchitecture {
                 path: config_path.clone(),
                 found: describe(&config),
             })?;
@@ -57,8 +54,14 @@ impl ModelFolder {
         Ok(Self {
             dir: dir.to_path_buf(),
             architecture,
+            config,
             sentence_transformers,
         })
+    }
+
+    /// The preprocessing the folder's architecture and config ask for.
+    pub fn preprocessing(&self) -> Result<Preprocessing, ModelError> {
+        self.architecture.preprocessing(self)
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -78,7 +81,7 @@ impl ModelFolder {
     }
 }
 
-fn read_json(path: &Path, what: &'static str) -> Result<Value, ModelError> {
+pub(crate) fn read_json(path: &Path, what: &'static str) -> Result<Value, ModelError> {
     if !path.is_file() {
         return Err(ModelError::MissingFile {
             path: path.to_path_buf(),
@@ -95,25 +98,14 @@ fn read_json(path: &Path, what: &'static str) -> Result<Value, ModelError> {
     })
 }
 
-fn detect_architecture(config: &Value) -> Option<Architecture> {
-    let model_type = config.get("model_type").and_then(Value::as_str);
-    let bert_architecture = config
-        .get("architectures")
-        .and_then(Value::as_array)
-        .is_some_and(|list| {
-            list.iter()
-                .filter_map(Value::as_str)
-                .any(|name| name.starts_with("Bert"))
-        });
-    (model_type == Some("bert") || bert_architecture).then_some(Architecture::Bert)
-}
-
 fn describe(config: &Value) -> String {
-    let model_type = config.get("model_type").and_then(Value::as_str);
-    match model_type {
-        Some(t) => format!("model_type \"{t}\" (supported: bert)"),
-        None => "no model_type or known architectures (supported: bert)".into(),
-    }
+    let field = |key: &str| config.get(key).and_then(Value::as_str);
+    let found = match (field("model_type"), field("architecture")) {
+        (Some(t), _) => format!("model_type \"{t}\""),
+        (None, Some(a)) => format!("architecture \"{a}\""),
+        (None, None) => "no model_type or architecture".into(),
+    };
+    format!("{found} (supported: {})", ArchitectureId::names())
 }
 
 fn read_sentence_transformers(

@@ -1,0 +1,332 @@
+//! The one interface every architecture implements, and the registry that lists them.
+//!
+//! An architecture file (`bert.rs`, `efficientnet.rs`, ...) holds its config, its modules and an
+//! [`Architecture`] impl: how to recognise its `config.json`, build and load it, run it to
+//! features, name and group its parameters, preprocess its inputs and export it. [`registry!`]
+//! turns the list of architectures into the [`Network`] enum (a burn module) and the
+//! [`ArchitectureId`] dispatch, so adding an architecture is its file plus one line below. Nothing
+//! outside this crate names an architecture: the rest of graft sees a [`Backbone`].
+
+use std::path::PathBuf;
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::{Device, Int, Tensor};
+use serde_json::Value;
+
+use crate::pooling::{PoolingOptions, l2_normalize};
+use crate::{ModelError, ModelFolder, WeightsIndex};
+
+/// What a model reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modality {
+    Text,
+    Image,
+}
+
+/// One batch of model inputs.
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // built once per batch; boxing would only add indirection
+pub enum Inputs {
+    /// Token ids `[batch, seq]`; the mask is 1 for tokens, 0 for padding, `None` when nothing is
+    /// padded.
+    Text {
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    },
+    /// Normalized pixels `[batch, 3, height, width]`.
+    Image(Tensor<4>),
+}
+
+/// How a folder's images become model inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageTransform {
+    /// Side of the square input.
+    pub image_size: usize,
+    /// `Some(s)`: the shorter side resized to `s`, then the center cropped; `None`: the whole
+    /// image resized to the square.
+    pub resize_shorter: Option<usize>,
+    /// Per-channel mean and std of pixels scaled to [0, 1].
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// How a folder's texts become token ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextTransform {
+    pub tokenizer: PathBuf,
+    pub vocab_size: usize,
+    /// The longest input the position embeddings allow.
+    pub max_positions: usize,
+    /// Whether the checkpoint has a pretrained pooler for CLS pooling.
+    pub has_pooler: bool,
+}
+
+/// The preprocessing a model folder asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Preprocessing {
+    Text(TextTransform),
+    Image(ImageTransform),
+}
+
+/// A folder layout an architecture can be exported as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// transformers' `AutoModelForSequenceClassification`.
+    Transformers,
+    /// sentence-transformers' `SentenceTransformer`.
+    SentenceTransformers,
+    /// `timm.create_model(name, num_classes=N)`.
+    Timm,
+    /// `torchvision.models.<name>(num_classes=N)`.
+    Torchvision,
+}
+
+/// One export an architecture offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportTarget {
+    pub format: ExportFormat,
+    /// transformers: the `architectures` entry; timm and torchvision: the model name.
+    pub model: String,
+    /// Where the backbone's tensors go in that layout (`bert.` for a transformers classifier).
+    pub prefix: String,
+    /// The name of the classifier the new head becomes (`classifier`, `fc`).
+    pub classifier: String,
+}
+
+/// Which names a folder's weights use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// The architecture's upstream names (transformers, torchvision, the original checkpoint).
+    Upstream,
+    /// The names of an export format (a timm folder).
+    Export(ExportFormat),
+}
+
+/// What every architecture gives the rest of graft. Paths are burn module paths inside the
+/// architecture's own module, with PyTorch's `weight`/`bias` for norm parameters.
+pub trait Architecture {
+    /// The registry name (`bert`, `efficientnet_lite`, `resnet`).
+    fn name() -> &'static str
+    where
+        Self: Sized;
+    /// Whether this architecture reads a folder whose `config.json` is `config`.
+    fn detects(config: &Value) -> bool
+    where
+        Self: Sized;
+    /// The preprocessing the folder asks for (read from its config files).
+    fn preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError>
+    where
+        Self: Sized;
+    /// The names the folder's weights use.
+    fn naming(_folder: &ModelFolder) -> Result<Naming, ModelError>
+    where
+        Self: Sized,
+    {
+        Ok(Naming::Upstream)
+    }
+    /// What a bare weights file holds, guessed from its tensor names, if it looks like this
+    /// architecture.
+    fn recognise(_index: &WeightsIndex) -> Option<String>
+    where
+        Self: Sized,
+    {
+        None
+    }
+    /// Builds the model `config.json` describes and loads its weights, every tensor checked for
+    /// presence and shape first. `classifier`: keep the checkpoint's own classifier, if any.
+    fn load(folder: &ModelFolder, classifier: bool, device: &Device) -> Result<Self, ModelError>
+    where
+        Self: Sized;
+
+    /// A one-line description (`bert (6 layers)`).
+    fn describe(&self) -> String;
+    /// Width of the features [`Architecture::forward_features`] returns.
+    fn feature_size(&self) -> usize;
+    /// Pooled features `[batch, feature_size]` (before any L2 normalization).
+    fn forward_features(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2>;
+    /// The checkpoint's own classifier, if it was loaded.
+    fn classifier(&self) -> Option<&Linear> {
+        None
+    }
+    /// The upstream name of a parameter path.
+    fn upstream_name(&self, path: &str) -> String;
+    /// The name of a parameter path in an export format's layout (default: the upstream name).
+    fn export_name(&self, _format: ExportFormat, path: &str) -> String {
+        self.upstream_name(path)
+    }
+    /// The block a parameter belongs to: 0 is the embeddings or stem, up to `num_blocks() - 1`.
+    fn block_of(&self, path: &str) -> usize;
+    fn num_blocks(&self) -> usize;
+    /// Whether the path belongs to a BatchNorm layer.
+    fn is_batchnorm(&self, _path: &str) -> bool {
+        false
+    }
+    /// The folder layouts this architecture exports to.
+    fn exports(&self) -> Vec<ExportTarget>;
+}
+
+/// Declares the architectures graft knows: one `Variant => type` line each.
+macro_rules! registry {
+    ($($variant:ident => $ty:ty),* $(,)?) => {
+        /// The network of any registered architecture.
+        #[derive(Module, Debug)]
+        #[allow(clippy::large_enum_variant)] // one per model; boxing would only add indirection
+        pub enum Network {
+            $($variant($ty)),*
+        }
+
+        /// A registered architecture.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ArchitectureId {
+            $($variant),*
+        }
+
+        impl ArchitectureId {
+            pub const ALL: &'static [ArchitectureId] = &[$(Self::$variant),*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => <$ty as Architecture>::name()),*
+                }
+            }
+
+            fn detects(self, config: &Value) -> bool {
+                match self {
+                    $(Self::$variant => <$ty as Architecture>::detects(config)),*
+                }
+            }
+
+            pub fn preprocessing(self, folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
+                match self {
+                    $(Self::$variant => <$ty as Architecture>::preprocessing(folder)),*
+                }
+            }
+
+            fn naming(self, folder: &ModelFolder) -> Result<Naming, ModelError> {
+                match self {
+                    $(Self::$variant => <$ty as Architecture>::naming(folder)),*
+                }
+            }
+
+            /// What a bare weights file holds, if a registered architecture recognises it.
+            pub fn recognise(index: &WeightsIndex) -> Option<String> {
+                None$(.or_else(|| <$ty as Architecture>::recognise(index)))*
+            }
+
+            fn load(
+                self,
+                folder: &ModelFolder,
+                classifier: bool,
+                device: &Device,
+            ) -> Result<Network, ModelError> {
+                match self {
+                    $(Self::$variant => {
+                        <$ty as Architecture>::load(folder, classifier, device).map(Network::$variant)
+                    }),*
+                }
+            }
+        }
+
+        impl Network {
+            pub fn architecture(&self) -> &dyn Architecture {
+                match self {
+                    $(Self::$variant(network) => network),*
+                }
+            }
+
+            /// The variant segment burn's visitors put in module paths.
+            fn is_variant(segment: &str) -> bool {
+                matches!(segment, $(stringify!($variant))|*)
+            }
+        }
+    };
+}
+
+registry! {
+    Bert => crate::bert::Bert,
+    EfficientNet => crate::efficientnet::EfficientNet,
+    ResNet => crate::resnet::ResNet,
+}
+
+impl ArchitectureId {
+    /// The registered architecture that reads this `config.json`.
+    pub fn detect(config: &Value) -> Option<Self> {
+        Self::ALL.iter().copied().find(|id| id.detects(config))
+    }
+
+    /// The names `detect` knows, for error messages.
+    pub fn names() -> String {
+        Self::ALL
+            .iter()
+            .map(|id| id.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A loaded backbone: an architecture's network and how its outputs become features.
+#[derive(Module, Debug)]
+pub struct Backbone {
+    pub network: Network,
+    #[module(skip)]
+    pub pooling: PoolingOptions,
+    /// The names of the folder it was loaded from, used again when it is saved.
+    #[module(skip)]
+    pub naming: Naming,
+}
+
+impl Backbone {
+    /// Loads the backbone of `folder`. `classifier`: keep the checkpoint's own classifier.
+    pub fn load(
+        folder: &ModelFolder,
+        pooling: PoolingOptions,
+        classifier: bool,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let network = folder.architecture.load(folder, classifier, device)?;
+        let naming = folder.architecture.naming(folder)?;
+        Ok(Self {
+            network,
+            pooling,
+            naming,
+        })
+    }
+
+    pub fn architecture(&self) -> &dyn Architecture {
+        self.network.architecture()
+    }
+
+    /// Features `[batch, feature_size]`, L2-normalized when the pooling options say so.
+    pub fn forward(&self, inputs: Inputs) -> Tensor<2> {
+        let features = self.architecture().forward_features(inputs, self.pooling);
+        if self.pooling.normalize {
+            l2_normalize(features)
+        } else {
+            features
+        }
+    }
+
+    pub fn feature_size(&self) -> usize {
+        self.architecture().feature_size()
+    }
+
+    /// The name a parameter path (inside the architecture's module) has in the folder's files.
+    pub fn file_name(&self, path: &str) -> String {
+        match self.naming {
+            Naming::Upstream => self.architecture().upstream_name(path),
+            Naming::Export(format) => self.architecture().export_name(format, path),
+        }
+    }
+
+    /// The path inside the architecture's module of a path inside this backbone (`network.` and
+    /// the variant removed), or `None` for a path outside the network.
+    pub fn inner_path(path: &str) -> Option<&str> {
+        let rest = path.strip_prefix("network.")?;
+        match rest.split_once('.') {
+            Some((first, inner)) if Network::is_variant(first) => Some(inner),
+            _ => Some(rest),
+        }
+    }
+}

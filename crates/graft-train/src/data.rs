@@ -1,0 +1,160 @@
+//! A run's data, the same for every modality: the config's splits read by the modality's reader,
+//! the label set (from the data or a labels file), the seeded validation split, targets checked
+//! against the labels, regression standardization, and the loss with its class weights.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use graft_data::{LabelSet, TextExample, multi_label_set, train_valid_split};
+
+use crate::config::{ClassWeights, Config};
+use crate::error::{TrainError, TrainError as E};
+use crate::loss::{Targets, TaskLoss, balanced_class_weights, balanced_pos_weight};
+use crate::task::{Task, TaskSpec};
+
+/// The data of a run, read by the modality and encoded for its task.
+pub struct RunData {
+    pub spec: TaskSpec,
+    pub train: Vec<TextExample>,
+    pub valid: Vec<TextExample>,
+    pub test: Option<(PathBuf, Vec<TextExample>)>,
+    /// Training targets (standardized for regression when the config says so).
+    pub train_targets: Targets,
+    pub valid_targets: Targets,
+    /// Regression: the mean and standard deviation the targets were standardized with.
+    pub standardization: Option<(f64, f64)>,
+}
+
+impl RunData {
+    /// Reads the config's splits with `read` (the modality's reader) and checks every label.
+    pub fn read(
+        config: &Config,
+        read: impl Fn(&Path) -> Result<Vec<TextExample>, TrainError>,
+    ) -> Result<Self, TrainError> {
+        let d = &config.data;
+        let task = d.task;
+        let all_train = read(&d.train)?;
+        let labels = match (task, &d.labels) {
+            (Task::Regression, _) => vec![d.label_column.clone()],
+            (_, Some(path)) => LabelSet::from_file(path)?.names().to_vec(),
+            (Task::MultiLabel, None) => multi_label_set(&all_train, &d.label_separator, &d.train)?
+                .names()
+                .to_vec(),
+            (Task::Classification, None) => LabelSet::from_examples(&all_train, &d.train)?
+                .names()
+                .to_vec(),
+        };
+        let (train, valid) = match &d.valid {
+            Some(valid_path) => (all_train, read(valid_path)?),
+            None => {
+                if all_train.len() < 2 {
+                    return Err(E::Config {
+                        path: d.train.clone(),
+                        message: format!(
+                            "{} training example(s): holding out a validation split needs at \
+                             least 2; add examples or give [data] valid",
+                            all_train.len()
+                        ),
+                    });
+                }
+                let fraction = d.valid_fraction.unwrap_or(0.1);
+                let (train_idx, valid_idx) =
+                    train_valid_split(all_train.len(), fraction, config.train.seed);
+                let pick = |idx: &[usize]| idx.iter().map(|&i| all_train[i].clone()).collect();
+                (pick(&train_idx), pick(&valid_idx))
+            }
+        };
+        let valid_path = d.valid.clone().unwrap_or_else(|| d.train.clone());
+        let test = match &d.test {
+            Some(path) => Some((path.clone(), read(path)?)),
+            None => None,
+        };
+        let spec = TaskSpec {
+            task,
+            labels,
+            threshold: config.head.threshold,
+            separator: d.label_separator.clone(),
+        };
+        let mut train_targets = spec.targets(&train, &d.train)?;
+        let mut valid_targets = spec.targets(&valid, &valid_path)?;
+        if let Some((path, examples)) = &test {
+            spec.targets(examples, path)?; // unknown labels fail before training
+        }
+        if let Targets::Classes(t) = &train_targets {
+            let set = LabelSet::new(spec.labels.clone()).map_err(E::Unsupported)?;
+            set.check_all_present(t, &d.train)?;
+        }
+        let mut standardization = None;
+        if task == Task::Regression
+            && d.standardize
+            && let Targets::Values(values) = &mut train_targets
+        {
+            let n = values.len().max(1) as f64;
+            let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = values
+                .iter()
+                .map(|&v| (v as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let std = if var > 0.0 { var.sqrt() } else { 1.0 };
+            let standardize = |v: &mut f32| *v = ((*v as f64 - mean) / std) as f32;
+            values.iter_mut().for_each(standardize);
+            if let Targets::Values(valid) = &mut valid_targets {
+                valid.iter_mut().for_each(standardize);
+            }
+            standardization = Some((mean, std));
+        }
+        Ok(Self {
+            spec,
+            train,
+            valid,
+            test,
+            train_targets,
+            valid_targets,
+            standardization,
+        })
+    }
+
+    /// The validation metrics of raw outputs, in `metrics.jsonl`'s names.
+    pub fn valid_metrics(&self, outputs: &[Vec<f32>]) -> BTreeMap<String, f64> {
+        self.spec
+            .report(outputs, &self.valid_targets, self.standardization)
+            .as_metrics()
+    }
+
+    /// The loss of the config's task, with class weights resolved against the training targets.
+    pub fn loss(&self, config: &Config) -> Result<TaskLoss, TrainError> {
+        let l = &config.loss;
+        let classes = self.spec.labels.len();
+        let (mut weights, mut pos_weight) = (None, None);
+        match (&l.class_weights, &self.train_targets) {
+            (Some(ClassWeights::Explicit(w)), _) => {
+                if w.len() != classes {
+                    return Err(E::Config {
+                        path: config.source.clone(),
+                        message: format!(
+                            "[loss] class_weights: {} weights given for {classes} classes ({})",
+                            w.len(),
+                            self.spec.labels.join(", ")
+                        ),
+                    });
+                }
+                weights = Some(w.iter().map(|&v| v as f32).collect());
+            }
+            (Some(ClassWeights::Named(_)), Targets::Classes(t)) => {
+                weights = Some(balanced_class_weights(t, classes));
+            }
+            (Some(ClassWeights::Named(_)), Targets::MultiLabel(rows)) => {
+                pos_weight = Some(balanced_pos_weight(rows, classes));
+            }
+            _ => {}
+        }
+        Ok(TaskLoss {
+            kind: l.kind.unwrap_or(self.spec.task.default_loss()),
+            weights,
+            pos_weight,
+            label_smoothing: l.label_smoothing,
+            huber_delta: l.huber_delta,
+        })
+    }
+}

@@ -1,0 +1,162 @@
+//! Exporting a run as a folder the Python ecosystem loads as it is, one module per target format:
+//! [`transformers`] (a sequence classifier), [`sentence_transformers`] (backbone, pooling and
+//! `Dense` head modules), and [`vision`] (timm or torchvision state dicts). Which formats a run can
+//! take is its architecture's word (graft-model's `Architecture::exports`); which one is used
+//! follows the run's pooling: the pretrained pooler exports as transformers, other text pooling as
+//! sentence-transformers, images as the architecture's vision library.
+//!
+//! The folder is built beside the destination and renamed into place, so an interrupted export
+//! leaves the previous one intact.
+
+mod sentence_transformers;
+mod transformers;
+mod vision;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use graft_model::{ExportFormat, ExportTarget};
+
+use crate::error::{TrainError, TrainError as E};
+use crate::files::{TensorBytes, copy_atomic, make_shareable, module_tensors};
+use crate::modality::Preparation;
+use crate::run_dir::{self, BACKBONE_FILES, LoadedRun, backbone_tensors};
+
+/// Writes the export of the run in `run_dir` to `out` and says what layout it has.
+pub fn export(run_dir: &Path, out: &Path) -> Result<String, TrainError> {
+    #[allow(deprecated)]
+    let device = Device::flex();
+    let run = run_dir::load(run_dir, &device)?;
+    let target = target_for(&run)?;
+    let staging = staging_dir(out)?;
+    let result = match target.format {
+        ExportFormat::Transformers => transformers::write(run_dir, &run, &target, &staging),
+        ExportFormat::SentenceTransformers => sentence_transformers::write(run_dir, &run, &staging),
+        ExportFormat::Timm | ExportFormat::Torchvision => vision::write(&run, &target, &staging),
+    };
+    match result {
+        Ok(description) => {
+            publish(&staging, out)?;
+            Ok(description)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
+
+/// The export format the run's pooling calls for, among those its architecture offers.
+fn target_for(run: &LoadedRun) -> Result<ExportTarget, TrainError> {
+    let wanted: &[ExportFormat] = match &run.manifest.preparation {
+        Preparation::Text {
+            use_pooler: true, ..
+        } => &[ExportFormat::Transformers],
+        Preparation::Text { .. } => &[ExportFormat::SentenceTransformers],
+        Preparation::Image { .. } => &[ExportFormat::Timm, ExportFormat::Torchvision],
+    };
+    let architecture = run.model.backbone.architecture();
+    architecture
+        .exports()
+        .into_iter()
+        .find(|t| wanted.contains(&t.format))
+        .ok_or_else(|| {
+            E::Unsupported(format!(
+                "{} has no export layout for this run's pooling",
+                architecture.describe()
+            ))
+        })
+}
+
+/// Only a single linear layer maps onto the classifiers of transformers, timm and torchvision.
+fn require_linear_head(run: &LoadedRun, layout: &str) -> Result<(), TrainError> {
+    if run.model.head.layers.len() != 1 {
+        return Err(E::Unsupported(format!(
+            "{layout} classifiers are a single linear layer; train the run with [head] kind = \
+             \"linear\" to export it"
+        )));
+    }
+    Ok(())
+}
+
+/// The run's tensors in a target layout: the backbone in the format's names behind its prefix,
+/// the single head layer as the format's classifier, `num_batches_tracked` for each BatchNorm.
+fn classifier_tensors(
+    run: &LoadedRun,
+    target: &ExportTarget,
+) -> Result<Vec<TensorBytes>, TrainError> {
+    let backbone = &run.model.backbone;
+    let architecture = backbone.architecture();
+    let mut tensors = backbone_tensors(backbone, &target.prefix, |p| {
+        architecture.export_name(target.format, p)
+    })?;
+    tensors.extend(module_tensors(&run.model.head, |path| {
+        path.strip_prefix("layers.0.")
+            .map(|rest| format!("{}.{rest}", target.classifier))
+    })?);
+    Ok(tensors)
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn staging_dir(out: &Path) -> Result<PathBuf, TrainError> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".graft-export-")
+        .tempdir_in(parent)
+        .map_err(io(parent))?;
+    Ok(staging.keep())
+}
+
+/// Moves the finished folder to `out`, replacing an earlier export only once the new one is whole.
+fn publish(staging: &Path, out: &Path) -> Result<(), TrainError> {
+    for folder in walk(staging) {
+        make_shareable(&folder)?;
+    }
+    if out.exists() {
+        let old = out.with_extension("graft-old");
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(out, &old).map_err(io(out))?;
+        std::fs::rename(staging, out).map_err(io(out))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(staging, out).map_err(io(out))?;
+    }
+    Ok(())
+}
+
+/// Copies the backbone's files (tokenizer, config) from the run folder.
+fn copy_backbone_files(run_dir: &Path, out: &Path, skip_config: bool) -> Result<(), TrainError> {
+    for name in BACKBONE_FILES {
+        if skip_config && *name == "config.json" {
+            continue;
+        }
+        let from = run_dir.join(name);
+        if from.is_file() {
+            copy_atomic(&from, &out.join(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// `dir` and every folder below it.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut folders = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < folders.len() {
+        if let Ok(entries) = std::fs::read_dir(&folders[i]) {
+            folders.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        i += 1;
+    }
+    folders
+}

@@ -1,0 +1,67 @@
+//! A transformers sequence classifier (`AutoModelForSequenceClassification`): the backbone under
+//! the architecture's prefix (`bert.`), the single head layer as `classifier`, and `config.json`
+//! with `architectures`, `id2label`/`label2id` and `problem_type`.
+
+use std::path::Path;
+
+use graft_model::ExportTarget;
+use serde_json::{Value, json};
+
+use super::{classifier_tensors, copy_backbone_files, io, require_linear_head};
+use crate::error::{TrainError, TrainError as E};
+use crate::files::{write_json_atomic, write_safetensors};
+use crate::modality::Preparation;
+use crate::run_dir::LoadedRun;
+
+pub(super) fn write(
+    run_dir: &Path,
+    run: &LoadedRun,
+    target: &ExportTarget,
+    out: &Path,
+) -> Result<String, TrainError> {
+    let m = &run.manifest;
+    if let Preparation::Text {
+        normalize: true, ..
+    } = m.preparation
+    {
+        return Err(E::Unsupported(format!(
+            "a model that pools through the pretrained pooler exports as transformers' {}, which \
+             has no normalization; train it with normalize = false",
+            target.model
+        )));
+    }
+    require_linear_head(run, "transformers'")?;
+    copy_backbone_files(run_dir, out, true)?;
+    let path = run_dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let mut config: Value = serde_json::from_str(&text).map_err(|e| E::Config {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let labels = &m.labels;
+    let id2label: serde_json::Map<String, Value> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i.to_string(), json!(l)))
+        .collect();
+    let label2id: serde_json::Map<String, Value> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), json!(i)))
+        .collect();
+    if let Some(object) = config.as_object_mut() {
+        object.insert("architectures".into(), json!([target.model]));
+        object.insert("id2label".into(), Value::Object(id2label));
+        object.insert("label2id".into(), Value::Object(label2id));
+        // transformers' names for the tasks are graft's.
+        object.insert("problem_type".into(), json!(m.task));
+    }
+    write_json_atomic(&out.join("config.json"), &config)?;
+    let tensors = classifier_tensors(run, target)?;
+    write_safetensors(&out.join("model.safetensors"), &tensors, None)?;
+    write_json_atomic(&out.join("labels.json"), labels)?;
+    Ok(format!(
+        "transformers (AutoModelForSequenceClassification: {})",
+        target.model
+    ))
+}

@@ -1,0 +1,488 @@
+//! What differs between text and images, behind one interface, so that the pipeline has one path:
+//! reading examples (a training split or an input file), how a backbone folder's features are
+//! made (pooling, max length, image transform), encoding examples once (token ids or decoded
+//! images), making batches, and the content that keys the feature cache.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use graft_data::image::{Augment, Preprocess, read_image_folder, read_rgb, resolve_paths};
+use graft_data::tokenize::Tokens;
+use graft_data::{DataFormat, TextExample, TextTokenizer, TokenBatch, read_texts};
+use graft_model::{
+    ImageTransform, Inputs, Modality, ModelFolder, Pooling, PoolingOptions, Preprocessing,
+    TextTransform,
+};
+use image::RgbImage;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{DataSection, Format};
+use crate::error::{TrainError, TrainError as E};
+
+/// A file of inputs for `eval`, `predict` and `embed`.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub path: PathBuf,
+    /// Text: the text column of a CSV/JSONL file (plain text files have one text per line).
+    /// Images: the image-path column of a CSV/JSONL file.
+    pub column: Option<String>,
+}
+
+/// What the user chose about features; `None` takes the folder's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct FeatureChoices {
+    pub pooling: Option<Pooling>,
+    pub normalize: Option<bool>,
+    pub max_length: Option<usize>,
+    pub pooler: Option<bool>,
+    pub image_size: Option<usize>,
+}
+
+/// How a backbone's inputs are prepared, as resolved for a run and stored in its manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "modality", rename_all = "lowercase")]
+pub enum Preparation {
+    Text {
+        pooling: Pooling,
+        use_pooler: bool,
+        normalize: bool,
+        max_length: usize,
+    },
+    Image {
+        image_size: usize,
+        /// Resize the shorter side to this, then crop the center; `None`: squash to the square.
+        resize_shorter: Option<usize>,
+        mean: [f32; 3],
+        std: [f32; 3],
+    },
+}
+
+impl Preparation {
+    /// The pooling and normalization of the features. Images: the architecture's own pooling.
+    pub fn pooling(&self) -> PoolingOptions {
+        match self {
+            Self::Text {
+                pooling,
+                use_pooler,
+                normalize,
+                ..
+            } => PoolingOptions {
+                pooling: *pooling,
+                use_pooler: *use_pooler,
+                normalize: *normalize,
+            },
+            Self::Image { .. } => PoolingOptions::default(),
+        }
+    }
+
+    pub fn modality(&self) -> Modality {
+        match self {
+            Self::Text { .. } => Modality::Text,
+            Self::Image { .. } => Modality::Image,
+        }
+    }
+
+    /// Resolves the user's choices against a folder's preprocessing: for text the config's
+    /// pooling, else the folder's sentence-transformers defaults, else mean pooling without
+    /// normalization at the model's max positions; for images the folder's transform at the
+    /// chosen size. `origin` names the config in errors.
+    pub fn resolve(
+        folder: &ModelFolder,
+        choices: &FeatureChoices,
+        origin: &Path,
+    ) -> Result<Self, TrainError> {
+        let invalid = |message: String| E::Config {
+            path: origin.to_path_buf(),
+            message,
+        };
+        match folder.preprocessing()? {
+            Preprocessing::Text(text) => {
+                if choices.image_size.is_some() {
+                    return Err(invalid(format!(
+                        "image_size is for image models; {} reads text",
+                        folder.dir.display()
+                    )));
+                }
+                Self::resolve_text(folder, &text, choices).map_err(invalid)
+            }
+            Preprocessing::Image(transform) => {
+                let text_only = [
+                    ("pooling", choices.pooling.is_some()),
+                    ("max_length", choices.max_length.is_some()),
+                    ("pooler", choices.pooler == Some(true)),
+                ];
+                if let Some((key, _)) = text_only.iter().find(|(_, given)| *given) {
+                    return Err(invalid(format!(
+                        "{key} is for text models; {} reads images",
+                        folder.dir.display()
+                    )));
+                }
+                let image_size = choices.image_size.unwrap_or(transform.image_size);
+                if image_size < graft_model::vision::MIN_IMAGE_SIZE {
+                    return Err(invalid(format!(
+                        "image_size {image_size} is too small (at least {})",
+                        graft_model::vision::MIN_IMAGE_SIZE
+                    )));
+                }
+                Ok(Self::Image {
+                    image_size,
+                    resize_shorter: transform.resize_shorter,
+                    mean: transform.mean,
+                    std: transform.std,
+                })
+            }
+        }
+    }
+
+    fn resolve_text(
+        folder: &ModelFolder,
+        text: &TextTransform,
+        choices: &FeatureChoices,
+    ) -> Result<Self, String> {
+        let st = folder.sentence_transformers.clone().unwrap_or_default();
+        let pooling = choices.pooling.or(st.pooling).unwrap_or(Pooling::Mean);
+        let use_pooler = pooling == Pooling::Cls && choices.pooler.unwrap_or(text.has_pooler);
+        if use_pooler && !text.has_pooler {
+            return Err(format!(
+                "pooler = true, but {} has no pooler weights (pooler.dense.weight)",
+                folder.weights_path().display()
+            ));
+        }
+        let max_length = choices
+            .max_length
+            .or(st.max_seq_length)
+            .unwrap_or(text.max_positions);
+        if max_length > text.max_positions {
+            return Err(format!(
+                "max_length {max_length} exceeds the model's max_position_embeddings {}",
+                text.max_positions
+            ));
+        }
+        Ok(Self::Text {
+            pooling,
+            use_pooler,
+            // sentence-transformers' Normalize belongs to its pooling recipe, not to the pooler.
+            normalize: choices.normalize.unwrap_or(st.normalize && !use_pooler),
+            max_length,
+        })
+    }
+
+    /// The encoder for a loaded backbone of `folder`.
+    pub fn encoder(&self, folder: &ModelFolder) -> Result<Encoder, TrainError> {
+        Ok(match self {
+            Self::Text { max_length, .. } => {
+                let Preprocessing::Text(text) = folder.preprocessing()? else {
+                    return Err(E::Config {
+                        path: folder.config_path(),
+                        message: "a text run on an image model".into(),
+                    });
+                };
+                Encoder::Text(Box::new(TextTokenizer::from_file(
+                    &text.tokenizer,
+                    *max_length,
+                    text.vocab_size,
+                )?))
+            }
+            Self::Image {
+                image_size,
+                resize_shorter,
+                mean,
+                std,
+            } => Encoder::Image(Preprocess {
+                image_size: *image_size,
+                resize_shorter: *resize_shorter,
+                mean: *mean,
+                std: *std,
+            }),
+        })
+    }
+
+    /// The transform of an image preparation, as a model folder describes one.
+    pub fn image_transform(&self) -> Option<ImageTransform> {
+        match self {
+            Self::Image {
+                image_size,
+                resize_shorter,
+                mean,
+                std,
+            } => Some(ImageTransform {
+                image_size: *image_size,
+                resize_shorter: *resize_shorter,
+                mean: *mean,
+                std: *std,
+            }),
+            Self::Text { .. } => None,
+        }
+    }
+}
+
+/// Turns examples into model inputs: a tokenizer or an image transform.
+pub enum Encoder {
+    Text(Box<TextTokenizer>),
+    Image(Preprocess),
+}
+
+impl Encoder {
+    /// Tokenizes the texts, or decodes the images, of `examples` once for the whole run.
+    pub fn encode(&self, examples: &[TextExample]) -> Result<Encoded, TrainError> {
+        Ok(match self {
+            Self::Text(tokenizer) => {
+                let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+                Encoded::Text(tokenizer.tokenize(&texts)?)
+            }
+            Self::Image(preprocess) => {
+                let mut images = Vec::with_capacity(examples.len());
+                let mut digests = Vec::with_capacity(examples.len());
+                for example in examples {
+                    let (image, bytes) = read_rgb(Path::new(&example.text))?;
+                    images.push(image);
+                    digests.push(Sha256::digest(&bytes).into());
+                }
+                Encoded::Image {
+                    images,
+                    digests,
+                    preprocess: preprocess.clone(),
+                }
+            }
+        })
+    }
+
+    /// What of the encoding changes features, for the feature cache's key.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Text(tokenizer) => format!("max_length={}", tokenizer.max_length()),
+            Self::Image(preprocess) => format!("{preprocess:?}"),
+        }
+    }
+}
+
+/// Training-time augmentation of one epoch.
+#[derive(Clone, Copy)]
+pub struct EpochAugment<'a> {
+    pub augment: &'a Augment,
+    pub seed: u64,
+    pub epoch: usize,
+}
+
+/// Examples encoded once and kept for the run.
+pub enum Encoded {
+    Text(Vec<Tokens>),
+    Image {
+        images: Vec<RgbImage>,
+        /// SHA-256 of each image file.
+        digests: Vec<[u8; 32]>,
+        preprocess: Preprocess,
+    },
+}
+
+impl Encoded {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Text(tokens) => tokens.len(),
+            Self::Image { images, .. } => images.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The model inputs of the examples at `indices`. With `augment`, image i of epoch e is
+    /// transformed with a generator seeded from (seed, e, i), so a resumed run repeats it exactly.
+    pub fn batch(
+        &self,
+        indices: &[usize],
+        augment: Option<EpochAugment>,
+        device: &Device,
+    ) -> Inputs {
+        match self {
+            Self::Text(tokens) => {
+                let rows: Vec<&Tokens> = indices.iter().map(|&i| &tokens[i]).collect();
+                let (input_ids, token_type_ids, attention_mask) =
+                    TokenBatch::pad(&rows).to_tensors(device);
+                Inputs::Text {
+                    input_ids,
+                    token_type_ids,
+                    attention_mask,
+                }
+            }
+            Self::Image {
+                images, preprocess, ..
+            } => {
+                let size = preprocess.image_size;
+                let mut values = Vec::with_capacity(indices.len() * 3 * size * size);
+                for &i in indices {
+                    values.extend(match augment {
+                        Some(EpochAugment {
+                            augment,
+                            seed,
+                            epoch,
+                        }) => {
+                            let mixed = seed
+                                .wrapping_mul(0x9e3779b97f4a7c15)
+                                .wrapping_add((epoch as u64) << 32)
+                                .wrapping_add(i as u64);
+                            let mut rng = StdRng::seed_from_u64(mixed);
+                            preprocess.apply_augmented(&images[i], augment, &mut rng)
+                        }
+                        None => preprocess.apply(&images[i]),
+                    });
+                }
+                Inputs::Image(Tensor::from_data(
+                    TensorData::new(values, [indices.len(), 3, size, size]),
+                    device,
+                ))
+            }
+        }
+    }
+
+    /// Each example's length in tokens, for `group_by_length` (text only).
+    pub fn lengths(&self) -> Option<Vec<usize>> {
+        match self {
+            Self::Text(tokens) => Some(tokens.iter().map(|t| t.ids.len()).collect()),
+            Self::Image { .. } => None,
+        }
+    }
+
+    /// `indices` in batches of `batch_size` for inference: texts of similar length together (so
+    /// little padding is computed), images in order.
+    pub fn buckets(&self, indices: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+        let mut order = indices.to_vec();
+        if let Self::Text(tokens) = self {
+            order.sort_by_key(|&i| tokens[i].ids.len());
+        }
+        order.chunks(batch_size).map(<[usize]>::to_vec).collect()
+    }
+
+    /// Adds what example `i`'s features depend on to a cache key: its token ids, or its image
+    /// file's bytes (through their digest).
+    pub fn hash_example(&self, i: usize, hasher: &mut Sha256) {
+        match self {
+            Self::Text(tokens) => {
+                let t = &tokens[i];
+                hasher.update((t.ids.len() as u64).to_le_bytes());
+                for (id, type_id) in t.ids.iter().zip(&t.type_ids) {
+                    hasher.update(id.to_le_bytes());
+                    hasher.update(type_id.to_le_bytes());
+                }
+            }
+            Self::Image { digests, .. } => hasher.update(digests[i]),
+        }
+    }
+}
+
+/// A training, validation or test split of a config: texts from CSV/JSONL, or images from an
+/// image folder or a CSV/JSONL of image paths (relative to the file).
+pub fn read_split(data: &DataSection, path: &Path) -> Result<Vec<TextExample>, TrainError> {
+    let label = Some(data.label_column.as_str());
+    Ok(match (data.format, &data.image_column) {
+        (Format::ImageFolder, _) => read_image_folder(path)?,
+        (format, Some(column)) => {
+            let mut examples = read_texts(path, table_format(format), column, label)?;
+            resolve_paths(&mut examples, path);
+            examples
+        }
+        (format, None) => read_texts(path, table_format(format), &data.text_column, label)?,
+    })
+}
+
+fn table_format(format: Format) -> DataFormat {
+    match format {
+        Format::Jsonl => DataFormat::Jsonl,
+        _ => DataFormat::Csv,
+    }
+}
+
+/// The examples of an input file for a model of `modality`. Text: a CSV/JSONL file with
+/// `input.column`, or any other file with one text per line. Images: an image folder
+/// (`root/<class>/<image>`, labels from the folders), a plain folder of images, one image file,
+/// or a CSV/JSONL whose column holds image paths. With `label_column`, every example must have
+/// a label.
+pub fn read_input(
+    modality: Modality,
+    input: &Input,
+    label_column: Option<&str>,
+) -> Result<Vec<TextExample>, TrainError> {
+    let path = &input.path;
+    let examples = match modality {
+        Modality::Text => {
+            let format = DataFormat::from_extension(path);
+            if format == DataFormat::Lines && label_column.is_some() {
+                return Err(E::Config {
+                    path: path.clone(),
+                    message: "evaluation needs labels: give a .csv or .jsonl file".into(),
+                });
+            }
+            let column = match (format, &input.column) {
+                (DataFormat::Lines, _) => "",
+                (_, Some(column)) => column.as_str(),
+                (_, None) => {
+                    return Err(E::Config {
+                        path: path.clone(),
+                        message: "a CSV/JSONL input needs --column to name the text column".into(),
+                    });
+                }
+            };
+            read_texts(path, format, column, label_column)?
+        }
+        Modality::Image => read_images(path, input.column.as_deref(), label_column)?,
+    };
+    if label_column.is_some() && examples.iter().any(|e| e.label.is_none()) {
+        return Err(E::Config {
+            path: path.clone(),
+            message: "evaluation needs labels: an image folder or a CSV/JSONL with labels".into(),
+        });
+    }
+    Ok(examples)
+}
+
+fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+}
+
+fn image_example(path: &Path) -> TextExample {
+    TextExample::unlabelled(path.to_string_lossy())
+}
+
+fn read_images(
+    path: &Path,
+    image_column: Option<&str>,
+    label_column: Option<&str>,
+) -> Result<Vec<TextExample>, TrainError> {
+    if path.is_dir() {
+        let entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|source| E::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        if entries.iter().any(|p| p.is_dir()) {
+            return Ok(read_image_folder(path)?);
+        }
+        // A plain folder of images, in name order, without labels.
+        let mut images: Vec<PathBuf> = entries.into_iter().filter(|p| is_image_file(p)).collect();
+        if images.is_empty() {
+            return Err(E::Config {
+                path: path.to_path_buf(),
+                message: "no images (.png, .jpg) in this folder".into(),
+            });
+        }
+        images.sort();
+        return Ok(images.iter().map(|p| image_example(p)).collect());
+    }
+    if is_image_file(path) {
+        return Ok(vec![image_example(path)]);
+    }
+    let format = DataFormat::from_extension(path);
+    let column = image_column.unwrap_or("image");
+    let mut examples = read_texts(path, format, column, label_column)?;
+    resolve_paths(&mut examples, path);
+    Ok(examples)
+}

@@ -1,0 +1,762 @@
+//! The one path every backbone and modality takes: plan (`--dry-run`), train, evaluate, predict
+//! and embed. What differs between text and images is behind [`crate::modality`], what differs
+//! between tasks behind [`crate::task`], and what differs between architectures behind
+//! graft-model's `Backbone`. Configs and inputs are read before a device is probed, so a typo
+//! fails fast.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use graft_data::TextExample;
+use graft_data::image::Augment;
+use graft_model::{Backbone, Modality, ModelFolder, Pooling, PoolingOptions};
+use serde::Serialize;
+
+use crate::backend::{self, SelectedDevice};
+use crate::classifier::{Classifier, extract_features, rows_of, select_rows};
+use crate::config::{Backend, CacheMode, Config};
+use crate::data::RunData;
+use crate::error::{TrainError, TrainError as E};
+use crate::feature_cache::{self, CacheStats, FeatureCache};
+use crate::files::{TensorBytes, write_atomic, write_json_atomic, write_safetensors};
+use crate::fit::{FitSpec, Resume, Split, fit, lr_groups, steps_per_epoch};
+use crate::freezing::{ClassifierLayout, Describe, FreezeState, HeadOnly, ParamTable, stable_ids};
+use crate::head::HeadSpec;
+use crate::metrics::Report;
+use crate::modality::{
+    Encoded, EpochAugment, FeatureChoices, Input, Preparation, read_input, read_split,
+};
+use crate::progress::{EpochMetrics, Progress};
+use crate::run_dir::{self, RunManifest};
+use crate::task::{Prediction, Task, TaskSpec};
+
+/// What `train` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub run_dir: PathBuf,
+    pub device: String,
+    pub history: Vec<EpochMetrics>,
+    pub best_epoch: usize,
+    pub stopped_early: bool,
+    pub test: Option<Report>,
+    pub feature_seconds: f64,
+    /// Examples whose features were computed, and read back from the feature cache.
+    pub cache: CacheStats,
+    pub total_seconds: f64,
+}
+
+/// How `train` runs, besides the config.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Overrides the config's backend.
+    pub backend: Option<Backend>,
+    pub resume: Resume,
+}
+
+/// What `graft train --dry-run` shows: every tensor, trainable or frozen at the start, and how
+/// the freeze schedule changes that.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainPlan {
+    pub tensors: Vec<PlannedTensor>,
+    pub trainable_parameters: usize,
+    pub frozen_parameters: usize,
+    /// For each unfreeze step: the epoch, and the trainable parameters from then on.
+    pub unfreeze: Vec<(usize, usize)>,
+    /// Whether the backbone's features are computed once and cached.
+    pub feature_cache: bool,
+    pub steps_per_epoch: usize,
+    pub total_steps: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub trainable: bool,
+    /// The peak learning rate while trainable.
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// The epoch from which a frozen tensor trains, if it ever does.
+    pub unfreezes_at: Option<usize>,
+}
+
+/// A config's backbone folder and how its inputs are prepared.
+struct Source {
+    folder: ModelFolder,
+    preparation: Preparation,
+}
+
+impl Source {
+    fn open(config: &Config) -> Result<Self, TrainError> {
+        let folder = ModelFolder::open(&config.model.backbone)?;
+        let m = &config.model;
+        let choices = FeatureChoices {
+            pooling: m.pooling,
+            normalize: m.normalize,
+            max_length: m.max_length,
+            pooler: m.pooler,
+            image_size: m.image_size,
+        };
+        let preparation = Preparation::resolve(&folder, &choices, &config.source)?;
+        let data_modality = if config.is_vision() {
+            Modality::Image
+        } else {
+            Modality::Text
+        };
+        if preparation.modality() != data_modality {
+            let reads = |m: Modality| match m {
+                Modality::Text => "text",
+                Modality::Image => "images",
+            };
+            return Err(config.key_error(
+                "model",
+                "backbone",
+                &format!(
+                    "{} reads {}, but [data] gives {}",
+                    folder.dir.display(),
+                    reads(preparation.modality()),
+                    reads(data_modality)
+                ),
+            ));
+        }
+        Ok(Self {
+            folder,
+            preparation,
+        })
+    }
+
+    fn read_data(&self, config: &Config) -> Result<RunData, TrainError> {
+        RunData::read(config, |path| read_split(&config.data, path))
+    }
+
+    fn load(&self, device: &Device) -> Result<Backbone, TrainError> {
+        Ok(Backbone::load(
+            &self.folder,
+            self.preparation.pooling(),
+            false,
+            device,
+        )?)
+    }
+
+    /// The files and settings that key the feature cache.
+    fn cache(&self, config: &Config, key: String) -> Result<FeatureCache, TrainError> {
+        let root = config
+            .train
+            .cache_dir
+            .clone()
+            .unwrap_or_else(feature_cache::default_root);
+        let mut files = vec![self.folder.weights_path(), self.folder.config_path()];
+        if let Ok(graft_model::Preprocessing::Text(text)) = self.folder.preprocessing() {
+            files.push(text.tokenizer);
+        }
+        let settings = format!("{:?};{key}", self.preparation.pooling());
+        FeatureCache::new(
+            &root,
+            &files,
+            &settings,
+            config.train.cache == CacheMode::Rebuild,
+        )
+    }
+}
+
+/// Whether a config trains the head on cached features: a backbone frozen for the whole run,
+/// no augmentation, and the cache not off.
+fn uses_cache(config: &Config) -> bool {
+    config.freeze.always_frozen()
+        && !config.augment.is_active()
+        && config.train.cache != CacheMode::Off
+}
+
+fn augment_of(config: &Config) -> Option<Augment> {
+    let a = &config.augment;
+    a.is_active().then(|| Augment {
+        crop_scale: a.crop_scale.map(|[l, h]| (l, h)),
+        horizontal_flip: a.horizontal_flip,
+        brightness: a.brightness,
+        contrast: a.contrast,
+        saturation: a.saturation,
+    })
+}
+
+/// Builds the model a config describes and reports what would train, without training.
+pub fn plan(config: &Config) -> Result<TrainPlan, TrainError> {
+    let source = Source::open(config)?;
+    let data = source.read_data(config)?;
+    #[allow(deprecated)]
+    let device = Device::flex();
+    let backbone = source.load(&device)?;
+    let head = HeadSpec::new(
+        &config.head,
+        backbone.feature_size(),
+        data.spec.labels.len(),
+    )
+    .init(config.train.seed, &device);
+    let layout = ClassifierLayout::of(&backbone);
+    let model = stable_ids(Classifier { backbone, head });
+    let table = ParamTable::of(&model, &layout);
+    plan_of(config, &table, data.train.len(), uses_cache(config))
+}
+
+/// The plan for a model's parameter table.
+fn plan_of(
+    config: &Config,
+    table: &ParamTable,
+    n_train: usize,
+    feature_cache: bool,
+) -> Result<TrainPlan, TrainError> {
+    let at = |epoch| {
+        table
+            .frozen_at(&config.freeze, epoch)
+            .map_err(|message| E::Config {
+                path: config.source.clone(),
+                message,
+            })
+    };
+    let start = at(1)?;
+    let later: Vec<(usize, FreezeState)> = config
+        .freeze
+        .unfreeze
+        .iter()
+        .map(|s| Ok((s.epoch, at(s.epoch)?)))
+        .collect::<Result<_, TrainError>>()?;
+    let mut peak = std::collections::HashMap::new();
+    for (ids, lr) in lr_groups(&config.train, table) {
+        for id in ids {
+            peak.insert(id, lr);
+        }
+    }
+    let t = &config.train;
+    let tensors: Vec<PlannedTensor> = table
+        .tensors
+        .iter()
+        .map(|e| PlannedTensor {
+            name: e.name.clone(),
+            shape: e.shape.clone(),
+            trainable: !start.is_frozen(&e.id),
+            lr: peak.get(&e.id).copied().unwrap_or(t.lr),
+            weight_decay: if e.is_bias_or_norm() && !t.decay_norm_and_bias {
+                0.0
+            } else {
+                t.weight_decay
+            },
+            unfreezes_at: start
+                .is_frozen(&e.id)
+                .then(|| {
+                    later
+                        .iter()
+                        .find(|(_, s)| !s.is_frozen(&e.id))
+                        .map(|(epoch, _)| *epoch)
+                })
+                .flatten(),
+        })
+        .collect();
+    let count = |state: &FreezeState| -> usize {
+        table
+            .tensors
+            .iter()
+            .filter(|e| !state.is_frozen(&e.id))
+            .map(|e| e.numel())
+            .sum()
+    };
+    let total: usize = table.tensors.iter().map(|e| e.numel()).sum();
+    let trainable = count(&start);
+    let steps = steps_per_epoch(n_train, t);
+    Ok(TrainPlan {
+        tensors,
+        trainable_parameters: trainable,
+        frozen_parameters: total - trainable,
+        unfreeze: later.iter().map(|(e, s)| (*e, count(s))).collect(),
+        feature_cache,
+        steps_per_epoch: steps,
+        total_steps: steps * t.epochs,
+    })
+}
+
+/// Trains a head (and, where the config unfreezes it, the backbone), saves the run folder, and
+/// evaluates on the test file if there is one.
+pub fn train(
+    config: &Config,
+    options: &TrainOptions,
+    progress: &dyn Progress,
+) -> Result<TrainReport, TrainError> {
+    let started = Instant::now();
+    let source = Source::open(config)?;
+    let data = source.read_data(config)?;
+    let SelectedDevice {
+        device,
+        description,
+        ..
+    } = backend::select(options.backend.unwrap_or(config.train.backend))?;
+    progress.info(&format!("device: {description}"));
+    device.seed(config.train.seed);
+    // The weights are checked against config.json before the tokenizer is.
+    let backbone = source.load(&device)?;
+    let encoder = source.preparation.encoder(&source.folder)?;
+    let task = data.spec.task;
+    progress.info(&format!(
+        "data: {} train, {} valid{}; {}: {}",
+        data.train.len(),
+        data.valid.len(),
+        data.test
+            .as_ref()
+            .map_or(String::new(), |(_, t)| format!(", {} test", t.len())),
+        task.outputs_noun(),
+        data.spec.labels.join(", ")
+    ));
+    progress.stage("reading inputs", 0);
+    let train_data = encoder.encode(&data.train)?;
+    let valid_data = encoder.encode(&data.valid)?;
+    let test_data = match &data.test {
+        Some((_, examples)) => Some(encoder.encode(examples)?),
+        None => None,
+    };
+    progress.finish_stage();
+
+    let loss = data.loss(config)?;
+    let metrics = |outputs: &[Vec<f32>]| data.valid_metrics(outputs);
+    let head_spec = HeadSpec::new(
+        &config.head,
+        backbone.feature_size(),
+        data.spec.labels.len(),
+    );
+    let train_device = device.clone().autodiff();
+    let out = &config.output.dir;
+    std::fs::create_dir_all(out).map_err(|source| E::Io {
+        path: out.clone(),
+        source,
+    })?;
+    let layout = ClassifierLayout::of(&backbone);
+    let has_batchnorm = {
+        let table = ParamTable::of(&backbone, &BackboneOnly(&layout));
+        table.tensors.iter().any(|t| t.batchnorm)
+    };
+    if has_batchnorm {
+        progress.info(if config.freeze.train_batchnorm {
+            "BatchNorm layers train inside frozen blocks (fastai's default): their weights and \
+             running statistics change"
+        } else {
+            "frozen blocks keep their BatchNorm running statistics unchanged (inference mode)"
+        });
+    }
+    let lengths = train_data.lengths();
+    let cached = uses_cache(config);
+    let describe: &dyn Describe = if cached { &HeadOnly } else { &layout };
+    let spec = FitSpec {
+        train: &config.train,
+        freeze: &config.freeze,
+        loss: &loss,
+        train_targets: &data.train_targets,
+        valid_targets: &data.valid_targets,
+        metrics: &metrics,
+        describe,
+        run_dir: out,
+        lengths: lengths.as_deref(),
+        config_text: toml::to_string_pretty(config).expect("config serializes"),
+        resume: options.resume,
+    };
+    let eval_batch = config.train.eval_batch_size;
+    let mut feature_seconds = 0.0;
+    let mut cache_stats = CacheStats::default();
+    let mut test_features = None;
+    let (mut model, history, best_epoch, stopped_early) = if cached {
+        // The frozen backbone computes the same features every epoch: compute them once.
+        let cache = source.cache(config, encoder.key())?;
+        progress.info(&format!(
+            "backbone frozen: features computed once, cached under {}",
+            cache.root_dir().display()
+        ));
+        let feature_start = Instant::now();
+        let total =
+            train_data.len() + valid_data.len() + test_data.as_ref().map_or(0, Encoded::len);
+        progress.stage("features", total);
+        let mut lookup = |encoded: &Encoded| {
+            let (features, stats) =
+                cache.features(&backbone, encoded, eval_batch, &device, progress)?;
+            cache_stats += stats;
+            Ok::<_, TrainError>(features)
+        };
+        let train_x = lookup(&train_data)?;
+        let valid_x = lookup(&valid_data)?;
+        if let Some(encoded) = &test_data {
+            test_features = Some(lookup(encoded)?);
+        }
+        progress.finish_stage();
+        feature_seconds = feature_start.elapsed().as_secs_f64();
+        progress.info(&format!(
+            "features: {} computed, {} read from the cache ({feature_seconds:.1}s)",
+            cache_stats.computed, cache_stats.reused
+        ));
+        let outcome = fit(
+            head_spec.init(config.train.seed, &train_device),
+            |head, split, idx| match split {
+                Split::Train { .. } => head.forward(select_rows(&train_x, idx, &device)),
+                Split::Valid => head.forward(select_rows(&valid_x, idx, &device)),
+            },
+            &spec,
+            &train_device,
+            progress,
+        )?;
+        let model = Classifier {
+            backbone,
+            head: outcome.model,
+        };
+        (
+            model,
+            outcome.history,
+            outcome.best_epoch,
+            outcome.stopped_early,
+        )
+    } else {
+        if config.train.cache == CacheMode::Auto && !config.freeze.always_frozen() {
+            progress.info("feature cache off: the backbone trains, so its features change");
+        } else if config.augment.is_active() {
+            progress.info("feature cache off: augmentation changes the inputs every epoch");
+        }
+        let model = Classifier {
+            backbone: backbone.to_device(&train_device),
+            head: head_spec.init(config.train.seed, &train_device),
+        };
+        let augment = augment_of(config);
+        let seed = config.train.seed;
+        let outcome = fit(
+            model,
+            |model, split, idx| match split {
+                Split::Train { epoch } => {
+                    let augment = augment.as_ref().map(|augment| EpochAugment {
+                        augment,
+                        seed,
+                        epoch,
+                    });
+                    model.forward(&train_data, idx, augment, &train_device)
+                }
+                Split::Valid => model.forward(&valid_data, idx, None, &device),
+            },
+            &spec,
+            &train_device,
+            progress,
+        )?;
+        (
+            outcome.model,
+            outcome.history,
+            outcome.best_epoch,
+            outcome.stopped_early,
+        )
+    };
+    progress.info(&format!(
+        "best epoch: {best_epoch} (by {})",
+        config.train.monitor
+    ));
+    if let Some((mean, std)) = data.standardization {
+        // The saved model predicts raw values: fold the standardization into the last layer.
+        model.head = model.head.rescale_output(std, mean);
+    }
+
+    // Artifacts.
+    let d = &config.data;
+    let multi_label = task == Task::MultiLabel;
+    let manifest = RunManifest {
+        graft_version: env!("CARGO_PKG_VERSION").into(),
+        task: task.name().into(),
+        architecture: model.backbone.architecture().describe(),
+        labels: data.spec.labels.clone(),
+        head: head_spec,
+        backbone_source: config.model.backbone.clone(),
+        input_column: match source.preparation.modality() {
+            Modality::Text => Some(d.text_column.clone()),
+            Modality::Image => d.image_column.clone(),
+        },
+        label_column: d.label_column.clone(),
+        best_epoch: Some(best_epoch),
+        threshold: multi_label.then_some(data.spec.threshold),
+        label_separator: multi_label.then(|| d.label_separator.clone()),
+        preparation: source.preparation.clone(),
+    };
+    run_dir::save(out, &manifest, &model, &source.folder.dir)?;
+    write_atomic(&out.join("config.toml"), spec.config_text.as_bytes())?;
+
+    let test = match (&data.test, &test_data) {
+        (Some((path, examples)), Some(encoded)) => {
+            let targets = data.spec.targets(examples, path)?;
+            let outputs = match test_features {
+                Some(features) => rows_of(model.head.valid().forward(features)),
+                None => {
+                    progress.stage("test", encoded.len());
+                    let outputs = outputs_of(&model, encoded, eval_batch, &device, progress);
+                    progress.finish_stage();
+                    outputs
+                }
+            };
+            let report = data.spec.report(&outputs, &targets, None);
+            write_json_atomic(&out.join("eval.json"), &report)?;
+            Some(report)
+        }
+        _ => None,
+    };
+    Ok(TrainReport {
+        run_dir: out.clone(),
+        device: description,
+        history,
+        best_epoch,
+        stopped_early,
+        test,
+        feature_seconds,
+        cache: cache_stats,
+        total_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The backbone's own parameters, for questions about the backbone alone.
+struct BackboneOnly<'a>(&'a ClassifierLayout);
+
+impl Describe for BackboneOnly<'_> {
+    fn place(&self, path: &str) -> crate::freezing::Placement {
+        self.0.place(&format!("backbone.{path}"))
+    }
+    fn num_blocks(&self) -> usize {
+        self.0.num_blocks()
+    }
+    fn is_batchnorm(&self, path: &str) -> bool {
+        self.0.is_batchnorm(&format!("backbone.{path}"))
+    }
+}
+
+/// Raw outputs `[n][k]` for every example, in order.
+fn outputs_of(
+    model: &Classifier,
+    data: &Encoded,
+    batch_size: usize,
+    device: &Device,
+    progress: &dyn Progress,
+) -> Vec<Vec<f32>> {
+    let model = model.valid();
+    let features = extract_features(&model.backbone, data, None, batch_size, device, progress);
+    rows_of(model.head.forward(features))
+}
+
+fn check_batch_size(batch_size: usize) -> Result<(), TrainError> {
+    if batch_size == 0 {
+        return Err(E::Unsupported("--batch-size must be at least 1".into()));
+    }
+    Ok(())
+}
+
+/// Selects the device and says which it is.
+fn device_for(backend: Backend, progress: &dyn Progress) -> Result<Device, TrainError> {
+    let selected = backend::select(backend)?;
+    progress.info(&format!("device: {}", selected.description));
+    Ok(selected.device)
+}
+
+/// A run's raw outputs on the examples of an input file.
+fn run_outputs(
+    run_dir: &Path,
+    examples: &[TextExample],
+    batch_size: usize,
+    backend: Backend,
+    progress: &dyn Progress,
+) -> Result<Vec<Vec<f32>>, TrainError> {
+    let device = device_for(backend, progress)?;
+    let run = run_dir::load(run_dir, &device)?;
+    let data = run.encoder.encode(examples)?;
+    progress.stage("running", data.len());
+    let outputs = outputs_of(&run.model, &data, batch_size, &device, progress);
+    progress.finish_stage();
+    Ok(outputs)
+}
+
+/// Scores a run on labelled data (the run's input and label columns unless given).
+pub fn evaluate(
+    run_dir: &Path,
+    input: &Input,
+    label_column: Option<&str>,
+    batch_size: usize,
+    backend: Backend,
+    progress: &dyn Progress,
+) -> Result<Report, TrainError> {
+    check_batch_size(batch_size)?;
+    let manifest = run_dir::read_manifest(run_dir)?;
+    let spec = manifest.task_spec()?;
+    let input = Input {
+        path: input.path.clone(),
+        column: input.column.clone().or(manifest.input_column.clone()),
+    };
+    let label_column = label_column.unwrap_or(&manifest.label_column);
+    let modality = manifest.preparation.modality();
+    let examples = read_input(modality, &input, Some(label_column))?;
+    let targets = spec.targets(&examples, &input.path)?;
+    let outputs = run_outputs(run_dir, &examples, batch_size, backend, progress)?;
+    Ok(spec.report(&outputs, &targets, None))
+}
+
+/// Predictions for every input, in order: from a run, or from a pretrained model folder's own
+/// classifier (its classes named by index).
+pub fn predict(
+    dir: &Path,
+    input: &Input,
+    batch_size: usize,
+    backend: Backend,
+    progress: &dyn Progress,
+) -> Result<Vec<Prediction>, TrainError> {
+    check_batch_size(batch_size)?;
+    let (modality, examples, spec, outputs) = if run_dir::is_run(dir) {
+        let manifest = run_dir::read_manifest(dir)?;
+        let spec = manifest.task_spec()?;
+        let input = Input {
+            path: input.path.clone(),
+            column: input.column.clone().or(manifest.input_column.clone()),
+        };
+        let modality = manifest.preparation.modality();
+        let examples = read_input(modality, &input, None)?;
+        let outputs = run_outputs(dir, &examples, batch_size, backend, progress)?;
+        (modality, examples, spec, outputs)
+    } else {
+        if dir.is_dir() && !dir.join("config.json").exists() {
+            return Err(E::NotARun {
+                path: dir.to_path_buf(),
+            });
+        }
+        let pretrained = Pretrained::open(dir, &FeatureChoices::default())?;
+        let modality = pretrained.preparation.modality();
+        let examples = read_input(modality, input, None)?;
+        let device = device_for(backend, progress)?;
+        let backbone =
+            Backbone::load(&pretrained.folder, PoolingOptions::default(), true, &device)?;
+        let Some(classifier) = backbone.architecture().classifier() else {
+            return Err(E::Config {
+                path: pretrained.folder.config_path(),
+                message: "the model has no classifier of its own; train a head with `graft \
+                          train` and predict with the run folder"
+                    .into(),
+            });
+        };
+        let features = pretrained.features(&backbone, &examples, batch_size, &device, progress)?;
+        let outputs = rows_of(classifier.forward(features));
+        let classes = outputs.first().map_or(0, Vec::len);
+        let spec = TaskSpec {
+            task: Task::Classification,
+            labels: (0..classes).map(|c| c.to_string()).collect(),
+            threshold: 0.5,
+            separator: "|".into(),
+        };
+        (modality, examples, spec, outputs)
+    };
+    let mut predictions = spec.predictions(&outputs);
+    if modality == Modality::Image {
+        for (p, example) in predictions.iter_mut().zip(examples) {
+            p.input = Some(example.text);
+        }
+    }
+    Ok(predictions)
+}
+
+/// A pretrained model folder used as it is.
+struct Pretrained {
+    folder: ModelFolder,
+    preparation: Preparation,
+}
+
+impl Pretrained {
+    fn open(dir: &Path, choices: &FeatureChoices) -> Result<Self, TrainError> {
+        let folder = ModelFolder::open(dir)?;
+        let preparation = Preparation::resolve(&folder, choices, dir)?;
+        Ok(Self {
+            folder,
+            preparation,
+        })
+    }
+
+    /// Backbone features of `examples`, in order.
+    fn features(
+        &self,
+        backbone: &Backbone,
+        examples: &[TextExample],
+        batch_size: usize,
+        device: &Device,
+        progress: &dyn Progress,
+    ) -> Result<Tensor<2>, TrainError> {
+        let data = self.preparation.encoder(&self.folder)?.encode(examples)?;
+        progress.stage("embedding", data.len());
+        let features = extract_features(backbone, &data, None, batch_size, device, progress);
+        progress.finish_stage();
+        Ok(features)
+    }
+}
+
+/// How `embed` pools; `None` takes the model folder's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct EmbedOptions {
+    pub pooling: Option<Pooling>,
+    pub normalize: Option<bool>,
+    pub max_length: Option<usize>,
+    pub batch_size: usize,
+}
+
+pub struct Embeddings {
+    pub n: usize,
+    pub width: usize,
+    /// Row-major `[n, width]`.
+    pub values: Vec<f32>,
+    /// Text: the pooling used; images: the architecture's own.
+    pub pooling: Option<Pooling>,
+    pub normalize: bool,
+}
+
+/// Embeds the inputs with a pretrained model folder as it is (no head). Text: pooled hidden
+/// states (CLS is the raw `[CLS]` state, as sentence-transformers defines it); images: the
+/// backbone's pooled features.
+pub fn embed(
+    model_dir: &Path,
+    input: &Input,
+    options: &EmbedOptions,
+    backend: Backend,
+    progress: &dyn Progress,
+) -> Result<Embeddings, TrainError> {
+    check_batch_size(options.batch_size)?;
+    let choices = FeatureChoices {
+        pooling: options.pooling,
+        normalize: options.normalize,
+        max_length: options.max_length,
+        pooler: Some(false),
+        image_size: None,
+    };
+    let pretrained = Pretrained::open(model_dir, &choices)?;
+    let modality = pretrained.preparation.modality();
+    let examples = read_input(modality, input, None)?;
+    let mut pooling = pretrained.preparation.pooling();
+    if let Some(normalize) = options.normalize {
+        pooling.normalize = normalize;
+    }
+    let device = device_for(backend, progress)?;
+    let backbone = Backbone::load(&pretrained.folder, pooling, false, &device)?;
+    let features =
+        pretrained.features(&backbone, &examples, options.batch_size, &device, progress)?;
+    let [n, width] = features.dims();
+    let values = features
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .expect("f32 data");
+    Ok(Embeddings {
+        n,
+        width,
+        values,
+        pooling: (modality == Modality::Text).then_some(pooling.pooling),
+        normalize: pooling.normalize,
+    })
+}
+
+impl Embeddings {
+    /// Writes one f32 tensor `embeddings` of shape `[n, width]`, atomically.
+    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+        let mut metadata = std::collections::HashMap::from([(
+            "normalize".to_string(),
+            self.normalize.to_string(),
+        )]);
+        if let Some(pooling) = self.pooling {
+            metadata.insert("pooling".into(), pooling.name().into());
+        }
+        let tensor = TensorBytes::f32("embeddings", vec![self.n, self.width], &self.values);
+        write_safetensors(path, &[tensor], Some(metadata))
+    }
+}
