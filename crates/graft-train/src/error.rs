@@ -15,8 +15,10 @@ pub enum TrainError {
     Write { path: PathBuf, message: String },
     #[error("{}: does not exist", path.display())]
     NotFound { path: PathBuf },
-    #[error("{}: not a graft run folder (no graft.json) nor a model folder (no config.json); train a run with `graft train`", path.display())]
+    #[error("{}: not a graft run folder (no graft.json); train one with `graft train`", path.display())]
     NotARun { path: PathBuf },
+    #[error("{}: not a graft run folder (no graft.json), nor a model folder (no config.json)", path.display())]
+    NotAModel { path: PathBuf },
     #[error("backend: {0}")]
     Backend(String),
     #[error("{0}")]

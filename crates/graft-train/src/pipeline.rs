@@ -613,7 +613,7 @@ pub fn predict(
         (modality, examples, spec, outputs)
     } else {
         if dir.is_dir() && !dir.join("config.json").exists() {
-            return Err(E::NotARun {
+            return Err(E::NotAModel {
                 path: dir.to_path_buf(),
             });
         }

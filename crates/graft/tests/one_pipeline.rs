@@ -7,26 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{command, fails, graft, json, ok, repo, write};
-
-/// A Lite0 model folder converted from the fetched .pth.
-fn lite0_folder(dir: &Path) -> PathBuf {
-    let folder = dir.join("lite0");
-    std::fs::create_dir_all(&folder).unwrap();
-    let pth = repo().join("models/efficientnet-lite0/efficientnet-lite0-57934424.pth");
-    assert!(pth.is_file(), "run scripts/fetch-models.sh");
-    ok(&[
-        "convert",
-        pth.to_str().unwrap(),
-        folder.join("model.safetensors").to_str().unwrap(),
-    ]);
-    std::fs::copy(
-        repo().join("models/efficientnet-lite0/config.json"),
-        folder.join("config.json"),
-    )
-    .unwrap();
-    folder
-}
+use common::{command, fails, graft, json, lite0_folder, ok, repo, write};
 
 const CLASSES: [&str; 10] = [
     "ankle-boot",

@@ -6,27 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fails, json, ok, repo, write};
-
-/// A Lite0 model folder converted from the fetched .pth with `graft convert`.
-fn lite0_folder(dir: &Path) -> PathBuf {
-    let folder = dir.join("lite0");
-    std::fs::create_dir_all(&folder).unwrap();
-    let pth = repo().join("models/efficientnet-lite0/efficientnet-lite0-57934424.pth");
-    assert!(pth.is_file(), "run scripts/fetch-models.sh");
-    let stdout = ok(&[
-        "convert",
-        pth.to_str().unwrap(),
-        folder.join("model.safetensors").to_str().unwrap(),
-    ]);
-    assert!(stdout.contains("296 tensors"), "{stdout}");
-    std::fs::copy(
-        repo().join("models/efficientnet-lite0/config.json"),
-        folder.join("config.json"),
-    )
-    .unwrap();
-    folder
-}
+use common::{fails, json, lite0_folder, ok, repo, write};
 
 fn vision_config(model: &Path, train: &Path, out: &Path, extra: &str) -> String {
     format!(

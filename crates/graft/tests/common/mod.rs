@@ -82,3 +82,23 @@ pub fn predict_reviews(run: &Path, input: &Path) -> Vec<serde_json::Value> {
     .map(|l| serde_json::from_str(l).unwrap())
     .collect()
 }
+
+/// A Lite0 model folder converted from the fetched .pth with `graft convert`.
+pub fn lite0_folder(dir: &Path) -> PathBuf {
+    let folder = dir.join("lite0");
+    std::fs::create_dir_all(&folder).unwrap();
+    let pth = repo().join("models/efficientnet-lite0/efficientnet-lite0-57934424.pth");
+    assert!(pth.is_file(), "run scripts/fetch-models.sh");
+    let stdout = ok(&[
+        "convert",
+        pth.to_str().unwrap(),
+        folder.join("model.safetensors").to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("296 tensors"), "{stdout}");
+    std::fs::copy(
+        repo().join("models/efficientnet-lite0/config.json"),
+        folder.join("config.json"),
+    )
+    .unwrap();
+    folder
+}
