@@ -11,6 +11,7 @@ use burn::store::pytorch_reader::{DType as PthType, PytorchReader};
 use safetensors::Dtype;
 
 use crate::ModelError;
+use crate::weights::{TensorBytes, serialize};
 
 /// What a conversion did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +113,7 @@ pub fn convert(
             ),
         ));
     }
-    let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(selected.len());
+    let mut data: Vec<TensorBytes> = Vec::with_capacity(selected.len());
     let mut parameters = 0;
     for name in selected {
         let tensor = reader.get(name).expect("listed by the reader");
@@ -129,19 +130,15 @@ pub fn convert(
         if cfg!(target_endian = "big") {
             return Err(corrupt(input, "big-endian hosts are not supported"));
         }
-        data.push((short, dtype, tensor.shape().to_vec(), bytes));
+        data.push(TensorBytes {
+            name: short,
+            shape: tensor.shape().to_vec(),
+            bytes,
+            dtype,
+        });
     }
-    let views: Vec<(String, safetensors::tensor::TensorView)> = data
-        .iter()
-        .map(|(name, dtype, shape, bytes)| {
-            let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
-                .map_err(|e| corrupt(input, format!("tensor `{name}`: {e}")))?;
-            Ok((name.clone(), view))
-        })
-        .collect::<Result<_, ModelError>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes =
-        safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(input, e.to_string()))?;
+    let bytes = serialize(&data, Some(metadata)).map_err(|message| corrupt(input, message))?;
     crate::write_atomic(output, &bytes).map_err(|source| ModelError::Io {
         path: output.to_path_buf(),
         source,

@@ -263,3 +263,38 @@ pub fn load_renamed<M: Module>(
         .allow_partial(true);
     apply(module, &mut store, path)
 }
+
+/// One tensor to write: name, shape, little-endian bytes and dtype.
+pub struct TensorBytes {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+    pub dtype: safetensors::Dtype,
+}
+
+impl TensorBytes {
+    pub fn f32(name: impl Into<String>, shape: Vec<usize>, values: &[f32]) -> Self {
+        Self {
+            name: name.into(),
+            shape,
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            dtype: safetensors::Dtype::F32,
+        }
+    }
+}
+
+/// Tensors as the bytes of one safetensors file; an error names the tensor.
+pub fn serialize(
+    tensors: &[TensorBytes],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>, String> {
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|t| {
+            safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+                .map(|view| (t.name.clone(), view))
+                .map_err(|e| format!("tensor `{}`: {e}", t.name))
+        })
+        .collect::<Result<_, _>>()?;
+    safetensors::serialize(views, metadata).map_err(|e| e.to_string())
+}

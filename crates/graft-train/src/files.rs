@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::error::TrainError;
+pub use graft_model::weights::TensorBytes;
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     graft_model::write_atomic(path, bytes).map_err(|source| TrainError::Io {
@@ -39,45 +40,19 @@ pub fn copy_atomic(from: &Path, to: &Path) -> Result<(), TrainError> {
     write_atomic(to, &bytes)
 }
 
-/// One tensor to write: name, shape, little-endian bytes and dtype.
-pub struct TensorBytes {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub bytes: Vec<u8>,
-    pub dtype: safetensors::Dtype,
-}
-
-impl TensorBytes {
-    pub fn f32(name: impl Into<String>, shape: Vec<usize>, values: &[f32]) -> Self {
-        Self {
-            name: name.into(),
-            shape,
-            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            dtype: safetensors::Dtype::F32,
-        }
-    }
-}
-
 /// Writes tensors as one safetensors file, atomically: the one writer graft has (run weights,
-/// exports, embeddings, feature shards).
+/// exports, embeddings, feature shards, and `graft convert` through graft-model).
 pub fn write_safetensors(
     path: &Path,
     tensors: &[TensorBytes],
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> Result<(), TrainError> {
-    let write_error = |message: String| TrainError::Write {
-        path: path.to_path_buf(),
-        message,
-    };
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|t| {
-            safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
-                .map(|view| (t.name.clone(), view))
-                .map_err(|e| write_error(format!("{}: {e}", t.name)))
-        })
-        .collect::<Result<_, _>>()?;
-    let bytes = safetensors::serialize(views, metadata).map_err(|e| write_error(e.to_string()))?;
+    let bytes = graft_model::weights::serialize(tensors, metadata).map_err(|message| {
+        TrainError::Write {
+            path: path.to_path_buf(),
+            message,
+        }
+    })?;
     write_atomic(path, &bytes)
 }
 
