@@ -1,6 +1,6 @@
 //! The task logic, the same for every backbone and modality: targets from labels, the default
 //! loss and the metrics `monitor` may name, reports, and predictions. Adding a task touches this
-//! module (and data reading, [`crate::data`]) only.
+//! module (and data reading, `data.rs`) only.
 
 use std::path::Path;
 
