@@ -61,6 +61,17 @@ impl ClassifierLayout {
     fn inner<'p>(&self, path: &'p str) -> Option<&'p str> {
         Backbone::inner_path(path.strip_prefix("backbone.")?)
     }
+
+    /// Whether the backbone has BatchNorm layers.
+    pub fn has_batchnorm(&self) -> bool {
+        use burn::store::ModuleSnapshot;
+        let architecture = self.backbone.architecture();
+        self.backbone
+            .collect(None, None, false)
+            .iter()
+            .filter_map(|tensor| Backbone::inner_path(&tensor.name).map(str::to_string))
+            .any(|inner| architecture.is_batchnorm(&inner))
+    }
 }
 
 impl Describe for ClassifierLayout {

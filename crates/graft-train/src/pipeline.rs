@@ -328,11 +328,7 @@ pub fn train(
         source,
     })?;
     let layout = ClassifierLayout::of(&backbone);
-    let has_batchnorm = {
-        let table = ParamTable::of(&backbone, &BackboneOnly(&layout));
-        table.tensors.iter().any(|t| t.batchnorm)
-    };
-    if has_batchnorm {
+    if layout.has_batchnorm() {
         progress.info(if config.freeze.train_batchnorm {
             "BatchNorm layers train inside frozen blocks (fastai's default): their weights and \
              running statistics change"
@@ -505,21 +501,6 @@ pub fn train(
         cache: cache_stats,
         total_seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-/// The backbone's own parameters, for questions about the backbone alone.
-struct BackboneOnly<'a>(&'a ClassifierLayout);
-
-impl Describe for BackboneOnly<'_> {
-    fn place(&self, path: &str) -> crate::freezing::Placement {
-        self.0.place(&format!("backbone.{path}"))
-    }
-    fn num_blocks(&self) -> usize {
-        self.0.num_blocks()
-    }
-    fn is_batchnorm(&self, path: &str) -> bool {
-        self.0.is_batchnorm(&format!("backbone.{path}"))
-    }
 }
 
 /// Raw outputs `[n][k]` for every example, in order.
