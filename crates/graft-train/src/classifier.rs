@@ -47,6 +47,9 @@ pub fn extract_features(
             &all
         }
     };
+    if indices.is_empty() {
+        return Tensor::zeros([0, backbone.feature_size()], device);
+    }
     let buckets = data.buckets(indices, batch_size.max(1));
     let mut chunks = Vec::with_capacity(buckets.len());
     for bucket in &buckets {
