@@ -193,14 +193,14 @@ fn image_features_are_cached_on_disk() {
     let model = lite0_folder(tmp.path());
     let cache = tmp.path().join("cache");
     let run = tmp.path().join("run");
-    let train = |mode: &str| {
+    let train = |mode: &str, size: usize| {
         let cfg = write(
             tmp.path(),
             "c.toml",
             &format!(
                 r#"[model]
 backbone = "{}"
-image_size = 64
+image_size = {size}
 [data]
 format = "image_folder"
 train = "datasets/fashion-mnist-mini/train"
@@ -228,18 +228,24 @@ dir = "{}"
             .to_string();
         (line, json(&run.join("eval.json"))["accuracy"].clone())
     };
-    let (first, accuracy) = train("auto");
+    let (first, accuracy) = train("auto", 64);
     assert!(
         first.starts_with("features: 170 computed, 0 read"),
         "{first}"
     );
-    let (second, again) = train("auto");
+    let (second, again) = train("auto", 64);
     assert!(
         second.starts_with("features: 0 computed, 170 read"),
         "{second}"
     );
     assert_eq!(accuracy, again);
-    let (rebuilt, _) = train("rebuild");
+    // The preprocessing is part of the key: another input size computes every feature.
+    let (resized, _) = train("auto", 72);
+    assert!(
+        resized.starts_with("features: 170 computed, 0 read"),
+        "{resized}"
+    );
+    let (rebuilt, _) = train("rebuild", 64);
     assert!(rebuilt.starts_with("features: 170 computed"), "{rebuilt}");
 }
 
