@@ -165,6 +165,11 @@ pub trait Architecture {
     }
     /// The folder layouts this architecture exports to.
     fn exports(&self) -> Vec<ExportTarget>;
+    /// The linear layers LoRA adapts when the config names none: PEFT's default for the
+    /// family (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`).
+    fn lora_targets(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// Declares the architectures graft knows: one `Variant => type` line each.

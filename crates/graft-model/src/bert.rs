@@ -480,6 +480,10 @@ impl Architecture for Bert {
         self.num_layers() + 1
     }
 
+    fn lora_targets(&self) -> &'static [&'static str] {
+        &["query", "value"]
+    }
+
     fn exports(&self) -> Vec<ExportTarget> {
         vec![
             ExportTarget {

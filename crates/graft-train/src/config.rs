@@ -31,6 +31,9 @@ pub struct Config {
     /// Training-time image augmentation (vision models).
     #[serde(default)]
     pub augment: AugmentSection,
+    /// LoRA adapters on the backbone instead of training its weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSection>,
     pub output: OutputSection,
     /// The file the config was read from, named in errors about it.
     #[serde(skip)]
@@ -58,6 +61,15 @@ impl Config {
         })?;
         config.source = origin.to_path_buf();
         config.text = text.to_string();
+        let f = &mut config.freeze;
+        if config.lora.is_some()
+            && f.backbone.is_none()
+            && f.layers.is_none()
+            && f.patterns.is_empty()
+        {
+            // With LoRA the adapters are what trains; [freeze] only narrows them down.
+            f.backbone = Some(false);
+        }
         config
             .check_data_kind()
             .map_err(|(section, key, message)| config.key_error(section, key, &message))?;
@@ -124,7 +136,48 @@ impl Config {
         if self.model.pooler == Some(true) && self.model.pooling != Some(Pooling::Cls) {
             return Err("[model] pooler = true needs pooling = \"cls\"".into());
         }
+        self.check_lora()?;
         self.check_training_control()
+    }
+
+    fn check_lora(&self) -> Result<(), String> {
+        let Some(lora) = &self.lora else {
+            return Ok(());
+        };
+        if lora.r == 0 {
+            return Err("[lora] r must be positive".into());
+        }
+        if !(lora.alpha > 0.0 && lora.alpha.is_finite()) {
+            return Err(format!(
+                "[lora] alpha must be positive, found {}",
+                lora.alpha
+            ));
+        }
+        if lora.dropout != 0.0 {
+            return Err(format!(
+                "[lora] dropout = {}: graft's adapters have no dropout on their input yet; use 0 \
+                 (PEFT's default)",
+                lora.dropout
+            ));
+        }
+        if lora.bias != "none" {
+            return Err(format!(
+                "[lora] bias = \"{}\": only \"none\" is supported (no bias trains)",
+                lora.bias
+            ));
+        }
+        if self.freeze.always_frozen() {
+            return Err(
+                "[lora] with [freeze] backbone = true and no unfreeze step: the adapters would \
+                 never train"
+                    .into(),
+            );
+        }
+        for target in &lora.target_modules {
+            regex::Regex::new(target)
+                .map_err(|e| format!("[lora] target_modules: invalid regular expression: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Whether the data are images (an image folder or an image column).

@@ -76,6 +76,17 @@ impl ClassifierLayout {
 
 impl Describe for ClassifierLayout {
     fn place(&self, path: &str) -> Placement {
+        // A LoRA factor is named as PEFT names it, after the layer it adapts.
+        for (suffix, factor) in [(".weight.lora.a", "lora_A"), (".weight.lora.b", "lora_B")] {
+            if let Some(base) = path.strip_suffix(suffix) {
+                let layer = self.place(&format!("{base}.weight"));
+                let module = layer.name.strip_suffix(".weight").unwrap_or(&layer.name);
+                return Placement {
+                    name: format!("{module}.{factor}.weight"),
+                    block: layer.block,
+                };
+            }
+        }
         match self.inner(path) {
             Some(inner) => {
                 let architecture = self.backbone.architecture();
@@ -131,6 +142,9 @@ pub struct TensorEntry {
     pub buffer: bool,
     #[serde(skip)]
     pub batchnorm: bool,
+    /// A LoRA factor: with adapters, these are the backbone's only trainable tensors.
+    #[serde(skip)]
+    pub lora: bool,
 }
 
 impl TensorEntry {
@@ -159,22 +173,29 @@ pub struct ParamTable {
 
 /// The module path being visited, and the container type of each segment.
 #[derive(Default)]
-struct PathStack(Vec<(String, String)>);
+pub(crate) struct PathStack(Vec<(String, String)>);
 
 impl PathStack {
-    fn enter(&mut self, name: &str, container: &str) {
+    pub(crate) fn enter(&mut self, name: &str, container: &str) {
         self.0.push((name.to_string(), container.to_string()));
     }
-    fn exit(&mut self) {
+    pub(crate) fn exit(&mut self) {
         self.0.pop();
     }
     /// Whether the current tensor is a linear layer's weight, which PyTorch stores transposed.
-    fn is_linear_weight(&self) -> bool {
+    pub(crate) fn is_linear_weight(&self) -> bool {
         self.0
             .last()
             .is_some_and(|(name, container)| name == "weight" && container == "Struct:Linear")
     }
-    fn joined(&self) -> String {
+    /// Whether the current tensor is a LoRA factor (`<weight>.lora.a` or `.b`), which PEFT
+    /// stores transposed as `lora_A.weight` / `lora_B.weight`.
+    pub(crate) fn is_lora_factor(&self) -> bool {
+        self.0
+            .last()
+            .is_some_and(|(_, container)| container == "Struct:LoraAdapter")
+    }
+    pub(crate) fn joined(&self) -> String {
         let names: Vec<&str> = self.0.iter().map(|(name, _)| name.as_str()).collect();
         names.join(".")
     }
@@ -198,10 +219,12 @@ impl ModuleVisitor for TableVisitor<'_> {
         let path = self.path.joined();
         let place = self.describe.place(&path);
         let mut shape = param.shape().to_vec();
-        if self.path.is_linear_weight() && shape.len() == 2 {
+        let lora = self.path.is_lora_factor();
+        if (self.path.is_linear_weight() || lora) && shape.len() == 2 {
             shape.reverse();
         }
         self.tensors.push(TensorEntry {
+            lora,
             buffer: path.ends_with("running_mean") || path.ends_with("running_var"),
             batchnorm: self.describe.is_batchnorm(&path),
             name: place.name,
@@ -271,11 +294,16 @@ impl ParamTable {
             .unwrap_or(usize::MAX);
         let whole = freeze.whole_backbone();
         let keep_bn = freeze.train_batchnorm;
+        // With LoRA the backbone's own tensors never train; [freeze] selects among the adapters.
+        let lora = self.tensors.iter().any(|t| t.lora);
         let frozen: BTreeSet<ParamId> = self
             .tensors
             .iter()
             .filter(|t| {
                 let Some(block) = t.block else { return false };
+                if lora && !t.lora {
+                    return true;
+                }
                 if block >= thawed_from || (keep_bn && t.batchnorm) {
                     return false;
                 }
@@ -291,7 +319,10 @@ impl ParamTable {
                 let mut in_block = self
                     .tensors
                     .iter()
-                    .filter(|t| t.block == Some(b) && !t.buffer && !(keep_bn && t.batchnorm));
+                    .filter(|t| t.block == Some(b) && !t.buffer && !(keep_bn && t.batchnorm))
+                    // With LoRA (PEFT's training), dropout stays on except where [freeze]
+                    // stopped a block's adapters.
+                    .filter(|t| !lora || t.lora);
                 in_block.clone().next().is_some() && in_block.all(|t| frozen.contains(&t.id))
             })
             .collect();

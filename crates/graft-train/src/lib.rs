@@ -22,6 +22,7 @@ pub mod fit;
 pub mod freezing;
 pub mod head;
 pub mod inspect;
+pub mod lora;
 pub mod loss;
 pub mod metrics;
 pub mod modality;
@@ -46,9 +47,10 @@ pub use pipeline::{
 pub use progress::{EpochMetrics, Progress, Silent, StepMetrics};
 pub use task::{Prediction, Task};
 
-/// Writes the export of a run folder to `out`; see [`export`](mod@export).
-pub fn export(run_dir: &Path, out: &Path) -> Result<String, TrainError> {
-    export::export(run_dir, out)
+/// Writes the export of a run folder to `out` (`merge`: a LoRA run's adapters folded into the
+/// weights); see [`export`](mod@export).
+pub fn export(run_dir: &Path, out: &Path, merge: bool) -> Result<String, TrainError> {
+    export::export(run_dir, out, merge)
 }
 
 pub use error::TrainError;

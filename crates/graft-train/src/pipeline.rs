@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::backend::{self, SelectedDevice};
 use crate::classifier::{Classifier, extract_features, rows_of, select_rows};
-use crate::config::{Backend, CacheMode, Config};
+use crate::config::{Backend, CacheMode, Config, LoraSection};
 use crate::data::RunData;
 use crate::error::{TrainError, TrainError as E};
 use crate::feature_cache::{self, CacheStats, FeatureCache};
@@ -24,6 +24,7 @@ use crate::files::{TensorBytes, write_atomic, write_json_atomic, write_safetenso
 use crate::fit::{FitSpec, Resume, Split, fit, lr_groups, steps_per_epoch};
 use crate::freezing::{ClassifierLayout, Describe, FreezeState, HeadOnly, ParamTable, stable_ids};
 use crate::head::HeadSpec;
+use crate::lora::{self, LoraSpec};
 use crate::metrics::Report;
 use crate::modality::{
     Encoded, EpochAugment, FeatureChoices, Input, Preparation, read_input, read_split,
@@ -194,9 +195,28 @@ pub fn plan(config: &Config) -> Result<TrainPlan, TrainError> {
     )
     .init(config.train.seed, &device);
     let layout = ClassifierLayout::of(&backbone);
+    let (backbone, _) = with_lora(backbone, config)?;
     let model = stable_ids(Classifier { backbone, head });
     let table = ParamTable::of(&model, &layout);
     plan_of(config, &table, data.train.len(), uses_cache(config))
+}
+
+/// The backbone with the config's LoRA adapters attached, if it asks for them.
+fn with_lora(
+    backbone: Backbone,
+    config: &Config,
+) -> Result<(Backbone, Option<LoraSpec>), TrainError> {
+    let Some(section) = &config.lora else {
+        return Ok((backbone, None));
+    };
+    let (backbone, spec) = lora::attach(backbone, section).map_err(|e| match e {
+        E::Unsupported(message) => E::Config {
+            path: config.source.clone(),
+            message,
+        },
+        other => other,
+    })?;
+    Ok((backbone, Some(spec)))
 }
 
 /// The plan for a model's parameter table.
@@ -356,6 +376,7 @@ pub fn train(
     let mut feature_seconds = 0.0;
     let mut cache_stats = CacheStats::default();
     let mut test_features = None;
+    let mut lora_spec = None;
     let (mut model, history, best_epoch, stopped_early) = if cached {
         // The frozen backbone computes the same features every epoch: compute them once.
         let cache = source.cache(config, encoder.key())?;
@@ -410,8 +431,18 @@ pub fn train(
         } else if config.augment.is_active() {
             progress.info("feature cache off: augmentation changes the inputs every epoch");
         }
+        let (backbone, adapters) = with_lora(backbone, config)?;
+        let backbone = backbone.to_device(&train_device);
+        // The adapters are made on the loading device; `train` puts them (and the base) under
+        // autodiff, as moving a loaded weight does.
+        let backbone = if adapters.is_some() {
+            backbone.train()
+        } else {
+            backbone
+        };
+        lora_spec = adapters;
         let model = Classifier {
-            backbone: backbone.to_device(&train_device),
+            backbone,
             head: head_spec.init(config.train.seed, &train_device),
         };
         let augment = augment_of(config);
@@ -444,6 +475,13 @@ pub fn train(
         "best epoch: {best_epoch} (by {})",
         config.train.monitor
     ));
+    // A LoRA run keeps its adapters in PEFT's layout and the merged backbone as its model.
+    let adapter_tensors = lora_spec
+        .as_ref()
+        .map(|_| lora::peft_tensors(&model.backbone));
+    if lora_spec.is_some() {
+        model.backbone = model.backbone.materialize();
+    }
     if let Some((mean, std)) = data.standardization {
         // The saved model predicts raw values: fold the standardization into the last layer.
         model.head = model.head.rescale_output(std, mean);
@@ -468,8 +506,20 @@ pub fn train(
         threshold: multi_label.then_some(data.spec.threshold),
         label_separator: multi_label.then(|| d.label_separator.clone()),
         preparation: source.preparation.clone(),
+        lora: lora_spec,
     };
     run_dir::save(out, &manifest, &model, &source.folder.dir)?;
+    let adapter_path = out.join(lora::ADAPTER_WEIGHTS);
+    match adapter_tensors {
+        Some(tensors) => write_safetensors(&adapter_path, &tensors, None)?,
+        None if adapter_path.exists() => {
+            std::fs::remove_file(&adapter_path).map_err(|source| E::Io {
+                path: adapter_path.clone(),
+                source,
+            })?
+        }
+        None => {}
+    }
     write_atomic(&out.join("config.toml"), spec.config_text.as_bytes())?;
 
     let test = match (&data.test, &test_data) {
@@ -592,6 +642,9 @@ pub fn predict(
         let examples = read_input(modality, &input, None)?;
         let outputs = run_outputs(dir, &examples, batch_size, backend, progress)?;
         (modality, examples, spec, outputs)
+    } else if lora::is_adapter(dir) {
+        let (examples, spec, outputs) = adapter_outputs(dir, input, batch_size, backend, progress)?;
+        (Modality::Text, examples, spec, outputs)
     } else {
         if dir.is_dir() && !dir.join("config.json").exists() {
             return Err(E::NotAModel {
@@ -630,6 +683,98 @@ pub fn predict(
         }
     }
     Ok(predictions)
+}
+
+/// Outputs of a PEFT LoRA sequence-classification adapter on its base model, as
+/// `PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(BASE), DIR)`
+/// computes them: the adapters merged into the base, the pooler, and the saved classifier.
+fn adapter_outputs(
+    dir: &Path,
+    input: &Input,
+    batch_size: usize,
+    backend: Backend,
+    progress: &dyn Progress,
+) -> Result<(Vec<TextExample>, TaskSpec, Vec<Vec<f32>>), TrainError> {
+    let adapter = lora::PeftAdapter::read(dir)?;
+    let base = adapter.base_dir()?;
+    let choices = FeatureChoices {
+        pooling: Some(Pooling::Cls),
+        pooler: Some(true),
+        normalize: Some(false),
+        ..FeatureChoices::default()
+    };
+    let pretrained = Pretrained::open(&base, &choices)?;
+    let examples = read_input(Modality::Text, input, None)?;
+    let device = device_for(backend, progress)?;
+    let backbone = Backbone::load(
+        &pretrained.folder,
+        pretrained.preparation.pooling(),
+        false,
+        &device,
+    )?;
+    let target = backbone
+        .architecture()
+        .exports()
+        .into_iter()
+        .find(|t| t.format == graft_model::ExportFormat::Transformers)
+        .ok_or_else(|| {
+            E::Unsupported(format!(
+                "{} has no transformers sequence classifier to put the adapter on",
+                backbone.architecture().describe()
+            ))
+        })?;
+    let Some((weight, bias)) = adapter.saved_linear(&target.classifier) else {
+        return Err(E::Config {
+            path: adapter.weights.clone(),
+            message: format!(
+                "no {0}.weight: the adapter does not save its classifier (modules_to_save = \
+                 [\"{0}\"])",
+                target.classifier
+            ),
+        });
+    };
+    let [output, width] = [weight.shape[0], weight.shape[1]];
+    if width != backbone.feature_size() {
+        return Err(E::Config {
+            path: adapter.weights.clone(),
+            message: format!(
+                "{}.weight is {:?}, but the base model's features are {} wide",
+                target.classifier,
+                weight.shape,
+                backbone.feature_size()
+            ),
+        });
+    }
+    let mut head = HeadSpec {
+        kind: crate::config::HeadKind::Linear,
+        input: width,
+        hidden: Vec::new(),
+        output,
+        dropout: 0.0,
+    }
+    .init(0, &device);
+    let layer = &mut head.layers[0];
+    layer.weight = burn::module::Param::from_tensor(
+        Tensor::<2>::from_data(weight.data(), &device).transpose(),
+    );
+    layer.bias = bias.map(|b| burn::module::Param::from_data(b.data(), &device));
+    let (backbone, _) = lora::attach(backbone, &LoraSection::from_adapter(dir.to_path_buf()))?;
+    let backbone = backbone.materialize();
+    let features = pretrained.features(&backbone, &examples, batch_size, &device, progress)?;
+    let outputs = rows_of(head.forward(features));
+    // graft's exports name the classes in labels.json; otherwise they are numbered.
+    let labels = std::fs::read_to_string(dir.join("labels.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Vec<String>>(&text).ok())
+        .filter(|labels| labels.len() == output)
+        .unwrap_or_else(|| (0..output).map(|c| c.to_string()).collect());
+    let spec = TaskSpec {
+        task: Task::Classification,
+        labels,
+        threshold: 0.5,
+        separator: "|".into(),
+    };
+    Ok((examples, spec, outputs))
 }
 
 /// A pretrained model folder used as it is.

@@ -7,6 +7,8 @@
 //! config.toml         the resolved config the run used
 //! labels.json         output names in logit order
 //! model.safetensors   the backbone in its folder's names + `head.layers.N.{weight,bias}` ([out, in])
+//! adapter_model.safetensors   a LoRA run's adapters, in PEFT's names (the model file holds the
+//!                     backbone with them merged)
 //! config.json, tokenizer.json, ...   copied from the backbone folder
 //! metrics.jsonl, eval.json
 //! ```
@@ -25,6 +27,7 @@ use crate::files::{
     TensorBytes, copy_atomic, module_tensors, write_json_atomic, write_safetensors,
 };
 use crate::head::{Head, HeadSpec};
+use crate::lora::LoraSpec;
 use crate::modality::{Encoder, Preparation};
 use crate::task::{Task, TaskSpec};
 
@@ -64,6 +67,10 @@ pub struct RunManifest {
     /// `"modality": "text"` with pooling and max length, or `"image"` with the transform.
     #[serde(flatten)]
     pub preparation: Preparation,
+    /// A LoRA run's adapters (kept in PEFT's layout in `adapter_model.safetensors`; the model
+    /// file holds the merged backbone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSpec>,
 }
 
 impl RunManifest {

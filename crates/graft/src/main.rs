@@ -106,12 +106,16 @@ enum Command {
         #[arg(long, default_value = "auto")]
         backend: Backend,
     },
-    /// Export a trained run as a transformers or sentence-transformers folder.
+    /// Export a trained run as a transformers, sentence-transformers, timm or torchvision folder, or a LoRA run as a PEFT adapter folder.
     Export {
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// For a LoRA run: fold the adapters into the weights and write the plain folder
+        /// (without it, a LoRA run exports as a PEFT adapter folder).
+        #[arg(long)]
+        merge: bool,
     },
     /// List the tensors of a .safetensors file or a model folder.
     Inspect { path: PathBuf },
@@ -362,8 +366,8 @@ fn run(cli: Cli) -> Result<()> {
                 output.display()
             );
         }
-        Command::Export { model, out } => {
-            let layout = graft_train::export(&model, &out)?;
+        Command::Export { model, out, merge } => {
+            let layout = graft_train::export(&model, &out, merge)?;
             renderer.clear();
             say!(
                 "exported {} as {layout} to {}",

@@ -477,3 +477,58 @@ impl LossSection {
 pub struct OutputSection {
     pub dir: PathBuf,
 }
+
+/// LoRA adapters on the backbone's linear layers (PEFT's `LoraConfig`): the backbone stays frozen,
+/// each targeted weight W gains a trainable `(alpha / r)·B·A`, and the head trains as PEFT's
+/// `modules_to_save`. `[freeze]` then selects among the adapters (by block or name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSection {
+    /// The rank of A `[r, in]` and B `[out, r]`.
+    #[serde(default = "default_lora_r")]
+    pub r: usize,
+    /// The scale numerator: the update is `(alpha / r)·B·A`.
+    #[serde(default = "default_lora_alpha")]
+    pub alpha: f64,
+    /// Dropout on the adapter's input; only 0 (PEFT's default) is supported.
+    #[serde(default)]
+    pub dropout: f64,
+    /// Which linear layers get adapters, as PEFT matches them: a plain name matches a module
+    /// whose upstream name ends in `.name` (`query`, `value`, `dense`); anything else is a regular
+    /// expression that must match the whole module name (`encoder\.layer\.[3-5]\..*\.query`).
+    /// Defaults to PEFT's choice for the architecture (BERT: `query`, `value`).
+    #[serde(default)]
+    pub target_modules: Vec<String>,
+    /// Which biases train: only "none" (PEFT's default) is supported.
+    #[serde(default = "default_lora_bias")]
+    pub bias: String,
+    /// Start from this PEFT LoRA adapter folder (`adapter_config.json` and
+    /// `adapter_model.safetensors`) instead of new adapters; r, alpha and the targets are its own.
+    pub adapter: Option<PathBuf>,
+}
+
+fn default_lora_r() -> usize {
+    8
+}
+
+fn default_lora_alpha() -> f64 {
+    8.0
+}
+
+fn default_lora_bias() -> String {
+    "none".into()
+}
+
+impl LoraSection {
+    /// The section that takes everything from a PEFT adapter folder.
+    pub fn from_adapter(dir: PathBuf) -> Self {
+        Self {
+            r: default_lora_r(),
+            alpha: default_lora_alpha(),
+            dropout: 0.0,
+            target_modules: Vec::new(),
+            bias: default_lora_bias(),
+            adapter: Some(dir),
+        }
+    }
+}

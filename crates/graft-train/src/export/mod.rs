@@ -8,6 +8,7 @@
 //! The folder is built beside the destination and renamed into place, so an interrupted export
 //! leaves the previous one intact.
 
+mod peft;
 mod sentence_transformers;
 mod transformers;
 mod vision;
@@ -22,14 +23,32 @@ use crate::files::{TensorBytes, copy_atomic, make_shareable, module_tensors};
 use crate::modality::Preparation;
 use crate::run_dir::{self, BACKBONE_FILES, LoadedRun, backbone_tensors};
 
-/// Writes the export of the run in `run_dir` to `out` and says what layout it has.
-pub fn export(run_dir: &Path, out: &Path) -> Result<String, TrainError> {
+/// Writes the export of the run in `run_dir` to `out` and says what layout it has. A LoRA run
+/// exports as a PEFT adapter folder, or with `merge` as the plain folder with the adapters
+/// folded into the weights.
+pub fn export(run_dir: &Path, out: &Path, merge: bool) -> Result<String, TrainError> {
     #[allow(deprecated)]
     let device = Device::flex();
     let run = run_dir::load(run_dir, &device)?;
+    if merge && run.manifest.lora.is_none() {
+        return Err(E::Unsupported(format!(
+            "{}: the run has no LoRA adapters to merge; export it without --merge",
+            run_dir.display()
+        )));
+    }
     let target = target_for(&run)?;
+    let adapter = run.manifest.lora.is_some() && !merge;
+    if adapter && target.format != ExportFormat::Transformers {
+        return Err(E::Unsupported(
+            "a PEFT adapter for AutoModelForSequenceClassification classifies through the \
+             pretrained pooler ([model] pooling = \"cls\", pooler = true); this run pools \
+             otherwise: export the merged model with --merge"
+                .into(),
+        ));
+    }
     let staging = staging_dir(out)?;
     let result = match target.format {
+        ExportFormat::Transformers if adapter => peft::write(run_dir, &run, &target, &staging),
         ExportFormat::Transformers => transformers::write(run_dir, &run, &target, &staging),
         ExportFormat::SentenceTransformers => sentence_transformers::write(run_dir, &run, &staging),
         ExportFormat::Timm | ExportFormat::Torchvision => vision::write(&run, &target, &staging),

@@ -13,16 +13,12 @@ use crate::files::{write_json_atomic, write_safetensors};
 use crate::modality::Preparation;
 use crate::run_dir::LoadedRun;
 
-pub(super) fn write(
-    run_dir: &Path,
-    run: &LoadedRun,
-    target: &ExportTarget,
-    out: &Path,
-) -> Result<String, TrainError> {
-    let m = &run.manifest;
+/// Whether the run is what transformers' sequence classifier computes: the pretrained pooler
+/// without normalization, then one linear layer.
+pub(super) fn check(run: &LoadedRun, target: &ExportTarget) -> Result<(), TrainError> {
     if let Preparation::Text {
         normalize: true, ..
-    } = m.preparation
+    } = run.manifest.preparation
     {
         return Err(E::Unsupported(format!(
             "a model that pools through the pretrained pooler exports as transformers' {}, which \
@@ -30,7 +26,17 @@ pub(super) fn write(
             target.model
         )));
     }
-    require_linear_head(run, "transformers'")?;
+    require_linear_head(run, "transformers'")
+}
+
+pub(super) fn write(
+    run_dir: &Path,
+    run: &LoadedRun,
+    target: &ExportTarget,
+    out: &Path,
+) -> Result<String, TrainError> {
+    let m = &run.manifest;
+    check(run, target)?;
     copy_backbone_files(run_dir, out, true)?;
     let path = run_dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;

@@ -1,0 +1,680 @@
+//! LoRA on any backbone with linear layers: which layers get adapters (PEFT's `target_modules`
+//! matched against upstream module names), attaching them with burn's `apply_lora`, and PEFT's
+//! adapter folder (`adapter_config.json` + `adapter_model.safetensors`) read and written, so an
+//! adapter moves between graft and `peft` either way.
+//!
+//! burn keeps a linear weight as `[in, out]` with factors `a [in, r]`, `b [r, out]`; PEFT keeps
+//! `lora_A.weight [r, in]` and `lora_B.weight [out, r]`. Both compute `W + (alpha / r)·B·A`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Lora, Module, ModuleMapper, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::tensor::{DType, Tensor, TensorData};
+use graft_model::{Backbone, ExportFormat};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::config::LoraSection;
+use crate::error::{TrainError, TrainError as E};
+use crate::files::TensorBytes;
+use crate::freezing::PathStack;
+
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+/// PEFT's prefix of every saved key (`PeftModel.base_model.model`).
+const PEFT_PREFIX: &str = "base_model.model.";
+
+/// A run's adapters, as `graft.json` records them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    pub r: usize,
+    pub alpha: f64,
+    /// The targets as the config gave them (or the architecture's default).
+    pub target_modules: Vec<String>,
+    /// The upstream names of the adapted linear layers.
+    pub modules: Vec<String>,
+}
+
+impl LoraSpec {
+    /// `target_modules` as PEFT takes them: plain names stay a list (matched by suffix); with
+    /// regular expressions among them, the adapted layers' full names.
+    pub fn peft_targets(&self) -> Vec<String> {
+        if self.target_modules.iter().all(|t| is_plain(t)) {
+            self.target_modules.clone()
+        } else {
+            self.modules.clone()
+        }
+    }
+}
+
+/// A plain target is a (dotted) name, matched by suffix as PEFT does with a list.
+fn is_plain(target: &str) -> bool {
+    !target.is_empty()
+        && target
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+/// Whether module `name` is one of `targets`: a plain target matches the name or its last
+/// dotted parts; any other target is a regular expression over the whole name.
+pub fn target_matcher(targets: &[String]) -> Result<impl Fn(&str) -> bool, String> {
+    let mut suffixes = Vec::new();
+    let mut patterns = Vec::new();
+    for target in targets {
+        if is_plain(target) {
+            suffixes.push(target.clone());
+        } else {
+            patterns.push(
+                Regex::new(&format!("^(?:{target})$"))
+                    .map_err(|e| format!("[lora] target_modules: {target:?}: {e}"))?,
+            );
+        }
+    }
+    Ok(move |name: &str| {
+        suffixes
+            .iter()
+            .any(|s| name == s || name.ends_with(&format!(".{s}")))
+            || patterns.iter().any(|p| p.is_match(name))
+    })
+}
+
+/// Every linear layer's weight in a backbone: its upstream module name and parameter id.
+fn linear_layers(backbone: &Backbone) -> Vec<(String, ParamId)> {
+    struct Linears {
+        path: PathStack,
+        found: Vec<(String, ParamId)>,
+    }
+    impl ModuleVisitor for Linears {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if D == 2 && self.path.is_linear_weight() {
+                self.found.push((self.path.joined(), param.id));
+            }
+        }
+    }
+    let mut visitor = Linears {
+        path: PathStack::default(),
+        found: Vec::new(),
+    };
+    backbone.visit(&mut visitor);
+    let architecture = backbone.architecture();
+    visitor
+        .found
+        .into_iter()
+        .filter_map(|(path, id)| {
+            let inner = Backbone::inner_path(&path)?;
+            let name = architecture.upstream_name(inner);
+            Some((
+                name.strip_suffix(".weight").unwrap_or(&name).to_string(),
+                id,
+            ))
+        })
+        .collect()
+}
+
+/// The prefix of the backbone inside transformers' sequence classifier (`bert.`).
+fn model_prefix(backbone: &Backbone) -> String {
+    backbone
+        .architecture()
+        .exports()
+        .into_iter()
+        .find(|t| t.format == ExportFormat::Transformers)
+        .map_or_else(String::new, |t| t.prefix)
+}
+
+/// Attaches adapters to the backbone's layers that `section` targets (new ones, or a PEFT
+/// adapter's), freezing every base tensor.
+pub fn attach(
+    backbone: Backbone,
+    section: &LoraSection,
+) -> Result<(Backbone, LoraSpec), TrainError> {
+    let adapter = match section.adapter.as_deref() {
+        Some(dir) => Some(PeftAdapter::read(dir)?.under(&model_prefix(&backbone))?),
+        None => None,
+    };
+    let layers = linear_layers(&backbone);
+    let (r, alpha, target_modules) = match &adapter {
+        Some(a) => (a.r, a.alpha, a.target_modules.clone()),
+        None if section.target_modules.is_empty() => {
+            let defaults = backbone.architecture().lora_targets();
+            (
+                section.r,
+                section.alpha,
+                defaults.iter().map(|t| t.to_string()).collect(),
+            )
+        }
+        None => (section.r, section.alpha, section.target_modules.clone()),
+    };
+    let some_layers = || {
+        let names: Vec<&str> = layers.iter().take(8).map(|(n, _)| n.as_str()).collect();
+        if names.is_empty() {
+            "it has no linear layers".to_string()
+        } else {
+            format!("its linear layers include {}", names.join(", "))
+        }
+    };
+    if target_modules.is_empty() {
+        return Err(E::Unsupported(format!(
+            "[lora] target_modules: {} has no default targets; name them ({})",
+            backbone.architecture().describe(),
+            some_layers()
+        )));
+    }
+    let chosen: Vec<(String, ParamId)> = match &adapter {
+        // An adapter file says exactly which layers it adapts.
+        Some(a) => {
+            let chosen: Vec<_> = layers
+                .iter()
+                .filter(|(name, _)| a.factors.contains_key(name))
+                .cloned()
+                .collect();
+            if let Some(missing) = a
+                .factors
+                .keys()
+                .find(|m| !chosen.iter().any(|(name, _)| name == *m))
+            {
+                return Err(E::Config {
+                    path: a.weights.clone(),
+                    message: format!(
+                        "adapts {missing}, which is not a linear layer of {}",
+                        backbone.architecture().describe()
+                    ),
+                });
+            }
+            chosen
+        }
+        None => {
+            let matches = target_matcher(&target_modules).map_err(E::Unsupported)?;
+            layers
+                .iter()
+                .filter(|(name, _)| matches(name))
+                .cloned()
+                .collect()
+        }
+    };
+    if chosen.is_empty() {
+        return Err(E::Unsupported(format!(
+            "[lora] target_modules = {target_modules:?} matches no linear layer ({})",
+            some_layers()
+        )));
+    }
+    let ids: Vec<ParamId> = chosen.iter().map(|(_, id)| *id).collect();
+    let mut backbone =
+        backbone.apply_lora(Lora::new(r, alpha).set_param_group(ParamGroup::from_ids(ids)));
+    let spec = LoraSpec {
+        r,
+        alpha,
+        target_modules,
+        modules: chosen.into_iter().map(|(name, _)| name).collect(),
+    };
+    if let Some(adapter) = adapter {
+        backbone = adapter.load_into(backbone)?;
+    }
+    Ok((backbone, spec))
+}
+
+/// Calls `f(module, factor, path)` for each LoRA factor of the backbone (`factor` is 'a' or 'b').
+struct Factors<F> {
+    path: PathStack,
+    names: BTreeMap<String, String>,
+    f: F,
+}
+
+impl<F> Factors<F> {
+    /// The module name of the factor at the current path, and which factor it is.
+    fn current(&self) -> Option<(String, char)> {
+        let path = self.path.joined();
+        let (base, factor) = if let Some(base) = path.strip_suffix(".lora.a") {
+            (base, 'a')
+        } else {
+            (path.strip_suffix(".lora.b")?, 'b')
+        };
+        Some((self.names.get(base)?.clone(), factor))
+    }
+}
+
+/// Linear weight path → upstream module name, for every linear layer of the backbone.
+fn module_names(backbone: &Backbone) -> BTreeMap<String, String> {
+    struct Paths {
+        path: PathStack,
+        found: Vec<String>,
+    }
+    impl ModuleVisitor for Paths {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
+            if D == 2 && self.path.is_linear_weight() {
+                self.found.push(self.path.joined());
+            }
+        }
+    }
+    let mut visitor = Paths {
+        path: PathStack::default(),
+        found: Vec::new(),
+    };
+    backbone.visit(&mut visitor);
+    let architecture = backbone.architecture();
+    visitor
+        .found
+        .into_iter()
+        .filter_map(|path| {
+            let name = architecture.upstream_name(Backbone::inner_path(&path)?);
+            let module = name.strip_suffix(".weight").unwrap_or(&name).to_string();
+            Some((path, module))
+        })
+        .collect()
+}
+
+impl<F: FnMut(String, char, Tensor<2>)> ModuleVisitor for Factors<F> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if D == 2
+            && let Some((module, factor)) = self.current()
+        {
+            let dims = param.shape().to_vec();
+            (self.f)(module, factor, param.val().reshape([dims[0], dims[1]]));
+        }
+    }
+}
+
+/// The adapters' factors in PEFT's layout and names (`base_model.model.bert.<module>.lora_A.weight
+/// [r, in]`, `lora_B.weight [out, r]`).
+pub fn peft_tensors(backbone: &Backbone) -> Vec<TensorBytes> {
+    let prefix = model_prefix(backbone);
+    let mut out = Vec::new();
+    let mut visitor = Factors {
+        path: PathStack::default(),
+        names: module_names(backbone),
+        f: |module: String, factor: char, value: Tensor<2>| {
+            let value = value.transpose();
+            let shape = value.dims().to_vec();
+            let values: Vec<f32> = value
+                .into_data()
+                .convert_dtype(DType::F32)
+                .try_into_vec::<f32>()
+                .expect("f32 data");
+            let which = if factor == 'a' { "lora_A" } else { "lora_B" };
+            out.push(TensorBytes::f32(
+                format!("{PEFT_PREFIX}{prefix}{module}.{which}.weight"),
+                shape,
+                &values,
+            ));
+        },
+    };
+    backbone.visit(&mut visitor);
+    out
+}
+
+/// `adapter_config.json` for a sequence classifier over `base` with these adapters.
+pub fn adapter_config(spec: &LoraSpec, base: &Path, classifier: &str) -> Value {
+    // PEFT types lora_alpha as an int; keep a whole alpha one.
+    let alpha = if spec.alpha.fract() == 0.0 && spec.alpha.abs() < 1e15 {
+        json!(spec.alpha as i64)
+    } else {
+        json!(spec.alpha)
+    };
+    json!({
+        "peft_type": "LORA",
+        "task_type": "SEQ_CLS",
+        "base_model_name_or_path": base.display().to_string(),
+        "r": spec.r,
+        "lora_alpha": alpha,
+        "lora_dropout": 0.0,
+        "target_modules": spec.peft_targets(),
+        "modules_to_save": [classifier],
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "use_rslora": false,
+        "use_dora": false,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+    })
+}
+
+/// A PEFT LoRA adapter folder, read.
+pub struct PeftAdapter {
+    pub dir: PathBuf,
+    pub weights: PathBuf,
+    pub r: usize,
+    pub alpha: f64,
+    pub target_modules: Vec<String>,
+    pub base_model: Option<String>,
+    /// Module name → (`lora_A [r, in]`, `lora_B [out, r]`).
+    factors: BTreeMap<String, (Values, Values)>,
+    /// Everything else in the file, by name after `base_model.model.` (the saved modules, e.g.
+    /// `classifier.weight`).
+    pub saved: BTreeMap<String, Values>,
+}
+
+/// A tensor read as f32: its shape and row-major values.
+#[derive(Debug, Clone)]
+pub struct Values {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+impl Values {
+    pub fn data(&self) -> TensorData {
+        TensorData::new(self.values.clone(), self.shape.clone())
+    }
+}
+
+/// Whether `dir` is a PEFT adapter folder.
+pub fn is_adapter(dir: &Path) -> bool {
+    dir.join(ADAPTER_CONFIG).is_file()
+}
+
+impl PeftAdapter {
+    /// Reads `dir`. Factors are keyed by their module's name inside the classifier
+    /// (`bert.encoder...`) until [`PeftAdapter::under`] takes the backbone's prefix off.
+    pub fn read(dir: &Path) -> Result<Self, TrainError> {
+        let config_path = dir.join(ADAPTER_CONFIG);
+        let bad = |path: &Path, message: String| E::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(&config_path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                E::NotFound {
+                    path: config_path.clone(),
+                }
+            } else {
+                E::Io {
+                    path: config_path.clone(),
+                    source,
+                }
+            }
+        })?;
+        let config: Value =
+            serde_json::from_str(&text).map_err(|e| bad(&config_path, e.to_string()))?;
+        let field = |key: &str| config.get(key).filter(|v| !v.is_null());
+        if field("peft_type").and_then(Value::as_str) != Some("LORA") {
+            return Err(bad(
+                &config_path,
+                format!(
+                    "peft_type is {}; graft reads LoRA adapters only",
+                    field("peft_type").map_or("missing".into(), Value::to_string)
+                ),
+            ));
+        }
+        for (key, what) in [("use_dora", "DoRA"), ("use_rslora", "rank-stabilized LoRA")] {
+            if field(key).and_then(Value::as_bool) == Some(true) {
+                return Err(bad(&config_path, format!("{key}: {what} is not supported")));
+            }
+        }
+        for key in ["rank_pattern", "alpha_pattern"] {
+            if field(key)
+                .and_then(Value::as_object)
+                .is_some_and(|o| !o.is_empty())
+            {
+                return Err(bad(
+                    &config_path,
+                    format!("{key}: per-layer ranks and alphas are not supported"),
+                ));
+            }
+        }
+        let r = field("r")
+            .and_then(Value::as_u64)
+            .filter(|&r| r > 0)
+            .ok_or_else(|| bad(&config_path, "r: expected a positive integer".into()))?
+            as usize;
+        let alpha = field("lora_alpha")
+            .and_then(Value::as_f64)
+            .ok_or_else(|| bad(&config_path, "lora_alpha: expected a number".into()))?;
+        let target_modules = match field("target_modules") {
+            Some(Value::String(pattern)) => vec![pattern.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let weights = dir.join(ADAPTER_WEIGHTS);
+        if !weights.is_file() {
+            let message = if dir.join("adapter_model.bin").is_file() {
+                "missing; this adapter has only adapter_model.bin: save it with \
+                 safe_serialization=True"
+            } else {
+                "missing"
+            };
+            return Err(bad(&weights, message.into()));
+        }
+        let bytes = std::fs::read(&weights).map_err(|source| E::Io {
+            path: weights.clone(),
+            source,
+        })?;
+        let file = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(&weights, format!("not a safetensors file: {e}")))?;
+        let mut a_factors = BTreeMap::new();
+        let mut b_factors = BTreeMap::new();
+        let mut saved = BTreeMap::new();
+        for (name, view) in file.tensors() {
+            let dtype = match view.dtype() {
+                safetensors::Dtype::F32 => DType::F32,
+                safetensors::Dtype::F16 => DType::F16,
+                safetensors::Dtype::BF16 => DType::BF16,
+                other => {
+                    return Err(bad(
+                        &weights,
+                        format!("{name}: unsupported dtype {other:?}"),
+                    ));
+                }
+            };
+            let data = Values {
+                shape: view.shape().to_vec(),
+                values: TensorData::from_bytes_vec(
+                    view.data().to_vec(),
+                    view.shape().to_vec(),
+                    dtype,
+                )
+                .convert_dtype(DType::F32)
+                .try_into_vec::<f32>()
+                .map_err(|e| bad(&weights, format!("{name}: {e:?}")))?,
+            };
+            let key = name.strip_prefix(PEFT_PREFIX).unwrap_or(&name);
+            let factor = [
+                (".lora_A.weight", &mut a_factors),
+                (".lora_B.weight", &mut b_factors),
+            ]
+            .into_iter()
+            .find_map(|(suffix, map)| key.strip_suffix(suffix).map(|m| (m, map)));
+            match factor {
+                Some((module, map)) => {
+                    if view.shape().len() != 2 {
+                        return Err(bad(&weights, format!("{name}: expected a matrix")));
+                    }
+                    map.insert(module.to_string(), data);
+                }
+                None => {
+                    saved.insert(key.to_string(), data);
+                }
+            }
+        }
+        let mut factors = BTreeMap::new();
+        for (module, a) in a_factors {
+            let Some(b) = b_factors.remove(&module) else {
+                return Err(bad(&weights, format!("{module}: lora_A without lora_B")));
+            };
+            if a.shape[0] != r || b.shape[1] != r {
+                return Err(bad(
+                    &weights,
+                    format!(
+                        "{module}: lora_A {:?} and lora_B {:?} do not have rank r = {r}",
+                        a.shape, b.shape
+                    ),
+                ));
+            }
+            factors.insert(module, (a, b));
+        }
+        if let Some(module) = b_factors.keys().next() {
+            return Err(bad(&weights, format!("{module}: lora_B without lora_A")));
+        }
+        if factors.is_empty() {
+            return Err(bad(&weights, "holds no LoRA factors".into()));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            weights,
+            r,
+            alpha,
+            target_modules,
+            base_model: field("base_model_name_or_path")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            factors,
+            saved,
+        })
+    }
+
+    /// The same adapter with its factors named inside the backbone: `prefix` (`bert.`) taken off.
+    fn under(mut self, prefix: &str) -> Result<Self, TrainError> {
+        let mut factors = BTreeMap::new();
+        for (module, pair) in std::mem::take(&mut self.factors) {
+            let Some(inner) = module.strip_prefix(prefix) else {
+                return Err(E::Config {
+                    path: self.weights.clone(),
+                    message: format!(
+                        "{PEFT_PREFIX}{module}: expected the backbone's layers under {prefix:?}"
+                    ),
+                });
+            };
+            factors.insert(inner.to_string(), pair);
+        }
+        self.factors = factors;
+        Ok(self)
+    }
+
+    /// A saved linear module (PEFT's `modules_to_save`, e.g. `classifier`): weight `[out, in]`
+    /// and bias.
+    pub fn saved_linear(&self, name: &str) -> Option<(&Values, Option<&Values>)> {
+        let weight = self
+            .saved
+            .get(&format!("{name}.weight"))
+            .filter(|w| w.shape.len() == 2)?;
+        Some((weight, self.saved.get(&format!("{name}.bias"))))
+    }
+
+    /// The tensors of an adapter file, as stored.
+    pub fn tensors_of(path: &Path) -> Result<Vec<TensorBytes>, TrainError> {
+        let bytes = std::fs::read(path).map_err(|source| E::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| E::Config {
+            path: path.to_path_buf(),
+            message: format!("not a safetensors file: {e}"),
+        })?;
+        let mut tensors: Vec<TensorBytes> = file
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| TensorBytes {
+                name,
+                shape: view.shape().to_vec(),
+                bytes: view.data().to_vec(),
+                dtype: view.dtype(),
+            })
+            .collect();
+        tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(tensors)
+    }
+
+    /// The local folder of the base model: `base_model_name_or_path` as given, or relative to
+    /// the adapter folder.
+    pub fn base_dir(&self) -> Result<PathBuf, TrainError> {
+        let config = self.dir.join(ADAPTER_CONFIG);
+        let Some(base) = &self.base_model else {
+            return Err(E::Config {
+                path: config,
+                message: "base_model_name_or_path is missing: graft needs the base model's folder"
+                    .into(),
+            });
+        };
+        [PathBuf::from(base), self.dir.join(base)]
+            .into_iter()
+            .find(|p| p.join("config.json").is_file())
+            .ok_or_else(|| E::Config {
+                path: config,
+                message: format!(
+                    "base_model_name_or_path {base:?} is not a local model folder (a folder with \
+                     config.json)"
+                ),
+            })
+    }
+
+    /// Sets the factors of a backbone whose adapters were attached for this adapter's layers.
+    fn load_into(self, backbone: Backbone) -> Result<Backbone, TrainError> {
+        struct SetFactors {
+            path: PathStack,
+            names: BTreeMap<String, String>,
+            factors: BTreeMap<String, (Values, Values)>,
+            error: Option<String>,
+        }
+        impl ModuleMapper for SetFactors {
+            fn enter_module(&mut self, name: &str, container_type: &str) {
+                self.path.enter(name, container_type);
+            }
+            fn exit_module(&mut self, _name: &str, _container_type: &str) {
+                self.path.exit();
+            }
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let path = self.path.joined();
+                let (base, factor) =
+                    match (path.strip_suffix(".lora.a"), path.strip_suffix(".lora.b")) {
+                        (Some(base), _) => (base, 0),
+                        (_, Some(base)) => (base, 1),
+                        _ => return param,
+                    };
+                let Some((a, b)) = self.names.get(base).and_then(|m| self.factors.get(m)) else {
+                    return param;
+                };
+                let data = if factor == 0 { a.clone() } else { b.clone() };
+                let shape = param.shape();
+                let dims = shape.as_slice();
+                // PEFT's [r, in] / [out, r] are burn's [in, r] / [r, out] transposed.
+                if D != 2 || data.shape[..] != [dims[1], dims[0]] {
+                    self.error = Some(format!(
+                        "{path}: the adapter's factor is {:?}, the layer needs {:?} transposed",
+                        data.shape, dims
+                    ));
+                    return param;
+                }
+                param.map(|tensor| {
+                    let value = Tensor::<2>::from_data(data.data(), &tensor.device()).transpose();
+                    value.reshape(shape)
+                })
+            }
+        }
+        let mut mapper = SetFactors {
+            path: PathStack::default(),
+            names: module_names(&backbone),
+            factors: self.factors,
+            error: None,
+        };
+        let backbone = backbone.map(&mut mapper);
+        match mapper.error {
+            Some(message) => Err(E::Config {
+                path: self.weights,
+                message,
+            }),
+            None => Ok(backbone),
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! LoRA through the `graft` binary: the adapters `--dry-run` shows, exact resume, the PEFT adapter
+//! and merged exports, and reading a PEFT adapter to predict or to continue training. The golden
+//! adapter under `golden/lora` was exported by graft and loaded by PEFT once
+//! (`scripts/golden/make_lora_goldens.py`); its `logits.json` holds PEFT's logits.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{fails, json, ok, write};
+
+fn golden() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/lora")
+}
+
+fn lora_config(out_dir: &Path, epochs: usize, extra: &str) -> String {
+    format!(
+        r#"[model]
+backbone = "models/all-MiniLM-L6-v2"
+pooling = "cls"
+pooler = true
+normalize = false
+
+[data]
+format = "csv"
+train = "datasets/fine-foods-mini/train.csv"
+test = "datasets/fine-foods-mini/test.csv"
+text_column = "review"
+label_column = "score"
+
+[lora]
+r = 4
+alpha = 8
+target_modules = ["query", "value"]
+{extra}
+[train]
+epochs = {epochs}
+batch_size = 8
+lr = 2e-3
+backend = "flex"
+
+[output]
+dir = "{}"
+"#,
+        out_dir.display()
+    )
+}
+
+/// Reads every f32 tensor of a safetensors file, by name.
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .filter(|(_, view)| view.dtype() == safetensors::Dtype::F32)
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, (view.shape().to_vec(), values))
+        })
+        .collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// `graft predict` probabilities, in label order, for the `review` column of `input`.
+fn probabilities(model: &Path, input: &Path, labels: &[&str]) -> Vec<Vec<f32>> {
+    ok(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--column",
+        "review",
+    ])
+    .lines()
+    .map(|line| {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        labels
+            .iter()
+            .map(|l| value["probabilities"][l].as_f64().unwrap() as f32)
+            .collect()
+    })
+    .collect()
+}
+
+fn texts_csv(dir: &Path, texts: &[String]) -> PathBuf {
+    let path = dir.join("texts.csv");
+    let mut writer = csv::Writer::from_path(&path).unwrap();
+    writer.write_record(["review"]).unwrap();
+    for text in texts {
+        writer.write_record([text]).unwrap();
+    }
+    writer.flush().unwrap();
+    path
+}
+
+#[test]
+fn peft_adapter_predicts_what_peft_computes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let golden_logits = json(&golden().join("logits.json"));
+    let texts: Vec<String> = golden_logits["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    let input = texts_csv(tmp.path(), &texts);
+    let got = probabilities(&golden().join("adapter"), &input, &["great", "other"]);
+    for (i, (row, logits)) in got
+        .iter()
+        .zip(golden_logits["peft_logits"].as_array().unwrap())
+        .enumerate()
+    {
+        let logits: Vec<f64> = logits
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let top = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let sum: f64 = logits.iter().map(|l| (l - top).exp()).sum();
+        let want: Vec<f32> = logits
+            .iter()
+            .map(|l| ((l - top).exp() / sum) as f32)
+            .collect();
+        let diff = max_diff(row, &want);
+        assert!(diff <= 1e-5, "text {i}: graft {row:?}, PEFT {want:?}");
+    }
+}
+
+#[test]
+fn dry_run_shows_the_adapters_and_freeze_narrows_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(
+        tmp.path(),
+        "c.toml",
+        &lora_config(&tmp.path().join("run"), 2, "\n[freeze]\nlayers = 3\n"),
+    );
+    let stdout = ok(&["train", cfg.to_str().unwrap(), "--dry-run"]);
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no line for {name} in:\n{stdout}"))
+            .to_string()
+    };
+    // PEFT's names and layouts: lora_A [r, in], lora_B [out, r].
+    let a = line("encoder.layer.4.attention.self.query.lora_A.weight");
+    assert!(a.contains("[4, 384]") && a.contains("trainable"), "{a}");
+    let b = line("encoder.layer.4.attention.self.value.lora_B.weight");
+    assert!(b.contains("[384, 4]") && b.contains("trainable"), "{b}");
+    // The base weights stay frozen; [freeze] layers = 3 (embeddings + layers 0-1) stops the
+    // adapters of layers 0 and 1 too.
+    assert!(line("encoder.layer.4.attention.self.query.weight").contains("frozen"));
+    assert!(line("encoder.layer.1.attention.self.query.lora_A.weight").contains("frozen"));
+    assert!(line("head.layers.0.weight").contains("trainable"));
+    assert!(
+        !stdout.contains("key.lora_A"),
+        "only query and value are targeted"
+    );
+    // 4 layers x 2 modules x (4x384 + 384x4), plus the head's 384x2 + 2.
+    assert!(
+        stdout.contains(&format!("trainable parameters: {}", 4 * 2 * 3072 + 770)),
+        "{stdout}"
+    );
+
+    // A target that matches nothing names the layers there are.
+    let cfg = write(
+        tmp.path(),
+        "bad.toml",
+        &lora_config(&tmp.path().join("run"), 2, "").replace(r#"["query", "value"]"#, r#"["qkv"]"#),
+    );
+    let stderr = fails(&["train", cfg.to_str().unwrap(), "--dry-run"]);
+    assert!(
+        stderr.contains("matches no linear layer") && stderr.contains("attention.self.query"),
+        "{stderr}"
+    );
+    // A regular expression selects by full name.
+    let cfg = write(
+        tmp.path(),
+        "regex.toml",
+        &lora_config(&tmp.path().join("run"), 2, "").replace(
+            r#"["query", "value"]"#,
+            r#"['encoder\.layer\.5\..*\.dense']"#,
+        ),
+    );
+    let stdout = ok(&["train", cfg.to_str().unwrap(), "--dry-run"]);
+    let adapted: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(".lora_A."))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        adapted,
+        [
+            "encoder.layer.5.attention.output.dense.lora_A.weight",
+            "encoder.layer.5.intermediate.dense.lora_A.weight",
+            "encoder.layer.5.output.dense.lora_A.weight",
+        ]
+    );
+    // What PEFT's LoRA has and graft's does not yet is refused, naming the key.
+    for (key, value) in [("dropout", "0.1"), ("bias", "\"all\""), ("r", "0")] {
+        let cfg = write(
+            tmp.path(),
+            "unsupported.toml",
+            &lora_config(&tmp.path().join("run"), 2, &format!("{key} = {value}\n"))
+                .replace("r = 4\n", if key == "r" { "" } else { "r = 4\n" }),
+        );
+        let stderr = fails(&["train", cfg.to_str().unwrap(), "--dry-run"]);
+        assert!(stderr.contains(&format!("[lora] {key}")), "{stderr}");
+    }
+}
+
+#[test]
+fn lora_run_resumes_exactly_and_exports_as_adapter_and_merged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = tmp.path().join("reference");
+    let cfg = write(tmp.path(), "a.toml", &lora_config(&reference, 2, ""));
+    ok(&["train", cfg.to_str().unwrap()]);
+    let manifest = json(&reference.join("graft.json"));
+    assert_eq!(manifest["lora"]["r"], 4);
+    assert_eq!(manifest["lora"]["modules"].as_array().unwrap().len(), 12);
+
+    // One epoch, then resumed to two: the same adapters and metrics as the straight run.
+    let run = tmp.path().join("resumed");
+    let cfg = write(tmp.path(), "b.toml", &lora_config(&run, 1, ""));
+    ok(&["train", cfg.to_str().unwrap()]);
+    let cfg = write(tmp.path(), "b.toml", &lora_config(&run, 2, ""));
+    ok(&["train", cfg.to_str().unwrap(), "--resume", "--force"]);
+    let epochs = |run: &Path| {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("seconds");
+                v.to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(epochs(&reference), epochs(&run));
+    let (ra, rb) = (
+        tensors(&reference.join("adapter_model.safetensors")),
+        tensors(&run.join("adapter_model.safetensors")),
+    );
+    assert_eq!(ra.len(), 24);
+    for (name, (_, values)) in &ra {
+        assert_eq!(values, &rb[name].1, "{name}");
+    }
+    // The adapters trained: B started at zero.
+    let b = &ra["base_model.model.bert.encoder.layer.5.attention.self.value.lora_B.weight"];
+    assert_eq!(b.0, [384, 4]);
+    assert!(b.1.iter().any(|v| *v != 0.0));
+
+    // The PEFT adapter folder predicts what the run predicts.
+    let adapter = tmp.path().join("adapter");
+    ok(&[
+        "export",
+        "--model",
+        reference.to_str().unwrap(),
+        "--out",
+        adapter.to_str().unwrap(),
+    ]);
+    let config = json(&adapter.join("adapter_config.json"));
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["task_type"], "SEQ_CLS");
+    assert_eq!(config["r"], 4);
+    assert_eq!(config["lora_alpha"], 8);
+    assert_eq!(
+        config["target_modules"],
+        serde_json::json!(["query", "value"])
+    );
+    assert_eq!(config["modules_to_save"], serde_json::json!(["classifier"]));
+    let base = PathBuf::from(config["base_model_name_or_path"].as_str().unwrap());
+    assert!(base.join("config.json").is_file(), "{base:?}");
+    let exported = tensors(&adapter.join("adapter_model.safetensors"));
+    assert_eq!(exported["base_model.model.classifier.weight"].0, [2, 384]);
+    let input = common::repo().join("datasets/fine-foods-mini/test.csv");
+    let labels = ["great", "other"];
+    let from_run = probabilities(&reference, &input, &labels);
+    let from_adapter = probabilities(&adapter, &input, &labels);
+    for (a, b) in from_run.iter().zip(&from_adapter) {
+        assert!(max_diff(a, b) <= 1e-5, "run {a:?}, adapter {b:?}");
+    }
+
+    // The merged folder: W + (alpha / r)·B·A, in transformers' layout.
+    let merged = tmp.path().join("merged");
+    let said = ok(&[
+        "export",
+        "--merge",
+        "--model",
+        reference.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(said.contains("BertForSequenceClassification"), "{said}");
+    let weights = tensors(&merged.join("model.safetensors"));
+    let base_weights = tensors(&common::repo().join("models/all-MiniLM-L6-v2/model.safetensors"));
+    let name = "encoder.layer.2.attention.self.query";
+    let (_, a) = &exported[&format!("base_model.model.bert.{name}.lora_A.weight")];
+    let (_, b) = &exported[&format!("base_model.model.bert.{name}.lora_B.weight")];
+    let (_, w) = &base_weights[&format!("{name}.weight")];
+    let scale = 8.0 / 4.0;
+    let expected: Vec<f32> = (0..384 * 384)
+        .map(|i| {
+            let (row, col) = (i / 384, i % 384);
+            w[i] + scale
+                * (0..4)
+                    .map(|k| b[row * 4 + k] * a[k * 384 + col])
+                    .sum::<f32>()
+        })
+        .collect();
+    let (_, got) = &weights[&format!("bert.{name}.weight")];
+    assert!(max_diff(got, &expected) <= 1e-6);
+    assert!(max_diff(got, w) > 1e-4, "the merge changed nothing");
+    assert!(!weights.keys().any(|k| k.contains("lora")));
+
+    // --merge is for LoRA runs; an adapter needs the pooler head transformers' classifier has.
+    let plain = tmp.path().join("plain");
+    let cfg = write(
+        tmp.path(),
+        "plain.toml",
+        &lora_config(&plain, 1, "").replace(
+            "[lora]\nr = 4\nalpha = 8\ntarget_modules = [\"query\", \"value\"]\n",
+            "",
+        ),
+    );
+    ok(&["train", cfg.to_str().unwrap()]);
+    let stderr = fails(&[
+        "export",
+        "--merge",
+        "--model",
+        plain.to_str().unwrap(),
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("no LoRA adapters"), "{stderr}");
+}
+
+#[test]
+fn training_continues_from_a_peft_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let extra = format!("adapter = \"{}\"\n", golden().join("adapter").display());
+    let cfg = write(
+        tmp.path(),
+        "c.toml",
+        &lora_config(&run, 1, &extra)
+            .replace("lr = 2e-3", "lr = 1e-12")
+            .replace("pooling = \"cls\"\npooler = true\n", "pooling = \"mean\"\n"),
+    );
+    // The adapter's own rank and layers (query, value and attention.output.dense).
+    let stdout = ok(&["train", cfg.to_str().unwrap(), "--dry-run"]);
+    assert!(
+        stdout.contains("encoder.layer.0.attention.output.dense.lora_A.weight"),
+        "{stdout}"
+    );
+    ok(&["train", cfg.to_str().unwrap()]);
+    let golden_tensors = tensors(&golden().join("adapter/adapter_model.safetensors"));
+    let trained = tensors(&run.join("adapter_model.safetensors"));
+    assert_eq!(trained.len(), 36);
+    for (name, (shape, values)) in &trained {
+        let (golden_shape, golden_values) = &golden_tensors[name];
+        assert_eq!(shape, golden_shape, "{name}");
+        assert!(max_diff(values, golden_values) <= 1e-6, "{name}");
+    }
+    // A mean-pooled run has no transformers classifier to put an adapter on: merge it instead.
+    let stderr = fails(&[
+        "export",
+        "--model",
+        run.to_str().unwrap(),
+        "--out",
+        tmp.path().join("adapter").to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("--merge"), "{stderr}");
+    let said = ok(&[
+        "export",
+        "--merge",
+        "--model",
+        run.to_str().unwrap(),
+        "--out",
+        tmp.path().join("merged").to_str().unwrap(),
+    ]);
+    assert!(said.contains("sentence-transformers"), "{said}");
+}
