@@ -402,6 +402,21 @@ dir = "runs/x"
 "#;
 
     #[test]
+    fn lora_trains_the_adapters_unless_freeze_says_otherwise() {
+        let config = Config::parse(&format!("{MINIMAL}\n[lora]\n"), Path::new("c.toml")).unwrap();
+        let lora = config.lora.as_ref().unwrap();
+        assert_eq!((lora.r, lora.alpha, lora.bias.as_str()), (8, 8.0, "none"));
+        assert_eq!(config.freeze.backbone, Some(false));
+        assert!(!config.freeze.always_frozen());
+        let layers = format!("{MINIMAL}\n[lora]\n[freeze]\nlayers = 2\n");
+        let config = Config::parse(&layers, Path::new("c.toml")).unwrap();
+        assert_eq!(config.freeze.backbone, None);
+        let frozen = format!("{MINIMAL}\n[lora]\n[freeze]\nbackbone = true\n");
+        let error = Config::parse(&frozen, Path::new("c.toml")).unwrap_err();
+        assert!(error.to_string().contains("never train"), "{error}");
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let config = Config::parse(MINIMAL, Path::new("c.toml")).unwrap();
         assert_eq!(config.train.epochs, 10);

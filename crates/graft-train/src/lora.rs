@@ -80,8 +80,16 @@ pub fn target_matcher(targets: &[String]) -> Result<impl Fn(&str) -> bool, Strin
     })
 }
 
-/// Every linear layer's weight in a backbone: its upstream module name and parameter id.
-fn linear_layers(backbone: &Backbone) -> Vec<(String, ParamId)> {
+/// A linear layer of a backbone: its weight's module path, its upstream name (`encoder.layer.0
+/// .attention.self.query`) and the weight's parameter id.
+struct LinearLayer {
+    path: String,
+    name: String,
+    id: ParamId,
+}
+
+/// Every linear layer of a backbone, in module order.
+fn linear_layers(backbone: &Backbone) -> Vec<LinearLayer> {
     struct Linears {
         path: PathStack,
         found: Vec<(String, ParamId)>,
@@ -109,13 +117,21 @@ fn linear_layers(backbone: &Backbone) -> Vec<(String, ParamId)> {
         .found
         .into_iter()
         .filter_map(|(path, id)| {
-            let inner = Backbone::inner_path(&path)?;
-            let name = architecture.upstream_name(inner);
-            Some((
-                name.strip_suffix(".weight").unwrap_or(&name).to_string(),
-                id,
-            ))
+            let upstream = architecture.upstream_name(Backbone::inner_path(&path)?);
+            let name = upstream
+                .strip_suffix(".weight")
+                .unwrap_or(&upstream)
+                .to_string();
+            Some(LinearLayer { path, name, id })
         })
+        .collect()
+}
+
+/// Linear weight path → upstream module name, for every linear layer of the backbone.
+fn module_names(backbone: &Backbone) -> BTreeMap<String, String> {
+    linear_layers(backbone)
+        .into_iter()
+        .map(|layer| (layer.path, layer.name))
         .collect()
 }
 
@@ -153,7 +169,7 @@ pub fn attach(
         None => (section.r, section.alpha, section.target_modules.clone()),
     };
     let some_layers = || {
-        let names: Vec<&str> = layers.iter().take(8).map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = layers.iter().take(8).map(|l| l.name.as_str()).collect();
         if names.is_empty() {
             "it has no linear layers".to_string()
         } else {
@@ -167,18 +183,17 @@ pub fn attach(
             some_layers()
         )));
     }
-    let chosen: Vec<(String, ParamId)> = match &adapter {
+    let chosen: Vec<&LinearLayer> = match &adapter {
         // An adapter file says exactly which layers it adapts.
         Some(a) => {
             let chosen: Vec<_> = layers
                 .iter()
-                .filter(|(name, _)| a.factors.contains_key(name))
-                .cloned()
+                .filter(|l| a.factors.contains_key(&l.name))
                 .collect();
             if let Some(missing) = a
                 .factors
                 .keys()
-                .find(|m| !chosen.iter().any(|(name, _)| name == *m))
+                .find(|m| !chosen.iter().any(|l| &l.name == *m))
             {
                 return Err(E::Config {
                     path: a.weights.clone(),
@@ -192,11 +207,7 @@ pub fn attach(
         }
         None => {
             let matches = target_matcher(&target_modules).map_err(E::Unsupported)?;
-            layers
-                .iter()
-                .filter(|(name, _)| matches(name))
-                .cloned()
-                .collect()
+            layers.iter().filter(|l| matches(&l.name)).collect()
         }
     };
     if chosen.is_empty() {
@@ -205,14 +216,14 @@ pub fn attach(
             some_layers()
         )));
     }
-    let ids: Vec<ParamId> = chosen.iter().map(|(_, id)| *id).collect();
+    let ids: Vec<ParamId> = chosen.iter().map(|l| l.id).collect();
     let mut backbone =
         backbone.apply_lora(Lora::new(r, alpha).set_param_group(ParamGroup::from_ids(ids)));
     let spec = LoraSpec {
         r,
         alpha,
         target_modules,
-        modules: chosen.into_iter().map(|(name, _)| name).collect(),
+        modules: chosen.iter().map(|l| l.name.clone()).collect(),
     };
     if let Some(adapter) = adapter {
         backbone = adapter.load_into(backbone)?;
@@ -238,42 +249,6 @@ impl<F> Factors<F> {
         };
         Some((self.names.get(base)?.clone(), factor))
     }
-}
-
-/// Linear weight path → upstream module name, for every linear layer of the backbone.
-fn module_names(backbone: &Backbone) -> BTreeMap<String, String> {
-    struct Paths {
-        path: PathStack,
-        found: Vec<String>,
-    }
-    impl ModuleVisitor for Paths {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.path.enter(name, container_type);
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.path.exit();
-        }
-        fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
-            if D == 2 && self.path.is_linear_weight() {
-                self.found.push(self.path.joined());
-            }
-        }
-    }
-    let mut visitor = Paths {
-        path: PathStack::default(),
-        found: Vec::new(),
-    };
-    backbone.visit(&mut visitor);
-    let architecture = backbone.architecture();
-    visitor
-        .found
-        .into_iter()
-        .filter_map(|path| {
-            let name = architecture.upstream_name(Backbone::inner_path(&path)?);
-            let module = name.strip_suffix(".weight").unwrap_or(&name).to_string();
-            Some((path, module))
-        })
-        .collect()
 }
 
 impl<F: FnMut(String, char, Tensor<2>)> ModuleVisitor for Factors<F> {
@@ -676,5 +651,88 @@ impl PeftAdapter {
             }),
             None => Ok(backbone),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(targets: &[&str], name: &str) -> bool {
+        let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+        target_matcher(&targets).unwrap()(name)
+    }
+
+    #[test]
+    fn plain_targets_match_name_ends_as_peft_does() {
+        let query = "encoder.layer.0.attention.self.query";
+        assert!(matches(&["query"], query));
+        assert!(matches(&["self.query"], query));
+        assert!(matches(&[query], query));
+        assert!(!matches(&["uery"], query));
+        assert!(!matches(&["value"], query));
+        assert!(matches(&["dense"], "encoder.layer.0.output.dense"));
+    }
+
+    #[test]
+    fn other_targets_are_regexes_over_the_whole_name() {
+        assert!(matches(
+            &[r"encoder\.layer\.[0-2]\..*query"],
+            "encoder.layer.1.attention.self.query"
+        ));
+        assert!(!matches(
+            &[r"encoder\.layer\.[0-2]\..*query"],
+            "encoder.layer.3.attention.self.query"
+        ));
+        // A full match: a regex that only matches a part selects nothing.
+        assert!(!matches(
+            &[r"layer\.1\..*"],
+            "encoder.layer.1.attention.self.query"
+        ));
+        assert!(target_matcher(&["(".to_string()]).is_err());
+    }
+
+    #[test]
+    fn peft_targets_keep_plain_names_and_spell_out_regexes() {
+        let mut spec = LoraSpec {
+            r: 8,
+            alpha: 16.0,
+            target_modules: vec!["query".into(), "value".into()],
+            modules: vec!["encoder.layer.0.attention.self.query".into()],
+        };
+        assert_eq!(spec.peft_targets(), ["query", "value"]);
+        spec.target_modules = vec![r"encoder\..*query".into()];
+        assert_eq!(
+            spec.peft_targets(),
+            ["encoder.layer.0.attention.self.query"]
+        );
+        let config = adapter_config(&spec, Path::new("/models/base"), "classifier");
+        assert_eq!(config["lora_alpha"], 16);
+        assert_eq!(config["modules_to_save"], json!(["classifier"]));
+    }
+
+    #[test]
+    fn adapter_folders_with_what_graft_cannot_do_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |config: &str| {
+            std::fs::write(dir.path().join(ADAPTER_CONFIG), config).unwrap();
+        };
+        let error = |expect: &str| {
+            let message = match PeftAdapter::read(dir.path()) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("accepted"),
+            };
+            assert!(message.contains(expect), "{message}");
+        };
+        write(r#"{"peft_type": "IA3"}"#);
+        error("LoRA adapters only");
+        write(r#"{"peft_type": "LORA", "r": 8, "lora_alpha": 8, "use_dora": true}"#);
+        error("DoRA");
+        write(r#"{"peft_type": "LORA", "r": 8, "lora_alpha": 8, "rank_pattern": {"q": 4}}"#);
+        error("rank_pattern");
+        write(r#"{"peft_type": "LORA", "r": 8, "lora_alpha": 8}"#);
+        error("adapter_model.safetensors: missing");
+        std::fs::write(dir.path().join(ADAPTER_WEIGHTS), b"not safetensors").unwrap();
+        error("not a safetensors file");
     }
 }

@@ -685,6 +685,9 @@ pub fn predict(
     Ok(predictions)
 }
 
+/// Inputs, how to read the outputs, and the raw outputs `[n][k]`.
+type Outputs = (Vec<TextExample>, TaskSpec, Vec<Vec<f32>>);
+
 /// Outputs of a PEFT LoRA sequence-classification adapter on its base model, as
 /// `PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(BASE), DIR)`
 /// computes them: the adapters merged into the base, the pooler, and the saved classifier.
@@ -694,7 +697,7 @@ fn adapter_outputs(
     batch_size: usize,
     backend: Backend,
     progress: &dyn Progress,
-) -> Result<(Vec<TextExample>, TaskSpec, Vec<Vec<f32>>), TrainError> {
+) -> Result<Outputs, TrainError> {
     let adapter = lora::PeftAdapter::read(dir)?;
     let base = adapter.base_dir()?;
     let choices = FeatureChoices {
