@@ -251,6 +251,7 @@ macro_rules! registry {
 
 registry! {
     Bert => crate::bert::Bert,
+    Roberta => crate::roberta::Roberta,
     EfficientNet => crate::efficientnet::EfficientNet,
     ResNet => crate::resnet::ResNet,
 }

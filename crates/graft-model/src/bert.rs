@@ -183,6 +183,16 @@ impl BertEmbeddings {
         let [_, seq_len] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<1, Int>::arange(0..seq_len as i64, &device).reshape([1, seq_len]);
+        self.forward_at(input_ids, token_type_ids, positions)
+    }
+
+    /// The embeddings with explicit position ids (`[batch or 1, seq]`).
+    pub fn forward_at(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+    ) -> Tensor<3> {
         let x = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(positions)
             + self.token_type_embeddings.forward(token_type_ids);
@@ -285,6 +295,43 @@ pub struct BertEncoder {
     pub layer: Vec<BertLayer>,
 }
 
+impl BertEncoder {
+    /// Runs every layer on the embeddings `x`; `attention_mask` is 1 for tokens, 0 for padding
+    /// (`None`: no row is padded).
+    pub fn forward(&self, mut x: Tensor<3>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<3> {
+        let [batch, seq_len, _] = x.dims();
+        let heads = self
+            .layer
+            .first()
+            .map_or(1, |layer| layer.attention.self_attn.num_heads);
+        // Built once for all layers: true where the key position is padding.
+        let pad_mask = attention_mask.map(|mask| {
+            mask.equal_elem(0)
+                .reshape([batch, 1, 1, seq_len])
+                .expand([batch, heads, seq_len, seq_len])
+        });
+        for layer in &self.layer {
+            x = layer.forward(x, pad_mask.clone());
+        }
+        x
+    }
+
+    /// The block of a parameter path inside an encoder of this layout: the embeddings are block
+    /// 0, layer i is block i + 1, and the pooler counts with the last layer.
+    pub fn block_of(&self, path: &str) -> usize {
+        if path.starts_with("embeddings.") {
+            0
+        } else if let Some(rest) = path.strip_prefix("encoder.layer.") {
+            rest.split('.')
+                .next()
+                .and_then(|i| i.parse::<usize>().ok())
+                .map_or(0, |i| i + 1)
+        } else {
+            self.layer.len()
+        }
+    }
+}
+
 /// `pooler.dense` followed by tanh on the first token, as `BertPooler` upstream.
 #[derive(Module, Debug)]
 pub struct BertPooler {
@@ -314,23 +361,8 @@ impl Bert {
         token_type_ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<3> {
-        let [batch, seq_len] = input_ids.dims();
-        let heads = self
-            .encoder
-            .layer
-            .first()
-            .map_or(1, |layer| layer.attention.self_attn.num_heads);
-        // Built once for all layers: true where the key position is padding.
-        let pad_mask = attention_mask.map(|mask| {
-            mask.equal_elem(0)
-                .reshape([batch, 1, 1, seq_len])
-                .expand([batch, heads, seq_len, seq_len])
-        });
-        let mut x = self.embeddings.forward(input_ids, token_type_ids);
-        for layer in &self.encoder.layer {
-            x = layer.forward(x, pad_mask.clone());
-        }
-        x
+        let x = self.embeddings.forward(input_ids, token_type_ids);
+        self.encoder.forward(x, attention_mask)
     }
 
     pub fn hidden_size(&self) -> usize {
@@ -372,7 +404,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(BertConfig, Bert), ModelErro
     let config = BertConfig::from_file(&dir.join("config.json"))?;
     let weights_path = dir.join("model.safetensors");
     let index = WeightsIndex::read(&weights_path)?;
-    let mut model = config.init(has_pooler(&index), device);
+    let mut model = config.init(has_pooler(&index, &PREFIXES), device);
     let names = weights::param_names(&model, upstream_name);
     weights::load_renamed(&mut model, &weights_path, &names, &PREFIXES)?;
     Ok((config, model))
@@ -381,8 +413,26 @@ pub fn load(dir: &Path, device: &Device) -> Result<(BertConfig, Bert), ModelErro
 /// What a `BertForSequenceClassification` or `BertModel` checkpoint puts before the encoder's names.
 const PREFIXES: [&str; 2] = ["bert.", "model."];
 
-fn has_pooler(index: &WeightsIndex) -> bool {
-    index.contains_any(&["pooler.dense.weight", "bert.pooler.dense.weight"])
+/// Whether a checkpoint has `pooler.dense`, bare or under one of `prefixes`.
+pub fn has_pooler(index: &WeightsIndex, prefixes: &[&str]) -> bool {
+    std::iter::once("")
+        .chain(prefixes.iter().copied())
+        .any(|prefix| index.contains_any(&[&format!("{prefix}pooler.dense.weight")]))
+}
+
+/// Pooled features of an encoder's last hidden state: the shared pooling, with the pretrained
+/// pooler when there is one.
+pub fn pool(
+    hidden: Tensor<3>,
+    attention_mask: Option<Tensor<2, Int>>,
+    pooler: Option<&BertPooler>,
+    pooling: PoolingOptions,
+) -> Tensor<2> {
+    let pooler = pooler.map(|p| move |cls: Tensor<2>| p.forward(cls));
+    let pooler = pooler
+        .as_ref()
+        .map(|p| p as &dyn Fn(Tensor<2>) -> Tensor<2>);
+    pooling.pool(hidden, attention_mask, pooler)
 }
 
 impl Architecture for Bert {
@@ -409,7 +459,7 @@ impl Architecture for Bert {
             tokenizer: folder.tokenizer_path(),
             vocab_size: config.vocab_size,
             max_positions: config.max_position_embeddings,
-            has_pooler: has_pooler(&folder.weights_index()?),
+            has_pooler: has_pooler(&folder.weights_index()?, &PREFIXES),
         }))
     }
 
@@ -448,14 +498,7 @@ impl Architecture for Bert {
             panic!("a text encoder was given images");
         };
         let hidden = self.forward(input_ids, token_type_ids, attention_mask.clone());
-        let pooler = self
-            .pooler
-            .as_ref()
-            .map(|p| move |cls: Tensor<2>| p.forward(cls));
-        let pooler = pooler
-            .as_ref()
-            .map(|p| p as &dyn Fn(Tensor<2>) -> Tensor<2>);
-        pooling.pool(hidden, attention_mask, pooler)
+        pool(hidden, attention_mask, self.pooler.as_ref(), pooling)
     }
 
     fn upstream_name(&self, path: &str) -> String {
@@ -463,17 +506,7 @@ impl Architecture for Bert {
     }
 
     fn block_of(&self, path: &str) -> usize {
-        if path.starts_with("embeddings.") {
-            0
-        } else if let Some(rest) = path.strip_prefix("encoder.layer.") {
-            rest.split('.')
-                .next()
-                .and_then(|i| i.parse::<usize>().ok())
-                .map_or(0, |i| i + 1)
-        } else {
-            // The pooler belongs to the last layer's block.
-            self.num_layers()
-        }
+        self.encoder.block_of(path)
     }
 
     fn num_blocks(&self) -> usize {

@@ -15,6 +15,7 @@ pub mod folder;
 pub mod pooling;
 pub mod pth;
 pub mod resnet;
+pub mod roberta;
 pub mod vision;
 pub mod weights;
 

@@ -1,0 +1,154 @@
+//! The RoBERTa family against transformers: small random-weight RoBERTa (byte-level BPE) and
+//! XLM-RoBERTa (Unigram) folders made by `scripts/golden/make_roberta_goldens.py`. Token ids must
+//! equal the `tokenizers` library's, and mean, first-token and pooler features of single texts and
+//! of one padded batch (RoBERTa's position ids skip the padding) must match to 1e-5 on the CPU
+//! backends and 1e-3 on wgpu. Texts longer than the 64 positions are truncated.
+
+mod common;
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::*;
+use graft_data::{TextTokenizer, TokenBatch};
+use graft_model::{Backbone, Inputs, ModelFolder, Pooling, PoolingOptions, Preprocessing};
+
+const FAMILIES: [&str; 2] = ["roberta", "xlm-roberta"];
+const CPU_TOLERANCE: f32 = 1e-5;
+const WGPU_TOLERANCE: f32 = 1e-3;
+
+fn folder(family: &str) -> ModelFolder {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/roberta")
+        .join(family);
+    ModelFolder::open(&dir).expect("model folder")
+}
+
+/// The folder's tokenizer at the length its positions allow.
+fn tokenizer(folder: &ModelFolder) -> TextTokenizer {
+    let Ok(Preprocessing::Text(text)) = folder.preprocessing() else {
+        panic!("a text model");
+    };
+    assert_eq!(text.max_positions, 64);
+    TextTokenizer::from_file(&text.tokenizer, text.max_positions, text.vocab_size).unwrap()
+}
+
+/// The three poolings the goldens hold: golden key and graft's options.
+fn poolings() -> [(&'static str, PoolingOptions); 3] {
+    let options = |pooling, use_pooler| PoolingOptions {
+        pooling,
+        use_pooler,
+        normalize: false,
+    };
+    [
+        ("mean", options(Pooling::Mean, false)),
+        ("cls", options(Pooling::Cls, false)),
+        ("pooler", options(Pooling::Cls, true)),
+    ]
+}
+
+fn features(backbone: &Backbone, batch: &TokenBatch, device: &Device) -> (Vec<f32>, usize) {
+    let (ids, types, mask) = batch.to_tensors(device);
+    let out = backbone.forward(Inputs::Text {
+        input_ids: ids,
+        token_type_ids: types,
+        attention_mask: mask,
+    });
+    let [_, width] = out.dims();
+    (out.into_data().try_into_vec_as::<f32>().unwrap(), width)
+}
+
+#[test]
+fn token_ids_equal_the_tokenizers_library() {
+    for family in FAMILIES {
+        let golden = golden(&format!("roberta/{family}.json"));
+        let folder = folder(family);
+        assert_eq!(folder.architecture.name(), "roberta");
+        let tokenizer = tokenizer(&folder);
+        for case in golden["cases"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let tokens = tokenizer.tokenize(&[text]).unwrap().remove(0);
+            let ids: Vec<i64> = tokens.ids.iter().map(|&i| i as i64).collect();
+            assert_eq!(ids, ints(&case["input_ids"]), "{family}: ids of {text:?}");
+            let types: Vec<i64> = tokens.type_ids.iter().map(|&i| i as i64).collect();
+            assert_eq!(types, ints(&case["token_type_ids"]), "{family}: {text:?}");
+        }
+    }
+}
+
+#[test]
+fn features_match_transformers_on_cpu_backends() {
+    for family in FAMILIES {
+        let golden = golden(&format!("roberta/{family}.json"));
+        let cases = golden["cases"].as_array().unwrap();
+        let folder = folder(family);
+        let tokenizer = tokenizer(&folder);
+        let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+        let tokens = tokenizer.tokenize(&texts).unwrap();
+        for (backend, device) in cpu_devices() {
+            for (key, options) in poolings() {
+                let backbone = Backbone::load(&folder, options, false, &device).unwrap();
+                // Each text alone, with no mask.
+                for (i, (case, t)) in cases.iter().zip(&tokens).enumerate() {
+                    let n = t.ids.len();
+                    let tensor = |v: Vec<i64>| {
+                        Tensor::<2, Int>::from_data(TensorData::new(v, [1, n]), &device)
+                    };
+                    let out = backbone.forward(Inputs::Text {
+                        input_ids: tensor(t.ids.iter().map(|&i| i as i64).collect()),
+                        token_type_ids: tensor(t.type_ids.iter().map(|&i| i as i64).collect()),
+                        attention_mask: None,
+                    });
+                    let out = out.into_data().try_into_vec_as::<f32>().unwrap();
+                    let diff = max_abs_diff(&out, &floats(&case[key]));
+                    assert!(
+                        diff <= CPU_TOLERANCE,
+                        "{family} {backend} {key}: text {i}: max abs diff {diff}"
+                    );
+                }
+                // All of them as one padded batch.
+                let batch = TokenBatch::pad(&tokens.iter().collect::<Vec<_>>());
+                assert!(batch.has_padding());
+                let (out, width) = features(&backbone, &batch, &device);
+                for (i, want) in golden["batch"][key].as_array().unwrap().iter().enumerate() {
+                    let diff = max_abs_diff(&out[i * width..(i + 1) * width], &floats(want));
+                    assert!(
+                        diff <= CPU_TOLERANCE,
+                        "{family} {backend} {key}: batch row {i}: max abs diff {diff}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// wgpu (software Vulkan in CI): RoBERTa's padded batch, every pooling, within 1e-3.
+#[test]
+fn features_match_transformers_on_wgpu() {
+    let Some(device) = wgpu_device() else { return };
+    let golden = golden("roberta/roberta.json");
+    let folder = folder("roberta");
+    let tokenizer = tokenizer(&folder);
+    let texts: Vec<&str> = golden["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    let tokens = tokenizer.tokenize(&texts).unwrap();
+    let batch = TokenBatch::pad(&tokens.iter().collect::<Vec<_>>());
+    for (key, options) in poolings() {
+        let backbone = Backbone::load(&folder, options, false, &device).unwrap();
+        let (out, width) = features(&backbone, &batch, &device);
+        let mut worst = 0.0f32;
+        for (i, want) in golden["batch"][key].as_array().unwrap().iter().enumerate() {
+            let diff = max_abs_diff(&out[i * width..(i + 1) * width], &floats(want));
+            assert!(
+                diff <= WGPU_TOLERANCE,
+                "wgpu {key}: row {i}: max abs diff {diff}"
+            );
+            worst = worst.max(diff);
+        }
+        eprintln!("wgpu {key}: worst max abs diff {worst:e}");
+    }
+}
