@@ -252,6 +252,8 @@ macro_rules! registry {
 registry! {
     Bert => crate::bert::Bert,
     Roberta => crate::roberta::Roberta,
+    DistilBert => crate::distilbert::DistilBert,
+    Electra => crate::electra::Electra,
     EfficientNet => crate::efficientnet::EfficientNet,
     ResNet => crate::resnet::ResNet,
 }

@@ -10,7 +10,9 @@
 
 pub mod backbone;
 pub mod bert;
+pub mod distilbert;
 pub mod efficientnet;
+pub mod electra;
 pub mod folder;
 pub mod pooling;
 pub mod pth;

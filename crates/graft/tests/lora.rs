@@ -398,39 +398,59 @@ fn training_continues_from_a_peft_adapter() {
 }
 
 #[test]
-fn roberta_family_trains_with_lora_through_the_pipeline() {
-    let tmp = tempfile::tempdir().unwrap();
-    let folder = common::repo().join("crates/graft-model/tests/golden/roberta/xlm-roberta");
-    let said = ok(&["inspect", folder.to_str().unwrap()]);
-    assert!(said.contains("xlm-roberta (2 layers)"), "{said}");
-    let run = tmp.path().join("run");
-    let cfg = write(
-        tmp.path(),
-        "c.toml",
-        &lora_config(&run, 2, "")
-            .replace("models/all-MiniLM-L6-v2", folder.to_str().unwrap())
-            .replace("pooling = \"cls\"\npooler = true\n", "pooling = \"mean\"\n")
-            .replace(
-                "r = 4\nalpha = 8\ntarget_modules = [\"query\", \"value\"]\n",
-                "r = 2\n",
-            ),
-    );
-    // PEFT's default targets for the family: query and value in both layers.
-    let stdout = ok(&["train", cfg.to_str().unwrap(), "--dry-run"]);
-    assert_eq!(stdout.matches(".lora_A.weight").count(), 4, "{stdout}");
-    assert!(stdout.contains("encoder.layer.1.attention.self.value.lora_B.weight"));
-    ok(&["train", cfg.to_str().unwrap()]);
-    assert!(json(&run.join("graft.json"))["architecture"] == "xlm-roberta (2 layers)");
-    let merged = tmp.path().join("merged");
-    let said = ok(&[
-        "export",
-        "--merge",
-        "--model",
-        run.to_str().unwrap(),
-        "--out",
-        merged.to_str().unwrap(),
-    ]);
-    assert!(said.contains("sentence-transformers"), "{said}");
-    assert!(merged.join("tokenizer_config.json").is_file());
-    assert!(merged.join("modules.json").is_file());
+fn other_text_families_train_with_lora_through_the_pipeline() {
+    for (family, described, adapted) in [
+        (
+            "xlm-roberta",
+            "xlm-roberta (2 layers)",
+            "encoder.layer.1.attention.self.value.lora_B.weight",
+        ),
+        (
+            "distilbert",
+            "distilbert (2 layers)",
+            "transformer.layer.1.attention.v_lin.lora_B.weight",
+        ),
+        (
+            "electra",
+            "electra (2 layers)",
+            "encoder.layer.1.attention.self.value.lora_B.weight",
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let folder = common::repo()
+            .join("crates/graft-model/tests/golden/text_families")
+            .join(family);
+        let said = ok(&["inspect", folder.to_str().unwrap()]);
+        assert!(said.contains(described), "{said}");
+        let run = tmp.path().join("run");
+        let cfg = write(
+            tmp.path(),
+            "c.toml",
+            &lora_config(&run, 2, "")
+                .replace("models/all-MiniLM-L6-v2", folder.to_str().unwrap())
+                .replace("pooling = \"cls\"\npooler = true\n", "pooling = \"mean\"\n")
+                .replace(
+                    "r = 4\nalpha = 8\ntarget_modules = [\"query\", \"value\"]\n",
+                    "r = 2\n",
+                ),
+        );
+        // PEFT's default targets for the family: query and value in both layers.
+        let stdout = ok(&["train", cfg.to_str().unwrap(), "--dry-run"]);
+        assert_eq!(stdout.matches(".lora_A.weight").count(), 4, "{stdout}");
+        assert!(stdout.contains(adapted), "{family}: {stdout}");
+        ok(&["train", cfg.to_str().unwrap()]);
+        assert_eq!(json(&run.join("graft.json"))["architecture"], described);
+        let merged = tmp.path().join("merged");
+        let said = ok(&[
+            "export",
+            "--merge",
+            "--model",
+            run.to_str().unwrap(),
+            "--out",
+            merged.to_str().unwrap(),
+        ]);
+        assert!(said.contains("sentence-transformers"), "{said}");
+        assert!(merged.join("tokenizer_config.json").is_file());
+        assert!(merged.join("modules.json").is_file());
+    }
 }

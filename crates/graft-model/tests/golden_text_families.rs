@@ -1,8 +1,10 @@
-//! The RoBERTa family against transformers: small random-weight RoBERTa (byte-level BPE) and
-//! XLM-RoBERTa (Unigram) folders made by `scripts/golden/make_roberta_goldens.py`. Token ids must
-//! equal the `tokenizers` library's, and mean, first-token and pooler features of single texts and
-//! of one padded batch (RoBERTa's position ids skip the padding) must match to 1e-5 on the CPU
-//! backends and 1e-3 on wgpu. Texts longer than the 64 positions are truncated.
+//! The text families beyond BERT against transformers: small random-weight RoBERTa (byte-level
+//! BPE), XLM-RoBERTa (Unigram), ELECTRA (narrow embeddings projected up) and DistilBERT (WordPiece)
+//! folders made by `scripts/golden/make_text_family_goldens.py`. Token ids must equal the
+//! `tokenizers` library's (and transformers' `AutoTokenizer`'s, checked when they were made), and
+//! mean, first-token and (where the family has one) pooler features of single texts and of one
+//! padded batch must match to 1e-5 on the CPU backends and 1e-3 on wgpu. Texts longer than the 64
+//! positions are truncated.
 
 mod common;
 
@@ -13,13 +15,19 @@ use common::*;
 use graft_data::{TextTokenizer, TokenBatch};
 use graft_model::{Backbone, Inputs, ModelFolder, Pooling, PoolingOptions, Preprocessing};
 
-const FAMILIES: [&str; 2] = ["roberta", "xlm-roberta"];
+/// Each family's folder, the architecture graft detects, and whether it has a pooler.
+const FAMILIES: [(&str, &str, bool); 4] = [
+    ("roberta", "roberta", true),
+    ("xlm-roberta", "roberta", true),
+    ("electra", "electra", false),
+    ("distilbert", "distilbert", false),
+];
 const CPU_TOLERANCE: f32 = 1e-5;
 const WGPU_TOLERANCE: f32 = 1e-3;
 
 fn folder(family: &str) -> ModelFolder {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/roberta")
+        .join("tests/golden/text_families")
         .join(family);
     ModelFolder::open(&dir).expect("model folder")
 }
@@ -33,18 +41,21 @@ fn tokenizer(folder: &ModelFolder) -> TextTokenizer {
     TextTokenizer::from_file(&text.tokenizer, text.max_positions, text.vocab_size).unwrap()
 }
 
-/// The three poolings the goldens hold: golden key and graft's options.
-fn poolings() -> [(&'static str, PoolingOptions); 3] {
+/// The poolings the goldens hold: golden key and graft's options.
+fn poolings(has_pooler: bool) -> Vec<(&'static str, PoolingOptions)> {
     let options = |pooling, use_pooler| PoolingOptions {
         pooling,
         use_pooler,
         normalize: false,
     };
-    [
+    let mut all = vec![
         ("mean", options(Pooling::Mean, false)),
         ("cls", options(Pooling::Cls, false)),
-        ("pooler", options(Pooling::Cls, true)),
-    ]
+    ];
+    if has_pooler {
+        all.push(("pooler", options(Pooling::Cls, true)));
+    }
+    all
 }
 
 fn features(backbone: &Backbone, batch: &TokenBatch, device: &Device) -> (Vec<f32>, usize) {
@@ -60,10 +71,10 @@ fn features(backbone: &Backbone, batch: &TokenBatch, device: &Device) -> (Vec<f3
 
 #[test]
 fn token_ids_equal_the_tokenizers_library() {
-    for family in FAMILIES {
-        let golden = golden(&format!("roberta/{family}.json"));
+    for (family, architecture, _) in FAMILIES {
+        let golden = golden(&format!("text_families/{family}.json"));
         let folder = folder(family);
-        assert_eq!(folder.architecture.name(), "roberta");
+        assert_eq!(folder.architecture.name(), architecture);
         let tokenizer = tokenizer(&folder);
         for case in golden["cases"].as_array().unwrap() {
             let text = case["text"].as_str().unwrap();
@@ -78,15 +89,15 @@ fn token_ids_equal_the_tokenizers_library() {
 
 #[test]
 fn features_match_transformers_on_cpu_backends() {
-    for family in FAMILIES {
-        let golden = golden(&format!("roberta/{family}.json"));
+    for (family, _, has_pooler) in FAMILIES {
+        let golden = golden(&format!("text_families/{family}.json"));
         let cases = golden["cases"].as_array().unwrap();
         let folder = folder(family);
         let tokenizer = tokenizer(&folder);
         let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
         let tokens = tokenizer.tokenize(&texts).unwrap();
         for (backend, device) in cpu_devices() {
-            for (key, options) in poolings() {
+            for (key, options) in poolings(has_pooler) {
                 let backbone = Backbone::load(&folder, options, false, &device).unwrap();
                 // Each text alone, with no mask.
                 for (i, (case, t)) in cases.iter().zip(&tokens).enumerate() {
@@ -126,7 +137,7 @@ fn features_match_transformers_on_cpu_backends() {
 #[test]
 fn features_match_transformers_on_wgpu() {
     let Some(device) = wgpu_device() else { return };
-    let golden = golden("roberta/roberta.json");
+    let golden = golden("text_families/roberta.json");
     let folder = folder("roberta");
     let tokenizer = tokenizer(&folder);
     let texts: Vec<&str> = golden["cases"]
@@ -137,7 +148,7 @@ fn features_match_transformers_on_wgpu() {
         .collect();
     let tokens = tokenizer.tokenize(&texts).unwrap();
     let batch = TokenBatch::pad(&tokens.iter().collect::<Vec<_>>());
-    for (key, options) in poolings() {
+    for (key, options) in poolings(true) {
         let backbone = Backbone::load(&folder, options, false, &device).unwrap();
         let (out, width) = features(&backbone, &batch, &device);
         let mut worst = 0.0f32;

@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Make small text-encoder folders of the families graft reads, and their golden outputs.
+
+Usage:
+    python scripts/golden/make_text_family_goldens.py OUT_DIR
+
+No weights of these families can be fetched here, so each folder is a random-weight model of the
+family's real config shape (scaled down: hidden 32, 2 layers), with a tokenizer trained with the
+`tokenizers` library on the bundled fine-food reviews:
+  - roberta:      byte-level BPE, `<s> ... </s>`, RobertaProcessing (as roberta-base);
+  - xlm-roberta:  Unigram (SentencePiece-style Metaspace), `<s> ... </s>` (as xlm-roberta-base);
+  - electra:      WordPiece, `[CLS] ... [SEP]`, embedding_size 16 < hidden 32, so the
+                  `embeddings_project` layer is used (as the ELECTRA small discriminator);
+  - distilbert:   WordPiece, DistilBERT's own layer names, no token types.
+The RoBERTa family has pad_token_id 1 and max_position_embeddings 66 (64 tokens + padding_idx +
+1); the others 64 positions. Texts longer than 64 tokens are truncated, and one padded batch
+exercises the masks (and RoBERTa's position ids, which skip padding).
+
+For every text: the token ids, and from the family's `...Model` (CPU, float32, eval, no_grad) the
+mean-pooled last hidden state, the raw first-token state and (RoBERTa family) the pooler output. The
+same texts run once more as one padded batch (the tokenizer's padding, pad id 1). Writes
+OUT_DIR/<family>/{config.json, model.safetensors, tokenizer.json, tokenizer_config.json} and
+OUT_DIR/<family>.json; `AutoTokenizer` on the folder must give the same ids as `tokenizers`.
+"""
+import argparse
+import csv
+import json
+import os
+
+import torch
+import transformers
+import tokenizers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoTokenizer,
+    DistilBertConfig,
+    DistilBertModel,
+    ElectraConfig,
+    ElectraModel,
+    RobertaConfig,
+    RobertaModel,
+    XLMRobertaConfig,
+    XLMRobertaModel,
+)
+
+MAX_TOKENS = 64
+TEXTS = [
+    "This coffee is absolutely wonderful, rich and smooth.",
+    "ok",
+    "Café naïve 東京 déjà vu — pretty good tea! 🍵",
+    "I bought this for my dog and he loves it.<br /><br />Will buy again.",
+    "The cookies arrived crushed but tasted fine. " * 12,
+    "   leading and trailing spaces   ",
+]
+SPECIAL = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+WORDPIECE_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def reviews():
+    root = os.path.join(os.path.dirname(__file__), "../../datasets/fine-foods-mini")
+    for name in ["train.csv", "test.csv"]:
+        with open(os.path.join(root, name), newline="") as f:
+            for row in csv.DictReader(f):
+                yield row["review"]
+
+
+def bpe_tokenizer():
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=SPECIAL,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(reviews(), trainer)
+    tok.post_processor = processors.RobertaProcessing(
+        ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")), add_prefix_space=False
+    )
+    return tok
+
+
+def unigram_tokenizer():
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC()])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=400, special_tokens=SPECIAL, unk_token="<unk>")
+    tok.train_from_iterator(reviews(), trainer)
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", bos), ("</s>", eos)],
+    )
+    return tok
+
+
+def wordpiece_tokenizer():
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=400, special_tokens=WORDPIECE_SPECIAL)
+    tok.train_from_iterator(reviews(), trainer)
+    tok.post_processor = processors.BertProcessing(
+        ("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]"))
+    )
+    return tok
+
+
+def family_model(family, vocab_size):
+    """The family's config (scaled down) and base model, randomly initialised."""
+    if family in ("roberta", "xlm-roberta"):
+        config_class, model_class = {
+            "roberta": (RobertaConfig, RobertaModel),
+            "xlm-roberta": (XLMRobertaConfig, XLMRobertaModel),
+        }[family]
+        config = config_class(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=MAX_TOKENS + 2,
+            type_vocab_size=1,
+            layer_norm_eps=1e-5,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+        )
+    elif family == "electra":
+        config_class, model_class = ElectraConfig, ElectraModel
+        config = ElectraConfig(
+            vocab_size=vocab_size,
+            embedding_size=16,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=MAX_TOKENS,
+            pad_token_id=0,
+        )
+    else:
+        config_class, model_class = DistilBertConfig, DistilBertModel
+        config = DistilBertConfig(
+            vocab_size=vocab_size,
+            dim=32,
+            n_layers=2,
+            n_heads=4,
+            hidden_dim=64,
+            max_position_embeddings=MAX_TOKENS,
+            pad_token_id=0,
+        )
+    return model_class(config).eval()
+
+
+def make(family, out_dir):
+    torch.manual_seed({"roberta": 1, "xlm-roberta": 2, "electra": 3, "distilbert": 4}[family])
+    tok = {
+        "roberta": bpe_tokenizer,
+        "xlm-roberta": unigram_tokenizer,
+        "electra": wordpiece_tokenizer,
+        "distilbert": wordpiece_tokenizer,
+    }[family]()
+    wordpiece = family in ("electra", "distilbert")
+    specials = WORDPIECE_SPECIAL if wordpiece else SPECIAL
+    assert [tok.token_to_id(t) for t in specials] == [0, 1, 2, 3, 4]
+    tok.enable_truncation(MAX_TOKENS)
+    model = family_model(family, tok.get_vocab_size())
+    # Random but not tiny weights, so every path matters at 1e-5.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    folder = os.path.join(out_dir, family)
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.no_truncation()
+    tok.save(os.path.join(folder, "tokenizer.json"))
+    tok.enable_truncation(MAX_TOKENS)
+    # transformers and sentence-transformers read tokenizer.json as it is through the generic
+    # fast tokenizer (the family classes would rebuild the pipeline around the vocabulary).
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        if wordpiece:
+            special = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+                       "unk_token": "[UNK]", "mask_token": "[MASK]"}
+        else:
+            special = {"bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>",
+                       "sep_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>",
+                       "mask_token": "<mask>"}
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", **special,
+                   "model_max_length": MAX_TOKENS}, f, indent=1)
+    auto = AutoTokenizer.from_pretrained(folder)
+    for text in TEXTS:
+        assert auto(text, truncation=True)["input_ids"] == tok.encode(text).ids, text
+
+    def outputs(ids, mask):
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=mask)
+        hidden = out.last_hidden_state
+        m = mask.unsqueeze(-1).float()
+        mean = (hidden * m).sum(1) / m.sum(1)
+        pooler = getattr(out, "pooler_output", None)
+        return mean, hidden[:, 0], pooler if pooler is not None else hidden[:, 0]
+
+    has_pooler = not wordpiece
+    cases = []
+    for text in TEXTS:
+        enc = tok.encode(text)
+        ids = torch.tensor([enc.ids])
+        mean, cls, pooler = outputs(ids, torch.ones_like(ids))
+        cases.append({
+            "text": text,
+            "input_ids": enc.ids,
+            "token_type_ids": enc.type_ids,
+            "mean": mean[0].tolist(),
+            "cls": cls[0].tolist(),
+            "pooler": pooler[0].tolist() if has_pooler else None,
+        })
+    if wordpiece:
+        tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    else:
+        tok.enable_padding(pad_id=1, pad_token="<pad>")
+    encs = tok.encode_batch(TEXTS)
+    ids = torch.tensor([e.ids for e in encs])
+    mask = torch.tensor([e.attention_mask for e in encs])
+    mean, cls, pooler = outputs(ids, mask)
+    batch = {"mean": mean.tolist(), "cls": cls.tolist(),
+             "pooler": pooler.tolist() if has_pooler else None}
+    with open(os.path.join(out_dir, f"{family}.json"), "w") as f:
+        json.dump({
+            "family": family,
+            "max_tokens": MAX_TOKENS,
+            "cases": cases,
+            "batch": batch,
+            "made_with": {
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "tokenizers": tokenizers.__version__,
+            },
+        }, f)
+        f.write("\n")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for family in ["roberta", "xlm-roberta", "electra", "distilbert"]:
+        make(family, args.out)
+
+
+if __name__ == "__main__":
+    main()
