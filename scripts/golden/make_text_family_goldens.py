@@ -11,8 +11,11 @@ family's real config shape (scaled down: hidden 32, 2 layers), with a tokenizer 
   - xlm-roberta:  Unigram (SentencePiece-style Metaspace), `<s> ... </s>` (as xlm-roberta-base);
   - electra:      WordPiece, `[CLS] ... [SEP]`, embedding_size 16 < hidden 32, so the
                   `embeddings_project` layer is used (as the ELECTRA small discriminator);
-  - distilbert:   WordPiece, DistilBERT's own layer names, no token types.
-The RoBERTa family has pad_token_id 1 and max_position_embeddings 66 (64 tokens + padding_idx +
+  - distilbert:   WordPiece, DistilBERT's own layer names, no token types;
+  - mpnet:        WordPiece with `<s> ... </s>` (as all-mpnet-base-v2), the relative attention
+                  bias shared by all layers (buckets beyond the exact range are used by the long
+                  text), position ids after padding_idx 1.
+The RoBERTa family and MPNet have pad_token_id 1 and max_position_embeddings 66 (64 tokens + padding_idx +
 1); the others 64 positions. Texts longer than 64 tokens are truncated, and one padded batch
 exercises the masks (and RoBERTa's position ids, which skip padding).
 
@@ -36,6 +39,8 @@ from transformers import (
     DistilBertConfig,
     DistilBertModel,
     ElectraConfig,
+    MPNetConfig,
+    MPNetModel,
     ElectraModel,
     RobertaConfig,
     RobertaModel,
@@ -108,6 +113,21 @@ def wordpiece_tokenizer():
     return tok
 
 
+def mpnet_tokenizer():
+    tok = Tokenizer(models.WordPiece(unk_token="<unk>"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=400, special_tokens=SPECIAL)
+    tok.train_from_iterator(reviews(), trainer)
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", bos), ("</s>", eos)],
+    )
+    return tok
+
+
 def family_model(family, vocab_size):
     """The family's config (scaled down) and base model, randomly initialised."""
     if family in ("roberta", "xlm-roberta"):
@@ -127,6 +147,18 @@ def family_model(family, vocab_size):
             pad_token_id=1,
             bos_token_id=0,
             eos_token_id=2,
+        )
+    elif family == "mpnet":
+        config_class, model_class = MPNetConfig, MPNetModel
+        config = MPNetConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=MAX_TOKENS + 2,
+            relative_attention_num_buckets=32,
+            pad_token_id=1,
         )
     elif family == "electra":
         config_class, model_class = ElectraConfig, ElectraModel
@@ -155,12 +187,14 @@ def family_model(family, vocab_size):
 
 
 def make(family, out_dir):
-    torch.manual_seed({"roberta": 1, "xlm-roberta": 2, "electra": 3, "distilbert": 4}[family])
+    seeds = {"roberta": 1, "xlm-roberta": 2, "electra": 3, "distilbert": 4, "mpnet": 5}
+    torch.manual_seed(seeds[family])
     tok = {
         "roberta": bpe_tokenizer,
         "xlm-roberta": unigram_tokenizer,
         "electra": wordpiece_tokenizer,
         "distilbert": wordpiece_tokenizer,
+        "mpnet": mpnet_tokenizer,
     }[family]()
     wordpiece = family in ("electra", "distilbert")
     specials = WORDPIECE_SPECIAL if wordpiece else SPECIAL
@@ -201,7 +235,7 @@ def make(family, out_dir):
         pooler = getattr(out, "pooler_output", None)
         return mean, hidden[:, 0], pooler if pooler is not None else hidden[:, 0]
 
-    has_pooler = not wordpiece
+    has_pooler = family in ("roberta", "xlm-roberta", "mpnet")
     cases = []
     for text in TEXTS:
         enc = tok.encode(text)
@@ -245,7 +279,7 @@ def main():
     parser.add_argument("out")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    for family in ["roberta", "xlm-roberta", "electra", "distilbert"]:
+    for family in ["roberta", "xlm-roberta", "electra", "distilbert", "mpnet"]:
         make(family, args.out)
 
 

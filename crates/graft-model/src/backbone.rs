@@ -254,6 +254,7 @@ registry! {
     Roberta => crate::roberta::Roberta,
     DistilBert => crate::distilbert::DistilBert,
     Electra => crate::electra::Electra,
+    Mpnet => crate::mpnet::Mpnet,
     EfficientNet => crate::efficientnet::EfficientNet,
     ResNet => crate::resnet::ResNet,
 }

@@ -72,12 +72,20 @@ pub enum HiddenAct {
 }
 
 impl HiddenAct {
-    fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         match name {
             "gelu" => Some(Self::Gelu),
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
             "relu" => Some(Self::Relu),
             _ => None,
+        }
+    }
+
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::Gelu => activation::gelu(x),
+            Self::GeluTanh => activation::gelu_approximate(x),
+            Self::Relu => activation::relu(x),
         }
     }
 }
@@ -280,12 +288,7 @@ impl BertLayer {
     pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
         let attended = self.attention.self_attn.forward(x.clone(), pad_mask);
         let x = self.attention.output.forward(attended, x);
-        let inner = self.intermediate.dense.forward(x.clone());
-        let inner = match self.act {
-            HiddenAct::Gelu => activation::gelu(inner),
-            HiddenAct::GeluTanh => activation::gelu_approximate(inner),
-            HiddenAct::Relu => activation::relu(inner),
-        };
+        let inner = self.act.apply(self.intermediate.dense.forward(x.clone()));
         self.output.forward(inner, x)
     }
 }

@@ -1,6 +1,6 @@
 //! The text families beyond BERT against transformers: small random-weight RoBERTa (byte-level
-//! BPE), XLM-RoBERTa (Unigram), ELECTRA (narrow embeddings projected up) and DistilBERT (WordPiece)
-//! folders made by `scripts/golden/make_text_family_goldens.py`. Token ids must equal the
+//! BPE), XLM-RoBERTa (Unigram), ELECTRA (narrow embeddings projected up), DistilBERT (WordPiece)
+//! and MPNet (relative attention bias) folders made by `scripts/golden/make_text_family_goldens.py`. Token ids must equal the
 //! `tokenizers` library's (and transformers' `AutoTokenizer`'s, checked when they were made), and
 //! mean, first-token and (where the family has one) pooler features of single texts and of one
 //! padded batch must match to 1e-5 on the CPU backends and 1e-3 on wgpu. Texts longer than the 64
@@ -16,11 +16,12 @@ use graft_data::{TextTokenizer, TokenBatch};
 use graft_model::{Backbone, Inputs, ModelFolder, Pooling, PoolingOptions, Preprocessing};
 
 /// Each family's folder, the architecture graft detects, and whether it has a pooler.
-const FAMILIES: [(&str, &str, bool); 4] = [
+const FAMILIES: [(&str, &str, bool); 5] = [
     ("roberta", "roberta", true),
     ("xlm-roberta", "roberta", true),
     ("electra", "electra", false),
     ("distilbert", "distilbert", false),
+    ("mpnet", "mpnet", true),
 ];
 const CPU_TOLERANCE: f32 = 1e-5;
 const WGPU_TOLERANCE: f32 = 1e-3;

@@ -415,6 +415,11 @@ fn other_text_families_train_with_lora_through_the_pipeline() {
             "electra (2 layers)",
             "encoder.layer.1.attention.self.value.lora_B.weight",
         ),
+        (
+            "mpnet",
+            "mpnet (2 layers)",
+            "encoder.layer.1.attention.attn.v.lora_B.weight",
+        ),
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let folder = common::repo()

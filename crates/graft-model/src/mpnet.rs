@@ -1,0 +1,463 @@
+//! MPNet encoders (`model_type = "mpnet"`, e.g. all-mpnet-base-v2) from a Hugging Face folder: a
+//! config that mirrors `config.json`, modules named after the upstream tensor tree
+//! (`encoder.layer.N.attention.attn.q`, `encoder.relative_attention_bias`), and the forward pass.
+//! What makes MPNet itself: a relative position bias, bucketed as T5 does and shared by every
+//! layer, added to the attention scores; position ids after padding index 1 (as RoBERTa's); an
+//! attention block whose output projection `o` sits inside `attn`; no token types.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
+    LinearConfig,
+};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::backbone::{
+    Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
+};
+use crate::bert::{self, BertIntermediate, BertOutput, BertPooler, HiddenAct};
+use crate::weights::{self, WeightsIndex};
+use crate::{ModelError, ModelFolder, PoolingOptions};
+
+/// The fields of an MPNet `config.json` that shape the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MpnetConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    #[serde(default = "default_buckets")]
+    pub relative_attention_num_buckets: usize,
+}
+
+fn default_hidden_act() -> String {
+    "gelu".into()
+}
+fn default_layer_norm_eps() -> f64 {
+    1e-12
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_buckets() -> usize {
+    32
+}
+
+/// transformers' MPNet numbers positions after this index, whatever `pad_token_id` says.
+const PADDING_IDX: usize = 1;
+/// transformers computes the buckets for 32, whatever `relative_attention_num_buckets` says.
+const NUM_BUCKETS: i64 = 32;
+const MAX_DISTANCE: f64 = 128.0;
+
+impl MpnetConfig {
+    pub fn from_file(path: &Path) -> Result<Self, ModelError> {
+        crate::read_config(path, Self::check)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.hidden_size == 0
+            || self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            return Err(format!(
+                "hidden_size {} must be a positive multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if self.max_position_embeddings <= PADDING_IDX + 1 {
+            return Err(format!(
+                "max_position_embeddings {} leaves no position after the padding index",
+                self.max_position_embeddings
+            ));
+        }
+        if (self.relative_attention_num_buckets as i64) < NUM_BUCKETS {
+            return Err(format!(
+                "relative_attention_num_buckets {} is below the {NUM_BUCKETS} buckets MPNet uses",
+                self.relative_attention_num_buckets
+            ));
+        }
+        bert::HiddenAct::parse(&self.hidden_act)
+            .map(|_| ())
+            .ok_or_else(|| format!("hidden_act \"{}\" is not supported", self.hidden_act))
+    }
+
+    pub fn init(&self, with_pooler: bool, device: &Device) -> Mpnet {
+        let h = self.hidden_size;
+        let layer_norm = || {
+            LayerNormConfig::new(h)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device)
+        };
+        let dropout = || DropoutConfig::new(self.hidden_dropout_prob).init();
+        let act = bert::HiddenAct::parse(&self.hidden_act).unwrap_or(HiddenAct::Gelu);
+        let layer = (0..self.num_hidden_layers)
+            .map(|_| MpnetLayer {
+                attention: MpnetAttention {
+                    attn: MpnetSelfAttention {
+                        q: LinearConfig::new(h, h).init(device),
+                        k: LinearConfig::new(h, h).init(device),
+                        v: LinearConfig::new(h, h).init(device),
+                        o: LinearConfig::new(h, h).init(device),
+                        dropout: DropoutConfig::new(self.attention_probs_dropout_prob).init(),
+                        num_heads: self.num_attention_heads,
+                    },
+                    layer_norm: layer_norm(),
+                    dropout: dropout(),
+                },
+                intermediate: BertIntermediate {
+                    dense: LinearConfig::new(h, self.intermediate_size).init(device),
+                },
+                output: BertOutput {
+                    dense: LinearConfig::new(self.intermediate_size, h).init(device),
+                    layer_norm: layer_norm(),
+                    dropout: dropout(),
+                },
+                act,
+            })
+            .collect();
+        Mpnet {
+            embeddings: MpnetEmbeddings {
+                word_embeddings: EmbeddingConfig::new(self.vocab_size, h).init(device),
+                position_embeddings: EmbeddingConfig::new(self.max_position_embeddings, h)
+                    .init(device),
+                layer_norm: layer_norm(),
+                dropout: dropout(),
+            },
+            encoder: MpnetEncoder {
+                layer,
+                relative_attention_bias: EmbeddingConfig::new(
+                    self.relative_attention_num_buckets,
+                    self.num_attention_heads,
+                )
+                .init(device),
+            },
+            pooler: with_pooler.then(|| BertPooler {
+                dense: LinearConfig::new(h, h).init(device),
+            }),
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct MpnetEmbeddings {
+    pub word_embeddings: Embedding,
+    pub position_embeddings: Embedding,
+    pub layer_norm: LayerNorm,
+    pub dropout: Dropout,
+}
+
+/// `attention.attn` upstream: q, k, v and the output projection o.
+#[derive(Module, Debug)]
+pub struct MpnetSelfAttention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub dropout: Dropout,
+    pub num_heads: usize,
+}
+
+impl MpnetSelfAttention {
+    /// `pad_mask` is `[batch, heads, seq, seq]`, true where the key is padding; `bias` is the
+    /// relative position bias `[batch, heads, seq, seq]`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        pad_mask: Option<Tensor<4, Bool>>,
+        bias: Tensor<4>,
+    ) -> Tensor<3> {
+        let [batch, seq_len, hidden] = x.dims();
+        let head_dim = hidden / self.num_heads;
+        let heads = |linear: &Linear| {
+            linear
+                .forward(x.clone())
+                .reshape([batch, seq_len, self.num_heads, head_dim])
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = (heads(&self.q), heads(&self.k), heads(&self.v));
+        let dropout_active = self.dropout.prob > 0.0
+            && self.dropout.training.is_enabled()
+            && x.device().is_autodiff();
+        let context = if dropout_active {
+            // Training: dropout on the attention probabilities, as transformers does.
+            let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt() + bias;
+            let scores = match pad_mask {
+                Some(mask) => scores.mask_fill(mask, f32::MIN),
+                None => scores,
+            };
+            self.dropout
+                .forward(activation::softmax(scores, 3))
+                .matmul(v)
+        } else {
+            attention(
+                q,
+                k,
+                v,
+                pad_mask,
+                Some(bias),
+                AttentionModuleOptions::default(),
+            )
+        };
+        self.o
+            .forward(context.swap_dims(1, 2).reshape([batch, seq_len, hidden]))
+    }
+}
+
+/// The attention block: `attn`, then dropout and LayerNorm over the residual.
+#[derive(Module, Debug)]
+pub struct MpnetAttention {
+    pub attn: MpnetSelfAttention,
+    pub layer_norm: LayerNorm,
+    pub dropout: Dropout,
+}
+
+#[derive(Module, Debug)]
+pub struct MpnetLayer {
+    pub attention: MpnetAttention,
+    pub intermediate: BertIntermediate,
+    pub output: BertOutput,
+    #[module(skip)]
+    pub act: HiddenAct,
+}
+
+impl MpnetLayer {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        pad_mask: Option<Tensor<4, Bool>>,
+        bias: Tensor<4>,
+    ) -> Tensor<3> {
+        let attended = self.attention.attn.forward(x.clone(), pad_mask, bias);
+        let x = self
+            .attention
+            .layer_norm
+            .forward(self.attention.dropout.forward(attended) + x);
+        let inner = self.act.apply(self.intermediate.dense.forward(x.clone()));
+        self.output.forward(inner, x)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct MpnetEncoder {
+    pub layer: Vec<MpnetLayer>,
+    /// One bias per bucket and head, shared by every layer.
+    pub relative_attention_bias: Embedding,
+}
+
+/// T5's bucket of a relative position (`key - query`), as transformers' MPNet computes it: 16
+/// buckets each way, the first 8 exact, then logarithmic up to 128, in f32 as PyTorch does.
+fn relative_position_bucket(relative_position: i64) -> i64 {
+    let half = NUM_BUCKETS / 2;
+    let n = -relative_position;
+    let mut bucket = if n < 0 { half } else { 0 };
+    let n = n.abs();
+    let max_exact = half / 2;
+    bucket += if n < max_exact {
+        n
+    } else {
+        let scaled = (n as f32 / max_exact as f32).ln()
+            / (MAX_DISTANCE / max_exact as f64).ln() as f32
+            * (half - max_exact) as f32;
+        (max_exact + scaled as i64).min(half - 1)
+    };
+    bucket
+}
+
+impl MpnetEncoder {
+    /// The bias `[1, heads, seq, seq]` of every query/key pair.
+    fn position_bias(&self, seq_len: usize, device: &Device) -> Tensor<4> {
+        let buckets: Vec<i64> = (0..seq_len as i64)
+            .flat_map(|query| {
+                (0..seq_len as i64).map(move |key| relative_position_bucket(key - query))
+            })
+            .collect();
+        let buckets =
+            Tensor::<2, Int>::from_data(TensorData::new(buckets, [seq_len, seq_len]), device);
+        // [seq, seq, heads] -> [1, heads, seq, seq]
+        self.relative_attention_bias
+            .forward(buckets)
+            .permute([2, 0, 1])
+            .unsqueeze_dim(0)
+    }
+
+    fn forward(&self, mut x: Tensor<3>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<3> {
+        let [batch, seq_len, _] = x.dims();
+        let heads = self.relative_attention_bias.weight.dims()[1];
+        let bias = self
+            .position_bias(seq_len, &x.device())
+            .expand([batch, heads, seq_len, seq_len]);
+        let pad_mask = attention_mask.map(|mask| {
+            mask.equal_elem(0)
+                .reshape([batch, 1, 1, seq_len])
+                .expand([batch, heads, seq_len, seq_len])
+        });
+        for layer in &self.layer {
+            x = layer.forward(x, pad_mask.clone(), bias.clone());
+        }
+        x
+    }
+}
+
+/// The encoder. Field names follow the upstream tensor names.
+#[derive(Module, Debug)]
+pub struct Mpnet {
+    pub embeddings: MpnetEmbeddings,
+    pub encoder: MpnetEncoder,
+    pub pooler: Option<BertPooler>,
+}
+
+impl Mpnet {
+    /// The last hidden state `[batch, seq, hidden]`. `attention_mask` is 1 for tokens, 0 for
+    /// padding; `None` means no row is padded.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<3> {
+        let mask = attention_mask
+            .clone()
+            .unwrap_or_else(|| input_ids.ones_like());
+        let positions = mask.clone().cumsum(1) * mask + PADDING_IDX as i64;
+        let e = &self.embeddings;
+        let x = e.word_embeddings.forward(input_ids) + e.position_embeddings.forward(positions);
+        let x = e.dropout.forward(e.layer_norm.forward(x));
+        self.encoder.forward(x, attention_mask)
+    }
+
+    fn num_layers(&self) -> usize {
+        self.encoder.layer.len()
+    }
+}
+
+/// What an `MPNetForSequenceClassification` (or `...ForMaskedLM`) checkpoint puts before the
+/// encoder's names.
+const PREFIXES: [&str; 2] = ["mpnet.", "model."];
+
+/// Maps a module path to its upstream name (burn's `layer_norm` is upstream's `LayerNorm`).
+pub fn upstream_name(path: &str) -> String {
+    path.replace(".layer_norm.", ".LayerNorm.")
+}
+
+impl Architecture for Mpnet {
+    fn name() -> &'static str {
+        "mpnet"
+    }
+
+    fn detects(config: &Value) -> bool {
+        config.get("model_type").and_then(Value::as_str) == Some("mpnet")
+    }
+
+    fn preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
+        let config = MpnetConfig::from_file(&folder.config_path())?;
+        Ok(Preprocessing::Text(TextTransform {
+            tokenizer: folder.tokenizer_path(),
+            vocab_size: config.vocab_size,
+            max_positions: config.max_position_embeddings - PADDING_IDX - 1,
+            has_pooler: bert::has_pooler(&folder.weights_index()?, &PREFIXES),
+        }))
+    }
+
+    fn load(folder: &ModelFolder, _classifier: bool, device: &Device) -> Result<Self, ModelError> {
+        let config = MpnetConfig::from_file(&folder.config_path())?;
+        let weights_path = folder.weights_path();
+        let index = WeightsIndex::read(&weights_path)?;
+        let mut model = config.init(bert::has_pooler(&index, &PREFIXES), device);
+        let names = weights::param_names(&model, upstream_name);
+        weights::load_renamed(&mut model, &weights_path, &names, &PREFIXES)?;
+        Ok(model)
+    }
+
+    fn describe(&self) -> String {
+        format!("mpnet ({} layers)", self.num_layers())
+    }
+
+    fn feature_size(&self) -> usize {
+        self.embeddings.word_embeddings.weight.dims()[1]
+    }
+
+    fn forward_features(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2> {
+        let Inputs::Text {
+            input_ids,
+            attention_mask,
+            ..
+        } = inputs
+        else {
+            panic!("a text encoder was given images");
+        };
+        let hidden = self.forward(input_ids, attention_mask.clone());
+        bert::pool(hidden, attention_mask, self.pooler.as_ref(), pooling)
+    }
+
+    fn upstream_name(&self, path: &str) -> String {
+        upstream_name(path)
+    }
+
+    /// The embeddings and the shared relative attention bias are block 0; layer i is block
+    /// i + 1; the pooler counts with the last layer.
+    fn block_of(&self, path: &str) -> usize {
+        if path.starts_with("embeddings.") || path.starts_with("encoder.relative_attention_bias") {
+            0
+        } else if let Some(rest) = path.strip_prefix("encoder.layer.") {
+            rest.split('.')
+                .next()
+                .and_then(|i| i.parse::<usize>().ok())
+                .map_or(0, |i| i + 1)
+        } else {
+            self.num_layers()
+        }
+    }
+
+    fn num_blocks(&self) -> usize {
+        self.num_layers() + 1
+    }
+
+    fn lora_targets(&self) -> &'static [&'static str] {
+        &["q", "v"]
+    }
+
+    /// Sentence-transformers only: transformers' `MPNetForSequenceClassification` head is dense +
+    /// tanh + out_proj on `<s>`, not a linear layer on graft's features.
+    fn exports(&self) -> Vec<ExportTarget> {
+        vec![ExportTarget {
+            format: ExportFormat::SentenceTransformers,
+            model: "MPNetModel".into(),
+            prefix: String::new(),
+            classifier: String::new(),
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_t5s() {
+        // Exact within 8 each way, keys after the query in the upper 16.
+        assert_eq!(relative_position_bucket(0), 0);
+        assert_eq!(relative_position_bucket(-3), 3);
+        assert_eq!(relative_position_bucket(3), 19);
+        // Logarithmic beyond: 8 + floor(ln(n / 8) / ln(16) * 8), capped at 15.
+        assert_eq!(relative_position_bucket(-16), 10);
+        assert_eq!(relative_position_bucket(-63), 13);
+        assert_eq!(relative_position_bucket(-128), 15);
+        assert_eq!(relative_position_bucket(-1000), 15);
+        assert_eq!(relative_position_bucket(1000), 31);
+    }
+}
