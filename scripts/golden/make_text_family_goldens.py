@@ -14,7 +14,10 @@ family's real config shape (scaled down: hidden 32, 2 layers), with a tokenizer 
   - distilbert:   WordPiece, DistilBERT's own layer names, no token types;
   - mpnet:        WordPiece with `<s> ... </s>` (as all-mpnet-base-v2), the relative attention
                   bias shared by all layers (buckets beyond the exact range are used by the long
-                  text), position ids after padding_idx 1.
+                  text), position ids after padding_idx 1;
+  - modernbert:   WordPiece, 4 layers: global attention in layers 0 and 3, sliding-window local
+                  attention (local_attention 16, so |query - key| <= 8) in layers 1 and 2, rotary
+                  thetas 160000 (global) and 10000 (local), GeGLU, no biases.
 The RoBERTa family and MPNet have pad_token_id 1 and max_position_embeddings 66 (64 tokens + padding_idx +
 1); the others 64 positions. Texts longer than 64 tokens are truncated, and one padded batch
 exercises the masks (and RoBERTa's position ids, which skip padding).
@@ -39,6 +42,8 @@ from transformers import (
     DistilBertConfig,
     DistilBertModel,
     ElectraConfig,
+    ModernBertConfig,
+    ModernBertModel,
     MPNetConfig,
     MPNetModel,
     ElectraModel,
@@ -160,6 +165,25 @@ def family_model(family, vocab_size):
             relative_attention_num_buckets=32,
             pad_token_id=1,
         )
+    elif family == "modernbert":
+        config_class, model_class = ModernBertConfig, ModernBertModel
+        config = ModernBertConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_TOKENS,
+            local_attention=16,
+            global_attn_every_n_layers=3,
+            global_rope_theta=160000.0,
+            local_rope_theta=10000.0,
+            pad_token_id=0,
+            cls_token_id=2,
+            sep_token_id=3,
+            bos_token_id=2,
+            eos_token_id=3,
+        )
     elif family == "electra":
         config_class, model_class = ElectraConfig, ElectraModel
         config = ElectraConfig(
@@ -187,7 +211,8 @@ def family_model(family, vocab_size):
 
 
 def make(family, out_dir):
-    seeds = {"roberta": 1, "xlm-roberta": 2, "electra": 3, "distilbert": 4, "mpnet": 5}
+    seeds = {"roberta": 1, "xlm-roberta": 2, "electra": 3, "distilbert": 4, "mpnet": 5,
+             "modernbert": 6}
     torch.manual_seed(seeds[family])
     tok = {
         "roberta": bpe_tokenizer,
@@ -195,8 +220,9 @@ def make(family, out_dir):
         "electra": wordpiece_tokenizer,
         "distilbert": wordpiece_tokenizer,
         "mpnet": mpnet_tokenizer,
+        "modernbert": wordpiece_tokenizer,
     }[family]()
-    wordpiece = family in ("electra", "distilbert")
+    wordpiece = family in ("electra", "distilbert", "modernbert")
     specials = WORDPIECE_SPECIAL if wordpiece else SPECIAL
     assert [tok.token_to_id(t) for t in specials] == [0, 1, 2, 3, 4]
     tok.enable_truncation(MAX_TOKENS)
@@ -279,7 +305,7 @@ def main():
     parser.add_argument("out")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    for family in ["roberta", "xlm-roberta", "electra", "distilbert", "mpnet"]:
+    for family in ["roberta", "xlm-roberta", "electra", "distilbert", "mpnet", "modernbert"]:
         make(family, args.out)
 
 

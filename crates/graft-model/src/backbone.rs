@@ -166,7 +166,8 @@ pub trait Architecture {
     /// The folder layouts this architecture exports to.
     fn exports(&self) -> Vec<ExportTarget>;
     /// The linear layers LoRA adapts when the config names none: PEFT's default for the
-    /// family (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`).
+    /// family (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`) where it has one, else the
+    /// attention's query and value projections by the family's names.
     fn lora_targets(&self) -> &'static [&'static str] {
         &[]
     }
@@ -255,6 +256,7 @@ registry! {
     DistilBert => crate::distilbert::DistilBert,
     Electra => crate::electra::Electra,
     Mpnet => crate::mpnet::Mpnet,
+    ModernBert => crate::modernbert::ModernBert,
     EfficientNet => crate::efficientnet::EfficientNet,
     ResNet => crate::resnet::ResNet,
 }

@@ -218,6 +218,7 @@ impl Architecture for DistilBert {
         self.num_layers() + 1
     }
 
+    /// PEFT has no default for DistilBERT: the attention's query and value, as for BERT.
     fn lora_targets(&self) -> &'static [&'static str] {
         &["q_lin", "v_lin"]
     }

@@ -14,6 +14,7 @@ pub mod distilbert;
 pub mod efficientnet;
 pub mod electra;
 pub mod folder;
+pub mod modernbert;
 pub mod mpnet;
 pub mod pooling;
 pub mod pth;

@@ -427,6 +427,7 @@ impl Architecture for Mpnet {
         self.num_layers() + 1
     }
 
+    /// PEFT has no default for MPNet: the attention's query and value, as for BERT.
     fn lora_targets(&self) -> &'static [&'static str] {
         &["q", "v"]
     }

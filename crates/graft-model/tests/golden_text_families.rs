@@ -1,6 +1,6 @@
 //! The text families beyond BERT against transformers: small random-weight RoBERTa (byte-level
 //! BPE), XLM-RoBERTa (Unigram), ELECTRA (narrow embeddings projected up), DistilBERT (WordPiece)
-//! and MPNet (relative attention bias) folders made by `scripts/golden/make_text_family_goldens.py`. Token ids must equal the
+//! MPNet (relative attention bias) and ModernBERT (rotary, GeGLU, local windows) folders made by `scripts/golden/make_text_family_goldens.py`. Token ids must equal the
 //! `tokenizers` library's (and transformers' `AutoTokenizer`'s, checked when they were made), and
 //! mean, first-token and (where the family has one) pooler features of single texts and of one
 //! padded batch must match to 1e-5 on the CPU backends and 1e-3 on wgpu. Texts longer than the 64
@@ -16,12 +16,13 @@ use graft_data::{TextTokenizer, TokenBatch};
 use graft_model::{Backbone, Inputs, ModelFolder, Pooling, PoolingOptions, Preprocessing};
 
 /// Each family's folder, the architecture graft detects, and whether it has a pooler.
-const FAMILIES: [(&str, &str, bool); 5] = [
+const FAMILIES: [(&str, &str, bool); 6] = [
     ("roberta", "roberta", true),
     ("xlm-roberta", "roberta", true),
     ("electra", "electra", false),
     ("distilbert", "distilbert", false),
     ("mpnet", "mpnet", true),
+    ("modernbert", "modernbert", false),
 ];
 const CPU_TOLERANCE: f32 = 1e-5;
 const WGPU_TOLERANCE: f32 = 1e-3;
@@ -162,5 +163,54 @@ fn features_match_transformers_on_wgpu() {
             worst = worst.max(diff);
         }
         eprintln!("wgpu {key}: worst max abs diff {worst:e}");
+    }
+}
+
+/// ModernBERT's `config.json` as transformers 4 wrote it (`global_attn_every_n_layers`,
+/// `global_rope_theta`, `local_rope_theta`) gives the same model as transformers 5's
+/// (`layer_types`, `rope_parameters`).
+#[test]
+fn older_modernbert_config_gives_the_same_features() {
+    let golden = golden("text_families/modernbert.json");
+    let current = folder("modernbert");
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(current.dir.join(file), dir.path().join(file)).unwrap();
+    }
+    let mut config = current.config.clone();
+    let object = config.as_object_mut().unwrap();
+    object.remove("layer_types");
+    object.remove("rope_parameters");
+    object.insert("global_attn_every_n_layers".into(), 3.into());
+    object.insert("global_rope_theta".into(), 160000.0.into());
+    object.insert("local_rope_theta".into(), 10000.0.into());
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_string(&config).unwrap(),
+    )
+    .unwrap();
+    let older = ModelFolder::open(dir.path()).unwrap();
+    let tokenizer = tokenizer(&older);
+    let texts: Vec<&str> = golden["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    let tokens = tokenizer.tokenize(&texts).unwrap();
+    let batch = TokenBatch::pad(&tokens.iter().collect::<Vec<_>>());
+    #[allow(deprecated)]
+    let device = Device::flex();
+    let (_, options) = poolings(false).remove(0);
+    let backbone = Backbone::load(&older, options, false, &device).unwrap();
+    let (out, width) = features(&backbone, &batch, &device);
+    for (i, want) in golden["batch"]["mean"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let diff = max_abs_diff(&out[i * width..(i + 1) * width], &floats(want));
+        assert!(diff <= CPU_TOLERANCE, "row {i}: max abs diff {diff}");
     }
 }

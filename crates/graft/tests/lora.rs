@@ -420,6 +420,11 @@ fn other_text_families_train_with_lora_through_the_pipeline() {
             "mpnet (2 layers)",
             "encoder.layer.1.attention.attn.v.lora_B.weight",
         ),
+        (
+            "modernbert",
+            "modernbert (4 layers)",
+            "layers.3.attn.Wqkv.lora_B.weight",
+        ),
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let folder = common::repo()
@@ -439,7 +444,8 @@ fn other_text_families_train_with_lora_through_the_pipeline() {
                     "r = 2\n",
                 ),
         );
-        // PEFT's default targets for the family: query and value in both layers.
+        // The family's default targets: query and value in both layers (ModernBERT: the fused
+        // Wqkv of its four).
         let stdout = ok(&["train", cfg.to_str().unwrap(), "--dry-run"]);
         assert_eq!(stdout.matches(".lora_A.weight").count(), 4, "{stdout}");
         assert!(stdout.contains(adapted), "{family}: {stdout}");
