@@ -17,7 +17,15 @@ family's real config shape (scaled down: hidden 32, 2 layers), with a tokenizer 
                   text), position ids after padding_idx 1;
   - modernbert:   WordPiece, 4 layers: global attention in layers 0 and 3, sliding-window local
                   attention (local_attention 16, so |query - key| <= 8) in layers 1 and 2, rotary
-                  thetas 160000 (global) and 10000 (local), GeGLU, no biases.
+                  thetas 160000 (global) and 10000 (local), GeGLU, no biases;
+  - deberta-v3:   Unigram with `[CLS] ... [SEP]`, DeBERTa-v3's settings: relative attention with
+                  c2p and p2c, shared attention keys, log position buckets (8, so the long text
+                  reaches the logarithmic range), LayerNorm on the relative embeddings, no
+                  absolute positions, no token types;
+  - deberta-v2:   WordPiece, DeBERTa-v2's older settings: separate `pos_key_proj` and
+                  `pos_query_proj`, `pos_att_type` as the string "p2c|c2p", absolute positions
+                  added to the input, token types, embedding_size 16 < hidden 32 (`embed_proj`),
+                  no position buckets (relative distances clipped at max_relative_positions 16).
 The RoBERTa family and MPNet have pad_token_id 1 and max_position_embeddings 66 (64 tokens + padding_idx +
 1); the others 64 positions. Texts longer than 64 tokens are truncated, and one padded batch
 exercises the masks (and RoBERTa's position ids, which skip padding).
@@ -39,6 +47,8 @@ import tokenizers
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     AutoTokenizer,
+    DebertaV2Config,
+    DebertaV2Model,
     DistilBertConfig,
     DistilBertModel,
     ElectraConfig,
@@ -133,6 +143,23 @@ def mpnet_tokenizer():
     return tok
 
 
+def unigram_cls_tokenizer():
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC()])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=400, special_tokens=WORDPIECE_SPECIAL, unk_token="[UNK]"
+    )
+    tok.train_from_iterator(reviews(), trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    return tok
+
+
 def family_model(family, vocab_size):
     """The family's config (scaled down) and base model, randomly initialised."""
     if family in ("roberta", "xlm-roberta"):
@@ -184,6 +211,47 @@ def family_model(family, vocab_size):
             bos_token_id=2,
             eos_token_id=3,
         )
+    elif family == "deberta-v3":
+        config_class, model_class = DebertaV2Config, DebertaV2Model
+        config = DebertaV2Config(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=MAX_TOKENS,
+            type_vocab_size=0,
+            layer_norm_eps=1e-7,
+            relative_attention=True,
+            max_relative_positions=-1,
+            position_buckets=8,
+            position_biased_input=False,
+            pos_att_type=["p2c", "c2p"],
+            share_att_key=True,
+            norm_rel_ebd="layer_norm",
+            pad_token_id=0,
+        )
+    elif family == "deberta-v2":
+        config_class, model_class = DebertaV2Config, DebertaV2Model
+        config = DebertaV2Config(
+            vocab_size=vocab_size,
+            embedding_size=16,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=MAX_TOKENS,
+            type_vocab_size=2,
+            layer_norm_eps=1e-7,
+            relative_attention=True,
+            max_relative_positions=16,
+            position_buckets=-1,
+            position_biased_input=True,
+            pos_att_type="p2c|c2p",
+            share_att_key=False,
+            norm_rel_ebd="none",
+            pad_token_id=0,
+        )
     elif family == "electra":
         config_class, model_class = ElectraConfig, ElectraModel
         config = ElectraConfig(
@@ -212,7 +280,7 @@ def family_model(family, vocab_size):
 
 def make(family, out_dir):
     seeds = {"roberta": 1, "xlm-roberta": 2, "electra": 3, "distilbert": 4, "mpnet": 5,
-             "modernbert": 6}
+             "modernbert": 6, "deberta-v3": 7, "deberta-v2": 8}
     torch.manual_seed(seeds[family])
     tok = {
         "roberta": bpe_tokenizer,
@@ -221,8 +289,10 @@ def make(family, out_dir):
         "distilbert": wordpiece_tokenizer,
         "mpnet": mpnet_tokenizer,
         "modernbert": wordpiece_tokenizer,
+        "deberta-v3": unigram_cls_tokenizer,
+        "deberta-v2": wordpiece_tokenizer,
     }[family]()
-    wordpiece = family in ("electra", "distilbert", "modernbert")
+    wordpiece = family in ("electra", "distilbert", "modernbert", "deberta-v3", "deberta-v2")
     specials = WORDPIECE_SPECIAL if wordpiece else SPECIAL
     assert [tok.token_to_id(t) for t in specials] == [0, 1, 2, 3, 4]
     tok.enable_truncation(MAX_TOKENS)
@@ -305,7 +375,9 @@ def main():
     parser.add_argument("out")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    for family in ["roberta", "xlm-roberta", "electra", "distilbert", "mpnet", "modernbert"]:
+    families = ["roberta", "xlm-roberta", "electra", "distilbert", "mpnet", "modernbert",
+                "deberta-v3", "deberta-v2"]
+    for family in families:
         make(family, args.out)
 
 

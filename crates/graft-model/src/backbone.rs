@@ -257,6 +257,7 @@ registry! {
     Electra => crate::electra::Electra,
     Mpnet => crate::mpnet::Mpnet,
     ModernBert => crate::modernbert::ModernBert,
+    DebertaV2 => crate::deberta::Deberta,
     EfficientNet => crate::efficientnet::EfficientNet,
     ResNet => crate::resnet::ResNet,
 }

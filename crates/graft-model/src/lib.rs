@@ -10,6 +10,7 @@
 
 pub mod backbone;
 pub mod bert;
+pub mod deberta;
 pub mod distilbert;
 pub mod efficientnet;
 pub mod electra;

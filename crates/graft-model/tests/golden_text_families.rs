@@ -1,6 +1,7 @@
 //! The text families beyond BERT against transformers: small random-weight RoBERTa (byte-level
 //! BPE), XLM-RoBERTa (Unigram), ELECTRA (narrow embeddings projected up), DistilBERT (WordPiece)
-//! MPNet (relative attention bias) and ModernBERT (rotary, GeGLU, local windows) folders made by `scripts/golden/make_text_family_goldens.py`. Token ids must equal the
+//! MPNet (relative attention bias), ModernBERT (rotary, GeGLU, local windows) and DeBERTa-v3 and
+//! -v2 (disentangled attention, in v3's and v2's settings) folders made by `scripts/golden/make_text_family_goldens.py`. Token ids must equal the
 //! `tokenizers` library's (and transformers' `AutoTokenizer`'s, checked when they were made), and
 //! mean, first-token and (where the family has one) pooler features of single texts and of one
 //! padded batch must match to 1e-5 on the CPU backends and 1e-3 on wgpu. Texts longer than the 64
@@ -16,13 +17,15 @@ use graft_data::{TextTokenizer, TokenBatch};
 use graft_model::{Backbone, Inputs, ModelFolder, Pooling, PoolingOptions, Preprocessing};
 
 /// Each family's folder, the architecture graft detects, and whether it has a pooler.
-const FAMILIES: [(&str, &str, bool); 6] = [
+const FAMILIES: [(&str, &str, bool); 8] = [
     ("roberta", "roberta", true),
     ("xlm-roberta", "roberta", true),
     ("electra", "electra", false),
     ("distilbert", "distilbert", false),
     ("mpnet", "mpnet", true),
     ("modernbert", "modernbert", false),
+    ("deberta-v3", "deberta-v2", false),
+    ("deberta-v2", "deberta-v2", false),
 ];
 const CPU_TOLERANCE: f32 = 1e-5;
 const WGPU_TOLERANCE: f32 = 1e-3;

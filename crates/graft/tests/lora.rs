@@ -425,6 +425,11 @@ fn other_text_families_train_with_lora_through_the_pipeline() {
             "modernbert (4 layers)",
             "layers.3.attn.Wqkv.lora_B.weight",
         ),
+        (
+            "deberta-v3",
+            "deberta-v2 (2 layers)",
+            "encoder.layer.1.attention.self.value_proj.lora_B.weight",
+        ),
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let folder = common::repo()

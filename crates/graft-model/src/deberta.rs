@@ -1,0 +1,667 @@
+//! DeBERTa-v2 and DeBERTa-v3 encoders (`model_type = "deberta-v2"`) from a Hugging Face folder: a
+//! config that mirrors `config.json` (transformers' defaults, `pos_att_type` as a list or the older
+//! `"p2c|c2p"` string), modules named after the upstream tensor tree, and the forward pass. What
+//! makes DeBERTa itself is disentangled attention: besides content-to-content scores, each layer
+//! adds content-to-position (`c2p`) and position-to-content (`p2c`) scores against shared relative
+//! position embeddings (`encoder.rel_embeddings`, LayerNorm-ed when `norm_rel_ebd` says so), with
+//! relative distances in log buckets (`position_buckets`, `max_relative_positions`), projected by
+//! the layer's own query/key projections (`share_att_key`) or separate ones; the scale counts the
+//! score kinds. The embeddings may omit absolute positions (`position_biased_input`), add token
+//! types, project a narrower `embedding_size`, and zero padded positions.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
+    LinearConfig,
+};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::backbone::{
+    Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
+};
+use crate::bert::{self, BertIntermediate, BertOutput, HiddenAct};
+use crate::weights;
+use crate::{ModelError, ModelFolder, PoolingOptions};
+
+/// The fields of a DeBERTa-v2 `config.json` that shape the network, with transformers' defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DebertaV2Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    #[serde(default)]
+    pub relative_attention: bool,
+    #[serde(default = "minus_one")]
+    pub max_relative_positions: i64,
+    #[serde(default = "default_true")]
+    pub position_biased_input: bool,
+    /// A list (`["p2c", "c2p"]`), a string (`"p2c|c2p"`) or null.
+    #[serde(default)]
+    pub pos_att_type: Value,
+    #[serde(default = "minus_one")]
+    pub position_buckets: i64,
+    #[serde(default)]
+    pub share_att_key: bool,
+    #[serde(default = "default_norm_rel_ebd")]
+    pub norm_rel_ebd: String,
+    #[serde(default)]
+    pub embedding_size: Option<usize>,
+    #[serde(default)]
+    pub conv_kernel_size: usize,
+    #[serde(default)]
+    pub z_steps: usize,
+    #[serde(default)]
+    pub attention_head_size: Option<usize>,
+}
+
+fn default_hidden_act() -> String {
+    "gelu".into()
+}
+fn default_layer_norm_eps() -> f64 {
+    1e-7
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn minus_one() -> i64 {
+    -1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_norm_rel_ebd() -> String {
+    "none".into()
+}
+
+impl DebertaV2Config {
+    pub fn from_file(path: &Path) -> Result<Self, ModelError> {
+        crate::read_config(path, Self::check)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.hidden_size == 0
+            || self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            return Err(format!(
+                "hidden_size {} must be a positive multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if self
+            .attention_head_size
+            .is_some_and(|size| size * self.num_attention_heads != self.hidden_size)
+        {
+            return Err(
+                "attention_head_size other than hidden_size / heads is not supported".into(),
+            );
+        }
+        if self.conv_kernel_size > 0 {
+            return Err(
+                "conv_kernel_size > 0 (DeBERTa-v2's convolution layer) is not supported".into(),
+            );
+        }
+        if self.z_steps > 1 {
+            return Err("z_steps > 1 is not supported".into());
+        }
+        for kind in self.pos_att_types()? {
+            if kind != "c2p" && kind != "p2c" {
+                return Err(format!(
+                    "pos_att_type \"{kind}\" is not supported (c2p, p2c)"
+                ));
+            }
+        }
+        HiddenAct::parse(&self.hidden_act)
+            .map(|_| ())
+            .ok_or_else(|| format!("hidden_act \"{}\" is not supported", self.hidden_act))
+    }
+
+    /// `pos_att_type` as a list, whichever way the config spells it.
+    pub fn pos_att_types(&self) -> Result<Vec<String>, String> {
+        match &self.pos_att_type {
+            Value::Null => Ok(Vec::new()),
+            Value::String(s) => Ok(s
+                .to_lowercase()
+                .split('|')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect()),
+            Value::Array(items) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("pos_att_type: {v} is not a string"))
+                })
+                .collect(),
+            other => Err(format!("pos_att_type: {other} is not a list or a string")),
+        }
+    }
+
+    /// The largest relative distance: `max_relative_positions`, or the absolute positions.
+    fn max_relative(&self) -> i64 {
+        if self.max_relative_positions < 1 {
+            self.max_position_embeddings as i64
+        } else {
+            self.max_relative_positions
+        }
+    }
+
+    fn relative(&self) -> Relative {
+        Relative {
+            span: if self.position_buckets > 0 {
+                self.position_buckets
+            } else {
+                self.max_relative()
+            },
+            buckets: self.position_buckets,
+            max_position: self.max_relative(),
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> Deberta {
+        let h = self.hidden_size;
+        let e = self.embedding_size.unwrap_or(h);
+        let layer_norm = || {
+            LayerNormConfig::new(h)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device)
+        };
+        let dropout = || DropoutConfig::new(self.hidden_dropout_prob).init();
+        let kinds = self.pos_att_types().unwrap_or_default();
+        let (c2p, p2c) = (
+            kinds.iter().any(|k| k == "c2p"),
+            kinds.iter().any(|k| k == "p2c"),
+        );
+        let separate = self.relative_attention && !self.share_att_key;
+        let act = HiddenAct::parse(&self.hidden_act).unwrap_or(HiddenAct::Gelu);
+        let layer = (0..self.num_hidden_layers)
+            .map(|_| DebertaLayer {
+                attention: DebertaAttention {
+                    self_attn: DisentangledSelfAttention {
+                        query_proj: LinearConfig::new(h, h).init(device),
+                        key_proj: LinearConfig::new(h, h).init(device),
+                        value_proj: LinearConfig::new(h, h).init(device),
+                        pos_key_proj: (separate && c2p)
+                            .then(|| LinearConfig::new(h, h).init(device)),
+                        pos_query_proj: (separate && p2c)
+                            .then(|| LinearConfig::new(h, h).init(device)),
+                        dropout: DropoutConfig::new(self.attention_probs_dropout_prob).init(),
+                        pos_dropout: dropout(),
+                        num_heads: self.num_attention_heads,
+                        c2p: self.relative_attention && c2p,
+                        p2c: self.relative_attention && p2c,
+                    },
+                    output: BertOutput {
+                        dense: LinearConfig::new(h, h).init(device),
+                        layer_norm: layer_norm(),
+                        dropout: dropout(),
+                    },
+                },
+                intermediate: BertIntermediate {
+                    dense: LinearConfig::new(h, self.intermediate_size).init(device),
+                },
+                output: BertOutput {
+                    dense: LinearConfig::new(self.intermediate_size, h).init(device),
+                    layer_norm: layer_norm(),
+                    dropout: dropout(),
+                },
+                act,
+            })
+            .collect();
+        let relative = self.relative();
+        Deberta {
+            embeddings: DebertaEmbeddings {
+                word_embeddings: EmbeddingConfig::new(self.vocab_size, e).init(device),
+                position_embeddings: self
+                    .position_biased_input
+                    .then(|| EmbeddingConfig::new(self.max_position_embeddings, e).init(device)),
+                token_type_embeddings: (self.type_vocab_size > 0)
+                    .then(|| EmbeddingConfig::new(self.type_vocab_size, e).init(device)),
+                embed_proj: (e != h).then(|| LinearConfig::new(e, h).with_bias(false).init(device)),
+                layer_norm: layer_norm(),
+                dropout: dropout(),
+            },
+            encoder: DebertaEncoder {
+                layer,
+                rel_embeddings: self
+                    .relative_attention
+                    .then(|| EmbeddingConfig::new(2 * relative.span as usize, h).init(device)),
+                layer_norm: (self.relative_attention
+                    && self
+                        .norm_rel_ebd
+                        .to_lowercase()
+                        .split('|')
+                        .any(|n| n.trim() == "layer_norm"))
+                .then(layer_norm),
+            },
+            relative,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DebertaEmbeddings {
+    pub word_embeddings: Embedding,
+    pub position_embeddings: Option<Embedding>,
+    pub token_type_embeddings: Option<Embedding>,
+    pub embed_proj: Option<Linear>,
+    pub layer_norm: LayerNorm,
+    pub dropout: Dropout,
+}
+
+impl DebertaEmbeddings {
+    fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        attention_mask: Option<&Tensor<2, Int>>,
+    ) -> Tensor<3> {
+        let [_, seq_len] = input_ids.dims();
+        let device = input_ids.device();
+        let mut x = self.word_embeddings.forward(input_ids);
+        if let Some(position) = &self.position_embeddings {
+            let positions =
+                Tensor::<1, Int>::arange(0..seq_len as i64, &device).reshape([1, seq_len]);
+            x = x + position.forward(positions);
+        }
+        if let Some(token_type) = &self.token_type_embeddings {
+            x = x + token_type.forward(token_type_ids);
+        }
+        if let Some(project) = &self.embed_proj {
+            x = project.forward(x);
+        }
+        let mut x = self.layer_norm.forward(x);
+        if let Some(mask) = attention_mask {
+            // Padded positions are zeroed, as transformers does.
+            x = x * mask.clone().float().unsqueeze_dim(2);
+        }
+        self.dropout.forward(x)
+    }
+}
+
+/// `attention.self` upstream.
+#[derive(Module, Debug)]
+pub struct DisentangledSelfAttention {
+    pub query_proj: Linear,
+    pub key_proj: Linear,
+    pub value_proj: Linear,
+    pub pos_key_proj: Option<Linear>,
+    pub pos_query_proj: Option<Linear>,
+    pub dropout: Dropout,
+    pub pos_dropout: Dropout,
+    pub num_heads: usize,
+    pub c2p: bool,
+    pub p2c: bool,
+}
+
+/// Relative positions: the embedding span and how distances are bucketed.
+#[derive(Debug, Clone, Copy)]
+pub struct Relative {
+    /// Half the number of relative embeddings (`position_buckets`, else `max_relative_positions`).
+    pub span: i64,
+    pub buckets: i64,
+    pub max_position: i64,
+}
+
+impl Relative {
+    /// transformers' `make_log_bucket_position`, in f32 as PyTorch computes it.
+    fn bucket(&self, relative: i64) -> i64 {
+        if self.buckets <= 0 || self.max_position <= 0 {
+            return relative;
+        }
+        let mid = self.buckets / 2;
+        let abs_pos = if relative < mid && relative > -mid {
+            mid - 1
+        } else {
+            relative.abs()
+        };
+        if abs_pos <= mid {
+            return relative;
+        }
+        let log_pos = ((abs_pos as f32 / mid as f32).ln()
+            / ((self.max_position - 1) as f32 / mid as f32).ln()
+            * (mid - 1) as f32)
+            .ceil()
+            + mid as f32;
+        log_pos as i64 * relative.signum()
+    }
+
+    /// Gather indices `[seq, seq]` into the `2 * span` relative embeddings: c2p's at
+    /// `[query][key]`, and p2c's at `[key][query]` (transposed after the gather).
+    fn indices(&self, seq_len: usize) -> (Vec<i64>, Vec<i64>) {
+        let clamp = |v: i64| v.clamp(0, 2 * self.span - 1);
+        let relative = |q: usize, k: usize| self.bucket(q as i64 - k as i64);
+        let mut c2p = Vec::with_capacity(seq_len * seq_len);
+        let mut p2c = Vec::with_capacity(seq_len * seq_len);
+        for x in 0..seq_len {
+            for y in 0..seq_len {
+                c2p.push(clamp(relative(x, y) + self.span));
+                p2c.push(clamp(-relative(x, y) + self.span));
+            }
+        }
+        (c2p, p2c)
+    }
+}
+
+impl DisentangledSelfAttention {
+    fn heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [batch, seq_len, hidden] = x.dims();
+        x.reshape([batch, seq_len, self.num_heads, hidden / self.num_heads])
+            .swap_dims(1, 2)
+    }
+
+    /// `pad_mask` is `[batch, heads, seq, seq]`, true where the key is padding; `rel` holds the
+    /// relative embeddings `[2 * span, hidden]` and the gather indices `[seq, seq]`.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        pad_mask: Option<Tensor<4, Bool>>,
+        rel: Option<(&Tensor<2>, &Tensor<2, Int>, &Tensor<2, Int>)>,
+    ) -> Tensor<3> {
+        let [batch, seq_len, hidden] = x.dims();
+        let head_dim = hidden / self.num_heads;
+        let q = self.heads(self.query_proj.forward(x.clone()));
+        let k = self.heads(self.key_proj.forward(x.clone()));
+        let v = self.heads(self.value_proj.forward(x.clone()));
+        let kinds = 1 + self.c2p as usize + self.p2c as usize;
+        let scale = ((head_dim * kinds) as f32).sqrt() as f64;
+        let bias = rel.and_then(|(embeddings, c2p_index, p2c_index)| {
+            let embeddings = self
+                .pos_dropout
+                .forward(embeddings.clone())
+                .unsqueeze_dim(0);
+            let full = [batch, self.num_heads, seq_len, seq_len];
+            let mut bias: Option<Tensor<4>> = None;
+            let mut add = |term: Tensor<4>| {
+                bias = Some(match bias.take() {
+                    Some(b) => b + term,
+                    None => term,
+                });
+            };
+            if self.c2p {
+                let projection = self.pos_key_proj.as_ref().unwrap_or(&self.key_proj);
+                let pos_key = self.heads(projection.forward(embeddings.clone()));
+                let scores = q.clone().matmul(pos_key.swap_dims(2, 3));
+                let index = c2p_index.clone().unsqueeze::<4>().expand(full);
+                add(scores.gather(3, index) / scale);
+            }
+            if self.p2c {
+                let projection = self.pos_query_proj.as_ref().unwrap_or(&self.query_proj);
+                let pos_query = self.heads(projection.forward(embeddings));
+                let scores = k.clone().matmul(pos_query.swap_dims(2, 3));
+                let index = p2c_index.clone().unsqueeze::<4>().expand(full);
+                add(scores.gather(3, index).swap_dims(2, 3) / scale);
+            }
+            bias
+        });
+        let dropout_active = self.dropout.prob > 0.0
+            && self.dropout.training.is_enabled()
+            && x.device().is_autodiff();
+        let context = if dropout_active {
+            let mut scores = q.matmul(k.swap_dims(2, 3)) / scale;
+            if let Some(bias) = bias {
+                scores = scores + bias;
+            }
+            if let Some(mask) = pad_mask {
+                scores = scores.mask_fill(mask, f32::MIN);
+            }
+            self.dropout
+                .forward(activation::softmax(scores, 3))
+                .matmul(v)
+        } else {
+            let options = AttentionModuleOptions {
+                scale: Some(1.0 / scale),
+                ..Default::default()
+            };
+            attention(q, k, v, pad_mask, bias, options)
+        };
+        context.swap_dims(1, 2).reshape([batch, seq_len, hidden])
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DebertaAttention {
+    pub self_attn: DisentangledSelfAttention,
+    pub output: BertOutput,
+}
+
+#[derive(Module, Debug)]
+pub struct DebertaLayer {
+    pub attention: DebertaAttention,
+    pub intermediate: BertIntermediate,
+    pub output: BertOutput,
+    #[module(skip)]
+    pub act: HiddenAct,
+}
+
+#[derive(Module, Debug)]
+pub struct DebertaEncoder {
+    pub layer: Vec<DebertaLayer>,
+    pub rel_embeddings: Option<Embedding>,
+    /// `encoder.LayerNorm`, on the relative embeddings (`norm_rel_ebd = "layer_norm"`).
+    pub layer_norm: Option<LayerNorm>,
+}
+
+/// The encoder. Field names follow the upstream tensor names.
+#[derive(Module, Debug)]
+pub struct Deberta {
+    pub embeddings: DebertaEmbeddings,
+    pub encoder: DebertaEncoder,
+    #[module(skip)]
+    pub relative: Relative,
+}
+
+impl Deberta {
+    /// The last hidden state `[batch, seq, hidden]`. `attention_mask` is 1 for tokens, 0 for
+    /// padding; `None` means no row is padded.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<3> {
+        let [batch, seq_len] = input_ids.dims();
+        let device = input_ids.device();
+        let mut x = self
+            .embeddings
+            .forward(input_ids, token_type_ids, attention_mask.as_ref());
+        let heads = self
+            .encoder
+            .layer
+            .first()
+            .map_or(1, |l| l.attention.self_attn.num_heads);
+        let pad_mask = attention_mask.map(|mask| {
+            mask.equal_elem(0)
+                .reshape([batch, 1, 1, seq_len])
+                .expand([batch, heads, seq_len, seq_len])
+        });
+        let rel = self.encoder.rel_embeddings.as_ref().map(|embedding| {
+            let weights = embedding.weight.val();
+            let weights = match &self.encoder.layer_norm {
+                Some(norm) => norm.forward(weights),
+                None => weights,
+            };
+            let (c2p, p2c) = self.relative.indices(seq_len);
+            let index = |v: Vec<i64>| {
+                Tensor::<2, Int>::from_data(TensorData::new(v, [seq_len, seq_len]), &device)
+            };
+            (weights, index(c2p), index(p2c))
+        });
+        for layer in &self.encoder.layer {
+            let rel = rel.as_ref().map(|(w, c, p)| (w, c, p));
+            let attended = layer
+                .attention
+                .self_attn
+                .forward(x.clone(), pad_mask.clone(), rel);
+            let x1 = layer.attention.output.forward(attended, x);
+            let inner = layer
+                .act
+                .apply(layer.intermediate.dense.forward(x1.clone()));
+            x = layer.output.forward(inner, x1);
+        }
+        x
+    }
+
+    fn num_layers(&self) -> usize {
+        self.encoder.layer.len()
+    }
+}
+
+/// What a `DebertaV2ForSequenceClassification` checkpoint puts before the encoder's names.
+const PREFIXES: [&str; 1] = ["deberta."];
+
+impl Architecture for Deberta {
+    fn name() -> &'static str {
+        "deberta-v2"
+    }
+
+    fn detects(config: &Value) -> bool {
+        config.get("model_type").and_then(Value::as_str) == Some("deberta-v2")
+    }
+
+    fn preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
+        let config = DebertaV2Config::from_file(&folder.config_path())?;
+        // Without absolute positions, the relative ones bound nothing: transformers' tokenizers
+        // stop at max_position_embeddings all the same.
+        Ok(Preprocessing::Text(TextTransform {
+            tokenizer: folder.tokenizer_path(),
+            vocab_size: config.vocab_size,
+            max_positions: config.max_position_embeddings,
+            has_pooler: false,
+        }))
+    }
+
+    fn load(folder: &ModelFolder, _classifier: bool, device: &Device) -> Result<Self, ModelError> {
+        let config = DebertaV2Config::from_file(&folder.config_path())?;
+        let mut model = config.init(device);
+        let names = weights::param_names(&model, bert::upstream_name);
+        weights::load_renamed(&mut model, &folder.weights_path(), &names, &PREFIXES)?;
+        Ok(model)
+    }
+
+    fn describe(&self) -> String {
+        format!("deberta-v2 ({} layers)", self.num_layers())
+    }
+
+    fn feature_size(&self) -> usize {
+        self.embeddings.layer_norm.gamma.dims()[0]
+    }
+
+    fn forward_features(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2> {
+        let Inputs::Text {
+            input_ids,
+            token_type_ids,
+            attention_mask,
+        } = inputs
+        else {
+            panic!("a text encoder was given images");
+        };
+        let hidden = self.forward(input_ids, token_type_ids, attention_mask.clone());
+        bert::pool(hidden, attention_mask, None, pooling)
+    }
+
+    fn upstream_name(&self, path: &str) -> String {
+        bert::upstream_name(path)
+    }
+
+    /// The embeddings and the shared relative embeddings (and their norm) are block 0; layer i
+    /// is block i + 1.
+    fn block_of(&self, path: &str) -> usize {
+        match path.strip_prefix("encoder.layer.") {
+            Some(rest) => rest
+                .split('.')
+                .next()
+                .and_then(|i| i.parse::<usize>().ok())
+                .map_or(0, |i| i + 1),
+            None => 0,
+        }
+    }
+
+    fn num_blocks(&self) -> usize {
+        self.num_layers() + 1
+    }
+
+    fn lora_targets(&self) -> &'static [&'static str] {
+        &["query_proj", "value_proj"]
+    }
+
+    /// Sentence-transformers only: transformers' `DebertaV2ForSequenceClassification` head is
+    /// its ContextPooler + classifier, not a linear layer on graft's features.
+    fn exports(&self) -> Vec<ExportTarget> {
+        vec![ExportTarget {
+            format: ExportFormat::SentenceTransformers,
+            model: "DebertaV2Model".into(),
+            prefix: String::new(),
+            classifier: String::new(),
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_buckets_are_transformers() {
+        // DeBERTa-v3 base: 256 buckets over 512 positions.
+        let v3 = Relative {
+            span: 256,
+            buckets: 256,
+            max_position: 512,
+        };
+        for (relative, bucket) in [
+            (0, 0),
+            (5, 5),
+            (-128, -128),
+            (129, 129),
+            (200, 169),
+            (-511, -255),
+        ] {
+            assert_eq!(v3.bucket(relative), bucket, "{relative}");
+        }
+        let plain = Relative {
+            span: 16,
+            buckets: -1,
+            max_position: 16,
+        };
+        assert_eq!(plain.bucket(40), 40);
+        let (c2p, p2c) = plain.indices(40);
+        assert_eq!(c2p[39], 0, "query 0, key 39: clamped");
+        assert_eq!(p2c[39], 31);
+    }
+
+    #[test]
+    fn pos_att_type_reads_both_spellings() {
+        let mut config: DebertaV2Config = serde_json::from_str(
+            r#"{"vocab_size": 8, "hidden_size": 8, "num_hidden_layers": 1,
+                "num_attention_heads": 2, "intermediate_size": 8,
+                "max_position_embeddings": 16, "pos_att_type": "p2c|c2p"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.pos_att_types().unwrap(), ["p2c", "c2p"]);
+        config.pos_att_type = serde_json::json!(["c2p"]);
+        assert_eq!(config.pos_att_types().unwrap(), ["c2p"]);
+        config.pos_att_type = serde_json::json!("p2p");
+        assert!(config.check().is_err());
+    }
+}
