@@ -303,6 +303,11 @@ def make(family, out_dir):
             p.normal_(0.0, 0.3)
     folder = os.path.join(out_dir, family)
     model.save_pretrained(folder, safe_serialization=True)
+    if family == "roberta":
+        # The same weights as a PyTorch checkpoint, for the test that reads pytorch_model.bin.
+        from safetensors.torch import load_file
+        torch.save(load_file(os.path.join(folder, "model.safetensors")),
+                   os.path.join(folder, "pytorch_model.bin"))
     tok.no_truncation()
     tok.save(os.path.join(folder, "tokenizer.json"))
     tok.enable_truncation(MAX_TOKENS)

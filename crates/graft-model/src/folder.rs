@@ -27,6 +27,9 @@ pub struct ModelFolder {
     /// `config.json` as read.
     pub config: Value,
     pub sentence_transformers: Option<SentenceTransformerDefaults>,
+    /// The weights file to load: `model.safetensors`, or the gathered copy of the folder's
+    /// shards or `pytorch_model.bin` (see [`crate::shards`]).
+    pub weights: PathBuf,
 }
 
 impl ModelFolder {
@@ -56,6 +59,7 @@ impl ModelFolder {
             architecture,
             config,
             sentence_transformers,
+            weights: crate::shards::weights_file(dir)?,
         })
     }
 
@@ -69,7 +73,7 @@ impl ModelFolder {
     }
 
     pub fn weights_path(&self) -> PathBuf {
-        self.dir.join("model.safetensors")
+        self.weights.clone()
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {

@@ -21,6 +21,7 @@ pub mod pooling;
 pub mod pth;
 pub mod resnet;
 pub mod roberta;
+pub mod shards;
 pub mod vision;
 pub mod weights;
 

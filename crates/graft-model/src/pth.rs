@@ -81,6 +81,22 @@ pub fn convert(
     output: &Path,
     key_prefix: Option<&str>,
 ) -> Result<Converted, ModelError> {
+    let (data, converted) = read_tensors(input, key_prefix)?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = serialize(&data, Some(metadata)).map_err(|message| corrupt(input, message))?;
+    crate::write_atomic(output, &bytes).map_err(|source| ModelError::Io {
+        path: output.to_path_buf(),
+        source,
+    })?;
+    Ok(converted)
+}
+
+/// Every tensor of the checkpoint at `input` (under `key_prefix`, or the container it finds;
+/// `Some("")` keeps every name as it is), without executing pickled code.
+pub fn read_tensors(
+    input: &Path,
+    key_prefix: Option<&str>,
+) -> Result<(Vec<TensorBytes>, Converted), ModelError> {
     if !input.is_file() {
         return Err(ModelError::MissingFile {
             path: input.to_path_buf(),
@@ -137,17 +153,12 @@ pub fn convert(
             dtype,
         });
     }
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = serialize(&data, Some(metadata)).map_err(|message| corrupt(input, message))?;
-    crate::write_atomic(output, &bytes).map_err(|source| ModelError::Io {
-        path: output.to_path_buf(),
-        source,
-    })?;
-    Ok(Converted {
+    let converted = Converted {
         tensors: data.len(),
         parameters,
         stripped_prefix: prefix,
-    })
+    };
+    Ok((data, converted))
 }
 
 #[cfg(test)]

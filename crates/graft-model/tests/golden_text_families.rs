@@ -9,12 +9,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
-use graft_data::{TextTokenizer, TokenBatch};
-use graft_model::{Backbone, Inputs, ModelFolder, Pooling, PoolingOptions, Preprocessing};
+use graft_data::TokenBatch;
+use graft_model::{Backbone, Inputs, ModelFolder};
 
 /// Each family's folder, the architecture graft detects, and whether it has a pooler.
 const FAMILIES: [(&str, &str, bool); 8] = [
@@ -30,57 +28,13 @@ const FAMILIES: [(&str, &str, bool); 8] = [
 const CPU_TOLERANCE: f32 = 1e-5;
 const WGPU_TOLERANCE: f32 = 1e-3;
 
-fn folder(family: &str) -> ModelFolder {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/text_families")
-        .join(family);
-    ModelFolder::open(&dir).expect("model folder")
-}
-
-/// The folder's tokenizer at the length its positions allow.
-fn tokenizer(folder: &ModelFolder) -> TextTokenizer {
-    let Ok(Preprocessing::Text(text)) = folder.preprocessing() else {
-        panic!("a text model");
-    };
-    assert_eq!(text.max_positions, 64);
-    TextTokenizer::from_file(&text.tokenizer, text.max_positions, text.vocab_size).unwrap()
-}
-
-/// The poolings the goldens hold: golden key and graft's options.
-fn poolings(has_pooler: bool) -> Vec<(&'static str, PoolingOptions)> {
-    let options = |pooling, use_pooler| PoolingOptions {
-        pooling,
-        use_pooler,
-        normalize: false,
-    };
-    let mut all = vec![
-        ("mean", options(Pooling::Mean, false)),
-        ("cls", options(Pooling::Cls, false)),
-    ];
-    if has_pooler {
-        all.push(("pooler", options(Pooling::Cls, true)));
-    }
-    all
-}
-
-fn features(backbone: &Backbone, batch: &TokenBatch, device: &Device) -> (Vec<f32>, usize) {
-    let (ids, types, mask) = batch.to_tensors(device);
-    let out = backbone.forward(Inputs::Text {
-        input_ids: ids,
-        token_type_ids: types,
-        attention_mask: mask,
-    });
-    let [_, width] = out.dims();
-    (out.into_data().try_into_vec_as::<f32>().unwrap(), width)
-}
-
 #[test]
 fn token_ids_equal_the_tokenizers_library() {
     for (family, architecture, _) in FAMILIES {
         let golden = golden(&format!("text_families/{family}.json"));
-        let folder = folder(family);
+        let folder = text_family(family);
         assert_eq!(folder.architecture.name(), architecture);
-        let tokenizer = tokenizer(&folder);
+        let tokenizer = family_tokenizer(&folder);
         for case in golden["cases"].as_array().unwrap() {
             let text = case["text"].as_str().unwrap();
             let tokens = tokenizer.tokenize(&[text]).unwrap().remove(0);
@@ -97,8 +51,8 @@ fn features_match_transformers_on_cpu_backends() {
     for (family, _, has_pooler) in FAMILIES {
         let golden = golden(&format!("text_families/{family}.json"));
         let cases = golden["cases"].as_array().unwrap();
-        let folder = folder(family);
-        let tokenizer = tokenizer(&folder);
+        let folder = text_family(family);
+        let tokenizer = family_tokenizer(&folder);
         let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
         let tokens = tokenizer.tokenize(&texts).unwrap();
         for (backend, device) in cpu_devices() {
@@ -143,8 +97,8 @@ fn features_match_transformers_on_cpu_backends() {
 fn features_match_transformers_on_wgpu() {
     let Some(device) = wgpu_device() else { return };
     let golden = golden("text_families/roberta.json");
-    let folder = folder("roberta");
-    let tokenizer = tokenizer(&folder);
+    let folder = text_family("roberta");
+    let tokenizer = family_tokenizer(&folder);
     let texts: Vec<&str> = golden["cases"]
         .as_array()
         .unwrap()
@@ -175,7 +129,7 @@ fn features_match_transformers_on_wgpu() {
 #[test]
 fn older_modernbert_config_gives_the_same_features() {
     let golden = golden("text_families/modernbert.json");
-    let current = folder("modernbert");
+    let current = text_family("modernbert");
     let dir = tempfile::tempdir().unwrap();
     for file in ["model.safetensors", "tokenizer.json"] {
         std::fs::copy(current.dir.join(file), dir.path().join(file)).unwrap();
@@ -193,7 +147,7 @@ fn older_modernbert_config_gives_the_same_features() {
     )
     .unwrap();
     let older = ModelFolder::open(dir.path()).unwrap();
-    let tokenizer = tokenizer(&older);
+    let tokenizer = family_tokenizer(&older);
     let texts: Vec<&str> = golden["cases"]
         .as_array()
         .unwrap()

@@ -31,16 +31,7 @@ const FORMAT_VERSION: &str = "graft-features-v2";
 /// The default cache folder: `$GRAFT_CACHE_DIR`, else `$XDG_CACHE_HOME/graft`, else
 /// `~/.cache/graft`, else `.cache/graft` in the current folder.
 pub fn default_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("GRAFT_CACHE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("graft");
-    }
-    match std::env::var_os("HOME") {
-        Some(home) => PathBuf::from(home).join(".cache/graft"),
-        None => PathBuf::from(".cache/graft"),
-    }
+    graft_model::shards::cache_root()
 }
 
 /// How many examples a lookup computed and how many it read back.

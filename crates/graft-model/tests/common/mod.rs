@@ -1,10 +1,13 @@
-//! Shared helpers for the tests that need the real all-MiniLM-L6-v2 weights.
+//! Shared helpers for the model tests: the real all-MiniLM-L6-v2 folder, the small text-family
+//! folders, goldens and comparisons.
 
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 
 use burn::tensor::Device;
+use graft_data::{TextTokenizer, TokenBatch};
+use graft_model::{Backbone, Inputs, ModelFolder, Pooling, PoolingOptions, Preprocessing};
 
 /// The model folder `scripts/fetch-models.sh` fills.
 pub fn minilm_dir() -> PathBuf {
@@ -73,4 +76,50 @@ pub fn wgpu_device() -> Option<Device> {
             panic!("wgpu did not start ({e}); install mesa-vulkan-drivers or set GRAFT_SKIP_WGPU=1")
         }
     }
+}
+
+/// A small text-family folder of `tests/golden/text_families`.
+pub fn text_family(family: &str) -> ModelFolder {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/text_families")
+        .join(family);
+    ModelFolder::open(&dir).expect("model folder")
+}
+
+/// The folder's tokenizer at the length its positions allow (64 for every golden family).
+pub fn family_tokenizer(folder: &ModelFolder) -> TextTokenizer {
+    let Ok(Preprocessing::Text(text)) = folder.preprocessing() else {
+        panic!("a text model");
+    };
+    assert_eq!(text.max_positions, 64);
+    TextTokenizer::from_file(&text.tokenizer, text.max_positions, text.vocab_size).unwrap()
+}
+
+/// The poolings the goldens hold: golden key and graft's options.
+pub fn poolings(has_pooler: bool) -> Vec<(&'static str, PoolingOptions)> {
+    let options = |pooling, use_pooler| PoolingOptions {
+        pooling,
+        use_pooler,
+        normalize: false,
+    };
+    let mut all = vec![
+        ("mean", options(Pooling::Mean, false)),
+        ("cls", options(Pooling::Cls, false)),
+    ];
+    if has_pooler {
+        all.push(("pooler", options(Pooling::Cls, true)));
+    }
+    all
+}
+
+/// Features `[batch, width]` of a padded batch, row-major, and the width.
+pub fn features(backbone: &Backbone, batch: &TokenBatch, device: &Device) -> (Vec<f32>, usize) {
+    let (ids, types, mask) = batch.to_tensors(device);
+    let out = backbone.forward(Inputs::Text {
+        input_ids: ids,
+        token_type_ids: types,
+        attention_mask: mask,
+    });
+    let [_, width] = out.dims();
+    (out.into_data().try_into_vec_as::<f32>().unwrap(), width)
 }
