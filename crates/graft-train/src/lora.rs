@@ -16,10 +16,11 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::config::LoraSection;
+use crate::config::{HeadKind, LoraSection};
 use crate::error::{TrainError, TrainError as E};
 use crate::files::TensorBytes;
 use crate::freezing::PathStack;
+use crate::head::{Head, HeadSpec};
 
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -350,6 +351,41 @@ impl Values {
     pub fn data(&self) -> TensorData {
         TensorData::new(self.values.clone(), self.shape.clone())
     }
+}
+
+/// A one-layer head from a saved linear module (weight `[out, in]`, PyTorch's layout).
+pub fn linear_head(
+    weight: &Values,
+    bias: Option<&Values>,
+    dropout: f64,
+    device: &burn::tensor::Device,
+) -> Head {
+    let mut head = HeadSpec {
+        kind: HeadKind::Linear,
+        input: weight.shape[1],
+        hidden: Vec::new(),
+        output: weight.shape[0],
+        dropout,
+    }
+    .init(0, device);
+    let layer = &mut head.layers[0];
+    layer.weight = Param::from_tensor(Tensor::<2>::from_data(weight.data(), device).transpose());
+    layer.bias = bias.map(|b| Param::from_data(b.data(), device));
+    head
+}
+
+/// The adapter's saved classifier (`classifier`, else `score`, as PEFT saves a sequence
+/// classifier's `modules_to_save`) as a run's head, when the head is one linear layer of that
+/// shape; `None` otherwise, and for an unreadable adapter (attaching it reports why).
+pub fn saved_head(dir: &Path, spec: &HeadSpec, device: &burn::tensor::Device) -> Option<Head> {
+    let adapter = PeftAdapter::read(dir).ok()?;
+    let (weight, bias) = ["classifier", "score"]
+        .iter()
+        .find_map(|name| adapter.saved_linear(name))?;
+    let fits = spec.kind == HeadKind::Linear
+        && weight.shape == [spec.output, spec.input]
+        && bias.is_none_or(|b| b.shape == [spec.output]);
+    fits.then(|| linear_head(weight, bias, spec.dropout, device))
 }
 
 /// Whether `dir` is a PEFT adapter folder.

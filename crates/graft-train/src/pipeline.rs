@@ -441,10 +441,15 @@ pub fn train(
             backbone
         };
         lora_spec = adapters;
-        let model = Classifier {
-            backbone,
-            head: head_spec.init(config.train.seed, &train_device),
+        let adapter = config.lora.as_ref().and_then(|l| l.adapter.as_deref());
+        let head = match adapter.map(|dir| lora::saved_head(dir, &head_spec, &train_device)) {
+            Some(Some(head)) => {
+                progress.info("head: the adapter's saved classifier (modules_to_save)");
+                head
+            }
+            _ => head_spec.init(config.train.seed, &train_device),
         };
+        let model = Classifier { backbone, head };
         let augment = augment_of(config);
         let seed = config.train.seed;
         let outcome = fit(
@@ -748,19 +753,7 @@ fn adapter_outputs(
             ),
         });
     }
-    let mut head = HeadSpec {
-        kind: crate::config::HeadKind::Linear,
-        input: width,
-        hidden: Vec::new(),
-        output,
-        dropout: 0.0,
-    }
-    .init(0, &device);
-    let layer = &mut head.layers[0];
-    layer.weight = burn::module::Param::from_tensor(
-        Tensor::<2>::from_data(weight.data(), &device).transpose(),
-    );
-    layer.bias = bias.map(|b| burn::module::Param::from_data(b.data(), &device));
+    let head = lora::linear_head(weight, bias, 0.0, &device);
     let (backbone, _) = lora::attach(backbone, &LoraSection::from_adapter(dir.to_path_buf()))?;
     let backbone = backbone.materialize();
     let features = pretrained.features(&backbone, &examples, batch_size, &device, progress)?;

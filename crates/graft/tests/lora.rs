@@ -377,6 +377,14 @@ fn training_continues_from_a_peft_adapter() {
         assert_eq!(shape, golden_shape, "{name}");
         assert!(max_diff(values, golden_values) <= 1e-6, "{name}");
     }
+    // The head starts from the adapter's saved classifier (PEFT's modules_to_save).
+    let model = tensors(&run.join("model.safetensors"));
+    for part in ["weight", "bias"] {
+        let saved = &golden_tensors[&format!("base_model.model.classifier.{part}")];
+        let head = &model[&format!("head.layers.0.{part}")];
+        assert_eq!(head.0, saved.0);
+        assert!(max_diff(&head.1, &saved.1) <= 1e-6, "head {part}");
+    }
     // A mean-pooled run has no transformers classifier to put an adapter on: merge it instead.
     let stderr = fails(&[
         "export",
