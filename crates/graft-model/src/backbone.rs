@@ -287,6 +287,9 @@ pub struct Backbone {
     /// The names of the folder it was loaded from, used again when it is saved.
     #[module(skip)]
     pub naming: Naming,
+    /// Dropout on the inputs of LoRA-adapted layers while training (PEFT's `lora_dropout`).
+    #[module(skip)]
+    pub lora_dropout: f64,
 }
 
 impl Backbone {
@@ -303,6 +306,7 @@ impl Backbone {
             network,
             pooling,
             naming,
+            lora_dropout: 0.0,
         })
     }
 
@@ -312,7 +316,9 @@ impl Backbone {
 
     /// Features `[batch, feature_size]`, L2-normalized when the pooling options say so.
     pub fn forward(&self, inputs: Inputs) -> Tensor<2> {
-        let features = self.architecture().forward_features(inputs, self.pooling);
+        let features = crate::adapters::with_dropout(self.lora_dropout, || {
+            self.architecture().forward_features(inputs, self.pooling)
+        });
         if self.pooling.normalize {
             l2_normalize(features)
         } else {

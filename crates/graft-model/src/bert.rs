@@ -16,6 +16,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, activation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::adapters;
 use crate::backbone::{
     Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
 };
@@ -224,8 +225,7 @@ impl BertSelfAttention {
         let [batch, seq_len, hidden] = x.dims();
         let head_dim = hidden / self.num_heads;
         let heads = |linear: &Linear| {
-            linear
-                .forward(x.clone())
+            adapters::linear(linear, x.clone())
                 .reshape([batch, seq_len, self.num_heads, head_dim])
                 .swap_dims(1, 2)
         };
@@ -259,7 +259,7 @@ pub struct BertOutput {
 
 impl BertOutput {
     pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        let x = self.dropout.forward(self.dense.forward(x));
+        let x = self.dropout.forward(adapters::linear(&self.dense, x));
         self.layer_norm.forward(x + residual)
     }
 }
@@ -288,7 +288,9 @@ impl BertLayer {
     pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
         let attended = self.attention.self_attn.forward(x.clone(), pad_mask);
         let x = self.attention.output.forward(attended, x);
-        let inner = self.act.apply(self.intermediate.dense.forward(x.clone()));
+        let inner = self
+            .act
+            .apply(adapters::linear(&self.intermediate.dense, x.clone()));
         self.output.forward(inner, x)
     }
 }
@@ -343,7 +345,7 @@ pub struct BertPooler {
 
 impl BertPooler {
     pub fn forward(&self, cls: Tensor<2>) -> Tensor<2> {
-        activation::tanh(self.dense.forward(cls))
+        activation::tanh(adapters::linear(&self.dense, cls))
     }
 }
 

@@ -22,6 +22,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::adapters;
 use crate::backbone::{
     Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
 };
@@ -288,7 +289,7 @@ impl DebertaEmbeddings {
             x = x + token_type.forward(token_type_ids);
         }
         if let Some(project) = &self.embed_proj {
-            x = project.forward(x);
+            x = adapters::linear(project, x);
         }
         let mut x = self.layer_norm.forward(x);
         if let Some(mask) = attention_mask {
@@ -380,9 +381,9 @@ impl DisentangledSelfAttention {
     ) -> Tensor<3> {
         let [batch, seq_len, hidden] = x.dims();
         let head_dim = hidden / self.num_heads;
-        let q = self.heads(self.query_proj.forward(x.clone()));
-        let k = self.heads(self.key_proj.forward(x.clone()));
-        let v = self.heads(self.value_proj.forward(x.clone()));
+        let q = self.heads(adapters::linear(&self.query_proj, x.clone()));
+        let k = self.heads(adapters::linear(&self.key_proj, x.clone()));
+        let v = self.heads(adapters::linear(&self.value_proj, x.clone()));
         let kinds = 1 + self.c2p as usize + self.p2c as usize;
         let scale = ((head_dim * kinds) as f32).sqrt() as f64;
         let bias = rel.and_then(|(embeddings, c2p_index, p2c_index)| {
@@ -400,14 +401,14 @@ impl DisentangledSelfAttention {
             };
             if self.c2p {
                 let projection = self.pos_key_proj.as_ref().unwrap_or(&self.key_proj);
-                let pos_key = self.heads(projection.forward(embeddings.clone()));
+                let pos_key = self.heads(adapters::linear(projection, embeddings.clone()));
                 let scores = q.clone().matmul(pos_key.swap_dims(2, 3));
                 let index = c2p_index.clone().unsqueeze::<4>().expand(full);
                 add(scores.gather(3, index) / scale);
             }
             if self.p2c {
                 let projection = self.pos_query_proj.as_ref().unwrap_or(&self.query_proj);
-                let pos_query = self.heads(projection.forward(embeddings));
+                let pos_query = self.heads(adapters::linear(projection, embeddings));
                 let scores = k.clone().matmul(pos_query.swap_dims(2, 3));
                 let index = p2c_index.clone().unsqueeze::<4>().expand(full);
                 add(scores.gather(3, index).swap_dims(2, 3) / scale);
@@ -516,7 +517,7 @@ impl Deberta {
             let x1 = layer.attention.output.forward(attended, x);
             let inner = layer
                 .act
-                .apply(layer.intermediate.dense.forward(x1.clone()));
+                .apply(adapters::linear(&layer.intermediate.dense, x1.clone()));
             x = layer.output.forward(inner, x1);
         }
         x

@@ -8,6 +8,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 use serde_json::Value;
 
+use crate::adapters;
 use crate::backbone::{
     Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
 };
@@ -57,7 +58,7 @@ impl Electra {
     ) -> Tensor<3> {
         let mut x = self.embeddings.forward(input_ids, token_type_ids);
         if let Some(project) = &self.embeddings_project {
-            x = project.forward(x);
+            x = adapters::linear(project, x);
         }
         self.encoder.forward(x, attention_mask)
     }

@@ -8,6 +8,7 @@
 //! upstream tensor tree, so the name mapping stays short) and its impl of that interface.
 //! Shared pieces (pooling, weight checks, graft's vision config) have their own modules.
 
+pub mod adapters;
 pub mod backbone;
 pub mod bert;
 pub mod deberta;

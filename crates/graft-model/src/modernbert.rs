@@ -20,6 +20,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::adapters;
 use crate::backbone::{
     Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
 };
@@ -267,10 +268,13 @@ impl ModernBertAttention {
         let [batch, seq_len, hidden] = x.dims();
         let head_dim = hidden / self.num_heads;
         // [batch, seq, 3, heads, head_dim] -> three [batch, heads, seq, head_dim]
-        let qkv =
-            self.wqkv
-                .forward(x.clone())
-                .reshape([batch, seq_len, 3, self.num_heads, head_dim]);
+        let qkv = adapters::linear(&self.wqkv, x.clone()).reshape([
+            batch,
+            seq_len,
+            3,
+            self.num_heads,
+            head_dim,
+        ]);
         let part = |i: usize| {
             qkv.clone()
                 .narrow(2, i, 1)
@@ -295,7 +299,7 @@ impl ModernBertAttention {
             attention(q, k, v, mask, None, AttentionModuleOptions::default())
         };
         let out = context.swap_dims(1, 2).reshape([batch, seq_len, hidden]);
-        self.dropout.forward(self.wo.forward(out))
+        self.dropout.forward(adapters::linear(&self.wo, out))
     }
 }
 
@@ -311,12 +315,11 @@ pub struct ModernBertMlp {
 
 impl ModernBertMlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let both = self.wi.forward(x);
+        let both = adapters::linear(&self.wi, x);
         let half = both.dims()[2] / 2;
         let input = both.clone().narrow(2, 0, half);
         let gate = both.narrow(2, half, half);
-        self.wo
-            .forward(self.drop.forward(self.act.apply(input) * gate))
+        adapters::linear(&self.wo, self.drop.forward(self.act.apply(input) * gate))
     }
 }
 

@@ -18,6 +18,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::adapters;
 use crate::backbone::{
     Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
 };
@@ -185,8 +186,7 @@ impl MpnetSelfAttention {
         let [batch, seq_len, hidden] = x.dims();
         let head_dim = hidden / self.num_heads;
         let heads = |linear: &Linear| {
-            linear
-                .forward(x.clone())
+            adapters::linear(linear, x.clone())
                 .reshape([batch, seq_len, self.num_heads, head_dim])
                 .swap_dims(1, 2)
         };
@@ -214,8 +214,10 @@ impl MpnetSelfAttention {
                 AttentionModuleOptions::default(),
             )
         };
-        self.o
-            .forward(context.swap_dims(1, 2).reshape([batch, seq_len, hidden]))
+        adapters::linear(
+            &self.o,
+            context.swap_dims(1, 2).reshape([batch, seq_len, hidden]),
+        )
     }
 }
 
@@ -248,7 +250,9 @@ impl MpnetLayer {
             .attention
             .layer_norm
             .forward(self.attention.dropout.forward(attended) + x);
-        let inner = self.act.apply(self.intermediate.dense.forward(x.clone()));
+        let inner = self
+            .act
+            .apply(adapters::linear(&self.intermediate.dense, x.clone()));
         self.output.forward(inner, x)
     }
 }

@@ -153,10 +153,9 @@ impl Config {
                 lora.alpha
             ));
         }
-        if lora.dropout != 0.0 {
+        if !(0.0..1.0).contains(&lora.dropout) {
             return Err(format!(
-                "[lora] dropout = {}: graft's adapters have no dropout on their input yet; use 0 \
-                 (PEFT's default)",
+                "[lora] dropout must be in [0, 1), found {}",
                 lora.dropout
             ));
         }

@@ -32,6 +32,9 @@ const PEFT_PREFIX: &str = "base_model.model.";
 pub struct LoraSpec {
     pub r: usize,
     pub alpha: f64,
+    /// Dropout on the adapters' input while training.
+    #[serde(default)]
+    pub dropout: f64,
     /// The targets as the config gave them (or the architecture's default).
     pub target_modules: Vec<String>,
     /// The upstream names of the adapted linear layers.
@@ -157,17 +160,23 @@ pub fn attach(
         None => None,
     };
     let layers = linear_layers(&backbone);
-    let (r, alpha, target_modules) = match &adapter {
-        Some(a) => (a.r, a.alpha, a.target_modules.clone()),
+    let (r, alpha, dropout, target_modules) = match &adapter {
+        Some(a) => (a.r, a.alpha, a.dropout, a.target_modules.clone()),
         None if section.target_modules.is_empty() => {
             let defaults = backbone.architecture().lora_targets();
             (
                 section.r,
                 section.alpha,
+                section.dropout,
                 defaults.iter().map(|t| t.to_string()).collect(),
             )
         }
-        None => (section.r, section.alpha, section.target_modules.clone()),
+        None => (
+            section.r,
+            section.alpha,
+            section.dropout,
+            section.target_modules.clone(),
+        ),
     };
     let some_layers = || {
         let names: Vec<&str> = layers.iter().take(8).map(|l| l.name.as_str()).collect();
@@ -220,9 +229,11 @@ pub fn attach(
     let ids: Vec<ParamId> = chosen.iter().map(|l| l.id).collect();
     let mut backbone =
         backbone.apply_lora(Lora::new(r, alpha).set_param_group(ParamGroup::from_ids(ids)));
+    backbone.lora_dropout = dropout;
     let spec = LoraSpec {
         r,
         alpha,
+        dropout,
         target_modules,
         modules: chosen.iter().map(|l| l.name.clone()).collect(),
     };
@@ -311,7 +322,7 @@ pub fn adapter_config(spec: &LoraSpec, base: &Path, classifier: &str) -> Value {
         "base_model_name_or_path": base.display().to_string(),
         "r": spec.r,
         "lora_alpha": alpha,
-        "lora_dropout": 0.0,
+        "lora_dropout": spec.dropout,
         "target_modules": spec.peft_targets(),
         "modules_to_save": [classifier],
         "bias": "none",
@@ -331,6 +342,8 @@ pub struct PeftAdapter {
     pub weights: PathBuf,
     pub r: usize,
     pub alpha: f64,
+    /// `lora_dropout`, used when training continues from the adapter.
+    pub dropout: f64,
     pub target_modules: Vec<String>,
     pub base_model: Option<String>,
     /// Module name → (`lora_A [r, in]`, `lora_B [out, r]`).
@@ -546,6 +559,10 @@ impl PeftAdapter {
             weights,
             r,
             alpha,
+            dropout: field("lora_dropout")
+                .and_then(Value::as_f64)
+                .filter(|p| (0.0..1.0).contains(p))
+                .unwrap_or(0.0),
             target_modules,
             base_model: field("base_model_name_or_path")
                 .and_then(Value::as_str)
@@ -733,6 +750,7 @@ mod tests {
         let mut spec = LoraSpec {
             r: 8,
             alpha: 16.0,
+            dropout: 0.1,
             target_modules: vec!["query".into(), "value".into()],
             modules: vec!["encoder.layer.0.attention.self.query".into()],
         };
@@ -744,6 +762,7 @@ mod tests {
         );
         let config = adapter_config(&spec, Path::new("/models/base"), "classifier");
         assert_eq!(config["lora_alpha"], 16);
+        assert_eq!(config["lora_dropout"], 0.1);
         assert_eq!(config["modules_to_save"], json!(["classifier"]));
     }
 

@@ -32,6 +32,7 @@ label_column = "score"
 r = 4
 alpha = 8
 target_modules = ["query", "value"]
+dropout = 0.1
 {extra}
 [train]
 epochs = {epochs}
@@ -211,13 +212,15 @@ fn dry_run_shows_the_adapters_and_freeze_narrows_them() {
             "encoder.layer.5.output.dense.lora_A.weight",
         ]
     );
-    // What PEFT's LoRA has and graft's does not yet is refused, naming the key.
-    for (key, value) in [("dropout", "0.1"), ("bias", "\"all\""), ("r", "0")] {
+    // Impossible values, and what PEFT's LoRA has and graft's does not, are refused, naming the
+    // key.
+    for (key, value) in [("dropout", "1.5"), ("bias", "\"all\""), ("r", "0")] {
         let cfg = write(
             tmp.path(),
             "unsupported.toml",
             &lora_config(&tmp.path().join("run"), 2, &format!("{key} = {value}\n"))
-                .replace("r = 4\n", if key == "r" { "" } else { "r = 4\n" }),
+                .replace("r = 4\n", if key == "r" { "" } else { "r = 4\n" })
+                .replace("dropout = 0.1\n", ""),
         );
         let stderr = fails(&["train", cfg.to_str().unwrap(), "--dry-run"]);
         assert!(stderr.contains(&format!("[lora] {key}")), "{stderr}");
@@ -260,6 +263,20 @@ fn lora_run_resumes_exactly_and_exports_as_adapter_and_merged() {
     for (name, (_, values)) in &ra {
         assert_eq!(values, &rb[name].1, "{name}");
     }
+    // Dropout on the adapters' input is seeded like every other: the resumed run above repeats it
+    // exactly, and without it the same run ends elsewhere.
+    let no_dropout = tmp.path().join("no-dropout");
+    let cfg = write(
+        tmp.path(),
+        "c.toml",
+        &lora_config(&no_dropout, 2, "").replace("dropout = 0.1", "dropout = 0.0"),
+    );
+    ok(&["train", cfg.to_str().unwrap()]);
+    let other = tensors(&no_dropout.join("adapter_model.safetensors"));
+    assert!(
+        ra.iter()
+            .any(|(name, (_, values))| values != &other[name].1)
+    );
     // The adapters trained: B started at zero.
     let b = &ra["base_model.model.bert.encoder.layer.5.attention.self.value.lora_B.weight"];
     assert_eq!(b.0, [384, 4]);
@@ -279,6 +296,7 @@ fn lora_run_resumes_exactly_and_exports_as_adapter_and_merged() {
     assert_eq!(config["task_type"], "SEQ_CLS");
     assert_eq!(config["r"], 4);
     assert_eq!(config["lora_alpha"], 8);
+    assert_eq!(config["lora_dropout"], 0.1);
     assert_eq!(
         config["target_modules"],
         serde_json::json!(["query", "value"])
@@ -334,7 +352,7 @@ fn lora_run_resumes_exactly_and_exports_as_adapter_and_merged() {
         tmp.path(),
         "plain.toml",
         &lora_config(&plain, 1, "").replace(
-            "[lora]\nr = 4\nalpha = 8\ntarget_modules = [\"query\", \"value\"]\n",
+            "[lora]\nr = 4\nalpha = 8\ntarget_modules = [\"query\", \"value\"]\ndropout = 0.1\n",
             "",
         ),
     );

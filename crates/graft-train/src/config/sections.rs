@@ -490,7 +490,8 @@ pub struct LoraSection {
     /// The scale numerator: the update is `(alpha / r)·B·A`.
     #[serde(default = "default_lora_alpha")]
     pub alpha: f64,
-    /// Dropout on the adapter's input; only 0 (PEFT's default) is supported.
+    /// Dropout on the adapters' input while training (PEFT's `lora_dropout`): each adapted layer
+    /// computes `W·x + B·A·dropout(x)·alpha/r`.
     #[serde(default)]
     pub dropout: f64,
     /// Which linear layers get adapters, as PEFT matches them: a plain name matches a module
