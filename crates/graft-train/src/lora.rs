@@ -155,11 +155,12 @@ pub fn attach(
     backbone: Backbone,
     section: &LoraSection,
 ) -> Result<(Backbone, LoraSpec), TrainError> {
+    let layers = linear_layers(&backbone);
+    let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
     let adapter = match section.adapter.as_deref() {
-        Some(dir) => Some(PeftAdapter::read(dir)?.under(&model_prefix(&backbone))?),
+        Some(dir) => Some(PeftAdapter::read(dir)?.under(&names)?),
         None => None,
     };
-    let layers = linear_layers(&backbone);
     let (r, alpha, dropout, target_modules) = match &adapter {
         Some(a) => (a.r, a.alpha, a.dropout, a.target_modules.clone()),
         None if section.target_modules.is_empty() => {
@@ -572,19 +573,27 @@ impl PeftAdapter {
         })
     }
 
-    /// The same adapter with its factors named inside the backbone: `prefix` (`bert.`) taken off.
-    fn under(mut self, prefix: &str) -> Result<Self, TrainError> {
+    /// The same adapter with its factors named as the backbone's `layers`: whatever the saved
+    /// model put before them (`bert.`, `roberta.`, `deberta.`, or nothing) taken off. Each factor
+    /// must name exactly one layer.
+    fn under(mut self, layers: &[String]) -> Result<Self, TrainError> {
         let mut factors = BTreeMap::new();
         for (module, pair) in std::mem::take(&mut self.factors) {
-            let Some(inner) = module.strip_prefix(prefix) else {
+            let inner = layers
+                .iter()
+                .filter(|layer| module == **layer || module.ends_with(&format!(".{layer}")))
+                .max_by_key(|layer| layer.len());
+            let Some(inner) = inner else {
                 return Err(E::Config {
                     path: self.weights.clone(),
                     message: format!(
-                        "{PEFT_PREFIX}{module}: expected the backbone's layers under {prefix:?}"
+                        "{PEFT_PREFIX}{module}: adapts no linear layer of this model (its layers \
+                         look like {})",
+                        layers.first().map_or("nothing", String::as_str)
                     ),
                 });
             };
-            factors.insert(inner.to_string(), pair);
+            factors.insert(inner.clone(), pair);
         }
         self.factors = factors;
         Ok(self)

@@ -496,3 +496,38 @@ fn other_text_families_train_with_lora_through_the_pipeline() {
         assert!(merged.join("modules.json").is_file());
     }
 }
+
+/// A PEFT adapter made in Python for another family (`base_model.model.roberta.` keys, a
+/// RoBERTa classification head graft does not use) continues training in graft.
+#[test]
+fn training_continues_from_a_peft_adapter_of_another_family() {
+    let tmp = tempfile::tempdir().unwrap();
+    let adapter = golden().join("roberta-adapter");
+    let folder = common::repo().join("crates/graft-model/tests/golden/text_families/roberta");
+    let run = tmp.path().join("run");
+    let cfg = write(
+        tmp.path(),
+        "c.toml",
+        &lora_config(&run, 1, &format!("adapter = \"{}\"\n", adapter.display()))
+            .replace("models/all-MiniLM-L6-v2", folder.to_str().unwrap())
+            .replace("pooling = \"cls\"\npooler = true\n", "pooling = \"mean\"\n")
+            .replace("lr = 2e-3", "lr = 1e-12"),
+    );
+    let stdout = ok(&["train", cfg.to_str().unwrap(), "--dry-run"]);
+    let a = stdout
+        .lines()
+        .find(|l| l.starts_with("encoder.layer.1.attention.self.query.lora_A.weight "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(a.contains("[2, 32]"), "the adapter's own rank: {a}");
+    ok(&["train", cfg.to_str().unwrap()]);
+    assert_eq!(json(&run.join("graft.json"))["lora"]["dropout"], 0.1);
+    let python = tensors(&adapter.join("adapter_model.safetensors"));
+    let trained = tensors(&run.join("adapter_model.safetensors"));
+    assert_eq!(trained.len(), 8);
+    for (name, (shape, values)) in &trained {
+        let peft_name = name.replace("base_model.model.", "base_model.model.roberta.");
+        let (python_shape, python_values) = &python[&peft_name];
+        assert_eq!(shape, python_shape, "{name}");
+        assert!(max_diff(values, python_values) <= 1e-6, "{name}");
+    }
+}
