@@ -39,6 +39,23 @@ pub enum Inputs {
     Image(Tensor<4>),
 }
 
+/// A text model's inputs: token ids, token types and the mask.
+pub type TextInputs = (Tensor<2, Int>, Tensor<2, Int>, Option<Tensor<2, Int>>);
+
+impl Inputs {
+    /// The text inputs; images given to a text encoder are a caller's bug.
+    pub fn into_text(self) -> TextInputs {
+        match self {
+            Self::Text {
+                input_ids,
+                token_type_ids,
+                attention_mask,
+            } => (input_ids, token_type_ids, attention_mask),
+            Self::Image(_) => panic!("a text encoder was given images"),
+        }
+    }
+}
+
 /// How a folder's images become model inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageTransform {

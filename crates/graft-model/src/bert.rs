@@ -230,23 +230,46 @@ impl BertSelfAttention {
                 .swap_dims(1, 2)
         };
         let (q, k, v) = (heads(&self.query), heads(&self.key), heads(&self.value));
-        let dropout_active = self.dropout.prob > 0.0
-            && self.dropout.training.is_enabled()
-            && x.device().is_autodiff();
-        let context = if dropout_active {
-            // Training: dropout on the attention probabilities, as transformers does.
-            let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
-            let scores = match pad_mask {
-                Some(mask) => scores.mask_fill(mask, f32::MIN),
-                None => scores,
-            };
-            let probs = self.dropout.forward(activation::softmax(scores, 3));
-            probs.matmul(v)
-        } else {
-            attention(q, k, v, pad_mask, None, AttentionModuleOptions::default())
-        };
+        let context = attend(q, k, v, pad_mask, None, None, &self.dropout);
         context.swap_dims(1, 2).reshape([batch, seq_len, hidden])
     }
+}
+
+/// Scaled dot-product attention over `[batch, heads, seq, head_dim]` queries, keys and values:
+/// burn's fused kernel, or while training with dropout on the probabilities, the explicit path
+/// transformers takes. `pad_mask` is true where a key may not be seen; `bias` is added to the
+/// scores; `divisor` divides them (default `sqrt(head_dim)`).
+pub fn attend(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    pad_mask: Option<Tensor<4, Bool>>,
+    bias: Option<Tensor<4>>,
+    divisor: Option<f64>,
+    dropout: &Dropout,
+) -> Tensor<4> {
+    let training = dropout.prob > 0.0 && dropout.training.is_enabled() && q.device().is_autodiff();
+    if !training {
+        let options = AttentionModuleOptions {
+            scale: divisor.map(|d| 1.0 / d),
+            ..Default::default()
+        };
+        return attention(q, k, v, pad_mask, bias, options);
+    }
+    let divisor = divisor.unwrap_or_else(|| (q.dims()[3] as f64).sqrt());
+    let mut scores = q.matmul(k.swap_dims(2, 3)) / divisor;
+    if let Some(bias) = bias {
+        scores = scores + bias;
+    }
+    if let Some(mask) = pad_mask {
+        scores = scores.mask_fill(mask, f32::MIN);
+    }
+    dropout.forward(activation::softmax(scores, 3)).matmul(v)
+}
+
+/// The layer index in a path under `prefix` (`encoder.layer.` + `3.attention...` gives 3).
+pub fn layer_index(path: &str, prefix: &str) -> Option<usize> {
+    path.strip_prefix(prefix)?.split('.').next()?.parse().ok()
 }
 
 /// A dense layer, dropout, then layer norm over the residual (`attention.output` and `output`).
@@ -326,11 +349,8 @@ impl BertEncoder {
     pub fn block_of(&self, path: &str) -> usize {
         if path.starts_with("embeddings.") {
             0
-        } else if let Some(rest) = path.strip_prefix("encoder.layer.") {
-            rest.split('.')
-                .next()
-                .and_then(|i| i.parse::<usize>().ok())
-                .map_or(0, |i| i + 1)
+        } else if path.starts_with("encoder.layer.") {
+            layer_index(path, "encoder.layer.").map_or(0, |i| i + 1)
         } else {
             self.layer.len()
         }
@@ -494,14 +514,7 @@ impl Architecture for Bert {
     }
 
     fn forward_features(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2> {
-        let Inputs::Text {
-            input_ids,
-            token_type_ids,
-            attention_mask,
-        } = inputs
-        else {
-            panic!("a text encoder was given images");
-        };
+        let (input_ids, token_type_ids, attention_mask) = inputs.into_text();
         let hidden = self.forward(input_ids, token_type_ids, attention_mask.clone());
         pool(hidden, attention_mask, self.pooler.as_ref(), pooling)
     }

@@ -16,9 +16,7 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -415,27 +413,7 @@ impl DisentangledSelfAttention {
             }
             bias
         });
-        let dropout_active = self.dropout.prob > 0.0
-            && self.dropout.training.is_enabled()
-            && x.device().is_autodiff();
-        let context = if dropout_active {
-            let mut scores = q.matmul(k.swap_dims(2, 3)) / scale;
-            if let Some(bias) = bias {
-                scores = scores + bias;
-            }
-            if let Some(mask) = pad_mask {
-                scores = scores.mask_fill(mask, f32::MIN);
-            }
-            self.dropout
-                .forward(activation::softmax(scores, 3))
-                .matmul(v)
-        } else {
-            let options = AttentionModuleOptions {
-                scale: Some(1.0 / scale),
-                ..Default::default()
-            };
-            attention(q, k, v, pad_mask, bias, options)
-        };
+        let context = bert::attend(q, k, v, pad_mask, bias, Some(scale), &self.dropout);
         context.swap_dims(1, 2).reshape([batch, seq_len, hidden])
     }
 }
@@ -569,14 +547,7 @@ impl Architecture for Deberta {
     }
 
     fn forward_features(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2> {
-        let Inputs::Text {
-            input_ids,
-            token_type_ids,
-            attention_mask,
-        } = inputs
-        else {
-            panic!("a text encoder was given images");
-        };
+        let (input_ids, token_type_ids, attention_mask) = inputs.into_text();
         let hidden = self.forward(input_ids, token_type_ids, attention_mask.clone());
         bert::pool(hidden, attention_mask, None, pooling)
     }
@@ -588,14 +559,7 @@ impl Architecture for Deberta {
     /// The embeddings and the shared relative embeddings (and their norm) are block 0; layer i
     /// is block i + 1.
     fn block_of(&self, path: &str) -> usize {
-        match path.strip_prefix("encoder.layer.") {
-            Some(rest) => rest
-                .split('.')
-                .next()
-                .and_then(|i| i.parse::<usize>().ok())
-                .map_or(0, |i| i + 1),
-            None => 0,
-        }
+        bert::layer_index(path, "encoder.layer.").map_or(0, |i| i + 1)
     }
 
     fn num_blocks(&self) -> usize {

@@ -194,14 +194,7 @@ impl Architecture for DistilBert {
     }
 
     fn forward_features(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2> {
-        let Inputs::Text {
-            input_ids,
-            attention_mask,
-            ..
-        } = inputs
-        else {
-            panic!("a text encoder was given images");
-        };
+        let (input_ids, _, attention_mask) = inputs.into_text();
         let hidden = self.forward(input_ids, attention_mask.clone());
         bert::pool(hidden, attention_mask, None, pooling)
     }

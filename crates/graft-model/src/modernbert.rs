@@ -14,9 +14,7 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -283,21 +281,7 @@ impl ModernBertAttention {
         };
         let rotate = |t: Tensor<4>| t.clone() * cos.clone() + rotate_half(t) * sin.clone();
         let (q, k, v) = (rotate(part(0)), rotate(part(1)), part(2));
-        let dropout_active = self.dropout.prob > 0.0
-            && self.dropout.training.is_enabled()
-            && x.device().is_autodiff();
-        let context = if dropout_active {
-            let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
-            let scores = match mask {
-                Some(mask) => scores.mask_fill(mask, f32::MIN),
-                None => scores,
-            };
-            self.dropout
-                .forward(activation::softmax(scores, 3))
-                .matmul(v)
-        } else {
-            attention(q, k, v, mask, None, AttentionModuleOptions::default())
-        };
+        let context = bert::attend(q, k, v, mask, None, None, &self.dropout);
         let out = context.swap_dims(1, 2).reshape([batch, seq_len, hidden]);
         self.dropout.forward(adapters::linear(&self.wo, out))
     }
@@ -504,14 +488,7 @@ impl Architecture for ModernBert {
     }
 
     fn forward_features(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2> {
-        let Inputs::Text {
-            input_ids,
-            attention_mask,
-            ..
-        } = inputs
-        else {
-            panic!("a text encoder was given images");
-        };
+        let (input_ids, _, attention_mask) = inputs.into_text();
         let hidden = self.forward(input_ids, attention_mask.clone());
         bert::pool(hidden, attention_mask, None, pooling)
     }
@@ -524,11 +501,8 @@ impl Architecture for ModernBert {
     fn block_of(&self, path: &str) -> usize {
         if path.starts_with("embeddings.") {
             0
-        } else if let Some(rest) = path.strip_prefix("layers.") {
-            rest.split('.')
-                .next()
-                .and_then(|i| i.parse::<usize>().ok())
-                .map_or(0, |i| i + 1)
+        } else if path.starts_with("layers.") {
+            bert::layer_index(path, "layers.").map_or(0, |i| i + 1)
         } else {
             self.layers.len()
         }

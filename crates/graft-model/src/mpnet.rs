@@ -12,9 +12,7 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -191,29 +189,7 @@ impl MpnetSelfAttention {
                 .swap_dims(1, 2)
         };
         let (q, k, v) = (heads(&self.q), heads(&self.k), heads(&self.v));
-        let dropout_active = self.dropout.prob > 0.0
-            && self.dropout.training.is_enabled()
-            && x.device().is_autodiff();
-        let context = if dropout_active {
-            // Training: dropout on the attention probabilities, as transformers does.
-            let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt() + bias;
-            let scores = match pad_mask {
-                Some(mask) => scores.mask_fill(mask, f32::MIN),
-                None => scores,
-            };
-            self.dropout
-                .forward(activation::softmax(scores, 3))
-                .matmul(v)
-        } else {
-            attention(
-                q,
-                k,
-                v,
-                pad_mask,
-                Some(bias),
-                AttentionModuleOptions::default(),
-            )
-        };
+        let context = bert::attend(q, k, v, pad_mask, Some(bias), None, &self.dropout);
         adapters::linear(
             &self.o,
             context.swap_dims(1, 2).reshape([batch, seq_len, hidden]),
@@ -396,14 +372,7 @@ impl Architecture for Mpnet {
     }
 
     fn forward_features(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2> {
-        let Inputs::Text {
-            input_ids,
-            attention_mask,
-            ..
-        } = inputs
-        else {
-            panic!("a text encoder was given images");
-        };
+        let (input_ids, _, attention_mask) = inputs.into_text();
         let hidden = self.forward(input_ids, attention_mask.clone());
         bert::pool(hidden, attention_mask, self.pooler.as_ref(), pooling)
     }
@@ -417,11 +386,8 @@ impl Architecture for Mpnet {
     fn block_of(&self, path: &str) -> usize {
         if path.starts_with("embeddings.") || path.starts_with("encoder.relative_attention_bias") {
             0
-        } else if let Some(rest) = path.strip_prefix("encoder.layer.") {
-            rest.split('.')
-                .next()
-                .and_then(|i| i.parse::<usize>().ok())
-                .map_or(0, |i| i + 1)
+        } else if path.starts_with("encoder.layer.") {
+            bert::layer_index(path, "encoder.layer.").map_or(0, |i| i + 1)
         } else {
             self.num_layers()
         }

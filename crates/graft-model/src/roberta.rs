@@ -176,14 +176,7 @@ impl Architecture for Roberta {
     }
 
     fn forward_features(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2> {
-        let Inputs::Text {
-            input_ids,
-            token_type_ids,
-            attention_mask,
-        } = inputs
-        else {
-            panic!("a text encoder was given images");
-        };
+        let (input_ids, token_type_ids, attention_mask) = inputs.into_text();
         let hidden = self.forward(input_ids, token_type_ids, attention_mask.clone());
         bert::pool(hidden, attention_mask, self.pooler.as_ref(), pooling)
     }

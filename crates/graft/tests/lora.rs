@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fails, json, ok, write};
+use common::{export, fails, json, ok, write};
 
 fn golden() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/lora")
@@ -45,6 +45,18 @@ dir = "{}"
 "#,
         out_dir.display()
     )
+}
+
+/// `graft export --merge` of `run` to `out`; what it said.
+fn export_merged(run: &Path, out: &Path) -> String {
+    ok(&[
+        "export",
+        "--merge",
+        "--model",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
 }
 
 /// Reads every f32 tensor of a safetensors file, by name.
@@ -284,13 +296,7 @@ fn lora_run_resumes_exactly_and_exports_as_adapter_and_merged() {
 
     // The PEFT adapter folder predicts what the run predicts.
     let adapter = tmp.path().join("adapter");
-    ok(&[
-        "export",
-        "--model",
-        reference.to_str().unwrap(),
-        "--out",
-        adapter.to_str().unwrap(),
-    ]);
+    export(&reference, &adapter);
     let config = json(&adapter.join("adapter_config.json"));
     assert_eq!(config["peft_type"], "LORA");
     assert_eq!(config["task_type"], "SEQ_CLS");
@@ -316,14 +322,7 @@ fn lora_run_resumes_exactly_and_exports_as_adapter_and_merged() {
 
     // The merged folder: W + (alpha / r)·B·A, in transformers' layout.
     let merged = tmp.path().join("merged");
-    let said = ok(&[
-        "export",
-        "--merge",
-        "--model",
-        reference.to_str().unwrap(),
-        "--out",
-        merged.to_str().unwrap(),
-    ]);
+    let said = export_merged(&reference, &merged);
     assert!(said.contains("BertForSequenceClassification"), "{said}");
     let weights = tensors(&merged.join("model.safetensors"));
     let base_weights = tensors(&common::repo().join("models/all-MiniLM-L6-v2/model.safetensors"));
@@ -412,14 +411,7 @@ fn training_continues_from_a_peft_adapter() {
         tmp.path().join("adapter").to_str().unwrap(),
     ]);
     assert!(stderr.contains("--merge"), "{stderr}");
-    let said = ok(&[
-        "export",
-        "--merge",
-        "--model",
-        run.to_str().unwrap(),
-        "--out",
-        tmp.path().join("merged").to_str().unwrap(),
-    ]);
+    let said = export_merged(&run, &tmp.path().join("merged"));
     assert!(said.contains("sentence-transformers"), "{said}");
 }
 
@@ -483,14 +475,7 @@ fn other_text_families_train_with_lora_through_the_pipeline() {
         ok(&["train", cfg.to_str().unwrap()]);
         assert_eq!(json(&run.join("graft.json"))["architecture"], described);
         let merged = tmp.path().join("merged");
-        let said = ok(&[
-            "export",
-            "--merge",
-            "--model",
-            run.to_str().unwrap(),
-            "--out",
-            merged.to_str().unwrap(),
-        ]);
+        let said = export_merged(&run, &merged);
         assert!(said.contains("sentence-transformers"), "{said}");
         assert!(merged.join("tokenizer_config.json").is_file());
         assert!(merged.join("modules.json").is_file());
