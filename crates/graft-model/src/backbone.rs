@@ -15,7 +15,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde_json::Value;
 
 use crate::pooling::{PoolingOptions, l2_normalize};
-use crate::{ModelError, ModelFolder, WeightsIndex};
+use crate::{ModelError, ModelFolder, NativeHead, WeightsIndex};
 
 /// What a model reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +151,14 @@ pub trait Architecture {
     {
         None
     }
+    /// The family's own sequence-classification head, as transformers builds it from this
+    /// folder's config, if the family has one graft can build.
+    fn native_head(_folder: &ModelFolder) -> Result<Option<NativeHead>, ModelError>
+    where
+        Self: Sized,
+    {
+        Ok(None)
+    }
     /// Builds the model `config.json` describes and loads its weights, every tensor checked for
     /// presence and shape first. `classifier`: keep the checkpoint's own classifier, if any.
     fn load(folder: &ModelFolder, classifier: bool, device: &Device) -> Result<Self, ModelError>
@@ -236,6 +244,12 @@ macro_rules! registry {
             /// What a bare weights file holds, if a registered architecture recognises it.
             pub fn recognise(index: &WeightsIndex) -> Option<String> {
                 None$(.or_else(|| <$ty as Architecture>::recognise(index)))*
+            }
+
+            pub fn native_head(self, folder: &ModelFolder) -> Result<Option<NativeHead>, ModelError> {
+                match self {
+                    $(Self::$variant => <$ty as Architecture>::native_head(folder)),*
+                }
             }
 
             fn load(

@@ -21,7 +21,7 @@ use crate::backbone::{
     Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
 };
 use crate::weights::{self, WeightsIndex};
-use crate::{ModelError, ModelFolder, PoolingOptions};
+use crate::{ModelError, ModelFolder, NativeHead, Pooling, PoolingOptions};
 
 /// The fields of a BERT `config.json` that shape the network. Unknown fields are ignored, as
 /// transformers does.
@@ -62,22 +62,25 @@ fn default_dropout() -> f64 {
     0.1
 }
 
-/// The activation of the feed-forward block, as named by transformers' `ACT2FN`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An activation as transformers' `ACT2FN` names it (feed-forward blocks, classifier heads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HiddenAct {
     /// Exact GELU with erf (`gelu`).
     Gelu,
     /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
     GeluTanh,
     Relu,
+    Tanh,
 }
 
 impl HiddenAct {
-    pub(crate) fn parse(name: &str) -> Option<Self> {
+    pub fn parse(name: &str) -> Option<Self> {
         match name {
             "gelu" => Some(Self::Gelu),
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
             "relu" => Some(Self::Relu),
+            "tanh" => Some(Self::Tanh),
             _ => None,
         }
     }
@@ -87,6 +90,7 @@ impl HiddenAct {
             Self::Gelu => activation::gelu(x),
             Self::GeluTanh => activation::gelu_approximate(x),
             Self::Relu => activation::relu(x),
+            Self::Tanh => activation::tanh(x),
         }
     }
 }
@@ -499,6 +503,20 @@ impl Architecture for Bert {
             .keys()
             .any(|k| k.ends_with("embeddings.word_embeddings.weight"));
         (layers > 0 && embeddings).then(|| format!("bert ({layers} layers)"))
+    }
+
+    fn native_head(folder: &ModelFolder) -> Result<Option<NativeHead>, ModelError> {
+        // The pooler is the encoder's own, pretrained: the head is the classifier alone.
+        let pooled = has_pooler(&folder.weights_index()?, &PREFIXES);
+        Ok(pooled.then(|| NativeHead {
+            model: "BertForSequenceClassification".into(),
+            prefix: "bert.".into(),
+            pooling: Pooling::Cls,
+            use_pooler: true,
+            transform: None,
+            classifier: "classifier".into(),
+            modules: vec!["classifier".into()],
+        }))
     }
 
     fn load(folder: &ModelFolder, _classifier: bool, device: &Device) -> Result<Self, ModelError> {

@@ -25,8 +25,9 @@ use crate::backbone::{
     Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
 };
 use crate::bert::{self, BertIntermediate, BertOutput, HiddenAct};
+use crate::native_head;
 use crate::weights;
-use crate::{ModelError, ModelFolder, PoolingOptions};
+use crate::{ModelError, ModelFolder, NativeHead, Pooling, PoolingOptions, TransformSpec};
 
 /// The fields of a DeBERTa-v2 `config.json` that shape the network, with transformers' defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +71,10 @@ pub struct DebertaV2Config {
     pub z_steps: usize,
     #[serde(default)]
     pub attention_head_size: Option<usize>,
+    #[serde(default)]
+    pub pooler_hidden_size: Option<usize>,
+    #[serde(default = "default_hidden_act")]
+    pub pooler_hidden_act: String,
 }
 
 fn default_hidden_act() -> String {
@@ -527,6 +532,38 @@ impl Architecture for Deberta {
             vocab_size: config.vocab_size,
             max_positions: config.max_position_embeddings,
             has_pooler: false,
+        }))
+    }
+
+    fn native_head(folder: &ModelFolder) -> Result<Option<NativeHead>, ModelError> {
+        let config = DebertaV2Config::from_file(&folder.config_path())?;
+        let width = config.pooler_hidden_size.unwrap_or(config.hidden_size);
+        if width != config.hidden_size {
+            return Err(ModelError::Config {
+                path: folder.config_path(),
+                message: format!(
+                    "pooler_hidden_size {width} differs from hidden_size {}: transformers' \
+                     classifier reads hidden_size features",
+                    config.hidden_size
+                ),
+            });
+        }
+        let activation =
+            native_head::activation(folder, "pooler_hidden_act", &config.pooler_hidden_act)?;
+        // ContextPooler: dropout, pooler.dense and the activation on the first token.
+        Ok(Some(NativeHead {
+            model: "DebertaV2ForSequenceClassification".into(),
+            prefix: "deberta.".into(),
+            pooling: Pooling::Cls,
+            use_pooler: false,
+            transform: Some(TransformSpec::dense(
+                "pooler.dense",
+                width,
+                activation,
+                true,
+            )),
+            classifier: "classifier".into(),
+            modules: vec!["pooler".into(), "classifier".into()],
         }))
     }
 

@@ -16,9 +16,10 @@ use serde_json::Value;
 use crate::backbone::{
     Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
 };
+use crate::bert::HiddenAct;
 use crate::bert::{self, BertConfig, BertEncoder};
 use crate::weights;
-use crate::{ModelError, ModelFolder, PoolingOptions};
+use crate::{ModelError, ModelFolder, NativeHead, Pooling, PoolingOptions, TransformSpec};
 
 /// The fields of a DistilBERT `config.json` that shape the network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +160,24 @@ impl Architecture for DistilBert {
             vocab_size: config.vocab_size,
             max_positions: config.max_position_embeddings,
             has_pooler: false,
+        }))
+    }
+
+    fn native_head(folder: &ModelFolder) -> Result<Option<NativeHead>, ModelError> {
+        let config = DistilBertConfig::from_file(&folder.config_path())?;
+        Ok(Some(NativeHead {
+            model: "DistilBertForSequenceClassification".into(),
+            prefix: "distilbert.".into(),
+            pooling: Pooling::Cls,
+            use_pooler: false,
+            transform: Some(TransformSpec::dense(
+                "pre_classifier",
+                config.dim,
+                HiddenAct::Relu,
+                false,
+            )),
+            classifier: "classifier".into(),
+            modules: vec!["pre_classifier".into(), "classifier".into()],
         }))
     }
 

@@ -12,9 +12,10 @@ use crate::adapters;
 use crate::backbone::{
     Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
 };
+use crate::bert::HiddenAct;
 use crate::bert::{self, BertConfig, BertEmbeddings, BertEncoder};
 use crate::weights;
-use crate::{ModelError, ModelFolder, PoolingOptions};
+use crate::{ModelError, ModelFolder, NativeHead, PoolingOptions};
 
 /// What an `ElectraForSequenceClassification` (or `...ForPreTraining`) checkpoint puts before the
 /// encoder's names.
@@ -85,6 +86,17 @@ impl Architecture for Electra {
             max_positions: config.max_position_embeddings,
             has_pooler: false,
         }))
+    }
+
+    fn native_head(folder: &ModelFolder) -> Result<Option<NativeHead>, ModelError> {
+        let (config, _) = read_config(folder)?;
+        // ELECTRA's head uses GELU where BERT's pooler has tanh.
+        Ok(Some(NativeHead::dense_out_proj(
+            "ElectraForSequenceClassification",
+            "electra.",
+            config.hidden_size,
+            HiddenAct::Gelu,
+        )))
     }
 
     fn load(folder: &ModelFolder, _classifier: bool, device: &Device) -> Result<Self, ModelError> {

@@ -68,6 +68,11 @@ impl ModelFolder {
         self.architecture.preprocessing(self)
     }
 
+    /// The family's own sequence-classification head, if graft can build it.
+    pub fn native_head(&self) -> Result<Option<crate::NativeHead>, ModelError> {
+        self.architecture.native_head(self)
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("config.json")
     }

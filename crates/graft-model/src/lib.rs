@@ -18,6 +18,7 @@ pub mod electra;
 pub mod folder;
 pub mod modernbert;
 pub mod mpnet;
+pub mod native_head;
 pub mod pooling;
 pub mod pth;
 pub mod resnet;
@@ -33,6 +34,7 @@ pub use backbone::{
     Modality, Naming, Preprocessing, TextTransform,
 };
 pub use folder::{ModelFolder, SentenceTransformerDefaults};
+pub use native_head::{HeadTransform, NativeHead, TransformSpec};
 pub use pooling::{Pooling, PoolingOptions, l2_normalize};
 pub use weights::{TensorInfo, WeightsIndex};
 

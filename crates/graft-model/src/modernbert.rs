@@ -23,8 +23,9 @@ use crate::backbone::{
     Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
 };
 use crate::bert::{self, HiddenAct};
+use crate::native_head;
 use crate::weights;
-use crate::{ModelError, ModelFolder, PoolingOptions};
+use crate::{ModelError, ModelFolder, NativeHead, Pooling, PoolingOptions, TransformSpec};
 
 /// A layer's attention: over every token, or over a window around each token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +83,16 @@ pub struct ModernBertConfig {
     pub mlp_dropout: f64,
     #[serde(default)]
     pub attention_dropout: f64,
+    #[serde(default = "default_classifier_pooling")]
+    pub classifier_pooling: String,
+    #[serde(default = "default_activation")]
+    pub classifier_activation: String,
+    #[serde(default)]
+    pub classifier_bias: bool,
+}
+
+fn default_classifier_pooling() -> String {
+    "cls".into()
 }
 
 fn default_activation() -> String {
@@ -468,6 +479,44 @@ impl Architecture for ModernBert {
             vocab_size: config.vocab_size,
             max_positions: config.max_position_embeddings,
             has_pooler: false,
+        }))
+    }
+
+    fn native_head(folder: &ModelFolder) -> Result<Option<NativeHead>, ModelError> {
+        let config = ModernBertConfig::from_file(&folder.config_path())?;
+        let pooling = match config.classifier_pooling.as_str() {
+            "cls" => Pooling::Cls,
+            "mean" => Pooling::Mean,
+            other => {
+                return Err(ModelError::Config {
+                    path: folder.config_path(),
+                    message: format!("classifier_pooling \"{other}\" is not cls or mean"),
+                });
+            }
+        };
+        let activation = native_head::activation(
+            folder,
+            "classifier_activation",
+            &config.classifier_activation,
+        )?;
+        // ModernBertPredictionHead (dense, activation, norm), then dropout and the classifier.
+        Ok(Some(NativeHead {
+            model: "ModernBertForSequenceClassification".into(),
+            prefix: "model.".into(),
+            pooling,
+            use_pooler: false,
+            transform: Some(TransformSpec {
+                dense: "head.dense".into(),
+                width: config.hidden_size,
+                dense_bias: config.classifier_bias,
+                activation,
+                norm: Some("head.norm".into()),
+                norm_bias: config.norm_bias,
+                norm_eps: config.norm_eps,
+                dropout_before: false,
+            }),
+            classifier: "classifier".into(),
+            modules: vec!["head".into(), "classifier".into()],
         }))
     }
 

@@ -22,7 +22,7 @@ use crate::backbone::{
 };
 use crate::bert::{self, BertIntermediate, BertOutput, BertPooler, HiddenAct};
 use crate::weights::{self, WeightsIndex};
-use crate::{ModelError, ModelFolder, PoolingOptions};
+use crate::{ModelError, ModelFolder, NativeHead, PoolingOptions};
 
 /// The fields of an MPNet `config.json` that shape the network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -351,6 +351,16 @@ impl Architecture for Mpnet {
             max_positions: config.max_position_embeddings - PADDING_IDX - 1,
             has_pooler: bert::has_pooler(&folder.weights_index()?, &PREFIXES),
         }))
+    }
+
+    fn native_head(folder: &ModelFolder) -> Result<Option<NativeHead>, ModelError> {
+        let config = MpnetConfig::from_file(&folder.config_path())?;
+        Ok(Some(NativeHead::dense_out_proj(
+            "MPNetForSequenceClassification",
+            "mpnet.",
+            config.hidden_size,
+            HiddenAct::Tanh,
+        )))
     }
 
     fn load(folder: &ModelFolder, _classifier: bool, device: &Device) -> Result<Self, ModelError> {

@@ -13,9 +13,10 @@ use serde_json::Value;
 use crate::backbone::{
     Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
 };
+use crate::bert::HiddenAct;
 use crate::bert::{self, BertConfig, BertEmbeddings, BertEncoder, BertPooler};
 use crate::weights::{self, WeightsIndex};
-use crate::{ModelError, ModelFolder, PoolingOptions};
+use crate::{ModelError, ModelFolder, NativeHead, PoolingOptions};
 
 /// Which member of the family a folder holds (its `model_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,15 @@ impl Family {
             Self::Roberta => "roberta",
             Self::XlmRoberta => "xlm-roberta",
             Self::Camembert => "camembert",
+        }
+    }
+
+    /// transformers' sequence classifier class.
+    fn classifier_class(self) -> &'static str {
+        match self {
+            Self::Roberta => "RobertaForSequenceClassification",
+            Self::XlmRoberta => "XLMRobertaForSequenceClassification",
+            Self::Camembert => "CamembertForSequenceClassification",
         }
     }
 
@@ -143,6 +153,17 @@ impl Architecture for Roberta {
             max_positions: config.max_position_embeddings - config.pad_token_id - 1,
             has_pooler: bert::has_pooler(&folder.weights_index()?, &PREFIXES),
         }))
+    }
+
+    fn native_head(folder: &ModelFolder) -> Result<Option<NativeHead>, ModelError> {
+        let config = read_config(folder)?;
+        let family = Family::of(&folder.config).unwrap_or(Family::Roberta);
+        Ok(Some(NativeHead::dense_out_proj(
+            family.classifier_class(),
+            "roberta.",
+            config.hidden_size,
+            HiddenAct::Tanh,
+        )))
     }
 
     fn load(folder: &ModelFolder, _classifier: bool, device: &Device) -> Result<Self, ModelError> {

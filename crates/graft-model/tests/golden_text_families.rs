@@ -1,7 +1,9 @@
 //! The text families beyond BERT against transformers: small random-weight RoBERTa (byte-level
 //! BPE), XLM-RoBERTa (Unigram), ELECTRA (narrow embeddings projected up), DistilBERT (WordPiece)
 //! MPNet (relative attention bias), ModernBERT (rotary, GeGLU, local windows) and DeBERTa-v3 and
-//! -v2 (disentangled attention, in v3's and v2's settings) folders made by `scripts/golden/make_text_family_goldens.py`. Token ids must equal the
+//! -v2 (disentangled attention, in v3's and v2's settings) folders made by
+//! `scripts/golden/make_text_family_goldens.py`, and CamemBERT from its sequence-classifier folder
+//! (`scripts/golden/make_native_head_goldens.py`). Token ids must equal the
 //! `tokenizers` library's (and transformers' `AutoTokenizer`'s, checked when they were made), and
 //! mean, first-token and (where the family has one) pooler features of single texts and of one
 //! padded batch must match to 1e-5 on the CPU backends and 1e-3 on wgpu. Texts longer than the 64
@@ -169,5 +171,35 @@ fn older_modernbert_config_gives_the_same_features() {
     {
         let diff = max_abs_diff(&out[i * width..(i + 1) * width], &floats(want));
         assert!(diff <= CPU_TOLERANCE, "row {i}: max abs diff {diff}");
+    }
+}
+
+/// CamemBERT (`model_type` `camembert`, RoBERTa's network with a SentencePiece vocabulary),
+/// from the `CamembertForSequenceClassification` folder of
+/// `scripts/golden/make_native_head_goldens.py`: its ids and mean-pooled features.
+#[test]
+fn camembert_matches_transformers_on_cpu_backends() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/native_heads/camembert");
+    let folder = ModelFolder::open(&dir).unwrap();
+    assert_eq!(folder.architecture.name(), "roberta");
+    let golden = golden("native_heads/camembert.json");
+    let cases = golden["cases"].as_array().unwrap();
+    let tokenizer = family_tokenizer(&folder);
+    for (backend, device) in cpu_devices() {
+        let backbone = Backbone::load(&folder, poolings(false)[0].1, false, &device).unwrap();
+        assert_eq!(backbone.architecture().describe(), "camembert (1 layers)");
+        for case in cases {
+            let text = case["text"].as_str().unwrap();
+            let tokens = tokenizer.tokenize(&[text]).unwrap();
+            let ids: Vec<i64> = tokens[0].ids.iter().map(|&i| i as i64).collect();
+            assert_eq!(ids, ints(&case["input_ids"]), "ids of {text:?}");
+            let (out, _) = features(&backbone, &TokenBatch::pad(&[&tokens[0]]), &device);
+            let diff = max_abs_diff(&out, &floats(&case["mean"]));
+            assert!(
+                diff <= CPU_TOLERANCE,
+                "{backend}: {text:?}: max abs diff {diff}"
+            );
+        }
     }
 }

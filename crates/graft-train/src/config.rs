@@ -112,10 +112,24 @@ impl Config {
         }
         match (self.head.kind, self.head.hidden.is_empty()) {
             (HeadKind::Mlp, true) => return Err("[head] kind = \"mlp\" needs hidden = [..]".into()),
-            (HeadKind::Linear, false) => {
+            (HeadKind::Linear | HeadKind::Native, false) => {
                 return Err("[head] hidden is only for kind = \"mlp\"".into());
             }
             _ => {}
+        }
+        if self.head.kind == HeadKind::Native {
+            let m = &self.model;
+            let given = [
+                ("pooling", m.pooling.is_some()),
+                ("pooler", m.pooler.is_some()),
+                ("normalize", m.normalize == Some(true)),
+            ];
+            if let Some((key, _)) = given.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "[model] {key} cannot be set with [head] kind = \"native\": the family's \
+                     own head pools as transformers' sequence classifier does"
+                ));
+            }
         }
         if self.head.hidden.contains(&0) {
             return Err("[head] hidden widths must be positive".into());

@@ -1,9 +1,12 @@
-//! The new head grafted onto a backbone: a linear layer, or an MLP (linear + ReLU per hidden
-//! layer, then a linear layer to the classes), with dropout before each layer while training.
+//! The new head grafted onto a backbone: a linear layer, an MLP (linear + ReLU per hidden layer,
+//! then a linear layer to the classes), or the family's own classification head (its transform,
+//! such as RoBERTa's dense + tanh, then a linear layer), with dropout before each layer while
+//! training.
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData, activation};
+use graft_model::{HeadTransform, NativeHead};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -18,16 +21,25 @@ pub struct HeadSpec {
     pub hidden: Vec<usize>,
     pub output: usize,
     pub dropout: f64,
+    /// `kind = "native"`: the family's head, whose transform comes before `layers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<NativeHead>,
 }
 
 impl HeadSpec {
-    pub fn new(section: &HeadSection, input: usize, output: usize) -> Self {
+    pub fn new(
+        section: &HeadSection,
+        input: usize,
+        output: usize,
+        native: Option<NativeHead>,
+    ) -> Self {
         Self {
             kind: section.kind,
             input,
             hidden: section.hidden.clone(),
             output,
             dropout: section.dropout,
+            native,
         }
     }
 
@@ -41,9 +53,29 @@ impl HeadSpec {
     }
 
     /// A new head, initialised as PyTorch's `nn.Linear` (weights and biases uniform in
-    /// ±1/sqrt(fan_in)) from `seed`, so a run's seed fixes it whatever else the process does.
+    /// ±1/sqrt(fan_in)) from `seed`, so a run's seed fixes it whatever else the process does. A
+    /// native head's transform starts as transformers initialises it: dense weights normal with
+    /// std 0.02, zero biases, unit norm scales.
     pub fn init(&self, seed: u64, device: &Device) -> Head {
         let mut rng = StdRng::seed_from_u64(seed);
+        let transform =
+            self.native
+                .as_ref()
+                .and_then(|n| n.transform.as_ref())
+                .map(|spec| {
+                    let mut transform = spec.init(device);
+                    let [input, output] = transform.dense.weight.dims();
+                    let values: Vec<f32> = (0..input * output)
+                        .map(|_| 0.02 * standard_normal(&mut rng))
+                        .collect();
+                    transform.dense.weight =
+                        Param::from_data(TensorData::new(values, [input, output]), device);
+                    transform.dense.bias =
+                        transform.dense.bias.take().map(|_| {
+                            Param::from_data(TensorData::zeros::<f32, _>([output]), device)
+                        });
+                    transform
+                });
         let mut uniform = |n: usize, bound: f32| -> Vec<f32> {
             (0..n).map(|_| rng.random_range(-bound..bound)).collect()
         };
@@ -65,14 +97,23 @@ impl HeadSpec {
             })
             .collect();
         Head {
+            transform,
             layers,
             dropout: DropoutConfig::new(self.dropout).init(),
         }
     }
 }
 
+/// A draw from N(0, 1) (Box-Muller).
+fn standard_normal(rng: &mut StdRng) -> f32 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random_range(0.0..1.0);
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
 #[derive(Module, Debug)]
 pub struct Head {
+    pub transform: Option<HeadTransform>,
     pub layers: Vec<Linear>,
     pub dropout: Dropout,
 }
@@ -93,6 +134,12 @@ impl Head {
     pub fn forward(&self, features: Tensor<2>) -> Tensor<2> {
         let last = self.layers.len() - 1;
         let mut x = features;
+        if let Some(transform) = &self.transform {
+            if transform.dropout_before {
+                x = self.dropout.forward(x);
+            }
+            x = transform.forward(x);
+        }
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(self.dropout.forward(x));
             if i < last {

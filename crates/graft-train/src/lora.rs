@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{Lora, Module, ModuleMapper, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::tensor::{DType, Tensor, TensorData};
-use graft_model::{Backbone, ExportFormat};
+use graft_model::{Backbone, ExportFormat, HeadTransform, NativeHead, TransformSpec};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -282,9 +282,10 @@ impl<F: FnMut(String, char, Tensor<2>)> ModuleVisitor for Factors<F> {
 }
 
 /// The adapters' factors in PEFT's layout and names (`base_model.model.bert.<module>.lora_A.weight
-/// [r, in]`, `lora_B.weight [out, r]`).
-pub fn peft_tensors(backbone: &Backbone) -> Vec<TensorBytes> {
-    let prefix = model_prefix(backbone);
+/// [r, in]`, `lora_B.weight [out, r]`), the backbone behind the prefix it has in the family's
+/// sequence classifier (a native head's, else the architecture's transformers export's).
+pub fn peft_tensors(backbone: &Backbone, native: Option<&NativeHead>) -> Vec<TensorBytes> {
+    let prefix = native.map_or_else(|| model_prefix(backbone), |n| n.prefix.clone());
     let mut out = Vec::new();
     let mut visitor = Factors {
         path: PathStack::default(),
@@ -310,7 +311,7 @@ pub fn peft_tensors(backbone: &Backbone) -> Vec<TensorBytes> {
 }
 
 /// `adapter_config.json` for a sequence classifier over `base` with these adapters.
-pub fn adapter_config(spec: &LoraSpec, base: &Path, classifier: &str) -> Value {
+pub fn adapter_config(spec: &LoraSpec, base: &Path, modules_to_save: &[String]) -> Value {
     // PEFT types lora_alpha as an int; keep a whole alpha one.
     let alpha = if spec.alpha.fract() == 0.0 && spec.alpha.abs() < 1e15 {
         json!(spec.alpha as i64)
@@ -325,7 +326,7 @@ pub fn adapter_config(spec: &LoraSpec, base: &Path, classifier: &str) -> Value {
         "lora_alpha": alpha,
         "lora_dropout": spec.dropout,
         "target_modules": spec.peft_targets(),
-        "modules_to_save": [classifier],
+        "modules_to_save": modules_to_save,
         "bias": "none",
         "fan_in_fan_out": false,
         "inference_mode": true,
@@ -380,6 +381,7 @@ pub fn linear_head(
         hidden: Vec::new(),
         output: weight.shape[0],
         dropout,
+        native: None,
     }
     .init(0, device);
     let layer = &mut head.layers[0];
@@ -388,18 +390,10 @@ pub fn linear_head(
     head
 }
 
-/// The adapter's saved classifier (`classifier`, else `score`, as PEFT saves a sequence
-/// classifier's `modules_to_save`) as a run's head, when the head is one linear layer of that
-/// shape; `None` otherwise, and for an unreadable adapter (attaching it reports why).
+/// The adapter's saved head (PEFT's `modules_to_save`) as a run's head when it fits `spec`;
+/// `None` otherwise, and for an unreadable adapter (attaching it reports why).
 pub fn saved_head(dir: &Path, spec: &HeadSpec, device: &burn::tensor::Device) -> Option<Head> {
-    let adapter = PeftAdapter::read(dir).ok()?;
-    let (weight, bias) = ["classifier", "score"]
-        .iter()
-        .find_map(|name| adapter.saved_linear(name))?;
-    let fits = spec.kind == HeadKind::Linear
-        && weight.shape == [spec.output, spec.input]
-        && bias.is_none_or(|b| b.shape == [spec.output]);
-    fits.then(|| linear_head(weight, bias, spec.dropout, device))
+    PeftAdapter::read(dir).ok()?.head(spec, device)
 }
 
 /// Whether `dir` is a PEFT adapter folder.
@@ -609,6 +603,65 @@ impl PeftAdapter {
         Some((weight, self.saved.get(&format!("{name}.bias"))))
     }
 
+    /// The saved head as a head of `spec`'s shape: a linear head from `classifier` (else
+    /// `score`), a native head from the family's classifier and transform names; `None` when
+    /// they are not saved or do not fit.
+    pub fn head(&self, spec: &HeadSpec, device: &burn::tensor::Device) -> Option<Head> {
+        let names = match &spec.native {
+            Some(native) => vec![native.classifier.as_str()],
+            None => vec!["classifier", "score"],
+        };
+        let (weight, bias) = names.iter().find_map(|name| self.saved_linear(name))?;
+        let fits = spec.kind != HeadKind::Mlp
+            && weight.shape == [spec.output, spec.input]
+            && bias.is_none_or(|b| b.shape == [spec.output]);
+        if !fits {
+            return None;
+        }
+        let mut head = linear_head(weight, bias, spec.dropout, device);
+        if let Some(transform) = spec.native.as_ref().and_then(|n| n.transform.as_ref()) {
+            head.transform = Some(self.saved_transform(transform, device)?);
+        }
+        Some(head)
+    }
+
+    /// A native head's transform from its saved dense layer (and norm).
+    fn saved_transform(
+        &self,
+        spec: &TransformSpec,
+        device: &burn::tensor::Device,
+    ) -> Option<HeadTransform> {
+        let mut transform = spec.init(device);
+        let (weight, bias) = self.saved_linear(&spec.dense)?;
+        let width = [spec.width];
+        if weight.shape != [spec.width, spec.width] || bias.is_some() != spec.dense_bias {
+            return None;
+        }
+        transform.dense.weight =
+            Param::from_tensor(Tensor::<2>::from_data(weight.data(), device).transpose());
+        if let Some(bias) = bias {
+            if bias.shape != width {
+                return None;
+            }
+            transform.dense.bias = Some(Param::from_data(bias.data(), device));
+        }
+        if let (Some(norm), Some(name)) = (transform.norm.as_mut(), &spec.norm) {
+            let gamma = self
+                .saved
+                .get(&format!("{name}.weight"))
+                .filter(|g| g.shape == width)?;
+            norm.gamma = Param::from_data(gamma.data(), device);
+            if norm.beta.is_some() {
+                let beta = self
+                    .saved
+                    .get(&format!("{name}.bias"))
+                    .filter(|b| b.shape == width)?;
+                norm.beta = Some(Param::from_data(beta.data(), device));
+            }
+        }
+        Some(transform)
+    }
+
     /// The tensors of an adapter file, as stored.
     pub fn tensors_of(path: &Path) -> Result<Vec<TensorBytes>, TrainError> {
         let bytes = std::fs::read(path).map_err(|source| E::Io {
@@ -769,7 +822,7 @@ mod tests {
             spec.peft_targets(),
             ["encoder.layer.0.attention.self.query"]
         );
-        let config = adapter_config(&spec, Path::new("/models/base"), "classifier");
+        let config = adapter_config(&spec, Path::new("/models/base"), &["classifier".into()]);
         assert_eq!(config["lora_alpha"], 16);
         assert_eq!(config["lora_dropout"], 0.1);
         assert_eq!(config["modules_to_save"], json!(["classifier"]));

@@ -11,19 +11,19 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use graft_data::TextExample;
 use graft_data::image::Augment;
-use graft_model::{Backbone, Modality, ModelFolder, Pooling, PoolingOptions};
+use graft_model::{Backbone, Modality, ModelFolder, NativeHead, Pooling};
 use serde::Serialize;
 
 use crate::backend::{self, SelectedDevice};
 use crate::classifier::{Classifier, extract_features, rows_of, select_rows};
-use crate::config::{Backend, CacheMode, Config, LoraSection};
+use crate::config::{Backend, CacheMode, Config, HeadKind, LoraSection};
 use crate::data::RunData;
 use crate::error::{TrainError, TrainError as E};
 use crate::feature_cache::{self, CacheStats, FeatureCache};
 use crate::files::{TensorBytes, write_atomic, write_json_atomic, write_safetensors};
 use crate::fit::{FitSpec, Resume, Split, fit, lr_groups, steps_per_epoch};
 use crate::freezing::{ClassifierLayout, Describe, FreezeState, HeadOnly, ParamTable, stable_ids};
-use crate::head::HeadSpec;
+use crate::head::{Head, HeadSpec};
 use crate::lora::{self, LoraSpec};
 use crate::metrics::Report;
 use crate::modality::{
@@ -87,18 +87,40 @@ pub struct PlannedTensor {
 struct Source {
     folder: ModelFolder,
     preparation: Preparation,
+    /// `[head] kind = "native"`: the family's own head.
+    native: Option<NativeHead>,
 }
 
 impl Source {
     fn open(config: &Config) -> Result<Self, TrainError> {
         let folder = ModelFolder::open(&config.model.backbone)?;
         let m = &config.model;
-        let choices = FeatureChoices {
+        let mut choices = FeatureChoices {
             pooling: m.pooling,
             normalize: m.normalize,
             max_length: m.max_length,
             pooler: m.pooler,
             image_size: m.image_size,
+        };
+        let native = if config.head.kind == HeadKind::Native {
+            let native = folder.native_head()?.ok_or_else(|| {
+                config.key_error(
+                    "head",
+                    "kind",
+                    &format!(
+                        "{} has no classification head of its own that graft builds (text \
+                         families: BERT with a pooler, RoBERTa, XLM-R, CamemBERT, DistilBERT, \
+                         ELECTRA, MPNet, DeBERTa-v2/v3, ModernBERT)",
+                        folder.dir.display()
+                    ),
+                )
+            })?;
+            choices.pooling = Some(native.pooling);
+            choices.pooler = Some(native.use_pooler);
+            choices.normalize = Some(false);
+            Some(native)
+        } else {
+            None
         };
         let preparation = Preparation::resolve(&folder, &choices, &config.source)?;
         let data_modality = if config.is_vision() {
@@ -125,7 +147,30 @@ impl Source {
         Ok(Self {
             folder,
             preparation,
+            native,
         })
+    }
+
+    fn head_spec(&self, config: &Config, features: usize, outputs: usize) -> HeadSpec {
+        HeadSpec::new(&config.head, features, outputs, self.native.clone())
+    }
+
+    /// A new head: a native head's transform starts from the checkpoint's when it has one (a
+    /// fine-tuned `...ForSequenceClassification`, ModernBERT's masked-LM head), as transformers
+    /// loads it; the classifier is always new.
+    fn initial_head(
+        &self,
+        spec: &HeadSpec,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Head, TrainError> {
+        let mut head = spec.init(seed, device);
+        if let Some(native) = &self.native
+            && let Some(saved) = native.saved_transform(&self.folder, device)?
+        {
+            head.transform = Some(saved);
+        }
+        Ok(head)
     }
 
     fn read_data(&self, config: &Config) -> Result<RunData, TrainError> {
@@ -188,12 +233,8 @@ pub fn plan(config: &Config) -> Result<TrainPlan, TrainError> {
     #[allow(deprecated)]
     let device = Device::flex();
     let backbone = source.load(&device)?;
-    let head = HeadSpec::new(
-        &config.head,
-        backbone.feature_size(),
-        data.spec.labels.len(),
-    )
-    .init(config.train.seed, &device);
+    let spec = source.head_spec(config, backbone.feature_size(), data.spec.labels.len());
+    let head = source.initial_head(&spec, config.train.seed, &device)?;
     let layout = ClassifierLayout::of(&backbone);
     let (backbone, _) = with_lora(backbone, config)?;
     let model = stable_ids(Classifier { backbone, head });
@@ -336,11 +377,7 @@ pub fn train(
 
     let loss = data.loss(config)?;
     let metrics = |outputs: &[Vec<f32>]| data.valid_metrics(outputs);
-    let head_spec = HeadSpec::new(
-        &config.head,
-        backbone.feature_size(),
-        data.spec.labels.len(),
-    );
+    let head_spec = source.head_spec(config, backbone.feature_size(), data.spec.labels.len());
     let train_device = device.clone().autodiff();
     let out = &config.output.dir;
     std::fs::create_dir_all(out).map_err(|source| E::Io {
@@ -406,7 +443,7 @@ pub fn train(
             cache_stats.computed, cache_stats.reused
         ));
         let outcome = fit(
-            head_spec.init(config.train.seed, &train_device),
+            source.initial_head(&head_spec, config.train.seed, &train_device)?,
             |head, split, idx| match split {
                 Split::Train { .. } => head.forward(select_rows(&train_x, idx, &device)),
                 Split::Valid => head.forward(select_rows(&valid_x, idx, &device)),
@@ -447,7 +484,7 @@ pub fn train(
                 progress.info("head: the adapter's saved classifier (modules_to_save)");
                 head
             }
-            _ => head_spec.init(config.train.seed, &train_device),
+            _ => source.initial_head(&head_spec, config.train.seed, &train_device)?,
         };
         let model = Classifier { backbone, head };
         let augment = augment_of(config);
@@ -483,7 +520,7 @@ pub fn train(
     // A LoRA run keeps its adapters in PEFT's layout and the merged backbone as its model.
     let adapter_tensors = lora_spec
         .as_ref()
-        .map(|_| lora::peft_tensors(&model.backbone));
+        .map(|_| lora::peft_tensors(&model.backbone, head_spec.native.as_ref()));
     if lora_spec.is_some() {
         model.backbone = model.backbone.materialize();
     }
@@ -656,29 +693,8 @@ pub fn predict(
                 path: dir.to_path_buf(),
             });
         }
-        let pretrained = Pretrained::open(dir, &FeatureChoices::default())?;
-        let modality = pretrained.preparation.modality();
-        let examples = read_input(modality, input, None)?;
-        let device = device_for(backend, progress)?;
-        let backbone =
-            Backbone::load(&pretrained.folder, PoolingOptions::default(), true, &device)?;
-        let Some(classifier) = backbone.architecture().classifier() else {
-            return Err(E::Config {
-                path: pretrained.folder.config_path(),
-                message: "the model has no classifier of its own; train a head with `graft \
-                          train` and predict with the run folder"
-                    .into(),
-            });
-        };
-        let features = pretrained.features(&backbone, &examples, batch_size, &device, progress)?;
-        let outputs = rows_of(classifier.forward(features));
-        let classes = outputs.first().map_or(0, Vec::len);
-        let spec = TaskSpec {
-            task: Task::Classification,
-            labels: (0..classes).map(|c| c.to_string()).collect(),
-            threshold: 0.5,
-            separator: "|".into(),
-        };
+        let (modality, (examples, spec, outputs)) =
+            pretrained_outputs(dir, input, batch_size, backend, progress)?;
         (modality, examples, spec, outputs)
     };
     let mut predictions = spec.predictions(&outputs);
@@ -693,6 +709,108 @@ pub fn predict(
 /// Inputs, how to read the outputs, and the raw outputs `[n][k]`.
 type Outputs = (Vec<TextExample>, TaskSpec, Vec<Vec<f32>>);
 
+/// Outputs of a pretrained folder's own classifier: a vision network's, or a text family's
+/// `...ForSequenceClassification` head (its transform and classifier, pooled as the family
+/// pools), with the classes `id2label` names.
+fn pretrained_outputs(
+    dir: &Path,
+    input: &Input,
+    batch_size: usize,
+    backend: Backend,
+    progress: &dyn Progress,
+) -> Result<(Modality, Outputs), TrainError> {
+    let folder = ModelFolder::open(dir)?;
+    let native = folder.native_head()?;
+    let choices = match &native {
+        Some(n) => FeatureChoices {
+            pooling: Some(n.pooling),
+            pooler: Some(n.use_pooler),
+            normalize: Some(false),
+            ..FeatureChoices::default()
+        },
+        None => FeatureChoices::default(),
+    };
+    let preparation = Preparation::resolve(&folder, &choices, dir)?;
+    let pretrained = Pretrained {
+        folder,
+        preparation,
+    };
+    let folder = &pretrained.folder;
+    let modality = pretrained.preparation.modality();
+    let examples = read_input(modality, input, None)?;
+    let device = device_for(backend, progress)?;
+    let backbone = Backbone::load(folder, pretrained.preparation.pooling(), true, &device)?;
+    let no_classifier = || E::Config {
+        path: folder.config_path(),
+        message: "the model has no classifier of its own; train a head with `graft train` and \
+                  predict with the run folder"
+            .into(),
+    };
+    let (transform, classifier) = match &native {
+        Some(native) => {
+            let classifier = native
+                .saved_classifier(folder, &device)?
+                .ok_or_else(no_classifier)?;
+            let transform = native.saved_transform(folder, &device)?;
+            if let (Some(spec), None) = (&native.transform, &transform) {
+                return Err(E::Config {
+                    path: folder.weights_path(),
+                    message: format!(
+                        "{}.weight is there but not the rest of the head ({}.weight)",
+                        native.classifier, spec.dense
+                    ),
+                });
+            }
+            (transform, classifier)
+        }
+        None => {
+            let classifier = backbone
+                .architecture()
+                .classifier()
+                .ok_or_else(no_classifier)?;
+            (None, classifier.clone())
+        }
+    };
+    let head = Head {
+        transform,
+        layers: vec![classifier],
+        dropout: burn::nn::DropoutConfig::new(0.0).init(),
+    };
+    let features = pretrained.features(&backbone, &examples, batch_size, &device, progress)?;
+    let outputs = rows_of(head.forward(features));
+    let classes = outputs.first().map_or(0, Vec::len);
+    // transformers' rule: the config's problem_type, else regression for one output.
+    let task = match folder.config.get("problem_type").and_then(|v| v.as_str()) {
+        Some(name) => Task::named(name).map_err(|_| E::Config {
+            path: folder.config_path(),
+            message: format!(
+                "problem_type \"{name}\" is not single_label_classification, \
+                 multi_label_classification or regression"
+            ),
+        })?,
+        None if native.is_some() && classes == 1 => Task::Regression,
+        None => Task::Classification,
+    };
+    let spec = TaskSpec {
+        task,
+        labels: id2label(&folder.config, classes),
+        threshold: 0.5,
+        separator: "|".into(),
+    };
+    Ok((modality, (examples, spec, outputs)))
+}
+
+/// The class names of a transformers `config.json` (`id2label`) when it names all `classes`;
+/// else the indices.
+fn id2label(config: &serde_json::Value, classes: usize) -> Vec<String> {
+    let names = config.get("id2label").and_then(|map| {
+        (0..classes)
+            .map(|i| map.get(i.to_string())?.as_str().map(String::from))
+            .collect::<Option<Vec<_>>>()
+    });
+    names.unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect())
+}
+
 /// Outputs of a PEFT LoRA sequence-classification adapter on its base model, as
 /// `PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(BASE), DIR)`
 /// computes them: the adapters merged into the base, the pooler, and the saved classifier.
@@ -705,13 +823,24 @@ fn adapter_outputs(
 ) -> Result<Outputs, TrainError> {
     let adapter = lora::PeftAdapter::read(dir)?;
     let base = adapter.base_dir()?;
+    let folder = ModelFolder::open(&base)?;
+    let Some(native) = folder.native_head()? else {
+        return Err(E::Unsupported(format!(
+            "{} has no transformers sequence classifier to put the adapter on",
+            base.display()
+        )));
+    };
     let choices = FeatureChoices {
-        pooling: Some(Pooling::Cls),
-        pooler: Some(true),
+        pooling: Some(native.pooling),
+        pooler: Some(native.use_pooler),
         normalize: Some(false),
         ..FeatureChoices::default()
     };
-    let pretrained = Pretrained::open(&base, &choices)?;
+    let preparation = Preparation::resolve(&folder, &choices, &base)?;
+    let pretrained = Pretrained {
+        folder,
+        preparation,
+    };
     let examples = read_input(Modality::Text, input, None)?;
     let device = device_for(backend, progress)?;
     let backbone = Backbone::load(
@@ -720,40 +849,37 @@ fn adapter_outputs(
         false,
         &device,
     )?;
-    let target = backbone
-        .architecture()
-        .exports()
-        .into_iter()
-        .find(|t| t.format == graft_model::ExportFormat::Transformers)
-        .ok_or_else(|| {
-            E::Unsupported(format!(
-                "{} has no transformers sequence classifier to put the adapter on",
-                backbone.architecture().describe()
-            ))
-        })?;
-    let Some((weight, bias)) = adapter.saved_linear(&target.classifier) else {
+    let Some((weight, _)) = adapter.saved_linear(&native.classifier) else {
         return Err(E::Config {
             path: adapter.weights.clone(),
             message: format!(
-                "no {0}.weight: the adapter does not save its classifier (modules_to_save = \
-                 [\"{0}\"])",
-                target.classifier
+                "no {}.weight: the adapter does not save its classifier (modules_to_save = {:?})",
+                native.classifier, native.modules
             ),
         });
     };
-    let [output, width] = [weight.shape[0], weight.shape[1]];
-    if width != backbone.feature_size() {
-        return Err(E::Config {
-            path: adapter.weights.clone(),
-            message: format!(
-                "{}.weight is {:?}, but the base model's features are {} wide",
-                target.classifier,
-                weight.shape,
-                backbone.feature_size()
-            ),
-        });
-    }
-    let head = lora::linear_head(weight, bias, 0.0, &device);
+    let output = weight.shape[0];
+    let spec = HeadSpec {
+        kind: HeadKind::Native,
+        input: backbone.feature_size(),
+        hidden: Vec::new(),
+        output,
+        dropout: 0.0,
+        native: Some(native.clone()),
+    };
+    let head = adapter.head(&spec, &device).ok_or_else(|| E::Config {
+        path: adapter.weights.clone(),
+        message: format!(
+            "the saved head does not fit {}: {}.weight must be [{output}, {}]{}",
+            native.model,
+            native.classifier,
+            backbone.feature_size(),
+            native.transform.as_ref().map_or(String::new(), |t| format!(
+                " and {}.weight must be saved",
+                t.dense
+            ))
+        ),
+    })?;
     let (backbone, _) = lora::attach(backbone, &LoraSection::from_adapter(dir.to_path_buf()))?;
     let backbone = backbone.materialize();
     let features = pretrained.features(&backbone, &examples, batch_size, &device, progress)?;

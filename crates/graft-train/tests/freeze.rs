@@ -91,6 +91,7 @@ fn setup(device: &Device) -> Setup {
         &HeadSection::default(),
         backbone.feature_size(),
         labels.len(),
+        None,
     )
     .init(7, device);
     Setup {

@@ -443,7 +443,7 @@ fn fit_head(
         dropout: 0.0,
         ..Default::default()
     };
-    let head = graft_train::head::HeadSpec::new(&head_section, 8, 3).init(1, &train_device);
+    let head = graft_train::head::HeadSpec::new(&head_section, 8, 3, None).init(1, &train_device);
     let run_dir = tempfile::tempdir().unwrap();
     let metrics = |_: &[Vec<f32>]| Default::default();
     let spec = FitSpec {
@@ -526,7 +526,8 @@ fn early_stopping_restores_the_best_epoch() {
     let checkpoint = run_dir
         .path()
         .join(format!("checkpoints/best-{:04}.bpk", outcome.best_epoch));
-    let template = graft_train::head::HeadSpec::new(&Default::default(), 8, 3).init(0, &device);
+    let template =
+        graft_train::head::HeadSpec::new(&Default::default(), 8, 3, None).init(0, &device);
     let saved = graft_train::checkpoint::load_model(template, &checkpoint).unwrap();
     assert_eq!(
         values(saved.layers[0].weight.val()),

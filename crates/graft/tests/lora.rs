@@ -516,3 +516,49 @@ fn training_continues_from_a_peft_adapter_of_another_family() {
         assert!(max_diff(values, python_values) <= 1e-6, "{name}");
     }
 }
+
+/// The Python-made RoBERTa adapter predicts through RoBERTa's own head (`classifier.dense`, tanh,
+/// `classifier.out_proj`, all saved by `modules_to_save`) what PEFT computes, and a run with the
+/// family's head continues from it with that saved head.
+#[test]
+fn a_peft_adapter_of_another_family_predicts_and_trains_through_its_own_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let adapter = golden().join("roberta-adapter");
+    let rows = json(&adapter.join("probabilities.json"));
+    let rows = rows.as_array().unwrap();
+    let texts: Vec<String> = rows
+        .iter()
+        .map(|r| r["text"].as_str().unwrap().to_string())
+        .collect();
+    let input = texts_csv(tmp.path(), &texts);
+    let got = probabilities(&adapter, &input, &["0", "1"]);
+    for (row, want) in got.iter().zip(rows) {
+        let want: Vec<f32> = want["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap() as f32)
+            .collect();
+        // PEFT's probabilities sit within 1e-3 of 1/2: compare closely.
+        assert!(max_diff(row, &want) <= 1e-6, "graft {row:?}, PEFT {want:?}");
+    }
+    let folder = common::repo().join("crates/graft-model/tests/golden/text_families/roberta");
+    let run = tmp.path().join("run");
+    let cfg = write(
+        tmp.path(),
+        "c.toml",
+        &lora_config(&run, 1, &format!("adapter = \"{}\"\n", adapter.display()))
+            .replace("models/all-MiniLM-L6-v2", folder.to_str().unwrap())
+            .replace(
+                "pooling = \"cls\"\npooler = true\nnormalize = false\n",
+                "\n[head]\nkind = \"native\"\n",
+            ),
+    );
+    let out = common::graft(&["train", cfg.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the adapter's saved classifier"),
+        "{stderr}"
+    );
+}

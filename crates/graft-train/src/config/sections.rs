@@ -105,6 +105,9 @@ pub enum HeadKind {
     #[default]
     Linear,
     Mlp,
+    /// The family's own sequence-classification head, as transformers'
+    /// `<Family>ForSequenceClassification` has it (text families).
+    Native,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

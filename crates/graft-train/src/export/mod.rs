@@ -41,8 +41,8 @@ pub fn export(run_dir: &Path, out: &Path, merge: bool) -> Result<String, TrainEr
     if adapter && target.format != ExportFormat::Transformers {
         return Err(E::Unsupported(
             "a PEFT adapter for AutoModelForSequenceClassification classifies through the \
-             pretrained pooler ([model] pooling = \"cls\", pooler = true); this run pools \
-             otherwise: export the merged model with --merge"
+             family's own head ([head] kind = \"native\"); this run's head is graft's own: \
+             export the merged model with --merge"
                 .into(),
         ));
     }
@@ -65,8 +65,17 @@ pub fn export(run_dir: &Path, out: &Path, merge: bool) -> Result<String, TrainEr
     }
 }
 
-/// The export format the run's pooling calls for, among those its architecture offers.
+/// The export format the run's head or pooling calls for, among those its architecture offers: a
+/// native head exports as the family's transformers sequence classifier.
 fn target_for(run: &LoadedRun) -> Result<ExportTarget, TrainError> {
+    if let Some(native) = &run.manifest.head.native {
+        return Ok(ExportTarget {
+            format: ExportFormat::Transformers,
+            model: native.model.clone(),
+            prefix: native.prefix.clone(),
+            classifier: native.classifier.clone(),
+        });
+    }
     let wanted: &[ExportFormat] = match &run.manifest.preparation {
         Preparation::Text {
             use_pooler: true, ..
@@ -98,8 +107,9 @@ fn require_linear_head(run: &LoadedRun, layout: &str) -> Result<(), TrainError> 
     Ok(())
 }
 
-/// The run's tensors in a target layout: the backbone in the format's names behind its prefix,
-/// the single head layer as the format's classifier, `num_batches_tracked` for each BatchNorm.
+/// The run's tensors in a target layout: the backbone in the format's names behind its prefix
+/// (without a pooler the family's classifier does not have), the head as the format's classifier
+/// (a native head's transform under its upstream names), `num_batches_tracked` for each BatchNorm.
 fn classifier_tensors(
     run: &LoadedRun,
     target: &ExportTarget,
@@ -109,11 +119,41 @@ fn classifier_tensors(
     let mut tensors = backbone_tensors(backbone, &target.prefix, |p| {
         architecture.export_name(target.format, p)
     })?;
-    tensors.extend(module_tensors(&run.model.head, |path| {
-        path.strip_prefix("layers.0.")
-            .map(|rest| format!("{}.{rest}", target.classifier))
-    })?);
+    if run
+        .manifest
+        .head
+        .native
+        .as_ref()
+        .is_some_and(|n| !n.use_pooler)
+    {
+        let pooler = format!("{}pooler.", target.prefix);
+        tensors.retain(|t| !t.name.starts_with(&pooler));
+    }
+    tensors.extend(head_tensors(run, target, "")?);
     Ok(tensors)
+}
+
+/// The head's tensors under `prefix` and the target's names: the single layer as its classifier,
+/// a native transform under the family's names.
+fn head_tensors(
+    run: &LoadedRun,
+    target: &ExportTarget,
+    prefix: &str,
+) -> Result<Vec<TensorBytes>, TrainError> {
+    let transform = run
+        .manifest
+        .head
+        .native
+        .as_ref()
+        .and_then(|n| n.transform.as_ref());
+    module_tensors(&run.model.head, |path| {
+        if let Some(rest) = path.strip_prefix("layers.0.") {
+            Some(format!("{prefix}{}.{rest}", target.classifier))
+        } else {
+            let inner = path.strip_prefix("transform.")?;
+            transform.map(|spec| format!("{prefix}{}", spec.upstream_name(inner)))
+        }
+    })
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {

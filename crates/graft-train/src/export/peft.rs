@@ -8,9 +8,9 @@ use std::path::Path;
 
 use graft_model::ExportTarget;
 
-use super::{copy_backbone_files, transformers};
+use super::{copy_backbone_files, head_tensors, transformers};
 use crate::error::{TrainError, TrainError as E};
-use crate::files::{module_tensors, write_json_atomic, write_safetensors};
+use crate::files::{write_json_atomic, write_safetensors};
 use crate::lora::{self, PeftAdapter};
 use crate::run_dir::LoadedRun;
 
@@ -24,10 +24,7 @@ pub(super) fn write(
     let spec = run.manifest.lora.as_ref().expect("a LoRA run");
     let adapter_path = run_dir.join(lora::ADAPTER_WEIGHTS);
     let mut tensors = PeftAdapter::tensors_of(&adapter_path)?;
-    tensors.extend(module_tensors(&run.model.head, |path| {
-        path.strip_prefix("layers.0.")
-            .map(|rest| format!("base_model.model.{}.{rest}", target.classifier))
-    })?);
+    tensors.extend(head_tensors(run, target, "base_model.model.")?);
     let source = &run.manifest.backbone_source;
     let base = std::fs::canonicalize(source).map_err(|e| E::Config {
         path: source.clone(),
@@ -37,7 +34,11 @@ pub(super) fn write(
     })?;
     copy_backbone_files(run_dir, out, true)?;
     write_safetensors(&out.join(lora::ADAPTER_WEIGHTS), &tensors, None)?;
-    let config = lora::adapter_config(spec, &base, &target.classifier);
+    let modules = match &run.manifest.head.native {
+        Some(native) => native.modules.clone(),
+        None => vec![target.classifier.clone()],
+    };
+    let config = lora::adapter_config(spec, &base, &modules);
     write_json_atomic(&out.join(lora::ADAPTER_CONFIG), &config)?;
     write_json_atomic(&out.join("labels.json"), &run.manifest.labels)?;
     Ok(format!(

@@ -57,18 +57,28 @@ pub fn json(path: &Path) -> serde_json::Value {
 
 /// Exports `run` to `out` and returns `out`.
 pub fn export(run: &Path, out: &Path) -> PathBuf {
+    export_saying(run, out);
+    out.to_path_buf()
+}
+
+/// Exports `run` to `out`; what graft said.
+pub fn export_saying(run: &Path, out: &Path) -> String {
     ok(&[
         "export",
         "--model",
         run.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-    ]);
-    out.to_path_buf()
+    ])
 }
 
 /// `graft predict` on a file's `review` column, one JSON value per line.
 pub fn predict_reviews(run: &Path, input: &Path) -> Vec<serde_json::Value> {
+    predict_reviews_on(run, input, "auto")
+}
+
+/// [`predict_reviews`] on a backend.
+pub fn predict_reviews_on(run: &Path, input: &Path, backend: &str) -> Vec<serde_json::Value> {
     ok(&[
         "predict",
         "--model",
@@ -77,6 +87,8 @@ pub fn predict_reviews(run: &Path, input: &Path) -> Vec<serde_json::Value> {
         input.to_str().unwrap(),
         "--column",
         "review",
+        "--backend",
+        backend,
     ])
     .lines()
     .map(|l| serde_json::from_str(l).unwrap())
