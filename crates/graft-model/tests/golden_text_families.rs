@@ -58,6 +58,7 @@ fn features_match_transformers_on_cpu_backends() {
         let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
         let tokens = tokenizer.tokenize(&texts).unwrap();
         for (backend, device) in cpu_devices() {
+            let mut worst = 0.0f32;
             for (key, options) in poolings(has_pooler) {
                 let backbone = Backbone::load(&folder, options, false, &device).unwrap();
                 // Each text alone, with no mask.
@@ -73,6 +74,7 @@ fn features_match_transformers_on_cpu_backends() {
                     });
                     let out = out.into_data().try_into_vec_as::<f32>().unwrap();
                     let diff = max_abs_diff(&out, &floats(&case[key]));
+                    worst = worst.max(diff);
                     assert!(
                         diff <= CPU_TOLERANCE,
                         "{family} {backend} {key}: text {i}: max abs diff {diff}"
@@ -84,12 +86,14 @@ fn features_match_transformers_on_cpu_backends() {
                 let (out, width) = features(&backbone, &batch, &device);
                 for (i, want) in golden["batch"][key].as_array().unwrap().iter().enumerate() {
                     let diff = max_abs_diff(&out[i * width..(i + 1) * width], &floats(want));
+                    worst = worst.max(diff);
                     assert!(
                         diff <= CPU_TOLERANCE,
                         "{family} {backend} {key}: batch row {i}: max abs diff {diff}"
                     );
                 }
             }
+            eprintln!("{family} {backend}: worst max abs diff {worst:e}");
         }
     }
 }

@@ -141,6 +141,7 @@ fn sequence_classifier_folders_predict_what_transformers_computes() {
             worst <= tolerance,
             "{family} on {backend}: max abs diff {worst}"
         );
+        eprintln!("{family} {backend}: worst max abs diff {worst:e}");
     }
 }
 
