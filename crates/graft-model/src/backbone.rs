@@ -291,6 +291,7 @@ registry! {
     DebertaV2 => crate::deberta::Deberta,
     EfficientNet => crate::efficientnet::EfficientNet,
     ResNet => crate::resnet::ResNet,
+    Vit => crate::vit::Vit,
 }
 
 impl ArchitectureId {

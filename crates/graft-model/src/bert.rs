@@ -113,7 +113,7 @@ impl BertConfig {
         }
         if HiddenAct::parse(&self.hidden_act).is_none() {
             return Err(format!(
-                "hidden_act \"{}\" is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)",
+                "hidden_act \"{}\" is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu, tanh)",
                 self.hidden_act
             ));
         }

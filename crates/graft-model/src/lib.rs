@@ -25,6 +25,7 @@ pub mod resnet;
 pub mod roberta;
 pub mod shards;
 pub mod vision;
+pub mod vit;
 pub mod weights;
 
 use std::path::PathBuf;

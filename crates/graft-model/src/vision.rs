@@ -6,6 +6,7 @@
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::path::Path;
 
 use crate::backbone::{Architecture, ExportFormat, ImageTransform, Naming, Preprocessing};
 use crate::{ModelError, ModelFolder, weights};
@@ -97,40 +98,10 @@ impl VisionConfig {
                 "timm architecture \"{name}\" is not supported (resnet*, tf_efficientnet_lite*)"
             )
         })?;
-        let cfg = &config["pretrained_cfg"];
-        let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3], String> {
-            match cfg.get(key) {
-                None => Ok(default),
-                Some(value) => serde_json::from_value(value.clone())
-                    .map_err(|e| format!("pretrained_cfg.{key}: {e}")),
-            }
-        };
-        let image_size = match cfg.get("input_size") {
-            Some(value) => {
-                let [_, height, _]: [usize; 3] = serde_json::from_value(value.clone())
-                    .map_err(|e| format!("pretrained_cfg.input_size: {e}"))?;
-                height
-            }
-            None => 224,
-        };
-        let crop_pct = cfg.get("crop_pct").and_then(Value::as_f64).unwrap_or(0.875);
-        if !(crop_pct > 0.0 && crop_pct <= 1.0) {
-            return Err(format!(
-                "pretrained_cfg.crop_pct {crop_pct} is not in (0, 1]"
-            ));
-        }
-        let (resize, resize_size) = match cfg.get("crop_mode").and_then(Value::as_str) {
-            None | Some("center") => (
-                ResizeMode::ShorterSideThenCenterCrop,
-                Some((image_size as f64 / crop_pct).floor() as usize),
-            ),
-            Some("squash") if crop_pct == 1.0 => (ResizeMode::Squash, None),
-            Some(mode) => {
-                return Err(format!(
-                    "pretrained_cfg.crop_mode \"{mode}\" with crop_pct {crop_pct} is not supported \
-                     (center, or squash with crop_pct 1.0)"
-                ));
-            }
+        let transform = timm_transform(config)?;
+        let (resize, resize_size) = match transform.resize_shorter {
+            Some(shorter) => (ResizeMode::ShorterSideThenCenterCrop, Some(shorter)),
+            None => (ResizeMode::Squash, None),
         };
         let (variant, depth) = match (architecture, size) {
             (VisionArchitecture::EfficientnetLite, n) => (Some(format!("lite{n}")), None),
@@ -144,11 +115,11 @@ impl VisionConfig {
                 .get("num_classes")
                 .and_then(Value::as_u64)
                 .unwrap_or(1000) as usize,
-            image_size,
+            image_size: transform.image_size,
             resize,
             resize_size,
-            mean: triple("mean", [0.485, 0.456, 0.406])?,
-            std: triple("std", [0.229, 0.224, 0.225])?,
+            mean: transform.mean,
+            std: transform.std,
         })
     }
 
@@ -180,6 +151,143 @@ impl VisionConfig {
             std: self.std,
         }
     }
+}
+
+/// timm's eval transform from a timm `config.json`'s `pretrained_cfg` (`input_size`, `crop_pct`,
+/// `crop_mode`, `mean`, `std`).
+pub fn timm_transform(config: &Value) -> Result<ImageTransform, String> {
+    let cfg = &config["pretrained_cfg"];
+    let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3], String> {
+        match cfg.get(key) {
+            None => Ok(default),
+            Some(value) => serde_json::from_value(value.clone())
+                .map_err(|e| format!("pretrained_cfg.{key}: {e}")),
+        }
+    };
+    let image_size = match cfg.get("input_size") {
+        Some(value) => {
+            let [_, height, _]: [usize; 3] = serde_json::from_value(value.clone())
+                .map_err(|e| format!("pretrained_cfg.input_size: {e}"))?;
+            height
+        }
+        None => 224,
+    };
+    let crop_pct = cfg.get("crop_pct").and_then(Value::as_f64).unwrap_or(0.875);
+    if !(crop_pct > 0.0 && crop_pct <= 1.0) {
+        return Err(format!(
+            "pretrained_cfg.crop_pct {crop_pct} is not in (0, 1]"
+        ));
+    }
+    let resize_shorter = match cfg.get("crop_mode").and_then(Value::as_str) {
+        None | Some("center") => Some((image_size as f64 / crop_pct).floor() as usize),
+        Some("squash") if crop_pct == 1.0 => None,
+        Some(mode) => {
+            return Err(format!(
+                "pretrained_cfg.crop_mode \"{mode}\" with crop_pct {crop_pct} is not supported \
+                 (center, or squash with crop_pct 1.0)"
+            ));
+        }
+    };
+    Ok(ImageTransform {
+        image_size,
+        resize_shorter,
+        mean: triple("mean", [0.485, 0.456, 0.406])?,
+        std: triple("std", [0.229, 0.224, 0.225])?,
+    })
+}
+
+/// The image processor of a transformers folder (`preprocessor_config.json`): resize to a square
+/// (`size` `height`/`width`) or the shorter side (`shortest_edge`, or a square `size` followed by a
+/// center crop, which is the same for square images), `crop_size` after it, rescale by 1/255 and
+/// normalize. Without the file: squash to `image_size` with ImageNet's mean and std.
+pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransform, ModelError> {
+    let path = dir.join("preprocessor_config.json");
+    let imagenet = ImageTransform {
+        image_size,
+        resize_shorter: None,
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+    };
+    if !path.is_file() {
+        return Ok(imagenet);
+    }
+    let invalid = |message: String| ModelError::Config {
+        path: path.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let cfg: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    // A side from `size`/`crop_size`: an integer, {"height", "width"} (square only) or
+    // {"shortest_edge"}.
+    let side = |key: &str| -> Result<Option<(usize, bool)>, String> {
+        let Some(v) = cfg.get(key) else {
+            return Ok(None);
+        };
+        if let Some(n) = v.as_u64() {
+            return Ok(Some((n as usize, false)));
+        }
+        if let Some(n) = v.get("shortest_edge").and_then(Value::as_u64) {
+            return Ok(Some((n as usize, true)));
+        }
+        match (
+            v.get("height").and_then(Value::as_u64),
+            v.get("width").and_then(Value::as_u64),
+        ) {
+            (Some(h), Some(w)) if h == w => Ok(Some((h as usize, false))),
+            (Some(h), Some(w)) => Err(format!("{key} {h}x{w}: only square inputs are supported")),
+            _ => Err(format!(
+                "{key} {v}: expected an integer, height/width or shortest_edge"
+            )),
+        }
+    };
+    let flag = |key: &str, default: bool| cfg.get(key).and_then(Value::as_bool).unwrap_or(default);
+    let size = side("size").map_err(invalid)?;
+    let crop = if flag("do_center_crop", false) {
+        side("crop_size").map_err(invalid)?.map(|(n, _)| n)
+    } else {
+        None
+    };
+    if flag("do_rescale", true) {
+        let factor = cfg
+            .get("rescale_factor")
+            .and_then(Value::as_f64)
+            .unwrap_or(1.0 / 255.0);
+        if (factor - 1.0 / 255.0).abs() > 1e-9 {
+            return Err(invalid(format!("rescale_factor {factor} is not 1/255")));
+        }
+    }
+    let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3], ModelError> {
+        match cfg.get(key) {
+            None => Ok(default),
+            Some(v) => {
+                serde_json::from_value(v.clone()).map_err(|e| invalid(format!("{key}: {e}")))
+            }
+        }
+    };
+    let (mean, std) = if flag("do_normalize", true) {
+        (
+            triple("image_mean", imagenet.mean)?,
+            triple("image_std", imagenet.std)?,
+        )
+    } else {
+        ([0.0; 3], [1.0; 3])
+    };
+    let (image_size, resize_shorter) = match (size, crop) {
+        (Some((s, _)), Some(c)) => (c, Some(s)),
+        (Some((s, true)), None) => (s, Some(s)),
+        (Some((s, false)), None) => (s, None),
+        (None, Some(c)) => (c, Some(c)),
+        (None, None) => (image_size, None),
+    };
+    Ok(ImageTransform {
+        image_size,
+        resize_shorter,
+        mean,
+        std,
+    })
 }
 
 /// The preprocessing of an image model folder.

@@ -1,0 +1,1020 @@
+//! Vision transformers: ViT, DeiT (with its distillation token) and DINOv2 (layer scale, register
+//! tokens), from transformers folders (`model_type` `vit`, `deit`, `dinov2`,
+//! `dinov2_with_registers`) or timm folders (`vit_*`, `deit_*`, `vit_*_dinov2`). One network
+//! covers them: a patch embedding, prefix tokens, position embeddings resampled to the input's
+//! grid as the folder's library resamples them, pre-norm blocks, a final norm and the pooling the
+//! checkpoint's classifier uses. Module paths follow timm's names; [`VitConfig::upstream_name`]
+//! maps them to transformers' when the folder is one.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::backbone::{Architecture, ExportFormat, ExportTarget, Inputs, Naming, Preprocessing};
+use crate::bert::{self, HiddenAct};
+use crate::{ModelError, ModelFolder, PoolingOptions, WeightsIndex, adapters, weights};
+
+/// Which library's folder and names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VitLayout {
+    Transformers,
+    Timm,
+}
+
+/// The member of the family, which decides transformers' names and classifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VitFamily {
+    Vit,
+    Deit,
+    Dinov2,
+}
+
+/// What the classifier reads from the last hidden state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VitPool {
+    /// The class token.
+    Token,
+    /// The mean of the class and distillation tokens (timm's distilled DeiT).
+    TokenAndDistillation,
+    /// The mean of the patch tokens, then `fc_norm` (timm's `global_pool = "avg"`).
+    Avg,
+    /// The class token concatenated with the mean of the patch tokens (transformers' DINOv2
+    /// classifier).
+    TokenAndMean,
+}
+
+/// How position embeddings are resampled to another grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Resample {
+    /// PyTorch's bicubic (`align_corners=False`, A = -0.75), as transformers does.
+    Bicubic,
+    /// PyTorch's antialiased bicubic (A = -0.5, support widened when shrinking), as timm does.
+    BicubicAntialias,
+}
+
+/// Everything that shapes the network, read from a transformers or timm `config.json` and the
+/// weights' shapes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VitConfig {
+    pub layout: VitLayout,
+    pub family: VitFamily,
+    /// transformers: the model prefix (`vit.`); timm: empty.
+    pub prefix: String,
+    /// timm: the model name (`vit_small_patch16_224`).
+    pub timm_name: Option<String>,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub mlp_size: usize,
+    pub patch_size: usize,
+    /// Side of the grid the position embeddings were trained for.
+    pub grid: usize,
+    /// The input side the folder asks for.
+    pub image_size: usize,
+    pub eps: f64,
+    pub activation: HiddenAct,
+    pub qkv_bias: bool,
+    pub layer_scale: bool,
+    pub class_token: bool,
+    pub distillation_token: bool,
+    pub register_tokens: usize,
+    /// Whether the position embeddings cover the class (and distillation) tokens.
+    pub pos_covers_prefix: bool,
+    pub mask_token: bool,
+    pub final_norm: bool,
+    pub fc_norm: bool,
+    pub pool: VitPool,
+    pub resample: Resample,
+    /// Classes of the checkpoint's classifier (0 for none).
+    pub num_classes: usize,
+}
+
+/// `[1, n, hidden]` tokens.
+#[derive(Module, Debug)]
+pub struct PatchEmbed {
+    pub proj: Conv2d,
+}
+
+#[derive(Module, Debug)]
+pub struct LayerScale {
+    pub gamma: Param<Tensor<1>>,
+}
+
+#[derive(Module, Debug)]
+pub struct VitAttention {
+    /// timm: one fused projection.
+    pub qkv: Option<Linear>,
+    /// transformers: separate projections.
+    pub query: Option<Linear>,
+    pub key: Option<Linear>,
+    pub value: Option<Linear>,
+    pub proj: Linear,
+    pub dropout: Dropout,
+    #[module(skip)]
+    pub heads: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+    #[module(skip)]
+    pub activation: HiddenAct,
+}
+
+#[derive(Module, Debug)]
+pub struct VitBlock {
+    pub norm1: LayerNorm,
+    pub attn: VitAttention,
+    pub ls1: Option<LayerScale>,
+    pub norm2: LayerNorm,
+    pub mlp: Mlp,
+    pub ls2: Option<LayerScale>,
+}
+
+#[derive(Module, Debug)]
+pub struct Vit {
+    pub patch_embed: PatchEmbed,
+    pub cls_token: Option<Param<Tensor<3>>>,
+    pub dist_token: Option<Param<Tensor<3>>>,
+    pub reg_token: Option<Param<Tensor<3>>>,
+    pub mask_token: Option<Param<Tensor<2>>>,
+    pub pos_embed: Param<Tensor<3>>,
+    pub blocks: Vec<VitBlock>,
+    pub norm: Option<LayerNorm>,
+    pub fc_norm: Option<LayerNorm>,
+    /// The checkpoint's classifier (`head`), when kept.
+    pub head: Option<Linear>,
+    #[module(skip)]
+    pub config: VitConfig,
+}
+
+impl VitAttention {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [batch, seq, width] = x.dims();
+        let heads = self.heads;
+        let split = |t: Tensor<3>| {
+            t.reshape([batch, seq, heads, width / heads])
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = match (&self.qkv, &self.query, &self.key, &self.value) {
+            (Some(qkv), ..) => {
+                let qkv = adapters::linear(qkv, x);
+                let part = |i: usize| split(qkv.clone().narrow(2, i * width, width));
+                (part(0), part(1), part(2))
+            }
+            (None, Some(q), Some(k), Some(v)) => (
+                split(adapters::linear(q, x.clone())),
+                split(adapters::linear(k, x.clone())),
+                split(adapters::linear(v, x)),
+            ),
+            _ => unreachable!("built with qkv or query, key and value"),
+        };
+        let context = bert::attend(q, k, v, None, None, None, &self.dropout);
+        let merged = context.swap_dims(1, 2).reshape([batch, seq, width]);
+        adapters::linear(&self.proj, merged)
+    }
+}
+
+impl LayerScale {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let width = self.gamma.dims()[0];
+        x * self.gamma.val().reshape([1, 1, width])
+    }
+}
+
+impl VitBlock {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let scaled = |ls: &Option<LayerScale>, y: Tensor<3>| match ls {
+            Some(ls) => ls.forward(y),
+            None => y,
+        };
+        let y = self.attn.forward(self.norm1.forward(x.clone()));
+        let x = x + scaled(&self.ls1, y);
+        let hidden = self.mlp.activation.apply(adapters::linear(
+            &self.mlp.fc1,
+            self.norm2.forward(x.clone()),
+        ));
+        let y = adapters::linear(&self.mlp.fc2, hidden);
+        x + scaled(&self.ls2, y)
+    }
+}
+
+impl VitConfig {
+    /// Tokens before the patches.
+    pub fn prefix_tokens(&self) -> usize {
+        usize::from(self.class_token) + usize::from(self.distillation_token) + self.register_tokens
+    }
+
+    pub fn feature_size(&self) -> usize {
+        match self.pool {
+            VitPool::TokenAndMean => 2 * self.hidden_size,
+            _ => self.hidden_size,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.num_heads == 0 || !self.hidden_size.is_multiple_of(self.num_heads) {
+            return Err(format!(
+                "hidden size {} is not a multiple of {} heads",
+                self.hidden_size, self.num_heads
+            ));
+        }
+        if self.patch_size == 0 || self.grid == 0 {
+            return Err("patch size and grid must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The network with burn's default initialization (every value is then loaded).
+    pub fn init(&self, device: &Device) -> Vit {
+        let h = self.hidden_size;
+        let norm = || LayerNormConfig::new(h).with_epsilon(self.eps).init(device);
+        let linear = |i, o, bias: bool| LinearConfig::new(i, o).with_bias(bias).init(device);
+        let token = |n: usize| Param::from_tensor(Tensor::<3>::zeros([1, n, h], device));
+        let scale = || {
+            self.layer_scale.then(|| LayerScale {
+                gamma: Param::from_tensor(Tensor::ones([h], device)),
+            })
+        };
+        let fused = self.layout == VitLayout::Timm;
+        let blocks = (0..self.num_layers)
+            .map(|_| VitBlock {
+                norm1: norm(),
+                attn: VitAttention {
+                    qkv: fused.then(|| linear(h, 3 * h, self.qkv_bias)),
+                    query: (!fused).then(|| linear(h, h, self.qkv_bias)),
+                    key: (!fused).then(|| linear(h, h, self.qkv_bias)),
+                    value: (!fused).then(|| linear(h, h, self.qkv_bias)),
+                    proj: linear(h, h, true),
+                    dropout: DropoutConfig::new(0.0).init(),
+                    heads: self.num_heads,
+                },
+                ls1: scale(),
+                norm2: norm(),
+                mlp: Mlp {
+                    fc1: linear(h, self.mlp_size, true),
+                    fc2: linear(self.mlp_size, h, true),
+                    activation: self.activation,
+                },
+                ls2: scale(),
+            })
+            .collect();
+        let covered = if self.pos_covers_prefix {
+            usize::from(self.class_token) + usize::from(self.distillation_token)
+        } else {
+            0
+        };
+        Vit {
+            patch_embed: PatchEmbed {
+                proj: Conv2dConfig::new([3, h], [self.patch_size, self.patch_size])
+                    .with_stride([self.patch_size, self.patch_size])
+                    .init(device),
+            },
+            cls_token: self.class_token.then(|| token(1)),
+            dist_token: self.distillation_token.then(|| token(1)),
+            reg_token: (self.register_tokens > 0).then(|| token(self.register_tokens)),
+            mask_token: self
+                .mask_token
+                .then(|| Param::from_tensor(Tensor::zeros([1, h], device))),
+            pos_embed: token(covered + self.grid * self.grid),
+            blocks,
+            norm: self.final_norm.then(norm),
+            fc_norm: self.fc_norm.then(norm),
+            head: (self.num_classes > 0)
+                .then(|| linear(self.feature_size(), self.num_classes, true)),
+            config: self.clone(),
+        }
+    }
+
+    /// The upstream name of a module path in the folder's layout (transformers' without the
+    /// model prefix, which [`VitConfig::prefix`] holds).
+    pub fn upstream_name(&self, path: &str) -> String {
+        match self.layout {
+            VitLayout::Timm => path.to_string(),
+            VitLayout::Transformers => self.transformers_name(path),
+        }
+    }
+
+    fn transformers_name(&self, path: &str) -> String {
+        let dinov2 = self.family == VitFamily::Dinov2;
+        let fixed = match path {
+            "cls_token" => Some("embeddings.cls_token"),
+            "dist_token" => Some("embeddings.distillation_token"),
+            "reg_token" => Some("embeddings.register_tokens"),
+            "mask_token" => Some("embeddings.mask_token"),
+            "pos_embed" => Some("embeddings.position_embeddings"),
+            _ => None,
+        };
+        if let Some(name) = fixed {
+            return name.into();
+        }
+        if let Some(rest) = path.strip_prefix("patch_embed.proj.") {
+            return format!("embeddings.patch_embeddings.projection.{rest}");
+        }
+        if let Some(rest) = path.strip_prefix("head.") {
+            return format!("classifier.{rest}");
+        }
+        if let Some(rest) = path.strip_prefix("norm.") {
+            return format!("layernorm.{rest}");
+        }
+        if let Some(rest) = path.strip_prefix("blocks.") {
+            let (index, inner) = rest.split_once('.').unwrap_or((rest, ""));
+            let renames: &[(&str, &str)] = &[
+                ("attn.query.", "attention.attention.query."),
+                ("attn.key.", "attention.attention.key."),
+                ("attn.value.", "attention.attention.value."),
+                ("attn.proj.", "attention.output.dense."),
+                ("ls1.gamma", "layer_scale1.lambda1"),
+                ("ls2.gamma", "layer_scale2.lambda1"),
+                (
+                    "norm1.",
+                    if dinov2 {
+                        "norm1."
+                    } else {
+                        "layernorm_before."
+                    },
+                ),
+                ("norm2.", if dinov2 { "norm2." } else { "layernorm_after." }),
+                (
+                    "mlp.fc1.",
+                    if dinov2 {
+                        "mlp.fc1."
+                    } else {
+                        "intermediate.dense."
+                    },
+                ),
+                (
+                    "mlp.fc2.",
+                    if dinov2 { "mlp.fc2." } else { "output.dense." },
+                ),
+            ];
+            for (ours, theirs) in renames {
+                if let Some(tail) = inner.strip_prefix(ours) {
+                    return format!("encoder.layer.{index}.{theirs}{tail}");
+                }
+            }
+        }
+        path.to_string()
+    }
+
+    /// Reads a transformers `config.json` (`vit`, `deit`, `dinov2`, `dinov2_with_registers`).
+    fn from_transformers(config: &Value, index: &WeightsIndex) -> Result<Self, String> {
+        let model_type = config
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let (family, prefix) = match model_type {
+            "vit" => (VitFamily::Vit, "vit."),
+            "deit" => (VitFamily::Deit, "deit."),
+            "dinov2" => (VitFamily::Dinov2, "dinov2."),
+            "dinov2_with_registers" => (VitFamily::Dinov2, "dinov2_with_registers."),
+            other => {
+                return Err(format!(
+                    "model_type \"{other}\" is not a vision transformer"
+                ));
+            }
+        };
+        let usize_of = |key: &str, default: Option<usize>| -> Result<usize, String> {
+            match config.get(key) {
+                Some(v) => v
+                    .as_u64()
+                    .map(|n| n as usize)
+                    .ok_or_else(|| format!("\"{key}\" must be a whole number")),
+                None => default.ok_or_else(|| format!("no \"{key}\"")),
+            }
+        };
+        let hidden_size = usize_of("hidden_size", Some(768))?;
+        let image_size = usize_of("image_size", Some(224))?;
+        let patch_size = usize_of("patch_size", Some(16))?;
+        let mlp_size = if family == VitFamily::Dinov2 {
+            let ratio = config
+                .get("mlp_ratio")
+                .and_then(Value::as_f64)
+                .unwrap_or(4.0);
+            (hidden_size as f64 * ratio) as usize
+        } else {
+            usize_of("intermediate_size", Some(3072))?
+        };
+        if config.get("use_swiglu_ffn").and_then(Value::as_bool) == Some(true) {
+            return Err("use_swiglu_ffn (DINOv2 giant's SwiGLU) is not supported".into());
+        }
+        let act_name = config
+            .get("hidden_act")
+            .and_then(Value::as_str)
+            .unwrap_or("gelu");
+        let activation = HiddenAct::parse(act_name)
+            .ok_or_else(|| format!("hidden_act \"{act_name}\" is not supported"))?;
+        let has = |name: &str| {
+            index.tensors.contains_key(name)
+                || index.tensors.contains_key(&format!("{prefix}{name}"))
+        };
+        // DeiT's teacher variant has two classifiers on two tokens: not one graft can run.
+        let classes = index
+            .tensors
+            .get("classifier.weight")
+            .map_or(0, |t| t.shape[0]);
+        let positions = ["", prefix]
+            .iter()
+            .find_map(|p| {
+                index
+                    .tensors
+                    .get(&format!("{p}embeddings.position_embeddings"))
+            })
+            .map(|t| t.shape[1])
+            .unwrap_or(1 + (image_size / patch_size).pow(2));
+        let distillation_token = family == VitFamily::Deit;
+        let covered = 1 + usize::from(distillation_token);
+        let grid = ((positions.saturating_sub(covered)) as f64).sqrt().round() as usize;
+        if grid * grid + covered != positions {
+            return Err(format!(
+                "{positions} position embeddings are not {covered} plus a square grid"
+            ));
+        }
+        Ok(Self {
+            layout: VitLayout::Transformers,
+            family,
+            prefix: prefix.into(),
+            timm_name: None,
+            hidden_size,
+            num_layers: usize_of("num_hidden_layers", Some(12))?,
+            num_heads: usize_of("num_attention_heads", Some(12))?,
+            mlp_size,
+            patch_size,
+            grid,
+            image_size,
+            eps: config
+                .get("layer_norm_eps")
+                .and_then(Value::as_f64)
+                .unwrap_or(if family == VitFamily::Dinov2 {
+                    1e-6
+                } else {
+                    1e-12
+                }),
+            activation,
+            qkv_bias: config
+                .get("qkv_bias")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            layer_scale: family == VitFamily::Dinov2,
+            class_token: true,
+            distillation_token,
+            register_tokens: usize_of("num_register_tokens", Some(0))?,
+            pos_covers_prefix: true,
+            mask_token: has("embeddings.mask_token"),
+            final_norm: true,
+            fc_norm: false,
+            pool: if family == VitFamily::Dinov2 {
+                VitPool::TokenAndMean
+            } else {
+                VitPool::Token
+            },
+            // transformers' DINOv2 with registers resamples with antialiasing, the others without.
+            resample: if model_type == "dinov2_with_registers" {
+                Resample::BicubicAntialias
+            } else {
+                Resample::Bicubic
+            },
+            num_classes: classes,
+        })
+    }
+
+    /// Reads a timm `config.json` (`architecture`, `model_args`, `pretrained_cfg`) and what the
+    /// weights' shapes say.
+    fn from_timm(config: &Value, index: &WeightsIndex) -> Result<Self, String> {
+        let name = config
+            .get("architecture")
+            .and_then(Value::as_str)
+            .ok_or("no \"architecture\"")?;
+        let args = config.get("model_args").cloned().unwrap_or(Value::Null);
+        let shape = |key: &str| index.tensors.get(key).map(|t| t.shape.clone());
+        let patch = shape("patch_embed.proj.weight")
+            .ok_or("no patch_embed.proj.weight: not a timm vision transformer")?;
+        let hidden_size = patch[0];
+        let patch_size = patch[2];
+        let num_layers = (0..)
+            .take_while(|i| {
+                index
+                    .tensors
+                    .contains_key(&format!("blocks.{i}.norm1.weight"))
+            })
+            .count();
+        let mlp_size = shape("blocks.0.mlp.fc1.weight").map_or(4 * hidden_size, |s| s[0]);
+        let num_heads = match args.get("num_heads").and_then(Value::as_u64) {
+            Some(n) => n as usize,
+            None => timm_heads(name).ok_or_else(|| {
+                format!("the number of heads of \"{name}\" is unknown: give model_args.num_heads")
+            })?,
+        };
+        let class_token = index.tensors.contains_key("cls_token");
+        let distillation_token = index.tensors.contains_key("dist_token");
+        let register_tokens = shape("reg_token").map_or(0, |s| s[1]);
+        let positions = shape("pos_embed").ok_or("no pos_embed")?[1];
+        let prefix = usize::from(class_token) + usize::from(distillation_token);
+        let square = |n: usize| {
+            let side = (n as f64).sqrt().round() as usize;
+            (side * side == n).then_some(side)
+        };
+        let (grid, pos_covers_prefix) =
+            match (square(positions), square(positions - prefix.min(positions))) {
+                (_, Some(side)) if prefix > 0 => (side, true),
+                (Some(side), _) => (side, false),
+                _ => {
+                    return Err(format!(
+                        "pos_embed holds {positions} positions: not a square grid"
+                    ));
+                }
+            };
+        let global_pool = config
+            .get("global_pool")
+            .or_else(|| args.get("global_pool"))
+            .and_then(Value::as_str)
+            .unwrap_or("token");
+        let fc_norm = index.tensors.contains_key("fc_norm.weight");
+        let pool = match (global_pool, distillation_token) {
+            ("token", true) => VitPool::TokenAndDistillation,
+            ("token", false) => VitPool::Token,
+            ("avg", _) => VitPool::Avg,
+            (other, _) => {
+                return Err(format!(
+                    "global_pool \"{other}\" is not supported (token, avg)"
+                ));
+            }
+        };
+        let image_size = config["pretrained_cfg"]
+            .get("input_size")
+            .and_then(|v| v.get(1))
+            .and_then(Value::as_u64)
+            .map_or(grid * patch_size, |n| n as usize);
+        let family = if name.contains("dinov2") {
+            VitFamily::Dinov2
+        } else if name.starts_with("deit") {
+            VitFamily::Deit
+        } else {
+            VitFamily::Vit
+        };
+        Ok(Self {
+            layout: VitLayout::Timm,
+            family,
+            prefix: String::new(),
+            timm_name: Some(name.into()),
+            hidden_size,
+            num_layers,
+            num_heads,
+            mlp_size,
+            patch_size,
+            grid,
+            image_size,
+            eps: 1e-6,
+            activation: HiddenAct::Gelu,
+            qkv_bias: index.tensors.contains_key("blocks.0.attn.qkv.bias"),
+            layer_scale: index.tensors.contains_key("blocks.0.ls1.gamma"),
+            class_token,
+            distillation_token,
+            register_tokens,
+            pos_covers_prefix,
+            mask_token: false,
+            final_norm: index.tensors.contains_key("norm.weight"),
+            fc_norm,
+            pool,
+            resample: Resample::BicubicAntialias,
+            // A distilled model averages two heads on two tokens: not one graft can run.
+            num_classes: if distillation_token {
+                0
+            } else {
+                shape("head.weight").map_or(0, |s| s[0])
+            },
+        })
+    }
+
+    /// Reads the folder's config (transformers or timm).
+    pub fn of_folder(folder: &ModelFolder) -> Result<Self, ModelError> {
+        let index = folder.weights_index()?;
+        let config = if is_timm(&folder.config) {
+            Self::from_timm(&folder.config, &index)
+        } else {
+            Self::from_transformers(&folder.config, &index)
+        };
+        let config = config.and_then(|c| c.check().map(|()| c));
+        config.map_err(|message| ModelError::Config {
+            path: folder.config_path(),
+            message,
+        })
+    }
+}
+
+fn is_timm(config: &Value) -> bool {
+    config.get("pretrained_cfg").is_some()
+}
+
+/// Heads of timm's ViT sizes, from the model name (`vit_small_...` has 6).
+fn timm_heads(name: &str) -> Option<usize> {
+    let size = name.split('_').nth(1)?;
+    Some(match size {
+        "tiny" => 3,
+        "small" => 6,
+        "base" => 12,
+        "large" => 16,
+        "huge" => 16,
+        "giant" => 24,
+        _ => return None,
+    })
+}
+
+/// `[out, in]` weights that resample a row of `input` values to `output`, as PyTorch's
+/// `interpolate(mode="bicubic", align_corners=False)` does, with or without `antialias`.
+pub fn resample_weights(input: usize, output: usize, mode: Resample) -> Vec<f32> {
+    let scale = input as f64 / output as f64;
+    let mut weights = vec![0.0f64; output * input];
+    match mode {
+        Resample::Bicubic => {
+            const A: f64 = -0.75;
+            let near = |x: f64| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+            let far = |x: f64| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+            for o in 0..output {
+                let real = scale * (o as f64 + 0.5) - 0.5;
+                let floor = real.floor();
+                let t = real - floor;
+                let taps = [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)];
+                for (k, w) in taps.iter().enumerate() {
+                    let i = (floor as i64 - 1 + k as i64).clamp(0, input as i64 - 1) as usize;
+                    weights[o * input + i] += w;
+                }
+            }
+        }
+        Resample::BicubicAntialias => {
+            const A: f64 = -0.5;
+            let filter = |x: f64| {
+                let x = x.abs();
+                if x < 1.0 {
+                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
+                } else {
+                    0.0
+                }
+            };
+            let support = if scale >= 1.0 { 2.0 * scale } else { 2.0 };
+            let invscale = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
+            for o in 0..output {
+                let center = scale * (o as f64 + 0.5);
+                let min = ((center - support + 0.5) as i64).max(0) as usize;
+                let max = ((center + support + 0.5) as i64).min(input as i64) as usize;
+                let taps: Vec<f64> = (min..max)
+                    .map(|i| filter((i as f64 - center + 0.5) * invscale))
+                    .collect();
+                let total: f64 = taps.iter().sum();
+                for (i, w) in (min..max).zip(taps) {
+                    weights[o * input + i] = if total != 0.0 { w / total } else { 0.0 };
+                }
+            }
+        }
+    }
+    weights.into_iter().map(|w| w as f32).collect()
+}
+
+impl Vit {
+    /// Position embeddings for a `rows x cols` grid of patches: the checkpoint's, or resampled.
+    fn positions(&self, rows: usize, cols: usize) -> Tensor<3> {
+        let c = &self.config;
+        let pos = self.pos_embed.val();
+        if rows == c.grid && cols == c.grid {
+            return pos;
+        }
+        let [_, total, width] = pos.dims();
+        let covered = total - c.grid * c.grid;
+        let device = pos.device();
+        let prefix = (covered > 0).then(|| pos.clone().narrow(1, 0, covered));
+        let grid = pos.narrow(1, covered, c.grid * c.grid);
+        let matrix = |out: usize| {
+            Tensor::<2>::from_data(
+                TensorData::new(resample_weights(c.grid, out, c.resample), [out, c.grid]),
+                &device,
+            )
+        };
+        // Rows, then columns: [g, g*w] → [rows, g*w] → [g, rows*w] → [cols, rows*w].
+        let x = matrix(rows).matmul(grid.reshape([c.grid, c.grid * width]));
+        let x = x
+            .reshape([rows, c.grid, width])
+            .swap_dims(0, 1)
+            .reshape([c.grid, rows * width]);
+        let x = matrix(cols)
+            .matmul(x)
+            .reshape([cols, rows, width])
+            .swap_dims(0, 1)
+            .reshape([1, rows * cols, width]);
+        match prefix {
+            Some(prefix) => Tensor::cat(vec![prefix, x], 1),
+            None => x,
+        }
+    }
+
+    /// The last hidden state `[batch, tokens, hidden]` (after the final norm).
+    pub fn forward_hidden(&self, images: Tensor<4>) -> Tensor<3> {
+        let c = &self.config;
+        let x = self.patch_embed.proj.forward(images);
+        let [batch, width, rows, cols] = x.dims();
+        let patches = x.reshape([batch, width, rows * cols]).swap_dims(1, 2);
+        let expand = |token: &Param<Tensor<3>>| {
+            let [_, n, _] = token.dims();
+            token.val().expand([batch, n, width])
+        };
+        let cls = self.cls_token.as_ref().map(expand);
+        let dist = self.dist_token.as_ref().map(expand);
+        let pos = self.positions(rows, cols);
+        let mut x = if c.pos_covers_prefix {
+            let tokens: Vec<Tensor<3>> =
+                cls.iter().chain(&dist).cloned().chain([patches]).collect();
+            Tensor::cat(tokens, 1) + pos
+        } else {
+            patches + pos
+        };
+        let covered = if c.pos_covers_prefix {
+            usize::from(cls.is_some()) + usize::from(dist.is_some())
+        } else {
+            0
+        };
+        let regs = self.reg_token.as_ref().map(expand);
+        if regs.is_some() || !c.pos_covers_prefix {
+            // Registers (and, without positions of their own, the class tokens) go in front of
+            // the patches, after the class token: [cls, registers, patches].
+            let seq = x.dims()[1];
+            let mut parts = Vec::new();
+            if covered > 0 {
+                parts.push(x.clone().narrow(1, 0, covered));
+            } else {
+                parts.extend(cls.iter().chain(&dist).cloned());
+            }
+            parts.extend(regs);
+            parts.push(x.narrow(1, covered, seq - covered));
+            x = Tensor::cat(parts, 1);
+        }
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        match &self.norm {
+            Some(norm) => norm.forward(x),
+            None => x,
+        }
+    }
+
+    /// The features the classifier reads.
+    pub fn pool(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let c = &self.config;
+        let [batch, seq, width] = hidden.dims();
+        let token = |i: usize| hidden.clone().narrow(1, i, 1).reshape([batch, width]);
+        let patches_mean = || {
+            let skip = c.prefix_tokens();
+            hidden
+                .clone()
+                .narrow(1, skip, seq - skip)
+                .mean_dim(1)
+                .reshape([batch, width])
+        };
+        let pooled = match c.pool {
+            VitPool::Token => token(0),
+            VitPool::TokenAndDistillation => (token(0) + token(1)) / 2.0,
+            VitPool::Avg => patches_mean(),
+            VitPool::TokenAndMean => Tensor::cat(vec![token(0), patches_mean()], 1),
+        };
+        match &self.fc_norm {
+            Some(norm) => norm.forward(pooled),
+            None => pooled,
+        }
+    }
+
+    /// Block index of a parameter path: the embeddings are block 0, block i is i + 1, the final
+    /// norms and the classifier count with the last.
+    fn block(&self, path: &str) -> usize {
+        if let Some(i) = bert::layer_index(path, "blocks.") {
+            i + 1
+        } else if path.starts_with("norm.")
+            || path.starts_with("fc_norm.")
+            || path.starts_with("head.")
+        {
+            self.blocks.len()
+        } else {
+            0
+        }
+    }
+}
+
+/// Where a transformers checkpoint may put the encoder's names.
+fn prefixes(config: &VitConfig) -> Vec<&str> {
+    if config.prefix.is_empty() {
+        Vec::new()
+    } else {
+        vec![config.prefix.as_str()]
+    }
+}
+
+impl Architecture for Vit {
+    fn name() -> &'static str {
+        "vit"
+    }
+
+    fn detects(config: &Value) -> bool {
+        if is_timm(config) {
+            let name = config
+                .get("architecture")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            return name.starts_with("vit_") || name.starts_with("deit_");
+        }
+        matches!(
+            config.get("model_type").and_then(Value::as_str),
+            Some("vit" | "deit" | "dinov2" | "dinov2_with_registers")
+        )
+    }
+
+    fn preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
+        let config = VitConfig::of_folder(folder)?;
+        let transform = if is_timm(&folder.config) {
+            crate::vision::timm_transform(&folder.config).map_err(|message| ModelError::Config {
+                path: folder.config_path(),
+                message,
+            })?
+        } else {
+            crate::vision::processor_transform(&folder.dir, config.image_size)?
+        };
+        Ok(Preprocessing::Image(transform))
+    }
+
+    fn naming(folder: &ModelFolder) -> Result<Naming, ModelError> {
+        Ok(if is_timm(&folder.config) {
+            Naming::Export(ExportFormat::Timm)
+        } else {
+            Naming::Upstream
+        })
+    }
+
+    fn recognise(index: &WeightsIndex) -> Option<String> {
+        let layers = (0..)
+            .take_while(|i| {
+                index
+                    .tensors
+                    .contains_key(&format!("blocks.{i}.attn.qkv.weight"))
+            })
+            .count();
+        (layers > 0 && index.tensors.contains_key("pos_embed"))
+            .then(|| format!("vit ({layers} blocks, timm names)"))
+    }
+
+    fn load(folder: &ModelFolder, classifier: bool, device: &Device) -> Result<Self, ModelError> {
+        let mut config = VitConfig::of_folder(folder)?;
+        if !classifier {
+            config.num_classes = 0;
+        }
+        let mut model = config.init(device);
+        let names = weights::param_names(&model, |p| config.upstream_name(p));
+        weights::load_renamed(
+            &mut model,
+            &folder.weights_path(),
+            &names,
+            &prefixes(&config),
+        )?;
+        Ok(model)
+    }
+
+    fn describe(&self) -> String {
+        let c = &self.config;
+        let family = match c.family {
+            VitFamily::Vit => "vit",
+            VitFamily::Deit => "deit",
+            VitFamily::Dinov2 => "dinov2",
+        };
+        format!(
+            "{family} ({} blocks, {} wide, patch {})",
+            c.num_layers, c.hidden_size, c.patch_size
+        )
+    }
+
+    fn feature_size(&self) -> usize {
+        self.config.feature_size()
+    }
+
+    fn forward_features(&self, inputs: Inputs, _pooling: PoolingOptions) -> Tensor<2> {
+        let Inputs::Image(images) = inputs else {
+            panic!("an image backbone was given token ids");
+        };
+        self.pool(self.forward_hidden(images))
+    }
+
+    fn classifier(&self) -> Option<&Linear> {
+        self.head.as_ref()
+    }
+
+    fn upstream_name(&self, path: &str) -> String {
+        self.config.upstream_name(path)
+    }
+
+    fn export_name(&self, format: ExportFormat, path: &str) -> String {
+        match format {
+            ExportFormat::Timm => path.to_string(),
+            _ => self.config.upstream_name(path),
+        }
+    }
+
+    fn block_of(&self, path: &str) -> usize {
+        self.block(path)
+    }
+
+    fn num_blocks(&self) -> usize {
+        self.blocks.len() + 1
+    }
+
+    fn exports(&self) -> Vec<ExportTarget> {
+        let c = &self.config;
+        match c.layout {
+            VitLayout::Timm => vec![ExportTarget {
+                format: ExportFormat::Timm,
+                model: c.timm_name.clone().unwrap_or_default(),
+                prefix: String::new(),
+                classifier: "head".into(),
+            }],
+            VitLayout::Transformers => {
+                let model = match (c.family, c.register_tokens > 0) {
+                    (VitFamily::Vit, _) => "ViTForImageClassification",
+                    (VitFamily::Deit, _) => "DeiTForImageClassification",
+                    (VitFamily::Dinov2, false) => "Dinov2ForImageClassification",
+                    (VitFamily::Dinov2, true) => "Dinov2WithRegistersForImageClassification",
+                };
+                vec![ExportTarget {
+                    format: ExportFormat::Transformers,
+                    model: model.into(),
+                    prefix: c.prefix.clone(),
+                    classifier: "classifier".into(),
+                }]
+            }
+        }
+    }
+
+    fn lora_targets(&self) -> &'static [&'static str] {
+        match self.config.layout {
+            VitLayout::Timm => &["qkv"],
+            VitLayout::Transformers => &["query", "value"],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resampling_to_the_same_size_is_the_identity() {
+        for mode in [Resample::Bicubic, Resample::BicubicAntialias] {
+            let w = resample_weights(4, 4, mode);
+            for o in 0..4 {
+                for i in 0..4 {
+                    let want = if o == i { 1.0 } else { 0.0 };
+                    assert!((w[o * 4 + i] - want).abs() < 1e-6, "{mode:?} {o} {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn resampling_rows_sum_to_one() {
+        for mode in [Resample::Bicubic, Resample::BicubicAntialias] {
+            for (input, output) in [(37, 16), (4, 7), (16, 37)] {
+                let w = resample_weights(input, output, mode);
+                for o in 0..output {
+                    let sum: f32 = w[o * input..(o + 1) * input].iter().sum();
+                    assert!(
+                        (sum - 1.0).abs() < 1e-5,
+                        "{mode:?} {input}->{output}: {sum}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transformers_names() {
+        let index = WeightsIndex::default();
+        let config = serde_json::json!({"model_type": "dinov2", "hidden_size": 8,
+            "num_attention_heads": 2, "num_hidden_layers": 1, "image_size": 28, "patch_size": 14});
+        let c = VitConfig::from_transformers(&config, &index).unwrap();
+        assert_eq!(
+            c.upstream_name("blocks.0.ls1.gamma"),
+            "encoder.layer.0.layer_scale1.lambda1"
+        );
+        assert_eq!(c.prefix, "dinov2.");
+        assert_eq!(c.upstream_name("head.weight"), "classifier.weight");
+        let config = serde_json::json!({"model_type": "vit", "hidden_size": 8,
+            "num_attention_heads": 2, "num_hidden_layers": 1, "intermediate_size": 16});
+        let c = VitConfig::from_transformers(&config, &index).unwrap();
+        assert_eq!(
+            c.upstream_name("blocks.3.mlp.fc2.bias"),
+            "encoder.layer.3.output.dense.bias"
+        );
+        assert_eq!(
+            c.upstream_name("patch_embed.proj.weight"),
+            "embeddings.patch_embeddings.projection.weight"
+        );
+    }
+}
