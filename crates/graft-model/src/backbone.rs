@@ -110,6 +110,9 @@ pub struct ExportTarget {
     pub prefix: String,
     /// The name of the classifier the new head becomes (`classifier`, `fc`).
     pub classifier: String,
+    /// Other classifiers that get the same weights (timm's distilled DeiT averages `head` and
+    /// `head_dist` on the class and distillation tokens, which is graft's head on their mean).
+    pub classifier_copies: Vec<String>,
 }
 
 /// Which names a folder's weights use.

@@ -560,12 +560,14 @@ impl Architecture for Bert {
                 model: "BertForSequenceClassification".into(),
                 prefix: "bert.".into(),
                 classifier: "classifier".into(),
+                classifier_copies: Vec::new(),
             },
             ExportTarget {
                 format: ExportFormat::SentenceTransformers,
                 model: "BertModel".into(),
                 prefix: String::new(),
                 classifier: String::new(),
+                classifier_copies: Vec::new(),
             },
         ]
     }

@@ -615,6 +615,7 @@ impl Architecture for Deberta {
             model: "DebertaV2Model".into(),
             prefix: String::new(),
             classifier: String::new(),
+            classifier_copies: Vec::new(),
         }]
     }
 }

@@ -243,6 +243,7 @@ impl Architecture for DistilBert {
             model: "DistilBertModel".into(),
             prefix: String::new(),
             classifier: String::new(),
+            classifier_copies: Vec::new(),
         }]
     }
 }

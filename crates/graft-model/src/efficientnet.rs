@@ -443,6 +443,7 @@ impl Architecture for EfficientNet {
             model: format!("tf_efficientnet_{}", self.variant),
             prefix: String::new(),
             classifier: "classifier".into(),
+            classifier_copies: Vec::new(),
         }]
     }
 }

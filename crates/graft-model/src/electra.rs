@@ -164,6 +164,7 @@ impl Architecture for Electra {
             model: "ElectraModel".into(),
             prefix: String::new(),
             classifier: String::new(),
+            classifier_copies: Vec::new(),
         }]
     }
 }

@@ -574,6 +574,7 @@ impl Architecture for ModernBert {
             model: "ModernBertModel".into(),
             prefix: String::new(),
             classifier: String::new(),
+            classifier_copies: Vec::new(),
         }]
     }
 }

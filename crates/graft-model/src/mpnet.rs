@@ -420,6 +420,7 @@ impl Architecture for Mpnet {
             model: "MPNetModel".into(),
             prefix: String::new(),
             classifier: String::new(),
+            classifier_copies: Vec::new(),
         }]
     }
 }

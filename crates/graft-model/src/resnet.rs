@@ -288,6 +288,7 @@ impl Architecture for ResNet {
             model: format!("resnet{}", self.depth),
             prefix: String::new(),
             classifier: "fc".into(),
+            classifier_copies: Vec::new(),
         }]
     }
 }

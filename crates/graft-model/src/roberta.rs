@@ -226,6 +226,7 @@ impl Architecture for Roberta {
             model: self.family.model_class().into(),
             prefix: String::new(),
             classifier: String::new(),
+            classifier_copies: Vec::new(),
         }]
     }
 }

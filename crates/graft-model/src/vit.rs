@@ -148,6 +148,9 @@ pub struct Vit {
     pub fc_norm: Option<LayerNorm>,
     /// The checkpoint's classifier (`head`), when kept.
     pub head: Option<Linear>,
+    /// timm's distilled DeiT: the classifier of the distillation token (`head_dist`), only while
+    /// loading.
+    pub head_dist: Option<Linear>,
     #[module(skip)]
     pub config: VitConfig,
 }
@@ -285,6 +288,10 @@ impl VitConfig {
             norm: self.final_norm.then(norm),
             fc_norm: self.fc_norm.then(norm),
             head: (self.num_classes > 0)
+                .then(|| linear(self.feature_size(), self.num_classes, true)),
+            head_dist: (self.num_classes > 0
+                && self.distillation_token
+                && self.layout == VitLayout::Timm)
                 .then(|| linear(self.feature_size(), self.num_classes, true)),
             config: self.clone(),
         }
@@ -581,12 +588,7 @@ impl VitConfig {
             fc_norm,
             pool,
             resample: Resample::BicubicAntialias,
-            // A distilled model averages two heads on two tokens: not one graft can run.
-            num_classes: if distillation_token {
-                0
-            } else {
-                shape("head.weight").map_or(0, |s| s[0])
-            },
+            num_classes: shape("head.weight").map_or(0, |s| s[0]),
         })
     }
 
@@ -876,6 +878,35 @@ impl Architecture for Vit {
             &names,
             &prefixes(&config),
         )?;
+        // timm's distilled DeiT averages `head` on the class token and `head_dist` on the
+        // distillation token: graft's head on their mean only when the two are the same (as in
+        // graft's exports); otherwise the checkpoint has no one classifier graft can run.
+        if let Some(dist) = model.head_dist.take() {
+            let values = |l: &Linear| {
+                let mut v = l
+                    .weight
+                    .val()
+                    .into_data()
+                    .try_into_vec_as::<f32>()
+                    .unwrap_or_default();
+                if let Some(b) = &l.bias {
+                    v.extend(
+                        b.val()
+                            .into_data()
+                            .try_into_vec_as::<f32>()
+                            .unwrap_or_default(),
+                    );
+                }
+                v
+            };
+            if !model
+                .head
+                .as_ref()
+                .is_some_and(|head| values(head) == values(&dist))
+            {
+                model.head = None;
+            }
+        }
         Ok(model)
     }
 
@@ -934,6 +965,11 @@ impl Architecture for Vit {
                 model: c.timm_name.clone().unwrap_or_default(),
                 prefix: String::new(),
                 classifier: "head".into(),
+                classifier_copies: if c.distillation_token {
+                    vec!["head_dist".into()]
+                } else {
+                    Vec::new()
+                },
             }],
             VitLayout::Transformers => {
                 let model = match (c.family, c.register_tokens > 0) {
@@ -947,6 +983,7 @@ impl Architecture for Vit {
                     model: model.into(),
                     prefix: c.prefix.clone(),
                     classifier: "classifier".into(),
+                    classifier_copies: Vec::new(),
                 }]
             }
         }

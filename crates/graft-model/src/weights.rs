@@ -265,6 +265,7 @@ pub fn load_renamed<M: Module>(
 }
 
 /// One tensor to write: name, shape, little-endian bytes and dtype.
+#[derive(Clone)]
 pub struct TensorBytes {
     pub name: String,
     pub shape: Vec<usize>,

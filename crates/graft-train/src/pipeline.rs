@@ -800,15 +800,28 @@ fn pretrained_outputs(
     Ok((modality, (examples, spec, outputs)))
 }
 
-/// The class names of a transformers `config.json` (`id2label`) when it names all `classes`;
-/// else the indices.
+/// The class names of a `config.json` when it names all `classes`: transformers' `id2label`, or
+/// timm's `label_names`; else the indices.
 fn id2label(config: &serde_json::Value, classes: usize) -> Vec<String> {
-    let names = config.get("id2label").and_then(|map| {
+    let transformers = config.get("id2label").and_then(|map| {
         (0..classes)
             .map(|i| map.get(i.to_string())?.as_str().map(String::from))
             .collect::<Option<Vec<_>>>()
     });
-    names.unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect())
+    let timm = || {
+        let names = config.get("label_names")?.as_array()?;
+        (names.len() == classes)
+            .then(|| {
+                names
+                    .iter()
+                    .map(|n| n.as_str().map(String::from))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .flatten()
+    };
+    transformers
+        .or_else(timm)
+        .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect())
 }
 
 /// Outputs of a PEFT LoRA sequence-classification adapter on its base model, as

@@ -38,6 +38,7 @@ pub const BACKBONE_FILES: &[&str] = &[
     "tokenizer_config.json",
     "special_tokens_map.json",
     "vocab.txt",
+    "preprocessor_config.json",
 ];
 
 pub const MANIFEST: &str = "graft.json";

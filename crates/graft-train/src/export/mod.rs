@@ -51,7 +51,9 @@ pub fn export(run_dir: &Path, out: &Path, merge: bool) -> Result<String, TrainEr
         ExportFormat::Transformers if adapter => peft::write(run_dir, &run, &target, &staging),
         ExportFormat::Transformers => transformers::write(run_dir, &run, &target, &staging),
         ExportFormat::SentenceTransformers => sentence_transformers::write(run_dir, &run, &staging),
-        ExportFormat::Timm | ExportFormat::Torchvision => vision::write(&run, &target, &staging),
+        ExportFormat::Timm | ExportFormat::Torchvision => {
+            vision::write(run_dir, &run, &target, &staging)
+        }
     };
     match result {
         Ok(description) => {
@@ -74,6 +76,7 @@ fn target_for(run: &LoadedRun) -> Result<ExportTarget, TrainError> {
             model: native.model.clone(),
             prefix: native.prefix.clone(),
             classifier: native.classifier.clone(),
+            classifier_copies: Vec::new(),
         });
     }
     let wanted: &[ExportFormat] = match &run.manifest.preparation {
@@ -81,7 +84,11 @@ fn target_for(run: &LoadedRun) -> Result<ExportTarget, TrainError> {
             use_pooler: true, ..
         } => &[ExportFormat::Transformers],
         Preparation::Text { .. } => &[ExportFormat::SentenceTransformers],
-        Preparation::Image { .. } => &[ExportFormat::Timm, ExportFormat::Torchvision],
+        Preparation::Image { .. } => &[
+            ExportFormat::Timm,
+            ExportFormat::Torchvision,
+            ExportFormat::Transformers,
+        ],
     };
     let architecture = run.model.backbone.architecture();
     architecture
@@ -146,14 +153,29 @@ fn head_tensors(
         .native
         .as_ref()
         .and_then(|n| n.transform.as_ref());
-    module_tensors(&run.model.head, |path| {
+    let mut tensors = module_tensors(&run.model.head, |path| {
         if let Some(rest) = path.strip_prefix("layers.0.") {
             Some(format!("{prefix}{}.{rest}", target.classifier))
         } else {
             let inner = path.strip_prefix("transform.")?;
             transform.map(|spec| format!("{prefix}{}", spec.upstream_name(inner)))
         }
-    })
+    })?;
+    for copy in &target.classifier_copies {
+        let head = format!("{prefix}{}.", target.classifier);
+        let copies: Vec<TensorBytes> = tensors
+            .iter()
+            .filter_map(|t| {
+                let rest = t.name.strip_prefix(&head)?;
+                Some(TensorBytes {
+                    name: format!("{prefix}{copy}.{rest}"),
+                    ..t.clone()
+                })
+            })
+            .collect();
+        tensors.extend(copies);
+    }
+    Ok(tensors)
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {

@@ -63,11 +63,49 @@ pub(super) fn write(
         object.insert("problem_type".into(), json!(m.task));
     }
     write_json_atomic(&out.join("config.json"), &config)?;
+    if let Some(transform) = m.preparation.image_transform() {
+        write_json_atomic(
+            &out.join("preprocessor_config.json"),
+            &processor_config(&transform),
+        )?;
+    }
     let tensors = classifier_tensors(run, target)?;
     write_safetensors(&out.join("model.safetensors"), &tensors, None)?;
     write_json_atomic(&out.join("labels.json"), labels)?;
-    Ok(format!(
-        "transformers (AutoModelForSequenceClassification: {})",
-        target.model
-    ))
+    let auto = match m.preparation {
+        Preparation::Text { .. } => "AutoModelForSequenceClassification",
+        Preparation::Image { .. } => "AutoModelForImageClassification",
+    };
+    Ok(format!("transformers ({auto}: {})", target.model))
+}
+
+/// The run's image transform as transformers' image processor config: a square resize
+/// (`ViTImageProcessor`), or the shorter side then a center crop (`BitImageProcessor`); bicubic,
+/// rescaled by 1/255 and normalized.
+fn processor_config(t: &graft_model::ImageTransform) -> Value {
+    let square = |n: usize| json!({"height": n, "width": n});
+    let (processor, size, crop) = match t.resize_shorter {
+        None => ("ViTImageProcessor", square(t.image_size), None),
+        Some(shorter) => (
+            "BitImageProcessor",
+            json!({"shortest_edge": shorter}),
+            Some(square(t.image_size)),
+        ),
+    };
+    let mut config = json!({
+        "image_processor_type": processor,
+        "do_resize": true,
+        "size": size,
+        "resample": 3,
+        "do_rescale": true,
+        "rescale_factor": 1.0 / 255.0,
+        "do_normalize": true,
+        "image_mean": t.mean,
+        "image_std": t.std,
+        "do_center_crop": crop.is_some(),
+    });
+    if let Some(crop) = crop {
+        config["crop_size"] = crop;
+    }
+    config
 }

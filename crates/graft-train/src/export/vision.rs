@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use graft_model::{ExportFormat, ExportTarget};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{classifier_tensors, require_linear_head};
 use crate::error::{TrainError, TrainError as E};
@@ -15,12 +15,33 @@ use crate::files::{write_json_atomic, write_safetensors};
 use crate::run_dir::LoadedRun;
 
 pub(super) fn write(
+    run_dir: &Path,
     run: &LoadedRun,
     target: &ExportTarget,
     out: &Path,
 ) -> Result<String, TrainError> {
+    // A timm folder's `model_args` and `global_pool` (the model beyond its name) carry over.
+    let source: Value = std::fs::read_to_string(run_dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null);
+    let mut model_args = source.get("model_args").cloned().unwrap_or(Value::Null);
+    if let Some(args) = model_args.as_object_mut() {
+        args.remove("num_classes");
+    }
+    let kwargs: String = model_args
+        .as_object()
+        .map(|args| {
+            args.iter()
+                .map(|(k, v)| format!(", {k}={}", python_literal(v)))
+                .collect()
+        })
+        .unwrap_or_default();
     let (layout, build) = match target.format {
-        ExportFormat::Timm => ("timm", format!("timm.create_model(\"{}\"", target.model)),
+        ExportFormat::Timm => (
+            "timm",
+            format!("timm.create_model(\"{}\"{kwargs}", target.model),
+        ),
         _ => (
             "torchvision",
             format!("torchvision.models.{}(", target.model),
@@ -58,28 +79,58 @@ pub(super) fn write(
             Some(shorter) => ("center", transform.image_size as f64 / shorter as f64),
         };
         let size = transform.image_size;
-        write_json_atomic(
-            &out.join("config.json"),
-            &json!({
-                "architecture": target.model,
+        let mut config = json!({
+            "architecture": target.model,
+            "num_classes": labels.len(),
+            "label_names": labels,
+            "pretrained_cfg": {
+                "input_size": [3, size, size],
+                "crop_pct": crop_pct,
+                "crop_mode": crop_mode,
+                "interpolation": "bicubic",
+                "mean": transform.mean,
+                "std": transform.std,
                 "num_classes": labels.len(),
-                "label_names": labels,
-                "pretrained_cfg": {
-                    "input_size": [3, size, size],
-                    "crop_pct": crop_pct,
-                    "crop_mode": crop_mode,
-                    "interpolation": "bicubic",
-                    "mean": transform.mean,
-                    "std": transform.std,
-                    "num_classes": labels.len(),
-                }
-            }),
-        )?;
+            }
+        });
+        if !model_args.is_null() {
+            config["model_args"] = model_args;
+        }
+        if let Some(pool) = source.get("global_pool") {
+            config["global_pool"] = pool.clone();
+        }
+        write_json_atomic(&out.join("config.json"), &config)?;
     }
     write_json_atomic(&out.join("labels.json"), labels)?;
     Ok(format!(
-        "{layout} ({} with {})",
+        "{layout} ({}: {} with {})",
+        target.model,
         run.model.backbone.architecture().describe(),
         target.classifier
     ))
+}
+
+/// A JSON value as Python source (`true` → `True`, `null` → `None`).
+fn python_literal(value: &Value) -> String {
+    match value {
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Null => "None".into(),
+        Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(python_literal)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Object(map) => format!(
+            "{{{}}}",
+            map.iter()
+                .map(|(k, v)| format!("{k:?}: {}", python_literal(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.to_string(),
+    }
 }

@@ -1,0 +1,176 @@
+//! Vision transformers through the pipeline, on the small folders of
+//! `crates/graft-model/tests/golden/vit` (transformers and timm, random weights): freezing by
+//! blocks with gradual unfreezing and layer decay (position embeddings resampled inside training
+//! where the run's size differs from the checkpoint's grid), training, prediction, and export in
+//! the folder's library's names: exactly the tensors that library saves for the class, and
+//! predictions from the export equal to the run's.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::{export_saying, json, ok, repo, write};
+
+/// Golden folder, the run's image size, and the class the export should name.
+const FOLDERS: [(&str, usize, &str); 8] = [
+    ("vit", 32, "ViTForImageClassification"),
+    ("deit", 32, "DeiTForImageClassification"),
+    ("dinov2", 48, "Dinov2ForImageClassification"),
+    (
+        "dinov2-reg",
+        48,
+        "Dinov2WithRegistersForImageClassification",
+    ),
+    ("timm-vit", 32, "vit_small_patch16_224"),
+    ("timm-vit-avg", 32, "vit_small_patch16_224"),
+    ("timm-deit", 32, "deit_tiny_distilled_patch16_224"),
+    ("timm-dinov2-reg", 32, "vit_small_patch14_reg4_dinov2"),
+];
+
+fn golden(name: &str) -> PathBuf {
+    repo()
+        .join("crates/graft-model/tests/golden/vit")
+        .join(name)
+}
+
+/// Three Fashion-MNIST classes of the bundled slice, as a CSV of paths and labels.
+fn images(dir: &Path) -> PathBuf {
+    let root = repo().join("datasets/fashion-mnist-mini/train");
+    let mut rows = vec!["path,label".to_string()];
+    for class in ["bag", "sandal", "trouser"] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for file in files.iter().take(6) {
+            rows.push(format!("{},{class}", file.display()));
+        }
+    }
+    write(dir, "images.csv", &(rows.join("\n") + "\n"))
+}
+
+fn shapes(path: &Path) -> BTreeMap<String, Vec<usize>> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.shape().to_vec()))
+        .collect()
+}
+
+/// `graft predict` on the `path` column, one JSON value per image.
+fn predictions(model: &Path, input: &Path) -> Vec<serde_json::Value> {
+    ok(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--column",
+        "path",
+    ])
+    .lines()
+    .map(|line| serde_json::from_str(line).unwrap())
+    .collect()
+}
+
+fn probabilities(model: &Path, input: &Path) -> Vec<BTreeMap<String, f64>> {
+    predictions(model, input)
+        .into_iter()
+        .map(|value| {
+            value["probabilities"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_f64().unwrap()))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn vision_transformers_train_and_export_in_their_library_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let table = images(tmp.path());
+    for (name, size, model) in FOLDERS {
+        let run = tmp.path().join(format!("{name}-run"));
+        let cfg = write(
+            tmp.path(),
+            &format!("{name}.toml"),
+            &format!(
+                r#"[model]
+backbone = "{}"
+image_size = {size}
+
+[data]
+format = "csv"
+train = "{}"
+valid = "{}"
+image_column = "path"
+label_column = "label"
+
+[freeze]
+layers = 1
+unfreeze = [{{ epoch = 2, layers = "all" }}]
+
+[train]
+epochs = 2
+batch_size = 6
+lr = 1e-3
+layer_decay = 0.7
+backend = "flex"
+
+[output]
+dir = "{}"
+"#,
+                golden(name).display(),
+                table.display(),
+                table.display(),
+                run.display()
+            ),
+        );
+        let plan = ok(&["train", cfg.to_str().unwrap(), "--dry-run"]);
+        let first = plan.lines().next().unwrap();
+        assert!(first.contains("frozen"), "{name}: {plan}");
+        assert!(first.contains("trains from epoch 2"), "{name}: {plan}");
+        ok(&["train", cfg.to_str().unwrap()]);
+        let out = tmp.path().join(format!("{name}-export"));
+        let said = export_saying(&run, &out);
+        assert!(said.contains(model), "{name}: {said}");
+        assert_eq!(
+            shapes(&out.join("model.safetensors")),
+            shapes(&golden(name).join("model.safetensors")),
+            "{name}: the export's tensors are not its library's own"
+        );
+        let from_run = probabilities(&run, &table);
+        let from_export = probabilities(&out, &table);
+        let diff = from_run
+            .iter()
+            .zip(&from_export)
+            .flat_map(|(a, b)| a.iter().map(move |(k, p)| (p - b[k]).abs()))
+            .fold(0.0, f64::max);
+        assert!(
+            diff <= 1e-5,
+            "{name}: export differs from the run by {diff}"
+        );
+        if name.starts_with("timm") {
+            let config = json(&out.join("config.json"));
+            assert_eq!(config["architecture"], model);
+            assert_eq!(config["model_args"]["embed_dim"], 32, "{name}");
+        }
+    }
+}
+
+#[test]
+fn a_transformers_vit_folder_predicts_with_its_own_classifier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let table = images(tmp.path());
+    let predictions = predictions(&golden("vit"), &table);
+    assert_eq!(predictions.len(), 18);
+    for p in &predictions {
+        let label = p["label"].as_str().unwrap();
+        assert!(["cat", "dog", "fish"].contains(&label), "{p}");
+    }
+}
