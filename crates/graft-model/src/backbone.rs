@@ -295,6 +295,7 @@ registry! {
     EfficientNet => crate::efficientnet::EfficientNet,
     ResNet => crate::resnet::ResNet,
     Vit => crate::vit::Vit,
+    ConvNext => crate::convnext::ConvNext,
 }
 
 impl ArchitectureId {

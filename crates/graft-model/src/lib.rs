@@ -11,6 +11,7 @@
 pub mod adapters;
 pub mod backbone;
 pub mod bert;
+pub mod convnext;
 pub mod deberta;
 pub mod distilbert;
 pub mod efficientnet;

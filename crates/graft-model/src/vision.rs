@@ -198,8 +198,9 @@ pub fn timm_transform(config: &Value) -> Result<ImageTransform, String> {
 
 /// The image processor of a transformers folder (`preprocessor_config.json`): resize to a square
 /// (`size` `height`/`width`) or the shorter side (`shortest_edge`, or a square `size` followed by a
-/// center crop, which is the same for square images), `crop_size` after it, rescale by 1/255 and
-/// normalize. Without the file: squash to `image_size` with ImageNet's mean and std.
+/// center crop, which is the same for square images), `crop_size` after it (ConvNeXt's
+/// `crop_pct` instead), rescale by 1/255 and normalize. Without the file: squash to `image_size`
+/// with ImageNet's mean and std.
 pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransform, ModelError> {
     let path = dir.join("preprocessor_config.json");
     let imagenet = ImageTransform {
@@ -277,7 +278,12 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
     };
     let (image_size, resize_shorter) = match (size, crop) {
         (Some((s, _)), Some(c)) => (c, Some(s)),
-        (Some((s, true)), None) => (s, Some(s)),
+        // ConvNeXt's processor: below 384, the shorter side to s / crop_pct, then an s crop.
+        (Some((s, true)), None) => match cfg.get("crop_pct").and_then(Value::as_f64) {
+            Some(pct) if s < 384 && pct > 0.0 => (s, Some((s as f64 / pct) as usize)),
+            Some(_) => (s, None),
+            None => (s, Some(s)),
+        },
         (Some((s, false)), None) => (s, None),
         (None, Some(c)) => (c, Some(c)),
         (None, None) => (image_size, None),

@@ -1,10 +1,12 @@
-//! Vision transformers against transformers and timm (`tests/golden/vit/`, made by
-//! `scripts/golden/make_vit_goldens.py`): ViT, DeiT, DINOv2 and DINOv2 with registers from
-//! transformers folders, and timm's ViT (token and average pooling), distilled DeiT and DINOv2 with
-//! registers from timm folders, on random weights. The features the classifier reads and the
+//! Vision transformers and ConvNeXt against transformers and timm, on random weights:
+//! `tests/golden/vit/` (`scripts/golden/make_vit_goldens.py`: ViT, DeiT, DINOv2 and DINOv2 with
+//! registers from transformers folders; timm's ViT with token and average pooling, distilled DeiT
+//! and DINOv2 with registers from timm folders) and `tests/golden/convnext/`
+//! (`scripts/golden/make_convnext_goldens.py`: transformers' ConvNeXt, timm's convnext_atto with
+//! its 1x1-convolution MLP and convnext_tiny's layout). The features the classifier reads and the
 //! checkpoint's logits must match to 1e-5 on the CPU backends and 1e-3 on wgpu, at the trained
-//! size and, where the golden has one, at another size (position embeddings resampled as the
-//! folder's library resamples them).
+//! size and at another size (vision transformers: position embeddings resampled as the folder's
+//! library resamples them).
 
 mod common;
 
@@ -14,19 +16,41 @@ use burn::tensor::{Device, Tensor, TensorData};
 use common::{cpu_devices, floats, max_abs_diff, wgpu_device};
 use graft_model::{Backbone, Inputs, ModelFolder, PoolingOptions};
 
-const FOLDERS: [(&str, &str); 8] = [
-    ("vit", "vit (2 blocks, 32 wide, patch 8)"),
-    ("deit", "deit (1 blocks, 32 wide, patch 8)"),
-    ("dinov2", "dinov2 (2 blocks, 32 wide, patch 4)"),
-    ("dinov2-reg", "dinov2 (1 blocks, 32 wide, patch 4)"),
-    ("timm-vit", "vit (2 blocks, 32 wide, patch 8)"),
-    ("timm-vit-avg", "vit (1 blocks, 32 wide, patch 8)"),
-    ("timm-deit", "deit (1 blocks, 32 wide, patch 8)"),
-    ("timm-dinov2-reg", "dinov2 (1 blocks, 32 wide, patch 4)"),
+/// Golden group, folder, and how graft describes the model.
+const FOLDERS: [(&str, &str, &str); 11] = [
+    ("vit", "vit", "vit (2 blocks, 32 wide, patch 8)"),
+    ("vit", "deit", "deit (1 blocks, 32 wide, patch 8)"),
+    ("vit", "dinov2", "dinov2 (2 blocks, 32 wide, patch 4)"),
+    ("vit", "dinov2-reg", "dinov2 (1 blocks, 32 wide, patch 4)"),
+    ("vit", "timm-vit", "vit (2 blocks, 32 wide, patch 8)"),
+    ("vit", "timm-vit-avg", "vit (1 blocks, 32 wide, patch 8)"),
+    ("vit", "timm-deit", "deit (1 blocks, 32 wide, patch 8)"),
+    (
+        "vit",
+        "timm-dinov2-reg",
+        "dinov2 (1 blocks, 32 wide, patch 4)",
+    ),
+    (
+        "convnext",
+        "convnext",
+        "convnext (dims [8, 16, 24, 32], depths [1, 1, 2, 1])",
+    ),
+    (
+        "convnext",
+        "timm-convnext",
+        "convnext (dims [8, 16, 24, 32], depths [1, 1, 2, 1])",
+    ),
+    (
+        "convnext",
+        "timm-convnext-t",
+        "convnext (dims [8, 16, 24, 32], depths [1, 1, 1, 1])",
+    ),
 ];
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/vit")
+fn dir(group: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(group)
 }
 
 /// The script's deterministic batch of two images at `side`.
@@ -39,10 +63,10 @@ fn pixels(side: usize, device: &Device) -> Tensor<4> {
 }
 
 /// The worst difference of features and logits over every golden case on `device`.
-fn worst_diff(name: &str, described: &str, device: &Device) -> f32 {
-    let golden = common::golden(&format!("vit/{name}.json"));
-    let folder = ModelFolder::open(&dir().join(name)).unwrap();
-    assert_eq!(folder.architecture.name(), "vit");
+fn worst_diff(group: &str, name: &str, described: &str, device: &Device) -> f32 {
+    let golden = common::golden(&format!("{group}/{name}.json"));
+    let folder = ModelFolder::open(&dir(group).join(name)).unwrap();
+    assert_eq!(folder.architecture.name(), group);
     let backbone = Backbone::load(&folder, PoolingOptions::default(), true, device).unwrap();
     assert_eq!(backbone.architecture().describe(), described);
     let mut worst = 0.0f32;
@@ -88,10 +112,10 @@ fn worst_diff(name: &str, described: &str, device: &Device) -> f32 {
 }
 
 #[test]
-fn vision_transformers_match_transformers_and_timm_on_cpu_backends() {
-    for (name, described) in FOLDERS {
+fn vision_transformers_and_convnext_match_transformers_and_timm_on_cpu_backends() {
+    for (group, name, described) in FOLDERS {
         for (backend, device) in cpu_devices() {
-            let worst = worst_diff(name, described, &device);
+            let worst = worst_diff(group, name, described, &device);
             eprintln!("{name} {backend}: worst max abs diff {worst:e}");
             assert!(worst <= 1e-5, "{name} {backend}: max abs diff {worst}");
         }
@@ -101,7 +125,9 @@ fn vision_transformers_match_transformers_and_timm_on_cpu_backends() {
 #[test]
 fn vision_transformers_match_on_wgpu() {
     let Some(device) = wgpu_device() else { return };
-    let worst = worst_diff("dinov2", FOLDERS[2].1, &device);
-    eprintln!("dinov2 wgpu: worst max abs diff {worst:e}");
-    assert!(worst <= 1e-3, "dinov2 wgpu: max abs diff {worst}");
+    for (group, name, described) in [FOLDERS[2], FOLDERS[9]] {
+        let worst = worst_diff(group, name, described, &device);
+        eprintln!("{name} wgpu: worst max abs diff {worst:e}");
+        assert!(worst <= 1e-3, "{name} wgpu: max abs diff {worst}");
+    }
 }

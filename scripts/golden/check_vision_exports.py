@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Check graft's vision-transformer exports in transformers and timm (run by hand; needs torch,
-transformers, timm and Pillow).
+"""Check graft's vision-transformer and ConvNeXt exports in transformers and timm (run by hand;
+needs torch, transformers, timm and Pillow).
 
 Usage:
     python scripts/golden/check_vit_exports.py DIR NAME:SIDE...
@@ -47,7 +47,8 @@ def main():
             config = json.load(open(os.path.join(export, "config.json")))
             args = dict(config.get("model_args", {}))
             args.pop("num_classes", None)
-            args["dynamic_img_size"] = True  # the run's size may differ from the grid
+            if config["architecture"].startswith(("vit", "deit")):
+                args["dynamic_img_size"] = True  # the run's size may differ from the grid
             model = timm.create_model(config["architecture"], pretrained=False,
                                       num_classes=len(labels), **args)
             model.load_state_dict(load_file(os.path.join(export, "model.safetensors")),

@@ -1,0 +1,552 @@
+//! ConvNeXt, from transformers folders (`model_type` `convnext`) or timm folders (`convnext_*`):
+//! a 4x4 patchify stem with a channel LayerNorm, four stages (a LayerNorm and a 2x2 strided
+//! convolution between them) of blocks (depthwise 7x7 convolution, channel LayerNorm, a pointwise
+//! MLP with GELU, layer scale, stochastic depth while training), global average pooling and a final
+//! LayerNorm. Module paths follow timm's names; [`ConvNextConfig::upstream_name`] maps them to
+//! transformers'. timm's small variants (`conv_mlp`) hold the MLP as 1x1 convolutions.
+
+use burn::module::{Module, Param};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::gelu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::backbone::{Architecture, ExportFormat, ExportTarget, Inputs, Naming, Preprocessing};
+use crate::{ModelError, ModelFolder, PoolingOptions, WeightsIndex, adapters, weights};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConvNextLayout {
+    Transformers,
+    Timm,
+}
+
+/// What shapes the network, read from `config.json` and the weights' shapes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvNextConfig {
+    pub layout: ConvNextLayout,
+    /// timm: the model name (`convnext_atto`).
+    pub timm_name: Option<String>,
+    pub dims: Vec<usize>,
+    pub depths: Vec<usize>,
+    pub layer_scale: bool,
+    /// timm's `conv_mlp`: the MLP as 1x1 convolutions.
+    pub conv_mlp: bool,
+    /// Stochastic depth of the last block (linearly less before it), while training.
+    pub drop_path_rate: f64,
+    /// Epsilon of the final LayerNorm (transformers: `layer_norm_eps`; timm 1e-6).
+    pub head_eps: f64,
+    pub image_size: usize,
+    pub num_classes: usize,
+}
+
+/// LayerNorm over the channels of `[batch, channels, h, w]`.
+#[derive(Module, Debug)]
+pub struct ChannelNorm {
+    pub norm: LayerNorm,
+}
+
+impl ChannelNorm {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.norm
+            .forward(x.permute([0, 2, 3, 1]))
+            .permute([0, 3, 1, 2])
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ConvMlp {
+    pub fc1: Option<Linear>,
+    pub fc2: Option<Linear>,
+    /// `conv_mlp`: the same layers as 1x1 convolutions.
+    pub fc1_conv: Option<Conv2d>,
+    pub fc2_conv: Option<Conv2d>,
+}
+
+#[derive(Module, Debug)]
+pub struct ConvNextBlock {
+    pub conv_dw: Conv2d,
+    pub norm: ChannelNorm,
+    pub mlp: ConvMlp,
+    pub gamma: Option<Param<Tensor<1>>>,
+    /// Stochastic depth: a per-sample mask from dropout on ones.
+    pub drop_path: Dropout,
+}
+
+#[derive(Module, Debug)]
+pub struct Downsample {
+    pub norm: ChannelNorm,
+    pub conv: Conv2d,
+}
+
+#[derive(Module, Debug)]
+pub struct ConvNextStage {
+    pub downsample: Option<Downsample>,
+    pub blocks: Vec<ConvNextBlock>,
+}
+
+#[derive(Module, Debug)]
+pub struct Stem {
+    pub conv: Conv2d,
+    pub norm: ChannelNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct ConvNextHead {
+    pub norm: LayerNorm,
+    pub fc: Option<Linear>,
+}
+
+#[derive(Module, Debug)]
+pub struct ConvNext {
+    pub stem: Stem,
+    pub stages: Vec<ConvNextStage>,
+    pub head: ConvNextHead,
+    #[module(skip)]
+    pub config: ConvNextConfig,
+}
+
+impl ConvNextBlock {
+    fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let x = self.norm.forward(self.conv_dw.forward(input.clone()));
+        let x = match (
+            &self.mlp.fc1,
+            &self.mlp.fc2,
+            &self.mlp.fc1_conv,
+            &self.mlp.fc2_conv,
+        ) {
+            (Some(fc1), Some(fc2), ..) => {
+                let x = x.permute([0, 2, 3, 1]);
+                let x = adapters::linear(fc2, gelu(adapters::linear(fc1, x)));
+                x.permute([0, 3, 1, 2])
+            }
+            (.., Some(fc1), Some(fc2)) => fc2.forward(gelu(fc1.forward(x))),
+            _ => unreachable!("built with linear or convolutional MLP layers"),
+        };
+        let [batch, channels, _, _] = x.dims();
+        let x = match &self.gamma {
+            Some(gamma) => x * gamma.val().reshape([1, channels, 1, 1]),
+            None => x,
+        };
+        let keep = self
+            .drop_path
+            .forward(Tensor::<4>::ones([batch, 1, 1, 1], &x.device()));
+        x * keep + input
+    }
+}
+
+impl ConvNextConfig {
+    pub fn feature_size(&self) -> usize {
+        *self.dims.last().expect("four stages")
+    }
+
+    /// The network with burn's default initialization (every value is then loaded).
+    pub fn init(&self, device: &Device) -> ConvNext {
+        let norm = |c: usize, eps: f64| LayerNormConfig::new(c).with_epsilon(eps).init(device);
+        let channel_norm = |c: usize| ChannelNorm {
+            norm: norm(c, 1e-6),
+        };
+        let total: usize = self.depths.iter().sum();
+        let mut index = 0;
+        let stages = self
+            .dims
+            .iter()
+            .zip(&self.depths)
+            .enumerate()
+            .map(|(stage, (&dim, &depth))| ConvNextStage {
+                downsample: (stage > 0).then(|| Downsample {
+                    norm: channel_norm(self.dims[stage - 1]),
+                    conv: Conv2dConfig::new([self.dims[stage - 1], dim], [2, 2])
+                        .with_stride([2, 2])
+                        .init(device),
+                }),
+                blocks: (0..depth)
+                    .map(|_| {
+                        let rate = if total > 1 {
+                            self.drop_path_rate * index as f64 / (total - 1) as f64
+                        } else {
+                            0.0
+                        };
+                        index += 1;
+                        let hidden = 4 * dim;
+                        ConvNextBlock {
+                            conv_dw: Conv2dConfig::new([dim, dim], [7, 7])
+                                .with_groups(dim)
+                                .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
+                                .init(device),
+                            norm: channel_norm(dim),
+                            mlp: ConvMlp {
+                                fc1: (!self.conv_mlp)
+                                    .then(|| LinearConfig::new(dim, hidden).init(device)),
+                                fc2: (!self.conv_mlp)
+                                    .then(|| LinearConfig::new(hidden, dim).init(device)),
+                                fc1_conv: self
+                                    .conv_mlp
+                                    .then(|| Conv2dConfig::new([dim, hidden], [1, 1]).init(device)),
+                                fc2_conv: self
+                                    .conv_mlp
+                                    .then(|| Conv2dConfig::new([hidden, dim], [1, 1]).init(device)),
+                            },
+                            gamma: self
+                                .layer_scale
+                                .then(|| Param::from_tensor(Tensor::ones([dim], device))),
+                            drop_path: DropoutConfig::new(rate).init(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let width = self.feature_size();
+        ConvNext {
+            stem: Stem {
+                conv: Conv2dConfig::new([3, self.dims[0]], [4, 4])
+                    .with_stride([4, 4])
+                    .init(device),
+                norm: channel_norm(self.dims[0]),
+            },
+            stages,
+            head: ConvNextHead {
+                norm: norm(width, self.head_eps),
+                fc: (self.num_classes > 0)
+                    .then(|| LinearConfig::new(width, self.num_classes).init(device)),
+            },
+            config: self.clone(),
+        }
+    }
+
+    /// The upstream name of a module path in the folder's layout (transformers' without the
+    /// `convnext.` prefix).
+    pub fn upstream_name(&self, path: &str) -> String {
+        let path = path
+            .replace(".norm.norm.", ".norm.")
+            .replace("mlp.fc1_conv.", "mlp.fc1.")
+            .replace("mlp.fc2_conv.", "mlp.fc2.");
+        let timm = path
+            .replace("stem.conv.", "stem.0.")
+            .replace("stem.norm.", "stem.1.")
+            .replace("downsample.norm.", "downsample.0.")
+            .replace("downsample.conv.", "downsample.1.");
+        if self.layout == ConvNextLayout::Timm {
+            return timm;
+        }
+        let renames: &[(&str, &str)] = &[
+            ("stem.0.", "embeddings.patch_embeddings."),
+            ("stem.1.", "embeddings.layernorm."),
+            ("head.norm.", "layernorm."),
+            ("head.fc.", "classifier."),
+            (".downsample.", ".downsampling_layer."),
+            (".blocks.", ".layers."),
+            (".conv_dw.", ".dwconv."),
+            (".norm.", ".layernorm."),
+            (".mlp.fc1.", ".pwconv1."),
+            (".mlp.fc2.", ".pwconv2."),
+            (".gamma", ".layer_scale_parameter"),
+        ];
+        let mut name = renames
+            .iter()
+            .fold(timm, |name, (ours, theirs)| name.replace(ours, theirs));
+        if name.starts_with("stages.") {
+            name = format!("encoder.{name}");
+        }
+        name
+    }
+
+    fn from_transformers(config: &Value, index: &WeightsIndex) -> Result<Self, String> {
+        let list = |key: &str| -> Result<Vec<usize>, String> {
+            serde_json::from_value(config.get(key).cloned().ok_or(format!("no \"{key}\""))?)
+                .map_err(|e| format!("{key}: {e}"))
+        };
+        let dims = list("hidden_sizes")?;
+        let depths = list("depths")?;
+        let act = config
+            .get("hidden_act")
+            .and_then(Value::as_str)
+            .unwrap_or("gelu");
+        if act != "gelu" {
+            return Err(format!("hidden_act \"{act}\" is not supported (gelu)"));
+        }
+        if config
+            .get("patch_size")
+            .and_then(Value::as_u64)
+            .unwrap_or(4)
+            != 4
+        {
+            return Err("patch_size other than 4 is not supported".into());
+        }
+        Ok(Self {
+            layout: ConvNextLayout::Transformers,
+            timm_name: None,
+            dims,
+            depths,
+            layer_scale: config
+                .get("layer_scale_init_value")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-6)
+                > 0.0,
+            conv_mlp: false,
+            drop_path_rate: config
+                .get("drop_path_rate")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
+            head_eps: config
+                .get("layer_norm_eps")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-12),
+            image_size: config
+                .get("image_size")
+                .and_then(Value::as_u64)
+                .unwrap_or(224) as usize,
+            num_classes: index
+                .tensors
+                .get("classifier.weight")
+                .map_or(0, |t| t.shape[0]),
+        })
+    }
+
+    fn from_timm(config: &Value, index: &WeightsIndex) -> Result<Self, String> {
+        let name = config
+            .get("architecture")
+            .and_then(Value::as_str)
+            .ok_or("no \"architecture\"")?;
+        let shape = |key: &str| index.tensors.get(key).map(|t| t.shape.clone());
+        let mut dims = Vec::new();
+        let mut depths = Vec::new();
+        for stage in 0.. {
+            let depth = (0..)
+                .take_while(|b| {
+                    index
+                        .tensors
+                        .contains_key(&format!("stages.{stage}.blocks.{b}.conv_dw.weight"))
+                })
+                .count();
+            if depth == 0 {
+                break;
+            }
+            let dim = shape(&format!("stages.{stage}.blocks.0.conv_dw.weight")).unwrap()[0];
+            dims.push(dim);
+            depths.push(depth);
+        }
+        if dims.len() != 4 {
+            return Err(format!(
+                "{} stages found (stages.N.blocks.M.conv_dw.weight): not a timm ConvNeXt",
+                dims.len()
+            ));
+        }
+        if index.tensors.contains_key("head.fc.norm.weight")
+            || shape("head.pre_logits.fc.weight").is_some()
+        {
+            return Err("ConvNeXt heads with pre-logits layers are not supported".into());
+        }
+        let args = config.get("model_args").cloned().unwrap_or(Value::Null);
+        Ok(Self {
+            layout: ConvNextLayout::Timm,
+            timm_name: Some(name.into()),
+            conv_mlp: shape("stages.0.blocks.0.mlp.fc1.weight").is_some_and(|s| s.len() == 4),
+            layer_scale: index.tensors.contains_key("stages.0.blocks.0.gamma"),
+            drop_path_rate: args
+                .get("drop_path_rate")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
+            head_eps: 1e-6,
+            image_size: config["pretrained_cfg"]
+                .get("input_size")
+                .and_then(|v| v.get(1))
+                .and_then(Value::as_u64)
+                .unwrap_or(224) as usize,
+            num_classes: shape("head.fc.weight").map_or(0, |s| s[0]),
+            dims,
+            depths,
+        })
+    }
+
+    pub fn of_folder(folder: &ModelFolder) -> Result<Self, ModelError> {
+        let index = folder.weights_index()?;
+        let config = if folder.config.get("pretrained_cfg").is_some() {
+            Self::from_timm(&folder.config, &index)
+        } else {
+            Self::from_transformers(&folder.config, &index)
+        };
+        config.map_err(|message| ModelError::Config {
+            path: folder.config_path(),
+            message,
+        })
+    }
+}
+
+impl ConvNext {
+    /// Pooled, normalized features `[batch, channels]` (what the classifier reads).
+    pub fn forward_features(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x = self.stem.norm.forward(self.stem.conv.forward(images));
+        for stage in &self.stages {
+            if let Some(down) = &stage.downsample {
+                x = down.conv.forward(down.norm.forward(x));
+            }
+            for block in &stage.blocks {
+                x = block.forward(x);
+            }
+        }
+        let [batch, channels, _, _] = x.dims();
+        let pooled = x.mean_dim(3).mean_dim(2).reshape([batch, channels]);
+        self.head.norm.forward(pooled)
+    }
+}
+
+impl Architecture for ConvNext {
+    fn name() -> &'static str {
+        "convnext"
+    }
+
+    fn detects(config: &Value) -> bool {
+        if config.get("pretrained_cfg").is_some() {
+            return config
+                .get("architecture")
+                .and_then(Value::as_str)
+                .is_some_and(|name| name.starts_with("convnext_"));
+        }
+        config.get("model_type").and_then(Value::as_str) == Some("convnext")
+    }
+
+    fn preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
+        let config = ConvNextConfig::of_folder(folder)?;
+        let transform = if folder.config.get("pretrained_cfg").is_some() {
+            crate::vision::timm_transform(&folder.config).map_err(|message| ModelError::Config {
+                path: folder.config_path(),
+                message,
+            })?
+        } else {
+            crate::vision::processor_transform(&folder.dir, config.image_size)?
+        };
+        Ok(Preprocessing::Image(transform))
+    }
+
+    fn naming(folder: &ModelFolder) -> Result<Naming, ModelError> {
+        Ok(if folder.config.get("pretrained_cfg").is_some() {
+            Naming::Export(ExportFormat::Timm)
+        } else {
+            Naming::Upstream
+        })
+    }
+
+    fn load(folder: &ModelFolder, classifier: bool, device: &Device) -> Result<Self, ModelError> {
+        let mut config = ConvNextConfig::of_folder(folder)?;
+        if !classifier {
+            config.num_classes = 0;
+        }
+        let mut model = config.init(device);
+        let names = weights::param_names(&model, |p| config.upstream_name(p));
+        weights::load_renamed(&mut model, &folder.weights_path(), &names, &["convnext."])?;
+        Ok(model)
+    }
+
+    fn describe(&self) -> String {
+        let c = &self.config;
+        format!("convnext (dims {:?}, depths {:?})", c.dims, c.depths)
+    }
+
+    fn feature_size(&self) -> usize {
+        self.config.feature_size()
+    }
+
+    fn forward_features(&self, inputs: Inputs, _pooling: PoolingOptions) -> Tensor<2> {
+        let Inputs::Image(images) = inputs else {
+            panic!("an image backbone was given token ids");
+        };
+        self.forward_features(images)
+    }
+
+    fn classifier(&self) -> Option<&Linear> {
+        self.head.fc.as_ref()
+    }
+
+    fn upstream_name(&self, path: &str) -> String {
+        self.config.upstream_name(path)
+    }
+
+    fn export_name(&self, _format: ExportFormat, path: &str) -> String {
+        self.config.upstream_name(path)
+    }
+
+    /// The stem is block 0, each stage (with its downsampling) a block; the head norm counts with
+    /// the last stage.
+    fn block_of(&self, path: &str) -> usize {
+        match crate::bert::layer_index(path, "stages.") {
+            Some(stage) => stage + 1,
+            None if path.starts_with("head.") => self.stages.len(),
+            None => 0,
+        }
+    }
+
+    fn num_blocks(&self) -> usize {
+        self.stages.len() + 1
+    }
+
+    fn exports(&self) -> Vec<ExportTarget> {
+        let c = &self.config;
+        vec![match c.layout {
+            ConvNextLayout::Timm => ExportTarget {
+                format: ExportFormat::Timm,
+                model: c.timm_name.clone().unwrap_or_default(),
+                prefix: String::new(),
+                classifier: "head.fc".into(),
+                classifier_copies: Vec::new(),
+            },
+            ConvNextLayout::Transformers => ExportTarget {
+                format: ExportFormat::Transformers,
+                model: "ConvNextForImageClassification".into(),
+                prefix: "convnext.".into(),
+                classifier: "classifier".into(),
+                classifier_copies: Vec::new(),
+            },
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_in_both_layouts() {
+        let mut c = ConvNextConfig {
+            layout: ConvNextLayout::Timm,
+            timm_name: None,
+            dims: vec![8, 16, 24, 32],
+            depths: vec![1, 1, 1, 1],
+            layer_scale: true,
+            conv_mlp: true,
+            drop_path_rate: 0.0,
+            head_eps: 1e-6,
+            image_size: 32,
+            num_classes: 0,
+        };
+        assert_eq!(c.upstream_name("stem.norm.norm.weight"), "stem.1.weight");
+        assert_eq!(
+            c.upstream_name("stages.1.downsample.norm.norm.bias"),
+            "stages.1.downsample.0.bias"
+        );
+        assert_eq!(
+            c.upstream_name("stages.2.blocks.0.mlp.fc1_conv.weight"),
+            "stages.2.blocks.0.mlp.fc1.weight"
+        );
+        c.layout = ConvNextLayout::Transformers;
+        assert_eq!(
+            c.upstream_name("stages.2.blocks.0.norm.norm.weight"),
+            "encoder.stages.2.layers.0.layernorm.weight"
+        );
+        assert_eq!(
+            c.upstream_name("stages.1.downsample.conv.weight"),
+            "encoder.stages.1.downsampling_layer.1.weight"
+        );
+        assert_eq!(
+            c.upstream_name("stem.conv.bias"),
+            "embeddings.patch_embeddings.bias"
+        );
+        assert_eq!(
+            c.upstream_name("stages.0.blocks.0.gamma"),
+            "encoder.stages.0.layers.0.layer_scale_parameter"
+        );
+        assert_eq!(c.upstream_name("head.norm.weight"), "layernorm.weight");
+    }
+}
