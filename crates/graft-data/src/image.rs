@@ -11,6 +11,47 @@ use rand::rngs::StdRng;
 
 use crate::DataError;
 
+/// The resampling filter of resizes, as the reference processors name them (PIL's `resample`,
+/// timm's `interpolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    Nearest,
+    Bilinear,
+    #[default]
+    Bicubic,
+}
+
+impl Interpolation {
+    /// PIL's `resample` codes (0 nearest, 2 bilinear, 3 bicubic).
+    pub fn from_pil(code: u64) -> Option<Self> {
+        match code {
+            0 => Some(Self::Nearest),
+            2 => Some(Self::Bilinear),
+            3 => Some(Self::Bicubic),
+            _ => None,
+        }
+    }
+
+    /// timm's names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "nearest" => Some(Self::Nearest),
+            "bilinear" => Some(Self::Bilinear),
+            "bicubic" => Some(Self::Bicubic),
+            _ => None,
+        }
+    }
+
+    fn filter(self) -> FilterType {
+        match self {
+            Self::Nearest => FilterType::Nearest,
+            Self::Bilinear => FilterType::Triangle,
+            Self::Bicubic => FilterType::CatmullRom,
+        }
+    }
+}
+
 /// How images become model inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocess {
@@ -22,6 +63,7 @@ pub struct Preprocess {
     /// Per-channel mean and std of pixels scaled to [0, 1].
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    pub interpolation: Interpolation,
 }
 
 /// Training-time augmentation, all drawn from a seeded generator.
@@ -80,7 +122,7 @@ impl Preprocess {
                 if image.dimensions() == (size, size) {
                     image.clone()
                 } else {
-                    image::imageops::resize(image, size, size, FilterType::CatmullRom)
+                    image::imageops::resize(image, size, size, self.interpolation.filter())
                 }
             }
             Some(shorter) => {
@@ -90,7 +132,7 @@ impl Preprocess {
                     ((w as f64 * scale).round() as u32).max(size),
                     ((h as f64 * scale).round() as u32).max(size),
                 );
-                let resized = image::imageops::resize(image, nw, nh, FilterType::CatmullRom);
+                let resized = image::imageops::resize(image, nw, nh, self.interpolation.filter());
                 let (x, y) = ((nw - size) / 2, (nh - size) / 2);
                 image::imageops::crop_imm(&resized, x, y, size, size).to_image()
             }
@@ -296,6 +338,7 @@ mod tests {
         Preprocess {
             image_size: 4,
             resize_shorter: None,
+            interpolation: Interpolation::Bicubic,
             mean: [0.5; 3],
             std: [0.25; 3],
         }

@@ -67,6 +67,8 @@ pub struct ImageTransform {
     /// Per-channel mean and std of pixels scaled to [0, 1].
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// The resizes' filter.
+    pub interpolation: graft_data::image::Interpolation,
 }
 
 /// How a folder's texts become token ids.

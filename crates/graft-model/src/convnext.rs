@@ -508,6 +508,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stochastic_depth_drops_whole_samples_only_while_training() {
+        let config = ConvNextConfig {
+            layout: ConvNextLayout::Timm,
+            timm_name: None,
+            dims: vec![4, 4, 4, 4],
+            depths: vec![2, 1, 1, 1],
+            layer_scale: true,
+            conv_mlp: false,
+            drop_path_rate: 0.9,
+            head_eps: 1e-6,
+            image_size: 32,
+            num_classes: 0,
+        };
+        #[allow(deprecated)]
+        let device = Device::flex().autodiff();
+        let model = config.init(&device);
+        // The rate grows to 0.9 at the last block; the first has none.
+        assert_eq!(model.stages[0].blocks[0].drop_path.prob, 0.0);
+        assert!((model.stages[3].blocks[0].drop_path.prob - 0.9).abs() < 1e-12);
+        let block = &model.stages[3].blocks[0];
+        let x = Tensor::<4>::ones([32, 4, 3, 3], &device);
+        let rows = |t: Tensor<4>| -> Vec<Vec<f32>> {
+            let v = t.into_data().try_into_vec_as::<f32>().unwrap();
+            v.chunks(36).map(<[f32]>::to_vec).collect()
+        };
+        let input = rows(x.clone());
+        let trained = rows(block.forward(x.clone()));
+        let dropped = trained.iter().zip(&input).filter(|(a, b)| a == b).count();
+        assert!(
+            dropped > 16 && dropped < 32,
+            "{dropped} of 32 samples dropped"
+        );
+        let frozen = block.clone().no_grad().freeze();
+        let inference = rows(frozen.forward(x));
+        assert!(inference.iter().zip(&input).all(|(a, b)| a != b));
+    }
+
+    #[test]
     fn names_in_both_layouts() {
         let mut c = ConvNextConfig {
             layout: ConvNextLayout::Timm,

@@ -4,6 +4,7 @@
 //! [`VisionConfig`] together with the names the folder's weights use.
 
 use burn::module::Module;
+use graft_data::image::Interpolation;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
@@ -149,6 +150,7 @@ impl VisionConfig {
             },
             mean: self.mean,
             std: self.std,
+            interpolation: Interpolation::Bicubic,
         }
     }
 }
@@ -188,11 +190,18 @@ pub fn timm_transform(config: &Value) -> Result<ImageTransform, String> {
             ));
         }
     };
+    let interpolation = match cfg.get("interpolation").and_then(Value::as_str) {
+        None => Interpolation::Bicubic,
+        Some(name) => Interpolation::from_name(name).ok_or_else(|| {
+            format!("pretrained_cfg.interpolation \"{name}\" is not supported (nearest, bilinear, bicubic)")
+        })?,
+    };
     Ok(ImageTransform {
         image_size,
         resize_shorter,
         mean: triple("mean", [0.485, 0.456, 0.406])?,
         std: triple("std", [0.229, 0.224, 0.225])?,
+        interpolation,
     })
 }
 
@@ -208,6 +217,7 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
         resize_shorter: None,
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
+        interpolation: Interpolation::Bicubic,
     };
     if !path.is_file() {
         return Ok(imagenet);
@@ -288,11 +298,22 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
         (None, Some(c)) => (c, Some(c)),
         (None, None) => (image_size, None),
     };
+    // transformers' processors default to bilinear (ViT) or bicubic (the others); the file
+    // usually says which.
+    let interpolation = match cfg.get("resample").and_then(Value::as_u64) {
+        None => Interpolation::Bicubic,
+        Some(code) => Interpolation::from_pil(code).ok_or_else(|| {
+            invalid(format!(
+                "resample {code} is not supported (0 nearest, 2 bilinear, 3 bicubic)"
+            ))
+        })?,
+    };
     Ok(ImageTransform {
         image_size,
         resize_shorter,
         mean,
         std,
+        interpolation,
     })
 }
 

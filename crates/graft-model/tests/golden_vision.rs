@@ -126,6 +126,7 @@ fn lite0_preprocess() -> Preprocess {
         resize_shorter: None,
         mean: [127.0 / 255.0; 3],
         std: [128.0 / 255.0; 3],
+        interpolation: graft_data::image::Interpolation::Bicubic,
     }
 }
 
@@ -328,5 +329,50 @@ fn resnet_layouts_and_numerics_match_torchvision() {
         // tolerance is near float32 noise.
         eprintln!("{name}: logits max abs diff {worst:e}");
         assert!(worst <= 2e-6, "{name}: max abs diff {worst:e}");
+    }
+}
+
+/// graft's preprocessing against transformers' image processors (`golden/vision/processors.json`,
+/// `scripts/golden/make_processor_goldens.py`): the processor's config read as a folder's
+/// `preprocessor_config.json`, then the bundled photo resized, cropped and normalized. With an
+/// identity resize the tensors are equal (up to the JSON's 7 decimals); after real resizes they
+/// differ by the resampling filters (the `image` crate's against PIL's and torchvision's), by the
+/// amounts this test prints and bounds.
+#[test]
+fn preprocessing_follows_transformers_image_processors() {
+    let golden = golden("processors.json");
+    for case in golden["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("preprocessor_config.json"),
+            case["config"].to_string(),
+        )
+        .unwrap();
+        let t = graft_model::vision::processor_transform(dir.path(), 224).unwrap();
+        assert_eq!(t.image_size, 32, "{name}");
+        let preprocess = Preprocess {
+            image_size: t.image_size,
+            resize_shorter: t.resize_shorter,
+            mean: t.mean,
+            std: t.std,
+            interpolation: t.interpolation,
+        };
+        let image = load_rgb(&golden_dir().join(case["image"].as_str().unwrap())).unwrap();
+        let ours = preprocess.apply(&image);
+        let theirs = floats(&case["pixel_values"]);
+        let diffs: Vec<f64> = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .collect();
+        let max = diffs.iter().copied().fold(0.0, f64::max);
+        let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+        eprintln!("{name}: max abs diff {max:.2e}, mean {mean:.2e} (normalized units)");
+        let bound = if name == "identity" { 1e-6 } else { 0.05 };
+        assert!(max <= bound, "{name}: max abs diff {max}");
+        if name != "identity" {
+            assert!(mean <= 0.005, "{name}: mean abs diff {mean}");
+        }
     }
 }

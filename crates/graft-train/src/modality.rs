@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use graft_data::image::{Augment, Preprocess, read_image_folder, read_rgb, resolve_paths};
+use graft_data::image::{
+    Augment, Interpolation, Preprocess, read_image_folder, read_rgb, resolve_paths,
+};
 use graft_data::tokenize::Tokens;
 use graft_data::{DataFormat, TextExample, TextTokenizer, TokenBatch, read_texts};
 use graft_model::{
@@ -57,6 +59,9 @@ pub enum Preparation {
         resize_shorter: Option<usize>,
         mean: [f32; 3],
         std: [f32; 3],
+        /// The resizes' filter (bicubic in runs made before it was recorded).
+        #[serde(default)]
+        interpolation: Interpolation,
     },
 }
 
@@ -132,6 +137,7 @@ impl Preparation {
                     resize_shorter: transform.resize_shorter,
                     mean: transform.mean,
                     std: transform.std,
+                    interpolation: transform.interpolation,
                 })
             }
         }
@@ -191,11 +197,13 @@ impl Preparation {
                 resize_shorter,
                 mean,
                 std,
+                interpolation,
             } => Encoder::Image(Preprocess {
                 image_size: *image_size,
                 resize_shorter: *resize_shorter,
                 mean: *mean,
                 std: *std,
+                interpolation: *interpolation,
             }),
         })
     }
@@ -208,11 +216,13 @@ impl Preparation {
                 resize_shorter,
                 mean,
                 std,
+                interpolation,
             } => Some(ImageTransform {
                 image_size: *image_size,
                 resize_shorter: *resize_shorter,
                 mean: *mean,
                 std: *std,
+                interpolation: *interpolation,
             }),
             Self::Text { .. } => None,
         }
