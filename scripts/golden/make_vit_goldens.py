@@ -20,10 +20,18 @@ No weights of these families can be fetched here, so each folder is a random-wei
   - timm-deit:    timm deit_tiny_distilled_patch16_224: pre-logits are the mean of the class and
                   distillation tokens;
   - timm-dinov2-reg: timm vit_small_patch14_reg4_dinov2 (layer scale, 4 registers, positions only
-                  on patches) at 36 and at 16 px (antialiased bicubic, `dynamic_img_size`).
+                  on patches) at 36 and at 16 px (antialiased bicubic, `dynamic_img_size`);
+  - clip:         transformers CLIPVisionModelWithProjection (`clip_vision_model`: pre-norm, quick
+                  GELU, no patch bias, `post_layernorm` on the class token, projection to 16) at
+                  32 and 48 px;
+  - clip-full:    a whole CLIPModel (`clip`, a small text tower beside), of which graft reads the
+                  vision tower and `visual_projection`.
 Inputs are deterministic, so the test rebuilds them: pixel [b, c, y, x] of a batch of 2 at side S
 is sin(0.37 * (((b * 3 + c) * S + y) * S + x)) * 1.5. For each size: the pre-logits features (what
-the classifier reads) and, where the model has one classifier, the logits.
+the classifier reads) and, where the model has one classifier, the logits; CLIP: the pooled output
+as features and the projected image embedding as `embedding`.
+
+With names after OUT_DIR, only those folders are made.
 """
 import json
 import math
@@ -35,6 +43,11 @@ import torch
 import transformers
 from timm.models._hub import save_for_hf
 from transformers import (
+    CLIPConfig,
+    CLIPModel,
+    CLIPTextConfig,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
     DeiTConfig,
     DeiTForImageClassification,
     Dinov2Config,
@@ -103,6 +116,31 @@ def transformers_model(name, out):
     return type(model).__name__, cases
 
 
+def clip_model(name, out):
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, image_size=32, patch_size=8)
+    if name == "clip":
+        model = randomize(CLIPVisionModelWithProjection(
+            CLIPVisionConfig(projection_dim=16, **vision)))
+        tower, project = model.vision_model, model.visual_projection
+    else:
+        config = CLIPConfig(
+            text_config=CLIPTextConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
+                                       num_hidden_layers=1, num_attention_heads=2,
+                                       max_position_embeddings=16).to_dict(),
+            vision_config=CLIPVisionConfig(**vision).to_dict(), projection_dim=16)
+        model = randomize(CLIPModel(config))
+        tower, project = model.vision_model, model.visual_projection
+    model.save_pretrained(os.path.join(out, name), safe_serialization=True)
+    cases = []
+    for side in (32, 48):
+        with torch.no_grad():
+            pooled = tower(pixel_values=pixels(side), interpolate_pos_encoding=True).pooler_output
+            cases.append({"side": side, "features": pooled.tolist(),
+                          "embedding": project(pooled).tolist(), "logits": None})
+    return type(model).__name__, cases
+
+
 def timm_model(name, out):
     args = dict(embed_dim=32, num_heads=4, num_classes=3)
     if name == "timm-vit":
@@ -136,12 +174,16 @@ def timm_model(name, out):
 
 
 def main():
-    out = sys.argv[1]
+    out, only = sys.argv[1], sys.argv[2:]
     torch.set_num_threads(1)
     for seed, name in enumerate(["vit", "deit", "dinov2", "dinov2-reg", "timm-vit",
-                                 "timm-vit-avg", "timm-deit", "timm-dinov2-reg"]):
+                                 "timm-vit-avg", "timm-deit", "timm-dinov2-reg", "clip",
+                                 "clip-full"]):
+        if only and name not in only:
+            continue
         torch.manual_seed(seed + 40)
-        make = timm_model if name.startswith("timm") else transformers_model
+        make = (timm_model if name.startswith("timm")
+                else clip_model if name.startswith("clip") else transformers_model)
         model, cases = make(name, out)
         with open(os.path.join(out, f"{name}.json"), "w") as f:
             json.dump({"folder": name, "model": model, "cases": cases,

@@ -43,6 +43,24 @@ impl Interpolation {
         }
     }
 
+    /// The PIL `resample` code.
+    pub fn pil_code(self) -> u64 {
+        match self {
+            Self::Nearest => 0,
+            Self::Bilinear => 2,
+            Self::Bicubic => 3,
+        }
+    }
+
+    /// The timm name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Nearest => "nearest",
+            Self::Bilinear => "bilinear",
+            Self::Bicubic => "bicubic",
+        }
+    }
+
     fn filter(self) -> FilterType {
         match self {
             Self::Nearest => FilterType::Nearest,

@@ -174,8 +174,17 @@ pub trait Architecture {
     fn describe(&self) -> String;
     /// Width of the features [`Architecture::forward_features`] returns.
     fn feature_size(&self) -> usize;
-    /// Pooled features `[batch, feature_size]` (before any L2 normalization).
+    /// Pooled features `[batch, feature_size]` (before any L2 normalization): what a head reads.
     fn forward_features(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2>;
+    /// What `embed` writes, where the family's embedding is not its classifier's input (CLIP's
+    /// projected image embedding); default: [`Architecture::forward_features`].
+    fn forward_embedding(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2> {
+        self.forward_features(inputs, pooling)
+    }
+    /// Width of [`Architecture::forward_embedding`]'s output.
+    fn embedding_size(&self) -> usize {
+        self.feature_size()
+    }
     /// The checkpoint's own classifier, if it was loaded.
     fn classifier(&self) -> Option<&Linear> {
         None
@@ -328,6 +337,9 @@ pub struct Backbone {
     /// Dropout on the inputs of LoRA-adapted layers while training (PEFT's `lora_dropout`).
     #[module(skip)]
     pub lora_dropout: f64,
+    /// Compute the family's embedding (`embed`) rather than the features a head reads.
+    #[module(skip)]
+    pub embedding: bool,
 }
 
 impl Backbone {
@@ -345,6 +357,7 @@ impl Backbone {
             pooling,
             naming,
             lora_dropout: 0.0,
+            embedding: false,
         })
     }
 
@@ -355,7 +368,11 @@ impl Backbone {
     /// Features `[batch, feature_size]`, L2-normalized when the pooling options say so.
     pub fn forward(&self, inputs: Inputs) -> Tensor<2> {
         let features = crate::adapters::with_dropout(self.lora_dropout, || {
-            self.architecture().forward_features(inputs, self.pooling)
+            if self.embedding {
+                self.architecture().forward_embedding(inputs, self.pooling)
+            } else {
+                self.architecture().forward_features(inputs, self.pooling)
+            }
         });
         if self.pooling.normalize {
             l2_normalize(features)
@@ -365,7 +382,11 @@ impl Backbone {
     }
 
     pub fn feature_size(&self) -> usize {
-        self.architecture().feature_size()
+        if self.embedding {
+            self.architecture().embedding_size()
+        } else {
+            self.architecture().feature_size()
+        }
     }
 
     /// The name a parameter path (inside the architecture's module) has in the folder's files.

@@ -72,6 +72,8 @@ pub enum HiddenAct {
     GeluTanh,
     Relu,
     Tanh,
+    /// `x * sigmoid(1.702 x)` (`quick_gelu`, CLIP's).
+    QuickGelu,
 }
 
 impl HiddenAct {
@@ -81,6 +83,7 @@ impl HiddenAct {
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
             "relu" => Some(Self::Relu),
             "tanh" => Some(Self::Tanh),
+            "quick_gelu" => Some(Self::QuickGelu),
             _ => None,
         }
     }
@@ -91,6 +94,7 @@ impl HiddenAct {
             Self::GeluTanh => activation::gelu_approximate(x),
             Self::Relu => activation::relu(x),
             Self::Tanh => activation::tanh(x),
+            Self::QuickGelu => x.clone() * activation::sigmoid(x * 1.702),
         }
     }
 }

@@ -1,6 +1,8 @@
-//! Vision transformers: ViT, DeiT (with its distillation token) and DINOv2 (layer scale, register
-//! tokens), from transformers folders (`model_type` `vit`, `deit`, `dinov2`,
-//! `dinov2_with_registers`) or timm folders (`vit_*`, `deit_*`, `vit_*_dinov2`). One network
+//! Vision transformers: ViT, DeiT (with its distillation token), DINOv2 (layer scale, register
+//! tokens) and CLIP's image tower (pre-norm, quick GELU, `post_layernorm` on the pooled token and
+//! the `visual_projection` for image embeddings), from transformers folders (`model_type` `vit`,
+//! `deit`, `dinov2`, `dinov2_with_registers`, `clip_vision_model`, `clip`) or timm folders
+//! (`vit_*`, `deit_*`, `vit_*_dinov2`). One network
 //! covers them: a patch embedding, prefix tokens, position embeddings resampled to the input's
 //! grid as the folder's library resamples them, pre-norm blocks, a final norm and the pooling the
 //! checkpoint's classifier uses. Module paths follow timm's names; [`VitConfig::upstream_name`]
@@ -8,7 +10,10 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
+    LinearConfig,
+};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -30,6 +35,7 @@ pub enum VitFamily {
     Vit,
     Deit,
     Dinov2,
+    Clip,
 }
 
 /// What the classifier reads from the last hidden state.
@@ -84,6 +90,12 @@ pub struct VitConfig {
     /// Whether the position embeddings cover the class (and distillation) tokens.
     pub pos_covers_prefix: bool,
     pub mask_token: bool,
+    /// A LayerNorm before the blocks (CLIP's `pre_layrnorm`, timm's `norm_pre`).
+    pub pre_norm: bool,
+    /// The patch convolution has a bias (CLIP's has none).
+    pub patch_bias: bool,
+    /// CLIP: the width of `visual_projection`, when the folder has it.
+    pub projection: Option<usize>,
     pub final_norm: bool,
     pub fc_norm: bool,
     pub pool: VitPool,
@@ -142,7 +154,11 @@ pub struct Vit {
     pub dist_token: Option<Param<Tensor<3>>>,
     pub reg_token: Option<Param<Tensor<3>>>,
     pub mask_token: Option<Param<Tensor<2>>>,
-    pub pos_embed: Param<Tensor<3>>,
+    pub pos_embed: Option<Param<Tensor<3>>>,
+    /// CLIP's class token (a vector) and position table (an embedding).
+    pub class_embedding: Option<Param<Tensor<1>>>,
+    pub position_embedding: Option<Embedding>,
+    pub pre_norm: Option<LayerNorm>,
     pub blocks: Vec<VitBlock>,
     pub norm: Option<LayerNorm>,
     pub fc_norm: Option<LayerNorm>,
@@ -151,6 +167,8 @@ pub struct Vit {
     /// timm's distilled DeiT: the classifier of the distillation token (`head_dist`), only while
     /// loading.
     pub head_dist: Option<Linear>,
+    /// CLIP's `visual_projection` (image embeddings).
+    pub projection: Option<Linear>,
     #[module(skip)]
     pub config: VitConfig,
 }
@@ -271,19 +289,26 @@ impl VitConfig {
         } else {
             0
         };
+        let clip = self.family == VitFamily::Clip && self.layout == VitLayout::Transformers;
+        let positions = covered + self.grid * self.grid;
         Vit {
             patch_embed: PatchEmbed {
                 proj: Conv2dConfig::new([3, h], [self.patch_size, self.patch_size])
                     .with_stride([self.patch_size, self.patch_size])
+                    .with_bias(self.patch_bias)
                     .init(device),
             },
-            cls_token: self.class_token.then(|| token(1)),
+            class_embedding: clip.then(|| Param::from_tensor(Tensor::zeros([h], device))),
+            position_embedding: clip.then(|| EmbeddingConfig::new(positions, h).init(device)),
+            pre_norm: self.pre_norm.then(norm),
+            projection: self.projection.map(|width| linear(h, width, false)),
+            cls_token: (self.class_token && !clip).then(|| token(1)),
             dist_token: self.distillation_token.then(|| token(1)),
             reg_token: (self.register_tokens > 0).then(|| token(self.register_tokens)),
             mask_token: self
                 .mask_token
                 .then(|| Param::from_tensor(Tensor::zeros([1, h], device))),
-            pos_embed: token(covered + self.grid * self.grid),
+            pos_embed: (!clip).then(|| token(positions)),
             blocks,
             norm: self.final_norm.then(norm),
             fc_norm: self.fc_norm.then(norm),
@@ -301,12 +326,18 @@ impl VitConfig {
     /// model prefix, which [`VitConfig::prefix`] holds).
     pub fn upstream_name(&self, path: &str) -> String {
         match self.layout {
-            VitLayout::Timm => path.to_string(),
+            VitLayout::Timm => match path.strip_prefix("pre_norm.") {
+                Some(rest) => format!("norm_pre.{rest}"),
+                None => path.to_string(),
+            },
             VitLayout::Transformers => self.transformers_name(path),
         }
     }
 
     fn transformers_name(&self, path: &str) -> String {
+        if self.family == VitFamily::Clip {
+            return clip_name(path);
+        }
         let dinov2 = self.family == VitFamily::Dinov2;
         let fixed = match path {
             "cls_token" => Some("embeddings.cls_token"),
@@ -368,17 +399,24 @@ impl VitConfig {
         path.to_string()
     }
 
-    /// Reads a transformers `config.json` (`vit`, `deit`, `dinov2`, `dinov2_with_registers`).
+    /// Reads a transformers `config.json` (`vit`, `deit`, `dinov2`, `dinov2_with_registers`,
+    /// `clip_vision_model`, or a whole `clip` model's `vision_config`).
     fn from_transformers(config: &Value, index: &WeightsIndex) -> Result<Self, String> {
         let model_type = config
             .get("model_type")
             .and_then(Value::as_str)
             .unwrap_or("");
+        let config = if model_type == "clip" {
+            config.get("vision_config").unwrap_or(&Value::Null)
+        } else {
+            config
+        };
         let (family, prefix) = match model_type {
             "vit" => (VitFamily::Vit, "vit."),
             "deit" => (VitFamily::Deit, "deit."),
             "dinov2" => (VitFamily::Dinov2, "dinov2."),
             "dinov2_with_registers" => (VitFamily::Dinov2, "dinov2_with_registers."),
+            "clip" | "clip_vision_model" => (VitFamily::Clip, "vision_model."),
             other => {
                 return Err(format!(
                     "model_type \"{other}\" is not a vision transformer"
@@ -396,7 +434,8 @@ impl VitConfig {
         };
         let hidden_size = usize_of("hidden_size", Some(768))?;
         let image_size = usize_of("image_size", Some(224))?;
-        let patch_size = usize_of("patch_size", Some(16))?;
+        let clip = family == VitFamily::Clip;
+        let patch_size = usize_of("patch_size", Some(if clip { 32 } else { 16 }))?;
         let mlp_size = if family == VitFamily::Dinov2 {
             let ratio = config
                 .get("mlp_ratio")
@@ -412,7 +451,7 @@ impl VitConfig {
         let act_name = config
             .get("hidden_act")
             .and_then(Value::as_str)
-            .unwrap_or("gelu");
+            .unwrap_or(if clip { "quick_gelu" } else { "gelu" });
         let activation = HiddenAct::parse(act_name)
             .ok_or_else(|| format!("hidden_act \"{act_name}\" is not supported"))?;
         let has = |name: &str| {
@@ -427,11 +466,17 @@ impl VitConfig {
         let positions = ["", prefix]
             .iter()
             .find_map(|p| {
-                index
+                let table = index
                     .tensors
                     .get(&format!("{p}embeddings.position_embeddings"))
+                    .map(|t| t.shape[1]);
+                table.or_else(|| {
+                    index
+                        .tensors
+                        .get(&format!("{p}embeddings.position_embedding.weight"))
+                        .map(|t| t.shape[0])
+                })
             })
-            .map(|t| t.shape[1])
             .unwrap_or(1 + (image_size / patch_size).pow(2));
         let distillation_token = family == VitFamily::Deit;
         let covered = 1 + usize::from(distillation_token);
@@ -456,10 +501,10 @@ impl VitConfig {
             eps: config
                 .get("layer_norm_eps")
                 .and_then(Value::as_f64)
-                .unwrap_or(if family == VitFamily::Dinov2 {
-                    1e-6
-                } else {
-                    1e-12
+                .unwrap_or(match family {
+                    VitFamily::Dinov2 => 1e-6,
+                    VitFamily::Clip => 1e-5,
+                    _ => 1e-12,
                 }),
             activation,
             qkv_bias: config
@@ -472,8 +517,15 @@ impl VitConfig {
             register_tokens: usize_of("num_register_tokens", Some(0))?,
             pos_covers_prefix: true,
             mask_token: has("embeddings.mask_token"),
-            final_norm: true,
-            fc_norm: false,
+            pre_norm: clip,
+            patch_bias: !clip,
+            projection: index
+                .tensors
+                .get("visual_projection.weight")
+                .map(|t| t.shape[0]),
+            // CLIP normalizes only the pooled token (`post_layernorm`).
+            final_norm: !clip,
+            fc_norm: clip,
             pool: if family == VitFamily::Dinov2 {
                 VitPool::TokenAndMean
             } else {
@@ -516,6 +568,12 @@ impl VitConfig {
                 format!("the number of heads of \"{name}\" is unknown: give model_args.num_heads")
             })?,
         };
+        if let Some(unknown) = index.tensors.keys().find(|k| !timm_tensor_known(k)) {
+            return Err(format!(
+                "tensor `{unknown}` belongs to a part of timm's VisionTransformer graft does not \
+                 build (attention pooling, q/k norms, ...)"
+            ));
+        }
         let class_token = index.tensors.contains_key("cls_token");
         let distillation_token = index.tensors.contains_key("dist_token");
         let register_tokens = shape("reg_token").map_or(0, |s| s[1]);
@@ -576,7 +634,11 @@ impl VitConfig {
             grid,
             image_size,
             eps: 1e-6,
-            activation: HiddenAct::Gelu,
+            activation: match args.get("act_layer").and_then(Value::as_str) {
+                None => HiddenAct::Gelu,
+                Some(name) => HiddenAct::parse(name)
+                    .ok_or_else(|| format!("model_args.act_layer \"{name}\" is not supported"))?,
+            },
             qkv_bias: index.tensors.contains_key("blocks.0.attn.qkv.bias"),
             layer_scale: index.tensors.contains_key("blocks.0.ls1.gamma"),
             class_token,
@@ -584,6 +646,9 @@ impl VitConfig {
             register_tokens,
             pos_covers_prefix,
             mask_token: false,
+            pre_norm: index.tensors.contains_key("norm_pre.weight"),
+            patch_bias: index.tensors.contains_key("patch_embed.proj.bias"),
+            projection: None,
             final_norm: index.tensors.contains_key("norm.weight"),
             fc_norm,
             pool,
@@ -606,6 +671,35 @@ impl VitConfig {
             message,
         })
     }
+}
+
+/// Whether a timm ViT tensor is one graft builds.
+fn timm_tensor_known(name: &str) -> bool {
+    const TOKENS: [&str; 4] = ["cls_token", "dist_token", "reg_token", "pos_embed"];
+    const MODULES: [&str; 6] = [
+        "patch_embed.proj.",
+        "norm.",
+        "fc_norm.",
+        "head.",
+        "head_dist.",
+        "norm_pre.",
+    ];
+    const BLOCK: [&str; 8] = [
+        "norm1.",
+        "attn.qkv.",
+        "attn.proj.",
+        "ls1.gamma",
+        "norm2.",
+        "mlp.fc1.",
+        "mlp.fc2.",
+        "ls2.gamma",
+    ];
+    TOKENS.contains(&name)
+        || MODULES.iter().any(|m| name.starts_with(m))
+        || name
+            .strip_prefix("blocks.")
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(_, inner)| BLOCK.iter().any(|b| inner.starts_with(b)))
 }
 
 fn is_timm(config: &Value) -> bool {
@@ -682,7 +776,14 @@ impl Vit {
     /// Position embeddings for a `rows x cols` grid of patches: the checkpoint's, or resampled.
     fn positions(&self, rows: usize, cols: usize) -> Tensor<3> {
         let c = &self.config;
-        let pos = self.pos_embed.val();
+        let pos = match (&self.pos_embed, &self.position_embedding) {
+            (Some(pos), _) => pos.val(),
+            (None, Some(table)) => {
+                let [n, width] = table.weight.dims();
+                table.weight.val().reshape([1, n, width])
+            }
+            (None, None) => unreachable!("built with one position table"),
+        };
         if rows == c.grid && cols == c.grid {
             return pos;
         }
@@ -724,7 +825,16 @@ impl Vit {
             let [_, n, _] = token.dims();
             token.val().expand([batch, n, width])
         };
-        let cls = self.cls_token.as_ref().map(expand);
+        let cls = match (&self.cls_token, &self.class_embedding) {
+            (Some(token), _) => Some(expand(token)),
+            (None, Some(vector)) => Some(
+                vector
+                    .val()
+                    .reshape([1, 1, width])
+                    .expand([batch, 1, width]),
+            ),
+            (None, None) => None,
+        };
         let dist = self.dist_token.as_ref().map(expand);
         let pos = self.positions(rows, cols);
         let mut x = if c.pos_covers_prefix {
@@ -753,6 +863,9 @@ impl Vit {
             parts.extend(regs);
             parts.push(x.narrow(1, covered, seq - covered));
             x = Tensor::cat(parts, 1);
+        }
+        if let Some(norm) = &self.pre_norm {
+            x = norm.forward(x);
         }
         for block in &self.blocks {
             x = block.forward(x);
@@ -804,6 +917,45 @@ impl Vit {
     }
 }
 
+/// transformers' CLIP vision names (`vision_model.` is the prefix; `visual_projection` sits beside
+/// it).
+fn clip_name(path: &str) -> String {
+    let fixed = match path {
+        "class_embedding" => Some("embeddings.class_embedding"),
+        "position_embedding.weight" => Some("embeddings.position_embedding.weight"),
+        "patch_embed.proj.weight" => Some("embeddings.patch_embedding.weight"),
+        "projection.weight" => Some("visual_projection.weight"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return name.into();
+    }
+    if let Some(rest) = path.strip_prefix("pre_norm.") {
+        return format!("pre_layrnorm.{rest}");
+    }
+    if let Some(rest) = path.strip_prefix("fc_norm.") {
+        return format!("post_layernorm.{rest}");
+    }
+    if let Some(rest) = path.strip_prefix("blocks.") {
+        let (index, inner) = rest.split_once('.').unwrap_or((rest, ""));
+        let renames: &[(&str, &str)] = &[
+            ("norm1.", "layer_norm1."),
+            ("norm2.", "layer_norm2."),
+            ("attn.query.", "self_attn.q_proj."),
+            ("attn.key.", "self_attn.k_proj."),
+            ("attn.value.", "self_attn.v_proj."),
+            ("attn.proj.", "self_attn.out_proj."),
+            ("mlp.", "mlp."),
+        ];
+        for (ours, theirs) in renames {
+            if let Some(tail) = inner.strip_prefix(ours) {
+                return format!("encoder.layers.{index}.{theirs}{tail}");
+            }
+        }
+    }
+    path.to_string()
+}
+
 /// Where a transformers checkpoint may put the encoder's names.
 fn prefixes(config: &VitConfig) -> Vec<&str> {
     if config.prefix.is_empty() {
@@ -828,7 +980,9 @@ impl Architecture for Vit {
         }
         matches!(
             config.get("model_type").and_then(Value::as_str),
-            Some("vit" | "deit" | "dinov2" | "dinov2_with_registers")
+            Some(
+                "vit" | "deit" | "dinov2" | "dinov2_with_registers" | "clip" | "clip_vision_model"
+            )
         )
     }
 
@@ -916,6 +1070,7 @@ impl Architecture for Vit {
             VitFamily::Vit => "vit",
             VitFamily::Deit => "deit",
             VitFamily::Dinov2 => "dinov2",
+            VitFamily::Clip => "clip",
         };
         format!(
             "{family} ({} blocks, {} wide, patch {})",
@@ -940,13 +1095,6 @@ impl Architecture for Vit {
 
     fn upstream_name(&self, path: &str) -> String {
         self.config.upstream_name(path)
-    }
-
-    fn export_name(&self, format: ExportFormat, path: &str) -> String {
-        match format {
-            ExportFormat::Timm => path.to_string(),
-            _ => self.config.upstream_name(path),
-        }
     }
 
     fn block_of(&self, path: &str) -> usize {
@@ -977,6 +1125,9 @@ impl Architecture for Vit {
                     (VitFamily::Deit, _) => "DeiTForImageClassification",
                     (VitFamily::Dinov2, false) => "Dinov2ForImageClassification",
                     (VitFamily::Dinov2, true) => "Dinov2WithRegistersForImageClassification",
+                    // CLIPForImageClassification reads the mean of the unnormalized patch tokens,
+                    // not the pooled embedding graft trains on.
+                    (VitFamily::Clip, _) => return Vec::new(),
                 };
                 vec![ExportTarget {
                     format: ExportFormat::Transformers,
@@ -990,9 +1141,44 @@ impl Architecture for Vit {
     }
 
     fn lora_targets(&self) -> &'static [&'static str] {
-        match self.config.layout {
-            VitLayout::Timm => &["qkv"],
-            VitLayout::Transformers => &["query", "value"],
+        match (self.config.layout, self.config.family) {
+            (VitLayout::Timm, _) => &["qkv"],
+            (VitLayout::Transformers, VitFamily::Clip) => &["q_proj", "v_proj"],
+            (VitLayout::Transformers, _) => &["query", "value"],
+        }
+    }
+
+    /// What `embed` writes: CLIP's projected image embedding (else its pooled output), and for
+    /// transformers' DINOv2 its `pooler_output` (the normalized class token); otherwise the
+    /// classifier's features.
+    fn forward_embedding(&self, inputs: Inputs, _pooling: PoolingOptions) -> Tensor<2> {
+        let Inputs::Image(images) = inputs else {
+            panic!("an image backbone was given token ids");
+        };
+        let hidden = self.forward_hidden(images);
+        let c = &self.config;
+        match (c.family, c.layout) {
+            (VitFamily::Clip, _) => {
+                let pooled = self.pool(hidden);
+                match &self.projection {
+                    Some(projection) => adapters::linear(projection, pooled),
+                    None => pooled,
+                }
+            }
+            (VitFamily::Dinov2, VitLayout::Transformers) => {
+                let [batch, _, width] = hidden.dims();
+                hidden.narrow(1, 0, 1).reshape([batch, width])
+            }
+            _ => self.pool(hidden),
+        }
+    }
+
+    fn embedding_size(&self) -> usize {
+        let c = &self.config;
+        match (c.family, c.layout, c.projection) {
+            (VitFamily::Clip, _, Some(width)) => width,
+            (VitFamily::Dinov2, VitLayout::Transformers, _) => c.hidden_size,
+            _ => c.feature_size(),
         }
     }
 }

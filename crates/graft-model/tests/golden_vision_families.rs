@@ -1,12 +1,13 @@
 //! Vision transformers and ConvNeXt against transformers and timm, on random weights:
-//! `tests/golden/vit/` (`scripts/golden/make_vit_goldens.py`: ViT, DeiT, DINOv2 and DINOv2 with
-//! registers from transformers folders; timm's ViT with token and average pooling, distilled DeiT
-//! and DINOv2 with registers from timm folders) and `tests/golden/convnext/`
-//! (`scripts/golden/make_convnext_goldens.py`: transformers' ConvNeXt, timm's convnext_atto with
-//! its 1x1-convolution MLP and convnext_tiny's layout). The features the classifier reads and the
-//! checkpoint's logits must match to 1e-5 on the CPU backends and 1e-3 on wgpu, at the trained
-//! size and at another size (vision transformers: position embeddings resampled as the folder's
-//! library resamples them).
+//! `tests/golden/vit/` (`scripts/golden/make_vit_goldens.py`: ViT, DeiT, DINOv2, DINOv2 with
+//! registers and CLIP's image tower, alone and in a whole CLIP folder, from transformers folders;
+//! timm's ViT with token and average pooling, distilled DeiT and DINOv2 with registers from timm
+//! folders) and `tests/golden/convnext/` (`scripts/golden/make_convnext_goldens.py`:
+//! transformers' ConvNeXt, timm's convnext_atto with its 1x1-convolution MLP and convnext_tiny's
+//! layout). The features the classifier reads, CLIP's projected embedding and the checkpoint's
+//! logits must match to 1e-5 on the CPU backends and 1e-3 on wgpu, at the trained size and at
+//! another size (vision transformers: position embeddings resampled as the folder's library
+//! resamples them).
 
 mod common;
 
@@ -17,7 +18,7 @@ use common::{cpu_devices, floats, max_abs_diff, wgpu_device};
 use graft_model::{Backbone, Inputs, ModelFolder, PoolingOptions};
 
 /// Golden group, folder, and how graft describes the model.
-const FOLDERS: [(&str, &str, &str); 11] = [
+const FOLDERS: [(&str, &str, &str); 13] = [
     ("vit", "vit", "vit (2 blocks, 32 wide, patch 8)"),
     ("vit", "deit", "deit (1 blocks, 32 wide, patch 8)"),
     ("vit", "dinov2", "dinov2 (2 blocks, 32 wide, patch 4)"),
@@ -30,6 +31,8 @@ const FOLDERS: [(&str, &str, &str); 11] = [
         "timm-dinov2-reg",
         "dinov2 (1 blocks, 32 wide, patch 4)",
     ),
+    ("vit", "clip", "clip (2 blocks, 32 wide, patch 8)"),
+    ("vit", "clip-full", "clip (2 blocks, 32 wide, patch 8)"),
     (
         "convnext",
         "convnext",
@@ -73,6 +76,21 @@ fn worst_diff(group: &str, name: &str, described: &str, device: &Device) -> f32 
     for case in golden["cases"].as_array().unwrap() {
         let side = case["side"].as_u64().unwrap() as usize;
         let features = backbone.forward(Inputs::Image(pixels(side, device)));
+        if !case["embedding"].is_null() {
+            // What `embed` writes (CLIP: the projected image embedding).
+            let mut embedder = backbone.clone();
+            embedder.embedding = true;
+            let got = embedder.forward(Inputs::Image(pixels(side, device)));
+            assert_eq!(got.dims()[1], embedder.feature_size());
+            let got = got.into_data().try_into_vec_as::<f32>().unwrap();
+            let want: Vec<f32> = case["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(floats)
+                .collect();
+            worst = worst.max(max_abs_diff(&got, &want));
+        }
         let want: Vec<f32> = case["features"]
             .as_array()
             .unwrap()
@@ -125,7 +143,7 @@ fn vision_transformers_and_convnext_match_transformers_and_timm_on_cpu_backends(
 #[test]
 fn vision_transformers_match_on_wgpu() {
     let Some(device) = wgpu_device() else { return };
-    for (group, name, described) in [FOLDERS[2], FOLDERS[9]] {
+    for (group, name, described) in [FOLDERS[2], FOLDERS[8], FOLDERS[11]] {
         let worst = worst_diff(group, name, described, &device);
         eprintln!("{name} wgpu: worst max abs diff {worst:e}");
         assert!(worst <= 1e-3, "{name} wgpu: max abs diff {worst}");

@@ -990,7 +990,8 @@ pub fn embed(
         pooling.normalize = normalize;
     }
     let device = device_for(backend, progress)?;
-    let backbone = Backbone::load(&pretrained.folder, pooling, false, &device)?;
+    let mut backbone = Backbone::load(&pretrained.folder, pooling, false, &device)?;
+    backbone.embedding = true;
     let features =
         pretrained.features(&backbone, &examples, options.batch_size, &device, progress)?;
     let [n, width] = features.dims();

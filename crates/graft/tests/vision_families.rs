@@ -184,3 +184,50 @@ fn a_transformers_vit_folder_predicts_with_its_own_classifier() {
         assert!(["cat", "dog", "fish"].contains(&label), "{p}");
     }
 }
+
+/// CLIP's image tower trains on its pooled output, `embed` writes the projected image embedding,
+/// and a run has no export (transformers' CLIP classifier reads other features).
+#[test]
+fn clip_trains_embeds_its_projection_and_refuses_an_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let table = images(tmp.path());
+    let folder = repo().join("crates/graft-model/tests/golden/vit/clip-full");
+    let embeddings = tmp.path().join("clip.safetensors");
+    ok(&[
+        "embed",
+        "--model",
+        folder.to_str().unwrap(),
+        "--input",
+        table.to_str().unwrap(),
+        "--column",
+        "path",
+        "--output",
+        embeddings.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&embeddings).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(file.tensor("embeddings").unwrap().shape(), [18, 16]);
+    let run = tmp.path().join("run");
+    let cfg = write(
+        tmp.path(),
+        "clip.toml",
+        &format!(
+            "[model]\nbackbone = \"{}\"\nimage_size = 32\n\n[data]\nformat = \"csv\"\n\
+             train = \"{t}\"\nvalid = \"{t}\"\nimage_column = \"path\"\nlabel_column = \"label\"\n\n\
+             [train]\nepochs = 1\nbatch_size = 6\nbackend = \"flex\"\n\n[output]\ndir = \"{}\"\n",
+            folder.display(),
+            run.display(),
+            t = table.display()
+        ),
+    );
+    ok(&["train", cfg.to_str().unwrap()]);
+    assert_eq!(json(&run.join("graft.json"))["head"]["input"], 32);
+    let stderr = common::fails(&[
+        "export",
+        "--model",
+        run.to_str().unwrap(),
+        "--out",
+        tmp.path().join("out").to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("no export layout"), "{stderr}");
+}

@@ -97,7 +97,8 @@ fn target_for(run: &LoadedRun) -> Result<ExportTarget, TrainError> {
         .find(|t| wanted.contains(&t.format))
         .ok_or_else(|| {
             E::Unsupported(format!(
-                "{} has no export layout for this run's pooling",
+                "{} has no export layout for this run (its library's classifier reads other \
+                 features than graft's head, or this pooling has none)",
                 architecture.describe()
             ))
         })

@@ -80,8 +80,8 @@ pub(super) fn write(
 }
 
 /// The run's image transform as transformers' image processor config: a square resize
-/// (`ViTImageProcessor`), or the shorter side then a center crop (`BitImageProcessor`); bicubic,
-/// rescaled by 1/255 and normalized.
+/// (`ViTImageProcessor`), or the shorter side then a center crop (`BitImageProcessor`), with the
+/// run's filter, rescaled by 1/255 and normalized.
 fn processor_config(t: &graft_model::ImageTransform) -> Value {
     let square = |n: usize| json!({"height": n, "width": n});
     let (processor, size, crop) = match t.resize_shorter {
@@ -96,7 +96,7 @@ fn processor_config(t: &graft_model::ImageTransform) -> Value {
         "image_processor_type": processor,
         "do_resize": true,
         "size": size,
-        "resample": 3,
+        "resample": t.interpolation.pil_code(),
         "do_rescale": true,
         "rescale_factor": 1.0 / 255.0,
         "do_normalize": true,

@@ -71,6 +71,7 @@ pub(super) fn write(
             "resize_shorter": transform.resize_shorter,
             "mean": transform.mean,
             "std": transform.std,
+            "interpolation": transform.interpolation.name(),
         }),
     )?;
     if target.format == ExportFormat::Timm {
@@ -87,7 +88,7 @@ pub(super) fn write(
                 "input_size": [3, size, size],
                 "crop_pct": crop_pct,
                 "crop_mode": crop_mode,
-                "interpolation": "bicubic",
+                "interpolation": transform.interpolation.name(),
                 "mean": transform.mean,
                 "std": transform.std,
                 "num_classes": labels.len(),
