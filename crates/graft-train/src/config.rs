@@ -505,3 +505,24 @@ dir = "runs/x"
         assert!(error.contains("unknown variant `avg`"), "{error}");
     }
 }
+
+#[cfg(test)]
+mod shipped_configs {
+    use super::*;
+
+    /// Every config under `configs/` parses and passes the checks that need no files.
+    #[test]
+    fn every_shipped_config_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                Config::parse(&text, &path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 6, "{seen} configs");
+    }
+}
