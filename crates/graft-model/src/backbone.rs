@@ -307,6 +307,7 @@ registry! {
     ResNet => crate::resnet::ResNet,
     Vit => crate::vit::Vit,
     ConvNext => crate::convnext::ConvNext,
+    MobileNetV3 => crate::mobilenetv3::MobileNetV3,
 }
 
 impl ArchitectureId {

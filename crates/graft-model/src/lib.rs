@@ -17,6 +17,7 @@ pub mod distilbert;
 pub mod efficientnet;
 pub mod electra;
 pub mod folder;
+pub mod mobilenetv3;
 pub mod modernbert;
 pub mod mpnet;
 pub mod native_head;

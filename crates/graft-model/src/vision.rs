@@ -17,6 +17,9 @@ use crate::{ModelError, ModelFolder, weights};
 pub enum VisionArchitecture {
     EfficientnetLite,
     Resnet,
+    /// torchvision's MobileNetV3 (`variant` small or large).
+    #[serde(rename = "mobilenet_v3")]
+    MobilenetV3,
 }
 
 /// How images are resized before the model sees them.
@@ -107,6 +110,7 @@ impl VisionConfig {
         let (variant, depth) = match (architecture, size) {
             (VisionArchitecture::EfficientnetLite, n) => (Some(format!("lite{n}")), None),
             (VisionArchitecture::Resnet, n) => (None, Some(n)),
+            (VisionArchitecture::MobilenetV3, _) => (None, None),
         };
         Ok(Self {
             architecture,

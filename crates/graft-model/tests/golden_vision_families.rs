@@ -1,13 +1,14 @@
-//! Vision transformers and ConvNeXt against transformers and timm, on random weights:
-//! `tests/golden/vit/` (`scripts/golden/make_vit_goldens.py`: ViT, DeiT, DINOv2, DINOv2 with
-//! registers and CLIP's image tower, alone and in a whole CLIP folder, from transformers folders;
-//! timm's ViT with token and average pooling, distilled DeiT and DINOv2 with registers from timm
-//! folders) and `tests/golden/convnext/` (`scripts/golden/make_convnext_goldens.py`:
+//! Vision transformers, ConvNeXt and MobileNetV3 against transformers, timm and torchvision, on
+//! random weights: `tests/golden/vit/` (`scripts/golden/make_vit_goldens.py`: ViT, DeiT, DINOv2,
+//! DINOv2 with registers and CLIP's image tower, alone and in a whole CLIP folder, from
+//! transformers folders; timm's ViT with token and average pooling, distilled DeiT and DINOv2 with
+//! registers from timm folders), `tests/golden/convnext/` (`scripts/golden/make_convnext_goldens.py`:
 //! transformers' ConvNeXt, timm's convnext_atto with its 1x1-convolution MLP and convnext_tiny's
-//! layout). The features the classifier reads, CLIP's projected embedding and the checkpoint's
-//! logits must match to 1e-5 on the CPU backends and 1e-3 on wgpu, at the trained size and at
-//! another size (vision transformers: position embeddings resampled as the folder's library
-//! resamples them).
+//! layout) and `tests/golden/mobilenet_v3/` (`scripts/golden/make_mobilenetv3_goldens.py`: timm's
+//! small and torchvision's large, float16 weights). The features the classifier reads, CLIP's
+//! projected embedding and the checkpoint's logits must match to 1e-5 on the CPU backends and 1e-3
+//! on wgpu, at the trained size and at another size (vision transformers: position embeddings
+//! resampled as the folder's library resamples them).
 
 mod common;
 
@@ -18,7 +19,7 @@ use common::{cpu_devices, floats, max_abs_diff, wgpu_device};
 use graft_model::{Backbone, Inputs, ModelFolder, PoolingOptions};
 
 /// Golden group, folder, and how graft describes the model.
-const FOLDERS: [(&str, &str, &str); 13] = [
+const FOLDERS: [(&str, &str, &str); 15] = [
     ("vit", "vit", "vit (2 blocks, 32 wide, patch 8)"),
     ("vit", "deit", "deit (1 blocks, 32 wide, patch 8)"),
     ("vit", "dinov2", "dinov2 (2 blocks, 32 wide, patch 4)"),
@@ -47,6 +48,16 @@ const FOLDERS: [(&str, &str, &str); 13] = [
         "convnext",
         "timm-convnext-t",
         "convnext (dims [8, 16, 24, 32], depths [1, 1, 1, 1])",
+    ),
+    (
+        "mobilenet_v3",
+        "timm-small",
+        "mobilenet_v3 (small, 11 blocks)",
+    ),
+    (
+        "mobilenet_v3",
+        "tv-large",
+        "mobilenet_v3 (large, 15 blocks)",
     ),
 ];
 

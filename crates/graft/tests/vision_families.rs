@@ -1,5 +1,6 @@
-//! Vision transformers and ConvNeXt through the pipeline, on the small folders of
-//! `crates/graft-model/tests/golden/{vit,convnext}` (transformers and timm, random weights):
+//! Vision transformers, ConvNeXt and MobileNetV3 through the pipeline, on the small folders of
+//! `crates/graft-model/tests/golden/{vit,convnext,mobilenet_v3}` (transformers, timm and
+//! torchvision, random weights):
 //! freezing by
 //! blocks with gradual unfreezing and layer decay (position embeddings resampled inside training
 //! where the run's size differs from the checkpoint's grid), training, prediction, and export in
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use common::{export_saying, json, ok, repo, write};
 
 /// Golden folder, the run's image size, and the class the export should name.
-const FOLDERS: [(&str, usize, &str); 11] = [
+const FOLDERS: [(&str, usize, &str); 13] = [
     ("vit", 32, "ViTForImageClassification"),
     ("deit", 32, "DeiTForImageClassification"),
     ("dinov2", 48, "Dinov2ForImageClassification"),
@@ -30,11 +31,15 @@ const FOLDERS: [(&str, usize, &str); 11] = [
     ("convnext", 32, "ConvNextForImageClassification"),
     ("timm-convnext", 32, "convnext_atto"),
     ("timm-convnext-t", 32, "convnext_tiny"),
+    ("timm-small", 32, "mobilenetv3_small_100"),
+    ("tv-large", 32, "mobilenet_v3_large"),
 ];
 
 fn golden(name: &str) -> PathBuf {
     let group = if name.contains("convnext") {
         "convnext"
+    } else if name.ends_with("small") || name.ends_with("large") {
+        "mobilenet_v3"
     } else {
         "vit"
     };
@@ -154,6 +159,11 @@ dir = "{}"
             shapes(&golden(name).join("model.safetensors")),
             "{name}: the export's tensors are not its library's own"
         );
+        if !out.join("config.json").is_file() {
+            // A torchvision export is a state dict and export.json, not a model folder.
+            assert!(out.join("export.json").is_file(), "{name}");
+            continue;
+        }
         let from_run = probabilities(&run, &table);
         let from_export = probabilities(&out, &table);
         let diff = from_run
