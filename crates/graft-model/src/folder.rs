@@ -35,6 +35,8 @@ pub struct ModelFolder {
 impl ModelFolder {
     /// Opens `dir` and detects its architecture; a missing folder or `config.json` is an error.
     pub fn open(dir: &Path) -> Result<Self, ModelError> {
+        let resolved = crate::hub::resolve(dir)?;
+        let dir = resolved.as_path();
         if !dir.exists() {
             return Err(ModelError::NotFound {
                 path: dir.to_path_buf(),

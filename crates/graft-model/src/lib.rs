@@ -17,6 +17,7 @@ pub mod distilbert;
 pub mod efficientnet;
 pub mod electra;
 pub mod folder;
+pub mod hub;
 pub mod mobilenetv3;
 pub mod modernbert;
 pub mod mpnet;
@@ -52,6 +53,15 @@ pub enum ModelError {
     },
     #[error("{}: does not exist", path.display())]
     NotFound { path: PathBuf },
+    #[error(
+        "{id}: no folder by that name, and as a Hugging Face Hub id it is not in the cache ({}): {why}",
+        looked.display()
+    )]
+    NotInCache {
+        id: String,
+        looked: PathBuf,
+        why: String,
+    },
     #[error("{}: missing {what}", path.display())]
     MissingFile { path: PathBuf, what: &'static str },
     #[error("{}: invalid config: {message}", path.display())]

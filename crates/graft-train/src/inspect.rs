@@ -23,6 +23,8 @@ pub struct InspectReport {
 }
 
 pub fn inspect(path: &Path) -> Result<InspectReport, TrainError> {
+    let resolved = graft_model::hub::resolve(path)?;
+    let path = resolved.as_path();
     if !path.exists() {
         return Err(E::NotFound {
             path: path.to_path_buf(),

@@ -697,16 +697,18 @@ impl PeftAdapter {
                     .into(),
             });
         };
-        [PathBuf::from(base), self.dir.join(base)]
+        let local = [PathBuf::from(base), self.dir.join(base)]
             .into_iter()
-            .find(|p| p.join("config.json").is_file())
-            .ok_or_else(|| E::Config {
-                path: config,
-                message: format!(
-                    "base_model_name_or_path {base:?} is not a local model folder (a folder with \
-                     config.json)"
-                ),
-            })
+            .find(|p| p.join("config.json").is_file());
+        // A Hub id resolves through the Hugging Face cache when the folder is opened.
+        let hub = || graft_model::hub::parse_id(base).map(|_| PathBuf::from(base));
+        local.or_else(hub).ok_or_else(|| E::Config {
+            path: config,
+            message: format!(
+                "base_model_name_or_path {base:?} is neither a local model folder (a folder \
+                 with config.json) nor a Hub id"
+            ),
+        })
     }
 
     /// Sets the factors of a backbone whose adapters were attached for this adapter's layers.

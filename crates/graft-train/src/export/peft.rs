@@ -4,7 +4,7 @@
 //! `PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(BASE,
 //! num_labels=N), DIR)` computes the run's outputs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use graft_model::ExportTarget;
 
@@ -26,12 +26,19 @@ pub(super) fn write(
     let mut tensors = PeftAdapter::tensors_of(&adapter_path)?;
     tensors.extend(head_tensors(run, target, "base_model.model.")?);
     let source = &run.manifest.backbone_source;
-    let base = std::fs::canonicalize(source).map_err(|e| E::Config {
-        path: source.clone(),
-        message: format!(
-            "the run's base model is needed for its adapter's base_model_name_or_path: {e}"
-        ),
-    })?;
+    // A Hub id stays one (PEFT resolves it); a folder becomes its absolute path.
+    let hub_id = source
+        .to_str()
+        .filter(|s| !source.exists() && graft_model::hub::parse_id(s).is_some());
+    let base = match hub_id {
+        Some(id) => PathBuf::from(id),
+        None => std::fs::canonicalize(source).map_err(|e| E::Config {
+            path: source.clone(),
+            message: format!(
+                "the run's base model is needed for its adapter's base_model_name_or_path: {e}"
+            ),
+        })?,
+    };
     copy_backbone_files(run_dir, out, true)?;
     write_safetensors(&out.join(lora::ADAPTER_WEIGHTS), &tensors, None)?;
     let modules = match &run.manifest.head.native {

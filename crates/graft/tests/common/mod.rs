@@ -18,10 +18,12 @@ pub fn command(args: &[&str]) -> Command {
     // The feature cache goes to a throwaway folder, not the user's.
     let cache = std::env::temp_dir().join(format!("graft-test-cache-{}", std::process::id()));
     let mut command = Command::new(env!("CARGO_BIN_EXE_graft"));
+    // No test reaches the network: a Hub id not in the cache is an error, not a download.
     command
         .args(args)
         .current_dir(repo())
-        .env("GRAFT_CACHE_DIR", cache);
+        .env("GRAFT_CACHE_DIR", cache)
+        .env("HF_HUB_OFFLINE", "1");
     command
 }
 
