@@ -43,6 +43,14 @@ pub enum Inputs {
 pub type TextInputs = (Tensor<2, Int>, Tensor<2, Int>, Option<Tensor<2, Int>>);
 
 impl Inputs {
+    /// The images; token ids given to an image backbone are a caller's bug.
+    pub fn into_image(self) -> Tensor<4> {
+        match self {
+            Self::Image(images) => images,
+            Self::Text { .. } => panic!("an image backbone was given token ids"),
+        }
+    }
+
     /// The text inputs; images given to a text encoder are a caller's bug.
     pub fn into_text(self) -> TextInputs {
         match self {

@@ -519,7 +519,6 @@ impl Architecture for Bert {
             use_pooler: true,
             transform: None,
             classifier: "classifier".into(),
-            modules: vec!["classifier".into()],
         }))
     }
 

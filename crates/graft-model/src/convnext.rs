@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::backbone::{Architecture, ExportFormat, ExportTarget, Inputs, Naming, Preprocessing};
-use crate::{ModelError, ModelFolder, PoolingOptions, WeightsIndex, adapters, weights};
+use crate::{ModelError, ModelFolder, PoolingOptions, WeightsIndex, adapters, vision, weights};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConvNextLayout {
@@ -363,7 +363,7 @@ impl ConvNextConfig {
 
     pub fn of_folder(folder: &ModelFolder) -> Result<Self, ModelError> {
         let index = folder.weights_index()?;
-        let config = if folder.config.get("pretrained_cfg").is_some() {
+        let config = if vision::is_timm(&folder.config) {
             Self::from_timm(&folder.config, &index)
         } else {
             Self::from_transformers(&folder.config, &index)
@@ -399,7 +399,7 @@ impl Architecture for ConvNext {
     }
 
     fn detects(config: &Value) -> bool {
-        if config.get("pretrained_cfg").is_some() {
+        if vision::is_timm(config) {
             return config
                 .get("architecture")
                 .and_then(Value::as_str)
@@ -410,23 +410,13 @@ impl Architecture for ConvNext {
 
     fn preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
         let config = ConvNextConfig::of_folder(folder)?;
-        let transform = if folder.config.get("pretrained_cfg").is_some() {
-            crate::vision::timm_transform(&folder.config).map_err(|message| ModelError::Config {
-                path: folder.config_path(),
-                message,
-            })?
-        } else {
-            crate::vision::processor_transform(&folder.dir, config.image_size)?
-        };
-        Ok(Preprocessing::Image(transform))
+        vision::family_preprocessing(folder, || {
+            vision::processor_transform(&folder.dir, config.image_size)
+        })
     }
 
     fn naming(folder: &ModelFolder) -> Result<Naming, ModelError> {
-        Ok(if folder.config.get("pretrained_cfg").is_some() {
-            Naming::Export(ExportFormat::Timm)
-        } else {
-            Naming::Upstream
-        })
+        Ok(vision::family_naming(folder))
     }
 
     fn load(folder: &ModelFolder, classifier: bool, device: &Device) -> Result<Self, ModelError> {
@@ -450,9 +440,7 @@ impl Architecture for ConvNext {
     }
 
     fn forward_features(&self, inputs: Inputs, _pooling: PoolingOptions) -> Tensor<2> {
-        let Inputs::Image(images) = inputs else {
-            panic!("an image backbone was given token ids");
-        };
+        let images = inputs.into_image();
         self.forward_features(images)
     }
 

@@ -563,7 +563,6 @@ impl Architecture for Deberta {
                 true,
             )),
             classifier: "classifier".into(),
-            modules: vec!["pooler".into(), "classifier".into()],
         }))
     }
 

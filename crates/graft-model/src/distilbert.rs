@@ -177,7 +177,6 @@ impl Architecture for DistilBert {
                 false,
             )),
             classifier: "classifier".into(),
-            modules: vec!["pre_classifier".into(), "classifier".into()],
         }))
     }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::backbone::{Architecture, ExportFormat, ExportTarget, Inputs, Naming, Preprocessing};
-use crate::vision::{VisionArchitecture, VisionConfig};
+use crate::vision::{self, VisionArchitecture, VisionConfig};
 use crate::{ModelError, ModelFolder, PoolingOptions, WeightsIndex, weights};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -404,7 +404,7 @@ impl MobileNetV3Config {
             path: folder.config_path(),
             message,
         };
-        if folder.config.get("pretrained_cfg").is_some() {
+        if vision::is_timm(&folder.config) {
             let name = folder.config["architecture"].as_str().unwrap_or_default();
             let variant = timm_variant(name)
                 .ok_or_else(|| invalid(format!("timm architecture \"{name}\" is not supported")))?;
@@ -464,7 +464,7 @@ impl Architecture for MobileNetV3 {
     }
 
     fn detects(config: &Value) -> bool {
-        if config.get("pretrained_cfg").is_some() {
+        if vision::is_timm(config) {
             return config
                 .get("architecture")
                 .and_then(Value::as_str)
@@ -475,23 +475,13 @@ impl Architecture for MobileNetV3 {
     }
 
     fn preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
-        let transform = if folder.config.get("pretrained_cfg").is_some() {
-            crate::vision::timm_transform(&folder.config).map_err(|message| ModelError::Config {
-                path: folder.config_path(),
-                message,
-            })?
-        } else {
-            VisionConfig::of_folder(folder)?.0.transform()
-        };
-        Ok(Preprocessing::Image(transform))
+        vision::family_preprocessing(folder, || {
+            Ok(VisionConfig::of_folder(folder)?.0.transform())
+        })
     }
 
     fn naming(folder: &ModelFolder) -> Result<Naming, ModelError> {
-        Ok(if folder.config.get("pretrained_cfg").is_some() {
-            Naming::Export(ExportFormat::Timm)
-        } else {
-            Naming::Upstream
-        })
+        Ok(vision::family_naming(folder))
     }
 
     fn load(folder: &ModelFolder, classifier: bool, device: &Device) -> Result<Self, ModelError> {
@@ -518,9 +508,7 @@ impl Architecture for MobileNetV3 {
     }
 
     fn forward_features(&self, inputs: Inputs, _pooling: PoolingOptions) -> Tensor<2> {
-        let Inputs::Image(images) = inputs else {
-            panic!("an image backbone was given token ids");
-        };
+        let images = inputs.into_image();
         self.forward_features(images)
     }
 

@@ -516,7 +516,6 @@ impl Architecture for ModernBert {
                 dropout_before: false,
             }),
             classifier: "classifier".into(),
-            modules: vec!["head".into(), "classifier".into()],
         }))
     }
 

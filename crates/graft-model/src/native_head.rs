@@ -29,8 +29,6 @@ pub struct NativeHead {
     pub transform: Option<TransformSpec>,
     /// The upstream name of the final linear layer (`classifier.out_proj`).
     pub classifier: String,
-    /// The head's top-level modules, as PEFT's `modules_to_save` names them.
-    pub modules: Vec<String>,
 }
 
 /// `dense → activation (→ LayerNorm)`, with dropout before `dense` where the family has it.
@@ -114,6 +112,23 @@ impl HeadTransform {
 }
 
 impl NativeHead {
+    /// The head's top-level modules, as PEFT's `modules_to_save` names them (`classifier`;
+    /// DistilBERT's `pre_classifier` and `classifier`; ModernBERT's `head` and `classifier`).
+    pub fn modules(&self) -> Vec<String> {
+        let transform = self
+            .transform
+            .iter()
+            .flat_map(|t| std::iter::once(t.dense.as_str()).chain(t.norm.as_deref()));
+        let mut modules: Vec<String> = Vec::new();
+        for name in transform.chain(std::iter::once(self.classifier.as_str())) {
+            let top = name.split('.').next().unwrap_or(name).to_string();
+            if !modules.contains(&top) {
+                modules.push(top);
+            }
+        }
+        modules
+    }
+
     /// The transform saved in `folder`'s weights under its upstream names, if they are all there.
     pub fn saved_transform(
         &self,
@@ -185,7 +200,6 @@ impl NativeHead {
                 true,
             )),
             classifier: "classifier.out_proj".into(),
-            modules: vec!["classifier".into()],
         }
     }
 }
@@ -216,5 +230,11 @@ mod tests {
         );
         spec.norm = Some("head.norm".into());
         assert_eq!(spec.upstream_name("norm.weight"), "head.norm.weight");
+        assert_eq!(head.modules(), ["classifier", "head"]);
+        let spec = head.transform.as_mut().unwrap();
+        spec.dense = "pre_classifier".into();
+        spec.norm = None;
+        head.classifier = "classifier".into();
+        assert_eq!(head.modules(), ["pre_classifier", "classifier"]);
     }
 }

@@ -250,9 +250,7 @@ impl Architecture for ResNet {
     }
 
     fn forward_features(&self, inputs: Inputs, _pooling: PoolingOptions) -> Tensor<2> {
-        let Inputs::Image(images) = inputs else {
-            panic!("an image backbone was given token ids");
-        };
+        let images = inputs.into_image();
         self.forward_features(images)
     }
 

@@ -66,7 +66,7 @@ impl VisionConfig {
     /// knows.
     pub fn detect(config: &Value) -> Option<VisionArchitecture> {
         let name = config.get("architecture")?.as_str()?;
-        if config.get("pretrained_cfg").is_some() {
+        if is_timm(config) {
             return timm_architecture(name).map(|(architecture, _)| architecture);
         }
         serde_json::from_value(Value::String(name.to_string())).ok()
@@ -78,7 +78,7 @@ impl VisionConfig {
             path: folder.config_path(),
             message,
         };
-        let (config, naming) = if folder.config.get("pretrained_cfg").is_some() {
+        let (config, naming) = if is_timm(&folder.config) {
             let config = Self::from_timm(&folder.config).map_err(invalid)?;
             (config, Naming::Export(ExportFormat::Timm))
         } else {
@@ -319,6 +319,37 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
         std,
         interpolation,
     })
+}
+
+/// Whether a `config.json` is timm's (`pretrained_cfg` beside `architecture`).
+pub fn is_timm(config: &Value) -> bool {
+    config.get("pretrained_cfg").is_some()
+}
+
+/// The names a transformers-or-timm family's folder uses: timm's export names, or upstream.
+pub fn family_naming(folder: &ModelFolder) -> Naming {
+    if is_timm(&folder.config) {
+        Naming::Export(ExportFormat::Timm)
+    } else {
+        Naming::Upstream
+    }
+}
+
+/// The preprocessing of a family folder that may be timm's: `pretrained_cfg` for timm, else
+/// `other` (the image processor's config, or graft's vision config).
+pub fn family_preprocessing(
+    folder: &ModelFolder,
+    other: impl FnOnce() -> Result<ImageTransform, ModelError>,
+) -> Result<Preprocessing, ModelError> {
+    let transform = if is_timm(&folder.config) {
+        timm_transform(&folder.config).map_err(|message| ModelError::Config {
+            path: folder.config_path(),
+            message,
+        })?
+    } else {
+        other()?
+    };
+    Ok(Preprocessing::Image(transform))
 }
 
 /// The preprocessing of an image model folder.

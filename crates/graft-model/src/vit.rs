@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::backbone::{Architecture, ExportFormat, ExportTarget, Inputs, Naming, Preprocessing};
 use crate::bert::{self, HiddenAct};
-use crate::{ModelError, ModelFolder, PoolingOptions, WeightsIndex, adapters, weights};
+use crate::{ModelError, ModelFolder, PoolingOptions, WeightsIndex, adapters, vision, weights};
 
 /// Which library's folder and names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -660,7 +660,7 @@ impl VitConfig {
     /// Reads the folder's config (transformers or timm).
     pub fn of_folder(folder: &ModelFolder) -> Result<Self, ModelError> {
         let index = folder.weights_index()?;
-        let config = if is_timm(&folder.config) {
+        let config = if vision::is_timm(&folder.config) {
             Self::from_timm(&folder.config, &index)
         } else {
             Self::from_transformers(&folder.config, &index)
@@ -700,10 +700,6 @@ fn timm_tensor_known(name: &str) -> bool {
             .strip_prefix("blocks.")
             .and_then(|rest| rest.split_once('.'))
             .is_some_and(|(_, inner)| BLOCK.iter().any(|b| inner.starts_with(b)))
-}
-
-fn is_timm(config: &Value) -> bool {
-    config.get("pretrained_cfg").is_some()
 }
 
 /// Heads of timm's ViT sizes, from the model name (`vit_small_...` has 6).
@@ -971,7 +967,7 @@ impl Architecture for Vit {
     }
 
     fn detects(config: &Value) -> bool {
-        if is_timm(config) {
+        if vision::is_timm(config) {
             let name = config
                 .get("architecture")
                 .and_then(Value::as_str)
@@ -988,23 +984,13 @@ impl Architecture for Vit {
 
     fn preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
         let config = VitConfig::of_folder(folder)?;
-        let transform = if is_timm(&folder.config) {
-            crate::vision::timm_transform(&folder.config).map_err(|message| ModelError::Config {
-                path: folder.config_path(),
-                message,
-            })?
-        } else {
-            crate::vision::processor_transform(&folder.dir, config.image_size)?
-        };
-        Ok(Preprocessing::Image(transform))
+        vision::family_preprocessing(folder, || {
+            vision::processor_transform(&folder.dir, config.image_size)
+        })
     }
 
     fn naming(folder: &ModelFolder) -> Result<Naming, ModelError> {
-        Ok(if is_timm(&folder.config) {
-            Naming::Export(ExportFormat::Timm)
-        } else {
-            Naming::Upstream
-        })
+        Ok(vision::family_naming(folder))
     }
 
     fn recognise(index: &WeightsIndex) -> Option<String> {
@@ -1083,9 +1069,7 @@ impl Architecture for Vit {
     }
 
     fn forward_features(&self, inputs: Inputs, _pooling: PoolingOptions) -> Tensor<2> {
-        let Inputs::Image(images) = inputs else {
-            panic!("an image backbone was given token ids");
-        };
+        let images = inputs.into_image();
         self.pool(self.forward_hidden(images))
     }
 
@@ -1152,9 +1136,7 @@ impl Architecture for Vit {
     /// transformers' DINOv2 its `pooler_output` (the normalized class token); otherwise the
     /// classifier's features.
     fn forward_embedding(&self, inputs: Inputs, _pooling: PoolingOptions) -> Tensor<2> {
-        let Inputs::Image(images) = inputs else {
-            panic!("an image backbone was given token ids");
-        };
+        let images = inputs.into_image();
         let hidden = self.forward_hidden(images);
         let c = &self.config;
         match (c.family, c.layout) {

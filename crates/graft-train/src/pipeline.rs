@@ -867,7 +867,8 @@ fn adapter_outputs(
             path: adapter.weights.clone(),
             message: format!(
                 "no {}.weight: the adapter does not save its classifier (modules_to_save = {:?})",
-                native.classifier, native.modules
+                native.classifier,
+                native.modules()
             ),
         });
     };

@@ -77,18 +77,7 @@ fn shapes(path: &Path) -> BTreeMap<String, Vec<usize>> {
 
 /// `graft predict` on the `path` column, one JSON value per image.
 fn predictions(model: &Path, input: &Path) -> Vec<serde_json::Value> {
-    ok(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--column",
-        "path",
-    ])
-    .lines()
-    .map(|line| serde_json::from_str(line).unwrap())
-    .collect()
+    common::predict_column(model, input, "path", "auto")
 }
 
 fn probabilities(model: &Path, input: &Path) -> Vec<BTreeMap<String, f64>> {

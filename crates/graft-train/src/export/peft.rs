@@ -42,7 +42,7 @@ pub(super) fn write(
     copy_backbone_files(run_dir, out, true)?;
     write_safetensors(&out.join(lora::ADAPTER_WEIGHTS), &tensors, None)?;
     let modules = match &run.manifest.head.native {
-        Some(native) => native.modules.clone(),
+        Some(native) => native.modules(),
         None => vec![target.classifier.clone()],
     };
     let config = lora::adapter_config(spec, &base, &modules);

@@ -81,14 +81,24 @@ pub fn predict_reviews(run: &Path, input: &Path) -> Vec<serde_json::Value> {
 
 /// [`predict_reviews`] on a backend.
 pub fn predict_reviews_on(run: &Path, input: &Path, backend: &str) -> Vec<serde_json::Value> {
+    predict_column(run, input, "review", backend)
+}
+
+/// `graft predict` on a file's `column`, one JSON value per line.
+pub fn predict_column(
+    model: &Path,
+    input: &Path,
+    column: &str,
+    backend: &str,
+) -> Vec<serde_json::Value> {
     ok(&[
         "predict",
         "--model",
-        run.to_str().unwrap(),
+        model.to_str().unwrap(),
         "--input",
         input.to_str().unwrap(),
         "--column",
-        "review",
+        column,
         "--backend",
         backend,
     ])
