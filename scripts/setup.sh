@@ -16,3 +16,14 @@ if ! ls /usr/share/vulkan/icd.d/*.json >/dev/null 2>&1; then
 fi
 
 "$root/scripts/fetch-models.sh"
+
+# An MLflow tracking server for the tracking tests, in its own virtual environment outside the
+# clone (graft itself talks to MLflow over HTTP and needs no Python).
+mlflow_venv="${GRAFT_MLFLOW_VENV:-$HOME/.cache/graft-mlflow-venv}"
+if [ ! -x "$mlflow_venv/bin/mlflow" ]; then
+  echo "installing MLflow 3.17.2 into $mlflow_venv (for the tracking tests)"
+  if ! { python3 -m venv "$mlflow_venv" &&
+         "$mlflow_venv/bin/pip" install --quiet --disable-pip-version-check mlflow==3.17.2; }; then
+    echo "warning: could not install MLflow; the tracking test will be skipped" >&2
+  fi
+fi

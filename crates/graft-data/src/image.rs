@@ -112,18 +112,46 @@ pub fn read_rgb(path: &Path) -> Result<(RgbImage, Vec<u8>), DataError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let image = image::ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .decode()
-        .map_err(|e| DataError::Image {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    Ok((to_rgb(image), bytes))
+    Ok((decode_rgb(&bytes, path)?, bytes))
+}
+
+/// The most pixels an image may declare (10^8: 10000 x 10000; as RGB, 300 MB).
+pub const MAX_PIXELS: u64 = 100_000_000;
+
+/// The most the decoder may allocate for one image (the `image` crate's default).
+pub const MAX_DECODE_BYTES: u64 = 512 << 20;
+
+/// Decodes an encoded image (PNG, JPEG) held in memory; `origin` names it in errors. An image
+/// declaring more than [`MAX_PIXELS`] pixels, or needing more than [`MAX_DECODE_BYTES`] to decode,
+/// is refused before its pixels are allocated.
+pub fn decode_rgb(bytes: &[u8], origin: &Path) -> Result<RgbImage, DataError> {
+    let image_error = |message: String| DataError::Image {
+        path: origin.to_path_buf(),
+        message,
+    };
+    let reader = || {
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|source| DataError::Io {
+                path: origin.to_path_buf(),
+                source,
+            })?;
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(MAX_DECODE_BYTES);
+        reader.limits(limits);
+        Ok::<_, DataError>(reader)
+    };
+    // The header alone says how large the image is.
+    let (width, height) = reader()?
+        .into_dimensions()
+        .map_err(|e| image_error(e.to_string()))?;
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(image_error(format!(
+            "{width} x {height} pixels is more than the {MAX_PIXELS} graft reads"
+        )));
+    }
+    let image = reader()?.decode().map_err(|e| image_error(e.to_string()))?;
+    Ok(to_rgb(image))
 }
 
 fn to_rgb(image: DynamicImage) -> RgbImage {
@@ -312,17 +340,19 @@ pub fn read_image_folder(root: &Path) -> Result<Vec<crate::TextExample>, DataErr
             text: path.to_string_lossy().to_string(),
             label: Some(label.clone()),
             line: 0,
+            bytes: None,
         }));
     }
     Ok(examples)
 }
 
-/// Image paths in a CSV/JSONL table are taken relative to the table's folder.
+/// Image paths in a CSV/JSONL/parquet table are taken relative to the table's folder (images held
+/// in the table itself stay as they are).
 pub fn resolve_paths(examples: &mut [crate::TextExample], table: &Path) {
     let base = table.parent().unwrap_or(Path::new("."));
     for example in examples {
         let path = Path::new(&example.text);
-        if path.is_relative() {
+        if path.is_relative() && example.bytes.is_none() {
             example.text = base.join(path).to_string_lossy().to_string();
         }
     }

@@ -1,13 +1,16 @@
 //! graft-data: reading labelled data, the label vocabulary, and tokenization into padded batches.
 //!
-//! Nothing here knows about models or training: [`text`] reads CSV/JSONL/plain-text files into
+//! Nothing here knows about models or training: [`text`] reads CSV/JSONL/parquet/plain-text files into
 //! examples, [`labels`] fixes the class order and checks labels against it, [`tokenize`] turns
 //! texts into id tensors with the model's `tokenizer.json`, [`targets`] reads multi-label lists
-//! and regression values.
+//! and regression values, [`table`] takes a first look at a file's columns (for `graft init`).
 
+pub mod guard;
 pub mod image;
 pub mod labels;
+pub mod parquet;
 pub mod split;
+pub mod table;
 pub mod targets;
 pub mod text;
 pub mod tokenize;
@@ -62,6 +65,8 @@ pub enum DataError {
         "tokenizer produced id {id}, outside the model's vocabulary of {vocab_size}: tokenizer.json and the weights do not match"
     )]
     TokenOutOfVocab { id: u32, vocab_size: usize },
+    #[error("{}: unreadable parquet file: {message}", path.display())]
+    Parquet { path: PathBuf, message: String },
     #[error("{}: unreadable image: {message}", path.display())]
     Image { path: PathBuf, message: String },
     #[error("{0}")]
@@ -84,5 +89,6 @@ pub(crate) fn example(label: &str, line: usize) -> TextExample {
         text: "t".into(),
         label: Some(label.into()),
         line,
+        bytes: None,
     }
 }

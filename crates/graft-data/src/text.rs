@@ -1,4 +1,4 @@
-//! Reading texts (and their labels) from CSV, JSONL, or plain text with one text per line.
+//! Reading texts (and their labels) from CSV, JSONL, parquet, or plain text with one text per line.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -11,6 +11,7 @@ use crate::DataError;
 pub enum DataFormat {
     Csv,
     Jsonl,
+    Parquet,
     /// One text per line, no labels.
     Lines,
 }
@@ -21,6 +22,7 @@ impl DataFormat {
         match path.extension().and_then(|e| e.to_str()) {
             Some("csv") => Self::Csv,
             Some("jsonl") | Some("ndjson") => Self::Jsonl,
+            Some("parquet") => Self::Parquet,
             _ => Self::Lines,
         }
     }
@@ -33,21 +35,25 @@ impl FromStr for DataFormat {
         match s {
             "csv" => Ok(Self::Csv),
             "jsonl" => Ok(Self::Jsonl),
+            "parquet" => Ok(Self::Parquet),
             "lines" | "txt" => Ok(Self::Lines),
             other => Err(format!(
-                "unknown format \"{other}\" (expected csv, jsonl or lines)"
+                "unknown format \"{other}\" (expected csv, jsonl, parquet or lines)"
             )),
         }
     }
 }
 
 /// One example: the text, its label when a label column was asked for, and the line it came from
-/// (1-based, counting the CSV header), for error messages.
+/// (1-based, counting the CSV header; a parquet file's row), for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextExample {
+    /// The text, or an image's path (for an image held in the file: `file#rowN`).
     pub text: String,
     pub label: Option<String>,
     pub line: usize,
+    /// An encoded image held in the data file itself (a parquet binary column).
+    pub bytes: Option<std::sync::Arc<[u8]>>,
 }
 
 impl TextExample {
@@ -57,6 +63,7 @@ impl TextExample {
             text: text.into(),
             label: None,
             line: 0,
+            bytes: None,
         }
     }
 }
@@ -77,6 +84,7 @@ pub fn read_texts(
     let examples = match format {
         DataFormat::Csv => read_csv(path, text_column, label_column)?,
         DataFormat::Jsonl => read_jsonl(path, text_column, label_column)?,
+        DataFormat::Parquet => crate::parquet::read_parquet(path, text_column, label_column)?,
         DataFormat::Lines => read_lines(path)?,
     };
     if examples.is_empty() {
@@ -126,12 +134,13 @@ fn read_csv(
             text: field(text_index),
             label: label_index.map(field),
             line,
+            bytes: None,
         });
     }
     Ok(examples)
 }
 
-fn csv_error(path: &Path, error: csv::Error) -> DataError {
+pub(crate) fn csv_error(path: &Path, error: csv::Error) -> DataError {
     let line = error.position().map_or(0, |p| p.line() as usize).max(1);
     let parse = |message: String| DataError::Parse {
         path: path.to_path_buf(),
@@ -215,6 +224,7 @@ fn read_jsonl(
             text: field(text_column)?,
             label: label_column.map(field).transpose()?,
             line,
+            bytes: None,
         });
     }
     Ok(examples)
@@ -230,6 +240,7 @@ fn read_lines(path: &Path) -> Result<Vec<TextExample>, DataError> {
             text: text.to_string(),
             label: None,
             line: index + 1,
+            bytes: None,
         })
         .collect())
 }

@@ -11,6 +11,8 @@ use crate::DataError;
 
 pub struct TextTokenizer {
     tokenizer: Tokenizer,
+    /// The `tokenizer.json` it was loaded from, named in errors.
+    path: std::path::PathBuf,
     max_length: usize,
     vocab_size: usize,
 }
@@ -32,6 +34,17 @@ pub struct Tokens {
     pub type_ids: Vec<u32>,
 }
 
+/// Runs `f`, turning a panic inside the tokenizers crate into an error.
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    crate::guard::catch(f).unwrap_or_else(|detail| {
+        Err(
+            format!("the tokenizer failed on this file (is it corrupt?) {detail}")
+                .trim_end()
+                .to_string(),
+        )
+    })
+}
+
 impl TextTokenizer {
     /// Loads `tokenizer.json`; texts are truncated to `max_length` tokens (special tokens included)
     /// and ids must stay below `vocab_size`.
@@ -45,8 +58,10 @@ impl TextTokenizer {
             path: path.to_path_buf(),
             message,
         };
-        let mut tokenizer =
-            Tokenizer::from_file(path).map_err(|e| tokenizer_error(e.to_string()))?;
+        // The tokenizers crate panics on some malformed files (an `unwrap` in its decoders'
+        // deserializer), so a panic is turned into an error naming the file.
+        let mut tokenizer = guarded(|| Tokenizer::from_file(path).map_err(|e| e.to_string()))
+            .map_err(tokenizer_error)?;
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length,
@@ -56,6 +71,7 @@ impl TextTokenizer {
         tokenizer.with_padding(None);
         Ok(Self {
             tokenizer,
+            path: path.to_path_buf(),
             max_length,
             vocab_size,
         })
@@ -67,10 +83,17 @@ impl TextTokenizer {
 
     /// Tokenizes texts (with `[CLS]`/`[SEP]` or whatever the tokenizer's post-processor adds).
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokens>, DataError> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| DataError::Invalid(format!("tokenization failed: {e}")))?;
+        let encodings = guarded(|| {
+            self.tokenizer
+                .encode_batch(texts.to_vec(), true)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| {
+            DataError::Invalid(format!(
+                "tokenization with {} failed: {e}",
+                self.path.display()
+            ))
+        })?;
         encodings
             .into_iter()
             .map(|encoding| {

@@ -438,6 +438,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(BertConfig, Bert), ModelErro
     let weights_path = dir.join("model.safetensors");
     let index = WeightsIndex::read(&weights_path)?;
     let mut model = config.init(has_pooler(&index, &PREFIXES), device);
+    weights::check_sizes(&model, &weights_path)?;
     let names = weights::param_names(&model, upstream_name);
     weights::load_renamed(&mut model, &weights_path, &names, &PREFIXES)?;
     Ok((config, model))

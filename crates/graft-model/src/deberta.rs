@@ -569,6 +569,7 @@ impl Architecture for Deberta {
     fn load(folder: &ModelFolder, _classifier: bool, device: &Device) -> Result<Self, ModelError> {
         let config = DebertaV2Config::from_file(&folder.config_path())?;
         let mut model = config.init(device);
+        weights::check_sizes(&model, &folder.weights_path())?;
         let names = weights::param_names(&model, bert::upstream_name);
         weights::load_renamed(&mut model, &folder.weights_path(), &names, &PREFIXES)?;
         Ok(model)

@@ -198,6 +198,7 @@ impl Architecture for DistilBert {
             },
             encoder: bert.init(false, device).encoder,
         };
+        weights::check_sizes(&model, &folder.weights_path())?;
         let names = weights::param_names(&model, upstream_name);
         weights::load_renamed(&mut model, &folder.weights_path(), &names, &PREFIXES)?;
         Ok(model)

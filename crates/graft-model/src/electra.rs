@@ -113,6 +113,7 @@ impl Architecture for Electra {
                 .then(|| LinearConfig::new(embedding_size, config.hidden_size).init(device)),
             encoder: config.init(false, device).encoder,
         };
+        weights::check_sizes(&model, &folder.weights_path())?;
         let names = weights::param_names(&model, bert::upstream_name);
         weights::load_renamed(&mut model, &folder.weights_path(), &names, &PREFIXES)?;
         Ok(model)

@@ -56,12 +56,17 @@ impl ModelFolder {
                 found: describe(&config),
             })?;
         let sentence_transformers = read_sentence_transformers(dir)?;
+        let weights = crate::shards::weights_file(dir)?;
+        // Unreadable weights are reported by the loader, naming the weights file.
+        if let Ok(index) = WeightsIndex::read(&weights) {
+            check_config_sizes(&config_path, &config, &index)?;
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             architecture,
             config,
             sentence_transformers,
-            weights: crate::shards::weights_file(dir)?,
+            weights,
         })
     }
 
@@ -107,6 +112,115 @@ pub(crate) fn read_json(path: &Path, what: &'static str) -> Result<Value, ModelE
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// `config.json` keys that count blocks (each has at least one tensor in the weights).
+const COUNT_KEYS: [&str; 7] = [
+    "num_hidden_layers",
+    "n_layers",
+    "num_layers",
+    "depth",
+    "depths",
+    "num_stages",
+    "num_hidden_groups",
+];
+
+/// `config.json` keys that size a tensor dimension, or a table built from one.
+const SIZE_KEYS: [&str; 24] = [
+    "hidden_size",
+    "hidden_sizes",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "embedding_size",
+    "dim",
+    "dims",
+    "hidden_dim",
+    "embed_dim",
+    "num_features",
+    "projection_dim",
+    "pooler_hidden_size",
+    "num_attention_heads",
+    "n_heads",
+    "num_heads",
+    "position_buckets",
+    "max_relative_positions",
+    "relative_attention_num_buckets",
+    "num_register_tokens",
+    "image_size",
+    "img_size",
+    "patch_size",
+];
+
+/// `config.json` keys that divide another size (heads into the width, patches into the image):
+/// zero is refused.
+const DIVISOR_KEYS: [&str; 5] = [
+    "patch_size",
+    "num_attention_heads",
+    "n_heads",
+    "num_heads",
+    "encoder_stride",
+];
+
+/// Sizes up to this are never refused, whatever the weights hold.
+const SMALL_SIZE: u64 = 4096;
+
+/// Refuses a `config.json` that describes a model far larger than its weights before any
+/// architecture builds it (building initialises every parameter): a block count above the
+/// number of tensors in the file, a size above both [`SMALL_SIZE`] and the element count of the
+/// file's largest tensor, or a zero divisor. Keys are looked for at any depth (`model_args`,
+/// `text_config`).
+fn check_config_sizes(path: &Path, config: &Value, index: &WeightsIndex) -> Result<(), ModelError> {
+    let tensors = index.tensors.len() as u64;
+    let largest = index
+        .tensors
+        .values()
+        .map(|t| t.numel() as u64)
+        .max()
+        .unwrap_or(0)
+        .max(SMALL_SIZE);
+    let mut pending: Vec<(&str, &Value)> = vec![("", config)];
+    while let Some((key, value)) = pending.pop() {
+        match value {
+            Value::Object(map) => pending.extend(map.iter().map(|(k, v)| (k.as_str(), v))),
+            // An array's items count under its key (`depths`, `dims`).
+            Value::Array(items) => pending.extend(items.iter().map(|v| (key, v))),
+            Value::Number(n) => {
+                if DIVISOR_KEYS.contains(&key) && n.as_f64() == Some(0.0) {
+                    return Err(ModelError::Config {
+                        path: path.to_path_buf(),
+                        message: format!("`{key}` must be positive, found 0"),
+                    });
+                }
+                let bound = if COUNT_KEYS.contains(&key) {
+                    tensors
+                } else if SIZE_KEYS.contains(&key) {
+                    largest
+                } else {
+                    continue;
+                };
+                // Negative and fractional values are left to the architecture's own checks.
+                let too_big = match (n.as_u64(), n.as_f64()) {
+                    (Some(v), _) => v > bound,
+                    (None, Some(f)) => f > bound as f64,
+                    _ => false,
+                };
+                if too_big {
+                    return Err(ModelError::Config {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "`{key}` = {n} describes a model larger than its weights ({tensors} \
+                             tensors, the largest with {} elements)",
+                            index.tensors.values().map(|t| t.numel()).max().unwrap_or(0)
+                        ),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn describe(config: &Value) -> String {

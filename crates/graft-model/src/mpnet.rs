@@ -368,6 +368,7 @@ impl Architecture for Mpnet {
         let weights_path = folder.weights_path();
         let index = WeightsIndex::read(&weights_path)?;
         let mut model = config.init(bert::has_pooler(&index, &PREFIXES), device);
+        weights::check_sizes(&model, &weights_path)?;
         let names = weights::param_names(&model, upstream_name);
         weights::load_renamed(&mut model, &weights_path, &names, &PREFIXES)?;
         Ok(model)

@@ -178,6 +178,7 @@ impl NativeHead {
         let mut linear = LinearConfig::new(input, output)
             .with_bias(bias)
             .init(device);
+        weights::check_sizes(&linear, &folder.weights_path())?;
         let names = weights::param_names(&linear, |p| format!("{}.{p}", self.classifier));
         weights::load_renamed(&mut linear, &folder.weights_path(), &names, &[])?;
         Ok(Some(linear))

@@ -23,6 +23,9 @@ pub struct Converted {
     pub stripped_prefix: Option<String>,
 }
 
+/// Tensors up to this many bytes are read whatever the file's size.
+const MIN_TENSOR_BOUND: u64 = 1 << 20;
+
 fn corrupt(path: &Path, message: impl Into<String>) -> ModelError {
     ModelError::CorruptWeights {
         path: path.to_path_buf(),
@@ -129,10 +132,34 @@ pub fn read_tensors(
             ),
         ));
     }
+    // A tensor is materialized contiguously; a view can be larger than its storage (a stride of
+    // 0 repeats elements), so its size is checked against the file before it is read.
+    let file_len = std::fs::metadata(input)
+        .map_err(|source| ModelError::Io {
+            path: input.to_path_buf(),
+            source,
+        })?
+        .len();
     let mut data: Vec<TensorBytes> = Vec::with_capacity(selected.len());
-    let mut parameters = 0;
+    let mut parameters = 0usize;
     for name in selected {
         let tensor = reader.get(name).expect("listed by the reader");
+        let bytes_needed = tensor
+            .shape()
+            .iter()
+            .try_fold(tensor.dtype().size() as u64, |acc, &d| {
+                acc.checked_mul(d as u64)
+            });
+        if bytes_needed.is_none_or(|n| n > file_len.max(MIN_TENSOR_BOUND)) {
+            return Err(corrupt(
+                input,
+                format!(
+                    "tensor `{name}` of shape {:?} would take more bytes than the file holds \
+                     ({file_len}); views that repeat their storage (stride 0) are not supported",
+                    tensor.shape()
+                ),
+            ));
+        }
         let bytes = tensor.read().map_err(|e| corrupt(input, e.to_string()))?;
         let short = match &prefix {
             Some(p) => name[p.len()..].to_string(),
@@ -140,7 +167,7 @@ pub fn read_tensors(
         };
         let dtype = dtype(tensor.dtype());
         if matches!(dtype, Dtype::F64 | Dtype::F32 | Dtype::F16 | Dtype::BF16) {
-            parameters += tensor.num_elements();
+            parameters = parameters.saturating_add(tensor.num_elements());
         }
         // safetensors stores little-endian data.
         if cfg!(target_endian = "big") {

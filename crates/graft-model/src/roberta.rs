@@ -179,6 +179,7 @@ impl Architecture for Roberta {
             padding_idx: config.pad_token_id,
             family,
         };
+        weights::check_sizes(&model, &weights_path)?;
         let names = weights::param_names(&model, bert::upstream_name);
         weights::load_renamed(&mut model, &weights_path, &names, &PREFIXES)?;
         Ok(model)

@@ -376,6 +376,7 @@ pub fn load<M: Module + Architecture>(
         path: folder.config_path(),
         message,
     })?;
+    weights::check_sizes(&model, &folder.weights_path())?;
     let names = weights::param_names(&model, |path| match naming {
         Naming::Upstream => model.upstream_name(path),
         Naming::Export(format) => model.export_name(format, path),

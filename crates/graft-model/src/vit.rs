@@ -1011,6 +1011,7 @@ impl Architecture for Vit {
             config.num_classes = 0;
         }
         let mut model = config.init(device);
+        weights::check_sizes(&model, &folder.weights_path())?;
         let names = weights::param_names(&model, |p| config.upstream_name(p));
         weights::load_renamed(
             &mut model,

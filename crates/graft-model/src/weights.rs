@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::{
     BurnToPyTorchAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot,
     PyTorchToBurnAdapter, SafetensorsStore,
 };
-use burn::tensor::DType;
+use burn::tensor::{Bool, DType, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
@@ -33,8 +33,12 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// Elements (saturating: [`WeightsIndex::read`] refuses shapes whose count overflows).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(usize::MAX)
     }
 }
 
@@ -87,21 +91,40 @@ impl WeightsIndex {
             let entry: HeaderEntry = serde_json::from_value(value)
                 .map_err(|e| corrupt(format!("tensor `{name}`: {e}")))?;
             let (begin, end) = entry.data_offsets;
-            let bits = entry.shape.iter().product::<usize>() * entry.dtype.bitsize();
-            if end < begin || (end - begin) * 8 != bits as u64 {
+            // Sizes are computed without overflow: a shape such as [2^62, 2^62] would
+            // otherwise wrap to a size that matches empty offsets.
+            let bits = entry
+                .shape
+                .iter()
+                .try_fold(entry.dtype.bitsize() as u64, |acc, &d| {
+                    acc.checked_mul(d as u64)
+                });
+            let width = end.checked_sub(begin).and_then(|w| w.checked_mul(8));
+            if bits.is_none() || width.is_none() || width != bits || end > file_len {
                 return Err(corrupt(format!(
                     "tensor `{name}`: offsets {begin}..{end} do not hold a {:?} {:?}",
                     entry.dtype, entry.shape
                 )));
             }
             data_end = data_end.max(end);
+            if entry
+                .shape
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                .is_none()
+            {
+                return Err(corrupt(format!(
+                    "tensor `{name}`: shape {:?} has more elements than this machine can address",
+                    entry.shape
+                )));
+            }
             let info = TensorInfo {
                 dtype: format!("{:?}", entry.dtype),
                 shape: entry.shape,
             };
             tensors.insert(name, info);
         }
-        if 8 + header_len + data_end != file_len {
+        if (8 + header_len).checked_add(data_end) != Some(file_len) {
             return Err(corrupt(format!(
                 "the tensors end at byte {} but the file has {file_len} (truncated or padded)",
                 8 + header_len + data_end
@@ -121,7 +144,7 @@ impl WeightsIndex {
             .values()
             .filter(|t| t.dtype.starts_with('F') || t.dtype.starts_with("BF"))
             .map(TensorInfo::numel)
-            .sum()
+            .fold(0usize, usize::saturating_add)
     }
 }
 
@@ -174,6 +197,78 @@ pub fn check_expected(
     Ok(())
 }
 
+/// Checks, without initialising any parameter, that no parameter of `module` has more elements
+/// than the largest tensor in the file: such a parameter could never be loaded (shapes must
+/// match exactly), and initialising it first could allocate far more than the file holds (a
+/// `config.json` asking for an enormous model over small weights).
+pub fn check_parameter_sizes<M: Module>(
+    module: &M,
+    path: &Path,
+    index: &WeightsIndex,
+) -> Result<(), ModelError> {
+    struct Sizes {
+        path: Vec<String>,
+        largest: usize,
+        over: Option<(String, Vec<usize>)>,
+    }
+    impl Sizes {
+        fn check(&mut self, shape: &[usize]) {
+            let numel = shape
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                .unwrap_or(usize::MAX);
+            if numel > self.largest && self.over.is_none() {
+                self.over = Some((self.path.join("."), shape.to_vec()));
+            }
+        }
+    }
+    impl ModuleVisitor for Sizes {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.check(param.lazy_shape().as_slice());
+        }
+        fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {
+            self.check(param.lazy_shape().as_slice());
+        }
+        fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<D, Bool>>) {
+            self.check(param.lazy_shape().as_slice());
+        }
+    }
+    let mut sizes = Sizes {
+        path: Vec::new(),
+        largest: index
+            .tensors
+            .values()
+            .map(TensorInfo::numel)
+            .max()
+            .unwrap_or(0),
+        over: None,
+    };
+    module.visit(&mut sizes);
+    match sizes.over {
+        None => Ok(()),
+        Some((name, shape)) => Err(ModelError::CorruptWeights {
+            path: path.to_path_buf(),
+            message: format!(
+                "the config asks for parameter `{name}` of shape {shape:?}, larger than any tensor \
+                 in the file (the largest has {} elements): config.json and the weights do not match",
+                sizes.largest
+            ),
+        }),
+    }
+}
+
+/// [`check_parameter_sizes`] against the weights file at `path`: call it before anything
+/// initialises `module`'s parameters (such as [`param_names`]).
+pub fn check_sizes<M: Module>(module: &M, path: &Path) -> Result<(), ModelError> {
+    check_parameter_sizes(module, path, &WeightsIndex::read(path)?)
+}
+
 /// Loads `store` into `module` after [`check_expected`] passed; anything burn-store still
 /// reports is an error naming the file.
 pub fn apply<M: Module>(
@@ -220,6 +315,7 @@ pub fn load_renamed<M: Module>(
     prefixes: &[&str],
 ) -> Result<(), ModelError> {
     let index = WeightsIndex::read(path)?;
+    check_parameter_sizes(module, path, &index)?;
     let name_of: std::collections::HashMap<&str, &str> = names
         .iter()
         .map(|(param, upstream)| (param.as_str(), upstream.as_str()))

@@ -142,18 +142,25 @@ impl Checkpoints {
         let name = format!("epoch-{:04}", state.epoch);
         let staging = self.dir.join(format!(".{name}.partial"));
         let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-        let model_path = staging.join("model.bpk");
-        write_atomic(&model_path, &model_bytes(model, &model_path)?)?;
-        let optim_path = staging.join("optimizer.bpk");
-        let optim = optimizer
-            .to_record()
-            .into_bytes()
-            .map_err(record_error(&optim_path))?;
-        write_atomic(&optim_path, &optim)?;
-        let mut text = serde_json::to_string_pretty(state).expect("serializable");
-        text.push('\n');
-        write_atomic(&staging.join("state.json"), text.as_bytes())?;
+        let staged = (|| {
+            std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+            let model_path = staging.join("model.bpk");
+            write_atomic(&model_path, &model_bytes(model, &model_path)?)?;
+            let optim_path = staging.join("optimizer.bpk");
+            let optim = optimizer
+                .to_record()
+                .into_bytes()
+                .map_err(record_error(&optim_path))?;
+            write_atomic(&optim_path, &optim)?;
+            let mut text = serde_json::to_string_pretty(state).expect("serializable");
+            text.push('\n');
+            write_atomic(&staging.join("state.json"), text.as_bytes())
+        })();
+        if let Err(error) = staged {
+            // A full disk: free what the half-written checkpoint took; the last one stays.
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(error);
+        }
         let folder = self.dir.join(&name);
         if folder.exists() {
             std::fs::remove_dir_all(&folder).map_err(io(&folder))?;

@@ -35,6 +35,9 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraSection>,
     pub output: OutputSection,
+    /// Experiment tracking (MLflow).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub track: TrackSection,
     /// The file the config was read from, named in errors about it.
     #[serde(skip)]
     pub source: PathBuf,
@@ -223,7 +226,7 @@ impl Config {
                 return Err((
                     "data",
                     "image_column",
-                    "CSV/JSONL image data needs it".into(),
+                    "CSV/JSONL/parquet image data needs it".into(),
                 ));
             }
         } else {
@@ -525,4 +528,8 @@ mod shipped_configs {
         }
         assert!(seen >= 6, "{seen} configs");
     }
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }

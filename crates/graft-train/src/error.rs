@@ -19,6 +19,31 @@ pub enum TrainError {
     NotARun { path: PathBuf },
     #[error("{}: not a graft run folder (no graft.json), nor a model folder (no config.json)", path.display())]
     NotAModel { path: PathBuf },
+    #[error(
+        "the {what} became {value} at epoch {epoch}, step {step} (learning rate {lr:.3e}): lower \
+         [train] lr, or set [train] clip_grad_norm; nothing of epoch {epoch} was saved{kept}"
+    )]
+    Diverged {
+        what: &'static str,
+        value: String,
+        epoch: usize,
+        step: usize,
+        lr: f64,
+        /// Which checkpoint is kept, for the message.
+        kept: String,
+    },
+    #[error("stopped by {signal}{kept}")]
+    Interrupted {
+        signal: &'static str,
+        /// Which checkpoint is kept and how to continue, for the message.
+        kept: String,
+    },
+    #[error(
+        "{}: in use by another graft run (pid {pid}); wait for it to finish, or choose another \
+         [output] dir",
+        path.display()
+    )]
+    InUse { path: PathBuf, pid: String },
     #[error("backend: {0}")]
     Backend(String),
     #[error("{0}")]

@@ -139,6 +139,14 @@ impl FeatureCache {
         let mut stats = CacheStats::default();
         let mut parts = Vec::with_capacity(shards);
         for shard in 0..shards {
+            if let Some(signal) = progress.interrupted() {
+                return Err(TrainError::Interrupted {
+                    signal,
+                    kept: format!(
+                        "; {shard} finished shards of features are cached for the next run"
+                    ),
+                });
+            }
             let start = shard * SHARD_SIZE;
             let end = (start + SHARD_SIZE).min(n);
             let path = dir.join(format!("shard-{shard:05}.safetensors"));

@@ -433,22 +433,29 @@ where
         device.seed(epoch_seed(config.seed, epoch));
         let order = epoch_order(n_train, config.seed, epoch);
         progress.stage(&format!("epoch {epoch}/{}", config.epochs), per_epoch);
-        // Summed on the device and read once per epoch: no host round trip per step.
+        // Summed on the device and read once per epoch: no host round trip per step. Each
+        // step's loss is kept too, to name the step where a diverging loss went non-finite.
         let mut loss_total: Option<Tensor<1>> = None;
+        let mut step_losses: Vec<(usize, f64, Tensor<1>)> = Vec::new();
         let mut last_lr = config.lr;
         let batches = batches_of(&order, config, spec.lengths);
         let batches: Vec<&[usize]> = batches.iter().map(Vec::as_slice).collect();
         for group in batches.chunks(config.accumulate) {
+            if let Some(signal) = progress.interrupted() {
+                return Err(interrupted(signal, &history));
+            }
             let denominator = spec
                 .loss
                 .weight(spec.train_targets, &group.concat())
                 .max(f64::MIN_POSITIVE);
             let mut accumulator = GradientsAccumulator::<M>::new();
             let mut single = None;
+            let mut step_loss = None;
             for batch in group {
                 let outputs = forward(&model, Split::Train { epoch }, batch);
                 let loss = spec.loss.sum(outputs, spec.train_targets, batch) / denominator;
                 loss_total = add(loss_total, loss.clone().without_autodiff() * denominator);
+                step_loss = add(step_loss, loss.clone().without_autodiff());
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 if group.len() == 1 {
                     single = Some(grads);
@@ -467,6 +474,9 @@ where
                 .flatten();
             model = optim.step(lrs, model, grads);
             global_step += 1;
+            if let Some(loss) = step_loss {
+                step_losses.push((global_step, last_lr, loss));
+            }
             lines.push(metrics_line(
                 "step",
                 &StepMetrics {
@@ -480,15 +490,35 @@ where
         }
         progress.finish_stage();
 
+        let train_loss = loss_total.map_or(0.0, |t| t.into_scalar::<f32>() as f64)
+            / spec
+                .loss
+                .weight(spec.train_targets, &order)
+                .max(f64::MIN_POSITIVE);
+        if !train_loss.is_finite() {
+            let (steps, losses): (Vec<(usize, f64)>, Vec<Tensor<1>>) = step_losses
+                .into_iter()
+                .map(|(step, lr, loss)| ((step, lr), loss))
+                .unzip();
+            let values: Vec<f32> = match losses.is_empty() {
+                true => Vec::new(),
+                false => Tensor::cat(losses, 0)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap_or_default(),
+            };
+            let steps = steps.into_iter().zip(values).map(|((s, lr), v)| (s, lr, v));
+            return Err(diverged("training loss", epoch, steps.collect(), &history));
+        }
         let inference = model.valid();
         let (valid_loss, valid) = validate(&inference, &forward, spec);
+        if !valid_loss.is_finite() {
+            let last = vec![(global_step, last_lr, valid_loss as f32)];
+            return Err(diverged("validation loss", epoch, last, &history));
+        }
         let metrics = EpochMetrics {
             epoch,
-            train_loss: loss_total.map_or(0.0, |t| t.into_scalar::<f32>() as f64)
-                / spec
-                    .loss
-                    .weight(spec.train_targets, &order)
-                    .max(f64::MIN_POSITIVE),
+            train_loss,
             valid_loss,
             valid,
             lr: last_lr,
@@ -572,6 +602,55 @@ where
         best_epoch,
         stopped_early,
     })
+}
+
+/// Which checkpoint a stopped run keeps, for messages.
+fn kept(history: &[EpochMetrics]) -> String {
+    match history.last() {
+        Some(last) => format!(
+            "; the checkpoint of epoch {} is kept: continue with `graft train --resume`",
+            last.epoch
+        ),
+        None => "; no epoch had finished, so there is no checkpoint".into(),
+    }
+}
+
+fn interrupted(signal: &'static str, history: &[EpochMetrics]) -> TrainError {
+    TrainError::Interrupted {
+        signal,
+        kept: kept(history),
+    }
+}
+
+/// The error for a loss that became NaN or infinite: the first such step among `steps`
+/// (global step, its learning rate, its loss).
+fn diverged(
+    what: &'static str,
+    epoch: usize,
+    steps: Vec<(usize, f64, f32)>,
+    history: &[EpochMetrics],
+) -> TrainError {
+    let (step, lr, value) =
+        steps
+            .iter()
+            .copied()
+            .find(|s| !s.2.is_finite())
+            .unwrap_or((0, 0.0, f32::NAN));
+    TrainError::Diverged {
+        what,
+        value: if value.is_nan() {
+            "NaN".into()
+        } else {
+            "infinite".into()
+        },
+        epoch,
+        step,
+        lr,
+        kept: match history.last() {
+            Some(last) => format!(" (the checkpoint of epoch {} is kept)", last.epoch),
+            None => String::new(),
+        },
+    }
 }
 
 /// Mean validation loss and the task's metrics, for `model` in inference mode.

@@ -21,16 +21,19 @@ pub mod files;
 pub mod fit;
 pub mod freezing;
 pub mod head;
+pub mod init;
 pub mod inspect;
 pub mod lora;
 pub mod loss;
 pub mod metrics;
 pub mod modality;
 pub mod pipeline;
+pub mod plots;
 pub mod progress;
 pub mod run_dir;
 pub mod schedule;
 pub mod task;
+pub mod tracking;
 
 use std::path::Path;
 
@@ -41,8 +44,8 @@ pub use inspect::{InspectReport, inspect};
 pub use metrics::{EvalReport, MultiLabelReport, RegressionReport, Report};
 pub use modality::Input;
 pub use pipeline::{
-    EmbedOptions, Embeddings, TrainOptions, TrainPlan, TrainReport, embed, evaluate, plan, predict,
-    train,
+    EmbedOptions, Embeddings, Evaluation, TrainOptions, TrainPlan, TrainReport, embed, evaluate,
+    plan, predict, train,
 };
 pub use progress::{EpochMetrics, Progress, Silent, StepMetrics};
 pub use task::{Prediction, Task};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use graft_data::image::{
-    Augment, Interpolation, Preprocess, read_image_folder, read_rgb, resolve_paths,
+    Augment, Interpolation, Preprocess, decode_rgb, read_image_folder, read_rgb, resolve_paths,
 };
 use graft_data::tokenize::Tokens;
 use graft_data::{DataFormat, TextExample, TextTokenizer, TokenBatch, read_texts};
@@ -28,8 +28,8 @@ use crate::error::{TrainError, TrainError as E};
 #[derive(Debug, Clone)]
 pub struct Input {
     pub path: PathBuf,
-    /// Text: the text column of a CSV/JSONL file (plain text files have one text per line).
-    /// Images: the image-path column of a CSV/JSONL file.
+    /// Text: the text column of a CSV/JSONL/parquet file (plain text files have one text per
+    /// line). Images: the image column (paths, or a parquet file's encoded images).
     pub column: Option<String>,
 }
 
@@ -247,9 +247,18 @@ impl Encoder {
                 let mut images = Vec::with_capacity(examples.len());
                 let mut digests = Vec::with_capacity(examples.len());
                 for example in examples {
-                    let (image, bytes) = read_rgb(Path::new(&example.text))?;
+                    let (image, digest) = match &example.bytes {
+                        Some(bytes) => (
+                            decode_rgb(bytes, Path::new(&example.text))?,
+                            Sha256::digest(bytes),
+                        ),
+                        None => {
+                            let (image, bytes) = read_rgb(Path::new(&example.text))?;
+                            (image, Sha256::digest(&bytes))
+                        }
+                    };
                     images.push(image);
-                    digests.push(Sha256::digest(&bytes).into());
+                    digests.push(digest.into());
                 }
                 Encoded::Image {
                     images,
@@ -384,8 +393,9 @@ impl Encoded {
     }
 }
 
-/// A training, validation or test split of a config: texts from CSV/JSONL, or images from an
-/// image folder or a CSV/JSONL of image paths (relative to the file).
+/// A training, validation or test split of a config: texts from CSV/JSONL/parquet, or images from
+/// an image folder, a CSV/JSONL/parquet of image paths (relative to the file), or a parquet file
+/// holding the images.
 pub fn read_split(data: &DataSection, path: &Path) -> Result<Vec<TextExample>, TrainError> {
     let label = Some(data.label_column.as_str());
     Ok(match (data.format, &data.image_column) {
@@ -402,14 +412,15 @@ pub fn read_split(data: &DataSection, path: &Path) -> Result<Vec<TextExample>, T
 fn table_format(format: Format) -> DataFormat {
     match format {
         Format::Jsonl => DataFormat::Jsonl,
+        Format::Parquet => DataFormat::Parquet,
         _ => DataFormat::Csv,
     }
 }
 
-/// The examples of an input file for a model of `modality`. Text: a CSV/JSONL file with
+/// The examples of an input file for a model of `modality`. Text: a CSV/JSONL/parquet file with
 /// `input.column`, or any other file with one text per line. Images: an image folder
 /// (`root/<class>/<image>`, labels from the folders), a plain folder of images, one image file,
-/// or a CSV/JSONL whose column holds image paths. With `label_column`, every example must have
+/// or a CSV/JSONL/parquet whose column holds image paths (or, parquet, the images). With `label_column`, every example must have
 /// a label.
 pub fn read_input(
     modality: Modality,
@@ -423,7 +434,7 @@ pub fn read_input(
             if format == DataFormat::Lines && label_column.is_some() {
                 return Err(E::Config {
                     path: path.clone(),
-                    message: "evaluation needs labels: give a .csv or .jsonl file".into(),
+                    message: "evaluation needs labels: give a .csv, .jsonl or .parquet file".into(),
                 });
             }
             let column = match (format, &input.column) {
@@ -432,7 +443,8 @@ pub fn read_input(
                 (_, None) => {
                     return Err(E::Config {
                         path: path.clone(),
-                        message: "a CSV/JSONL input needs --column to name the text column".into(),
+                        message: "a CSV/JSONL/parquet input needs --column to name the text column"
+                            .into(),
                     });
                 }
             };
@@ -443,7 +455,9 @@ pub fn read_input(
     if label_column.is_some() && examples.iter().any(|e| e.label.is_none()) {
         return Err(E::Config {
             path: path.clone(),
-            message: "evaluation needs labels: an image folder or a CSV/JSONL with labels".into(),
+            message:
+                "evaluation needs labels: an image folder or a CSV/JSONL/parquet file with labels"
+                    .into(),
         });
     }
     Ok(examples)

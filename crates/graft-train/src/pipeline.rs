@@ -29,9 +29,11 @@ use crate::metrics::Report;
 use crate::modality::{
     Encoded, EpochAugment, FeatureChoices, Input, Preparation, read_input, read_split,
 };
+use crate::plots;
 use crate::progress::{EpochMetrics, Progress};
 use crate::run_dir::{self, RunManifest};
-use crate::task::{Prediction, Task, TaskSpec};
+use crate::task::{EvaluationPlot, Prediction, Task, TaskSpec};
+use crate::tracking;
 
 /// What `train` did.
 #[derive(Debug, Clone, Serialize)]
@@ -342,6 +344,29 @@ pub fn train(
     options: &TrainOptions,
     progress: &dyn Progress,
 ) -> Result<TrainReport, TrainError> {
+    let lock = run_dir::lock(&config.output.dir)?;
+    let resuming = !matches!(options.resume, Resume::No);
+    let tracker = tracking::Tracker::start(config, resuming, progress);
+    let tracked = tracking::Tracked {
+        inner: progress,
+        tracker: tracker.as_ref(),
+    };
+    let result = train_run(config, options, &tracked);
+    if let Some(tracker) = &tracker {
+        let test = result.as_ref().ok().and_then(|r| r.test.as_ref());
+        tracker.finish(test, result.is_ok(), progress);
+    }
+    if result.is_err() {
+        lock.discard_if_unused(&[tracking::RECORD]);
+    }
+    result
+}
+
+fn train_run(
+    config: &Config,
+    options: &TrainOptions,
+    progress: &dyn Progress,
+) -> Result<TrainReport, TrainError> {
     let started = Instant::now();
     let source = Source::open(config)?;
     let data = source.read_data(config)?;
@@ -431,10 +456,15 @@ pub fn train(
             cache_stats += stats;
             Ok::<_, TrainError>(features)
         };
+        let d = &config.data;
         let train_x = lookup(&train_data)?;
+        check_features(&train_x, &data.train, &d.train)?;
         let valid_x = lookup(&valid_data)?;
-        if let Some(encoded) = &test_data {
-            test_features = Some(lookup(encoded)?);
+        check_features(&valid_x, &data.valid, d.valid.as_ref().unwrap_or(&d.train))?;
+        if let (Some(encoded), Some((path, examples))) = (&test_data, &data.test) {
+            let features = lookup(encoded)?;
+            check_features(&features, examples, path)?;
+            test_features = Some(features);
         }
         progress.finish_stage();
         feature_seconds = feature_start.elapsed().as_secs_f64();
@@ -517,6 +547,7 @@ pub fn train(
         "best epoch: {best_epoch} (by {})",
         config.train.monitor
     ));
+    write_training_plot(&config.output.dir, &config.train.monitor, progress);
     // A LoRA run keeps its adapters in PEFT's layout and the merged backbone as its model.
     let adapter_tensors = lora_spec
         .as_ref()
@@ -578,6 +609,9 @@ pub fn train(
             };
             let report = data.spec.report(&outputs, &targets, None);
             write_json_atomic(&out.join("eval.json"), &report)?;
+            if let Some(plot) = data.spec.evaluation_plot(&report, &outputs, &targets) {
+                save_plot(&out.join(plot.name), plot.image, progress);
+            }
             Some(report)
         }
         _ => None,
@@ -639,6 +673,62 @@ fn run_outputs(
     Ok(outputs)
 }
 
+/// Features must be finite: a NaN or infinite feature (weights that overflow, a cached shard
+/// damaged on disk) is an error naming the example's file and line.
+fn check_features(
+    features: &Tensor<2>,
+    examples: &[TextExample],
+    source: &Path,
+) -> Result<(), TrainError> {
+    let bad = features.clone().is_finite().bool_not().any_dim(1);
+    if !bad.clone().any().into_scalar::<bool>() {
+        return Ok(());
+    }
+    let rows: Vec<bool> = bad.into_data().try_to_vec::<bool>().unwrap_or_default();
+    let first = rows.iter().position(|&b| b).unwrap_or(0);
+    // A table's file and line, or an image folder's image.
+    let path = match examples.get(first) {
+        Some(e) if e.line > 0 => PathBuf::from(format!("{}:{}", source.display(), e.line)),
+        Some(e) => PathBuf::from(&e.text),
+        None => source.to_path_buf(),
+    };
+    Err(E::Config {
+        path,
+        message: "the backbone's features of this example are NaN or infinite (corrupt weights, \
+                  or values too large for f32); check the model folder, or rebuild the feature \
+                  cache with [train] cache = \"rebuild\""
+            .into(),
+    })
+}
+
+/// `training.png` in the run folder, from its `metrics.jsonl`. A picture that cannot be drawn
+/// costs a warning, never the run.
+fn write_training_plot(run_dir: &Path, monitor: &str, progress: &dyn Progress) {
+    let path = run_dir.join("metrics.jsonl");
+    let image = std::fs::read_to_string(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| plots::History::parse(&text))
+        .and_then(|history| plots::training_plot(&history, monitor));
+    save_plot(&run_dir.join(plots::TRAINING_PLOT), image, progress);
+}
+
+/// Saves a drawn picture, or warns why there is none.
+pub fn save_plot(path: &Path, image: Result<image::RgbImage, String>, progress: &dyn Progress) {
+    if let Err(message) = image
+        .map_err(TrainError::Unsupported)
+        .and_then(|image| plots::save_png(path, &image))
+    {
+        progress.info(&format!("warning: no {}: {message}", path.display()));
+    }
+}
+
+/// An evaluation: the report and its picture (a confusion matrix, or predicted against true
+/// values; none for multi-label).
+pub struct Evaluation {
+    pub report: Report,
+    pub plot: Option<EvaluationPlot>,
+}
+
 /// Scores a run on labelled data (the run's input and label columns unless given).
 pub fn evaluate(
     run_dir: &Path,
@@ -647,7 +737,7 @@ pub fn evaluate(
     batch_size: usize,
     backend: Backend,
     progress: &dyn Progress,
-) -> Result<Report, TrainError> {
+) -> Result<Evaluation, TrainError> {
     check_batch_size(batch_size)?;
     let manifest = run_dir::read_manifest(run_dir)?;
     let spec = manifest.task_spec()?;
@@ -660,7 +750,9 @@ pub fn evaluate(
     let examples = read_input(modality, &input, Some(label_column))?;
     let targets = spec.targets(&examples, &input.path)?;
     let outputs = run_outputs(run_dir, &examples, batch_size, backend, progress)?;
-    Ok(spec.report(&outputs, &targets, None))
+    let report = spec.report(&outputs, &targets, None);
+    let plot = spec.evaluation_plot(&report, &outputs, &targets);
+    Ok(Evaluation { report, plot })
 }
 
 /// Predictions for every input, in order: from a run, or from a pretrained model folder's own

@@ -53,6 +53,11 @@ pub trait Progress {
     fn info(&self, _message: &str) {}
     /// An epoch finished.
     fn epoch(&self, _metrics: &EpochMetrics, _best: bool) {}
+    /// The signal that asked the run to stop (`SIGINT`, `SIGTERM`), if one has; training stops
+    /// before its next step and keeps the last complete checkpoint.
+    fn interrupted(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Reports nothing.

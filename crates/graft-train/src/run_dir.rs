@@ -202,3 +202,79 @@ pub(crate) fn load_head(spec: &HeadSpec, path: &Path, device: &Device) -> Result
     weights::apply(&mut head, &mut store, path)?;
     Ok(head)
 }
+
+/// The lock file that marks a run folder in use by a training run.
+pub const LOCK: &str = ".graft.lock";
+
+/// A run folder held by this process (see [`lock`]); dropping it releases the folder.
+pub struct RunLock {
+    _file: std::fs::File,
+    dir: PathBuf,
+    /// Whether taking the lock created the folder.
+    created: bool,
+}
+
+impl RunLock {
+    /// After a failed run: removes the folder again if taking the lock created it and nothing
+    /// but `bookkeeping` files were written into it, so a run that fails early leaves no folder.
+    pub fn discard_if_unused(self, bookkeeping: &[&str]) {
+        if !self.created {
+            return;
+        }
+        let unused = std::fs::read_dir(&self.dir).is_ok_and(|entries| {
+            entries.flatten().all(|e| {
+                let name = e.file_name();
+                name == LOCK || bookkeeping.iter().any(|b| name == *b)
+            })
+        });
+        if unused {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Holds `dir` until the returned lock is dropped: an advisory lock on `dir/.graft.lock`, which
+/// holds the owner's pid. The system releases it when the process ends, however it ends, so a
+/// killed run leaves nothing stuck. A folder locked by another process is an error naming that
+/// process.
+pub fn lock(dir: &Path) -> Result<RunLock, TrainError> {
+    use std::io::{Read, Seek, Write};
+    let io = |source| TrainError::Io {
+        path: dir.join(LOCK),
+        source,
+    };
+    let created = !dir.exists();
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let path = dir.join(LOCK);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(io)?;
+            file.rewind().map_err(io)?;
+            writeln!(file, "{}", std::process::id()).map_err(io)?;
+            Ok(RunLock {
+                _file: file,
+                dir: dir.to_path_buf(),
+                created,
+            })
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(TrainError::InUse {
+                path: dir.to_path_buf(),
+                pid: match pid.trim() {
+                    "" => "unknown".into(),
+                    pid => pid.to_string(),
+                },
+            })
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
+    }
+}

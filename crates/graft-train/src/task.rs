@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{TrainError, TrainError as E};
 use crate::loss::{LossKind, Targets};
 use crate::metrics::{EvalReport, MultiLabelReport, RegressionReport, Report};
+use crate::plots;
 
 /// What the head predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -139,16 +140,48 @@ impl TaskSpec {
                 ))
             }
             Targets::Values(t) => {
-                let (mean, std) = standardization.unwrap_or((0.0, 1.0));
-                let targets: Vec<f64> = t.iter().map(|&v| v as f64 * std + mean).collect();
-                let predicted: Vec<f64> =
-                    outputs.iter().map(|o| o[0] as f64 * std + mean).collect();
+                let (targets, predicted) = raw_values(outputs, t, standardization);
                 Report::Regression(RegressionReport::new(&targets, &predicted))
             }
             Targets::Classes(t) => {
                 Report::Classification(EvalReport::new(&self.labels, t, &argmax_rows(outputs)))
             }
         }
+    }
+
+    /// The evaluation's picture: the confusion matrix of a classification, predicted against
+    /// true values of a regression (none for multi-label).
+    pub fn evaluation_plot(
+        &self,
+        report: &Report,
+        outputs: &[Vec<f32>],
+        targets: &Targets,
+    ) -> Option<EvaluationPlot> {
+        let drawn = match (report, targets) {
+            (Report::Classification(r), _) => (
+                plots::CONFUSION_PLOT,
+                plots::confusion_plot(&r.labels, &r.confusion_matrix),
+            ),
+            (Report::Regression(r), Targets::Values(t)) => {
+                let (targets, predicted) = raw_values(outputs, t, None);
+                let title = format!(
+                    "{}: R² = {:.3}, MAE = {:.3}, n = {}",
+                    self.labels.first().map_or("value", String::as_str),
+                    r.r2,
+                    r.mae,
+                    r.n
+                );
+                (
+                    plots::REGRESSION_PLOT,
+                    plots::regression_plot(&targets, &predicted, &title),
+                )
+            }
+            _ => return None,
+        };
+        Some(EvaluationPlot {
+            name: drawn.0,
+            image: drawn.1,
+        })
     }
 
     fn on(&self, logit: f32) -> bool {
@@ -233,4 +266,23 @@ fn argmax_rows(rows: &[Vec<f32>]) -> Vec<usize> {
                 .0
         })
         .collect()
+}
+
+/// Regression targets and predictions as raw values (`standardization` undone).
+fn raw_values(
+    outputs: &[Vec<f32>],
+    targets: &[f32],
+    standardization: Option<(f64, f64)>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mean, std) = standardization.unwrap_or((0.0, 1.0));
+    (
+        targets.iter().map(|&v| v as f64 * std + mean).collect(),
+        outputs.iter().map(|o| o[0] as f64 * std + mean).collect(),
+    )
+}
+
+/// An evaluation's picture and its file name; drawing can fail (the message says why).
+pub struct EvaluationPlot {
+    pub name: &'static str,
+    pub image: Result<image::RgbImage, String>,
 }

@@ -52,6 +52,10 @@ enum Command {
         /// Write the report as JSON here.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Where to draw the confusion matrix (regression: predicted against true values)
+        /// [default: confusion_matrix.png or predicted_vs_true.png in the run folder].
+        #[arg(long)]
+        plot: Option<PathBuf>,
         /// Text column (default: the one the run was trained on).
         #[arg(long)]
         column: Option<String>,
@@ -67,7 +71,7 @@ enum Command {
     Predict {
         #[arg(long)]
         model: PathBuf,
-        /// A text file with one text per line, or CSV/JSONL with --column.
+        /// A text file with one text per line, or CSV/JSONL/parquet with --column.
         #[arg(long)]
         input: PathBuf,
         #[arg(long)]
@@ -116,6 +120,24 @@ enum Command {
         /// (without it, a LoRA run exports as a PEFT adapter folder).
         #[arg(long)]
         merge: bool,
+    },
+    /// Write a commented starter config from a model and a data file: the text or image and
+    /// label columns and the task are detected from the data.
+    Init {
+        /// A model folder or a Hugging Face Hub id (`org/name`, `timm/name`).
+        #[arg(long)]
+        model: String,
+        /// The training data: a CSV, JSONL or parquet file, or an image folder.
+        #[arg(long)]
+        train: PathBuf,
+        /// A held-out test file.
+        #[arg(long)]
+        test: Option<PathBuf>,
+        #[arg(long, default_value = "graft.toml")]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
     },
     /// List the tensors of a .safetensors file or a model folder.
     Inspect { path: PathBuf },
@@ -176,9 +198,18 @@ enum BenchCommand {
     },
 }
 
-/// Exit codes: 0 success, 1 a failed run or bad input, 2 a usage error (clap's).
+/// Exit codes: 0 success, 1 a failed run or bad input, 2 a usage error (clap's), 130 and 143 a
+/// training run stopped by SIGINT or SIGTERM.
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A panic inside a dependency on a malformed file is reported as a clear error naming the
+    // file; only other panics (bugs) print the panic message.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !graft_data::guard::active() {
+            report(info)
+        }
+    }));
     graft_train::backend::prepare_headless_runtime();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -186,7 +217,14 @@ fn main() -> ExitCode {
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", describe(&error));
-            ExitCode::FAILURE
+            // A run stopped by SIGINT or SIGTERM exits as the signal would have (130, 143).
+            let signal = error.chain().find_map(|cause| match cause.downcast_ref() {
+                Some(graft_train::TrainError::Interrupted { signal, .. }) => Some(*signal),
+                _ => None,
+            });
+            signal.map_or(ExitCode::FAILURE, |s| {
+                ExitCode::from(render::signal_status(s))
+            })
         }
     }
 }
@@ -222,7 +260,10 @@ macro_rules! say {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let renderer = Renderer::new();
+    let mut renderer = Renderer::new();
+    if matches!(cli.command, Command::Train { dry_run: false, .. }) {
+        renderer.catch_signals()?;
+    }
     match cli.command {
         Command::Train {
             config,
@@ -265,17 +306,46 @@ fn run(cli: Cli) -> Result<()> {
                 say!("\ntest set\n{}", test.to_table());
             }
         }
+        Command::Init {
+            model,
+            train,
+            test,
+            out,
+            force,
+        } => {
+            if out.exists() && !force {
+                anyhow::bail!(
+                    "{} already exists; pass --force to replace it",
+                    out.display()
+                );
+            }
+            let starter = graft_train::init::starter_config(&graft_train::init::InitRequest {
+                model,
+                train,
+                test,
+            })?;
+            graft_train::files::write_atomic(&out, starter.text.as_bytes())?;
+            for line in &starter.summary {
+                say!("{line}");
+            }
+            say!(
+                "wrote {}; train with: graft train {}",
+                out.display(),
+                out.display()
+            );
+        }
         Command::Eval {
             model,
             data,
             output,
+            plot,
             column,
             label_column,
             batch_size,
             backend,
         } => {
             let input = Input { path: data, column };
-            let report = graft_train::evaluate(
+            let evaluation = graft_train::evaluate(
                 &model,
                 &input,
                 label_column.as_deref(),
@@ -284,10 +354,17 @@ fn run(cli: Cli) -> Result<()> {
                 &renderer,
             )?;
             renderer.clear();
+            let report = &evaluation.report;
             say!("{}", report.to_table());
             if let Some(path) = output {
-                graft_train::files::write_json_atomic(&path, &report)?;
+                graft_train::files::write_json_atomic(&path, report)?;
                 say!("report written to {}", path.display());
+            }
+            if let Some(drawn) = evaluation.plot {
+                let path = plot.unwrap_or_else(|| model.join(drawn.name));
+                let image = drawn.image.map_err(anyhow::Error::msg)?;
+                graft_train::plots::save_png(&path, &image)?;
+                say!("plot written to {}", path.display());
             }
         }
         Command::Predict {

@@ -58,6 +58,9 @@ pub struct ModelSection {
 pub enum Format {
     Csv,
     Jsonl,
+    /// Apache Parquet, as Hugging Face datasets publishes data; an image column may hold the
+    /// encoded images themselves (binary, or datasets' `Image` struct).
+    Parquet,
     /// `train`/`valid`/`test` are folders of `<class>/<image>` (vision).
     #[serde(rename = "image_folder")]
     ImageFolder,
@@ -479,6 +482,20 @@ impl LossSection {
 #[serde(deny_unknown_fields)]
 pub struct OutputSection {
     pub dir: PathBuf,
+}
+
+/// Experiment tracking, off unless asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TrackSection {
+    /// An MLflow tracking server (`http://host:5000`); default: `MLFLOW_TRACKING_URI` when it is
+    /// an http(s) address.
+    pub mlflow: Option<String>,
+    /// The MLflow experiment (created when missing); default: `MLFLOW_EXPERIMENT_NAME`, else
+    /// MLflow's `Default`.
+    pub experiment: Option<String>,
+    /// The run's name; default: the output folder's name.
+    pub run_name: Option<String>,
 }
 
 /// LoRA adapters on the backbone's linear layers (PEFT's `LoraConfig`): the backbone stays frozen,

@@ -1,0 +1,464 @@
+//! `graft init`: a commented starter config from a model reference and a data file. The model
+//! folder says whether the data is text or images; the data says which columns hold the inputs
+//! and the labels, and the task (one class, several labels, or a number). The written config is
+//! parsed before it is returned, so what `init` writes, `train` reads.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use graft_data::DataFormat;
+use graft_data::table::{self, Column, Value};
+use graft_model::{Modality, ModelFolder, Preprocessing};
+
+use crate::config::Config;
+use crate::error::{TrainError, TrainError as E};
+use crate::task::Task;
+
+/// Rows read to detect columns and the task.
+const PREVIEW_ROWS: usize = 10_000;
+/// Integer labels with at most this many distinct values are classes, not a number to regress.
+const MAX_INTEGER_CLASSES: usize = 20;
+
+const TEXT_NAMES: &[&str] = &[
+    "text", "sentence", "review", "content", "document", "body", "comment", "question", "title",
+    "input", "prompt",
+];
+const LABEL_NAMES: &[&str] = &[
+    "label",
+    "labels",
+    "target",
+    "targets",
+    "class",
+    "category",
+    "categories",
+    "score",
+    "rating",
+    "sentiment",
+    "tags",
+    "y",
+];
+const IMAGE_NAMES: &[&str] = &["image", "img", "path", "file", "filename", "image_path"];
+const IMAGE_EXTENSIONS: &[&str] = &[".png", ".jpg", ".jpeg"];
+
+/// What `graft init` was asked for.
+#[derive(Debug, Clone)]
+pub struct InitRequest {
+    /// A model folder or Hugging Face Hub id, written into the config as given.
+    pub model: String,
+    pub train: PathBuf,
+    pub test: Option<PathBuf>,
+}
+
+/// The starter config and what was detected, for the user.
+#[derive(Debug, Clone)]
+pub struct StarterConfig {
+    pub text: String,
+    pub summary: Vec<String>,
+}
+
+/// What the data says.
+struct Detected {
+    format: &'static str,
+    input: Option<(&'static str, String)>,
+    label: Option<String>,
+    task: Task,
+    separator: Option<&'static str>,
+    classes: BTreeMap<String, usize>,
+    rows: usize,
+}
+
+/// Writes a starter config for `request` (nothing is written to disk here).
+pub fn starter_config(request: &InitRequest) -> Result<StarterConfig, TrainError> {
+    let folder = ModelFolder::open(Path::new(&request.model))?;
+    if !folder.weights.is_file() {
+        return Err(E::Config {
+            path: folder.weights.clone(),
+            message: "the model folder has no weights file (model.safetensors, its shards or \
+                      pytorch_model.bin); a PyTorch checkpoint converts with `graft convert`"
+                .into(),
+        });
+    }
+    let modality = match folder.preprocessing()? {
+        Preprocessing::Text(_) => Modality::Text,
+        Preprocessing::Image(_) => Modality::Image,
+    };
+    let detected = detect(&request.train, modality)?;
+    let text = render(request, &folder, modality, &detected);
+    let origin = PathBuf::from("graft.toml");
+    Config::parse(&text, &origin).map_err(|e| {
+        E::Unsupported(format!(
+            "graft init wrote a config it cannot read (a bug): {e}"
+        ))
+    })?;
+    let mut summary = vec![format!(
+        "model: {} ({})",
+        request.model,
+        folder.architecture.name()
+    )];
+    if let Some((key, column)) = &detected.input {
+        summary.push(format!("{key}: `{column}`"));
+    }
+    let label = detected.label.as_deref().unwrap_or("the class folders");
+    summary.push(format!(
+        "{}: `{label}`, {}",
+        if detected.task == Task::Regression {
+            "target"
+        } else {
+            "labels"
+        },
+        describe_task(&detected)
+    ));
+    Ok(StarterConfig { text, summary })
+}
+
+fn describe_task(d: &Detected) -> String {
+    match d.task {
+        Task::Regression => format!("regression over {} rows", d.rows),
+        Task::Classification => format!(
+            "classification into {} classes ({})",
+            d.classes.len(),
+            counts(&d.classes)
+        ),
+        Task::MultiLabel => format!(
+            "multi-label over {} labels ({})",
+            d.classes.len(),
+            counts(&d.classes)
+        ),
+    }
+}
+
+fn counts(classes: &BTreeMap<String, usize>) -> String {
+    let mut shown: Vec<String> = classes
+        .iter()
+        .take(8)
+        .map(|(name, n)| format!("{name}: {n}"))
+        .collect();
+    if classes.len() > 8 {
+        shown.push("...".into());
+    }
+    shown.join(", ")
+}
+
+fn data_error(path: &Path, message: String) -> TrainError {
+    E::Config {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+fn detect(train: &Path, modality: Modality) -> Result<Detected, TrainError> {
+    if train.is_dir() {
+        if modality == Modality::Text {
+            return Err(data_error(
+                train,
+                "a folder is image data, but the model reads text: give a CSV, JSONL or parquet \
+                 file"
+                    .into(),
+            ));
+        }
+        let examples = graft_data::image::read_image_folder(train)?;
+        let mut classes = BTreeMap::new();
+        for label in examples.iter().filter_map(|e| e.label.clone()) {
+            *classes.entry(label).or_insert(0) += 1;
+        }
+        return Ok(Detected {
+            format: "image_folder",
+            input: None,
+            label: None,
+            task: Task::Classification,
+            separator: None,
+            rows: examples.len(),
+            classes,
+        });
+    }
+    let (format, name) = match DataFormat::from_extension(train) {
+        DataFormat::Csv => (DataFormat::Csv, "csv"),
+        DataFormat::Jsonl => (DataFormat::Jsonl, "jsonl"),
+        DataFormat::Parquet => (DataFormat::Parquet, "parquet"),
+        DataFormat::Lines => {
+            return Err(data_error(
+                train,
+                "graft init reads .csv, .jsonl and .parquet files (or an image folder)".into(),
+            ));
+        }
+    };
+    let columns = table::columns(train, format, PREVIEW_ROWS)?;
+    let found = || {
+        columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let input = match modality {
+        Modality::Text => pick(&columns, TEXT_NAMES, &[], is_text)
+            .or_else(|| longest_text(&columns))
+            .map(|c| ("text_column", c.name.clone())),
+        Modality::Image => {
+            pick(&columns, IMAGE_NAMES, &[], is_image).map(|c| ("image_column", c.name.clone()))
+        }
+    }
+    .ok_or_else(|| {
+        let what = match modality {
+            Modality::Text => "a text column",
+            Modality::Image => "an image column (image bytes, or paths ending in .png/.jpg)",
+        };
+        data_error(train, format!("cannot find {what} among: {}", found()))
+    })?;
+    let taken = [input.1.as_str()];
+    let label = pick(&columns, LABEL_NAMES, &taken, |c| distinct(c) >= 2)
+        .or_else(|| {
+            // Else the last column that could be one (labels usually come last), not an id.
+            columns.iter().rfind(|c| {
+                !taken.contains(&c.name.as_str())
+                    && distinct(c) >= 2
+                    && !c.values.iter().any(|v| matches!(v, Value::Bytes))
+                    && !is_id(c)
+            })
+        })
+        .ok_or_else(|| {
+            data_error(
+                train,
+                format!(
+                    "cannot find a label column with at least two values among: {}",
+                    found()
+                ),
+            )
+        })?;
+    let (task, separator) = task_of(label);
+    let mut classes = BTreeMap::new();
+    if task != Task::Regression {
+        for value in &label.values {
+            for name in label_names(value, separator) {
+                *classes.entry(name).or_insert(0) += 1;
+            }
+        }
+    }
+    Ok(Detected {
+        format: name,
+        input: Some(input),
+        label: Some(label.name.clone()),
+        task,
+        separator,
+        classes,
+        rows: label.values.len(),
+    })
+}
+
+/// The first column named like `names` (in their order) that `fits`, not among `taken`.
+fn pick<'a>(
+    columns: &'a [Column],
+    names: &[&str],
+    taken: &[&str],
+    fits: impl Fn(&Column) -> bool,
+) -> Option<&'a Column> {
+    names.iter().find_map(|name| {
+        columns.iter().find(|c| {
+            c.name.eq_ignore_ascii_case(name) && !taken.contains(&c.name.as_str()) && fits(c)
+        })
+    })
+}
+
+/// A row id: named so, or `Unnamed: 0` (a pandas index written to CSV).
+fn is_id(column: &Column) -> bool {
+    let name = column.name.to_ascii_lowercase();
+    matches!(name.as_str(), "id" | "idx" | "index" | "unnamed: 0" | "") || name.ends_with("_id")
+}
+
+fn share(column: &Column, test: impl Fn(&Value) -> bool) -> f64 {
+    column.values.iter().filter(|v| test(v)).count() as f64 / column.values.len().max(1) as f64
+}
+
+fn is_text(column: &Column) -> bool {
+    share(column, |v| matches!(v, Value::Text(_))) >= 0.9
+}
+
+/// The text column with the longest texts on average.
+fn longest_text(columns: &[Column]) -> Option<&Column> {
+    let mean_length = |c: &Column| {
+        let total: usize = c
+            .values
+            .iter()
+            .map(|v| match v {
+                Value::Text(t) => t.chars().count(),
+                _ => 0,
+            })
+            .sum();
+        total / c.values.len().max(1)
+    };
+    columns
+        .iter()
+        .filter(|c| is_text(c))
+        .max_by_key(|c| mean_length(c))
+}
+
+fn is_image(column: &Column) -> bool {
+    share(column, |v| match v {
+        Value::Bytes => true,
+        Value::Text(t) => {
+            let t = t.to_ascii_lowercase();
+            IMAGE_EXTENSIONS.iter().any(|e| t.ends_with(e))
+        }
+        _ => false,
+    }) >= 0.9
+}
+
+fn distinct(column: &Column) -> usize {
+    let mut seen: Vec<String> = column
+        .values
+        .iter()
+        .filter(|v| !matches!(v, Value::Missing | Value::Bytes))
+        .map(|v| format!("{v:?}"))
+        .collect();
+    seen.sort();
+    seen.dedup();
+    seen.len()
+}
+
+/// Lists (or `a|b` fields) are multi-label; numbers are a regression unless they are few
+/// integers (ratings, class ids); anything else is classification.
+fn task_of(column: &Column) -> (Task, Option<&'static str>) {
+    let present: Vec<&Value> = column
+        .values
+        .iter()
+        .filter(|v| !matches!(v, Value::Missing))
+        .collect();
+    if present.iter().any(|v| matches!(v, Value::List(_))) {
+        return (Task::MultiLabel, None);
+    }
+    let several = |v: &&Value| matches!(v, Value::Text(t) if t.split('|').filter(|p| !p.trim().is_empty()).count() > 1);
+    if present.iter().any(several) {
+        return (Task::MultiLabel, Some("|"));
+    }
+    let numbers: Vec<f64> = present
+        .iter()
+        .filter_map(|v| match v {
+            Value::Number(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    if !numbers.is_empty() && numbers.len() == present.len() {
+        let integers = numbers.iter().all(|n| n.fract() == 0.0);
+        if !(integers && distinct(column) <= MAX_INTEGER_CLASSES) {
+            return (Task::Regression, None);
+        }
+    }
+    (Task::Classification, None)
+}
+
+fn label_names(value: &Value, separator: Option<&str>) -> Vec<String> {
+    match (value, separator) {
+        (Value::List(items), _) => items.clone(),
+        (Value::Text(text), Some(separator)) => text
+            .split(separator)
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect(),
+        (Value::Text(text), None) => vec![text.clone()],
+        (Value::Number(n), _) => vec![n.to_string()],
+        _ => Vec::new(),
+    }
+}
+
+fn quoted(value: &str) -> String {
+    toml::Value::String(value.to_string()).to_string()
+}
+
+fn path_text(path: &Path) -> String {
+    quoted(&path.to_string_lossy())
+}
+
+fn render(request: &InitRequest, folder: &ModelFolder, modality: Modality, d: &Detected) -> String {
+    let mut out = String::new();
+    let mut line = |text: &str| {
+        out.push_str(text);
+        out.push('\n');
+    };
+    let stem = request
+        .train
+        .file_stem()
+        .map_or("run".into(), |s| s.to_string_lossy().to_string());
+    line(&format!(
+        "# A starter config written by `graft init` for {} on {}.",
+        request.model,
+        request.train.display()
+    ));
+    line(&format!("# Detected: {}.", describe_task(d)));
+    line("# Check it, then: graft train <this file>. README.md explains every key.");
+    line("");
+    line("[model]");
+    line(&format!("backbone = {}", quoted(&request.model)));
+    match modality {
+        Modality::Text => {
+            line(
+                "# pooling = \"mean\"     # default: the folder's sentence-transformers pooling, else mean",
+            );
+            line(
+                "# max_length = 256     # default: the folder's max_seq_length, else its max positions",
+            );
+        }
+        Modality::Image => {
+            line("# image_size = 224     # default: the model folder's input size");
+        }
+    }
+    line("");
+    line("[data]");
+    line(&format!("format = {}", quoted(d.format)));
+    line(&format!("train = {}", path_text(&request.train)));
+    match &request.test {
+        Some(test) => line(&format!("test = {}", path_text(test))),
+        None => line("# test = \"...\"          # a held-out file to score the best epoch on"),
+    }
+    line(
+        "valid_fraction = 0.1    # held out of train to pick the best epoch (or: valid = \"file\")",
+    );
+    if let Some((key, column)) = &d.input {
+        line(&format!("{key} = {}", quoted(column)));
+    }
+    if let Some(label) = &d.label {
+        line(&format!("label_column = {}", quoted(label)));
+    }
+    let task = match d.task {
+        Task::Classification => "classification",
+        Task::MultiLabel => "multi_label",
+        Task::Regression => "regression",
+    };
+    line(&format!(
+        "task = {}     # classification, multi_label or regression",
+        quoted(task)
+    ));
+    if let Some(separator) = d.separator {
+        line(&format!("label_separator = {}", quoted(separator)));
+    }
+    line("");
+    line("[head]");
+    let native = modality == Modality::Text && folder.native_head().ok().flatten().is_some();
+    if native {
+        line(
+            "kind = \"linear\"         # or \"mlp\" (with hidden = [256]), or \"native\": the family's own head",
+        );
+    } else {
+        line("kind = \"linear\"         # or \"mlp\" with hidden = [256]");
+    }
+    line("");
+    line("[freeze]");
+    line(
+        "backbone = true         # train the head on features computed once; false fine-tunes all",
+    );
+    line("");
+    line("[train]");
+    line("epochs = 10");
+    line("batch_size = 32");
+    line("lr = 1e-3               # for the head; fine-tuning the backbone usually wants 2e-5");
+    line("optimizer = \"adamw\"");
+    line("weight_decay = 0.01");
+    line("seed = 42");
+    line("");
+    line("[output]");
+    line(&format!("dir = {}", quoted(&format!("runs/{stem}"))));
+    line("");
+    line("# [track]");
+    line("# mlflow = \"http://localhost:5000\"   # log params, metrics and artifacts to MLflow");
+    out
+}
