@@ -194,9 +194,9 @@ fn detect(train: &Path, modality: Modality) -> Result<Detected, TrainError> {
         Modality::Text => pick(&columns, TEXT_NAMES, &[], is_text)
             .or_else(|| longest_text(&columns))
             .map(|c| ("text_column", c.name.clone())),
-        Modality::Image => {
-            pick(&columns, IMAGE_NAMES, &[], is_image).map(|c| ("image_column", c.name.clone()))
-        }
+        Modality::Image => pick(&columns, IMAGE_NAMES, &[], is_image)
+            .or_else(|| columns.iter().find(|c| is_image(c)))
+            .map(|c| ("image_column", c.name.clone())),
     }
     .ok_or_else(|| {
         let what = match modality {
@@ -461,4 +461,33 @@ fn render(request: &InitRequest, folder: &ModelFolder, modality: Modality, d: &D
     line("# [track]");
     line("# mlflow = \"http://localhost:5000\"   # log params, metrics and artifacts to MLflow");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detect_in(name: &str, text: &str, modality: Modality) -> Result<Detected, TrainError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        detect(&path, modality)
+    }
+
+    #[test]
+    fn image_columns_are_found_by_their_values_and_ids_are_not_labels() {
+        let csv = "id,picture,kind\n1,a.png,cat\n2,b.jpg,dog\n3,c.PNG,cat\n";
+        let found = detect_in("images.csv", csv, Modality::Image).unwrap();
+        assert_eq!(found.input, Some(("image_column", "picture".to_string())));
+        assert_eq!(found.label.as_deref(), Some("kind"));
+        assert_eq!(found.classes.len(), 2);
+
+        let csv = "body,price,id\nred tea,3.5,1\ngreen tea,4.25,2\nblack tea,2.75,3\n";
+        let found = detect_in("prices.csv", csv, Modality::Text).unwrap();
+        assert_eq!(found.label.as_deref(), Some("price"));
+        assert_eq!(found.task, Task::Regression);
+
+        let error = detect_in("texts.csv", "a,b\nx,y\n", Modality::Image).err().unwrap();
+        assert!(error.to_string().contains("image column"), "{error}");
+    }
 }

@@ -338,7 +338,8 @@ fn plan_of(
 }
 
 /// Trains a head (and, where the config unfreezes it, the backbone), saves the run folder, and
-/// evaluates on the test file if there is one.
+/// evaluates on the test file if there is one. The run holds its output folder (a second run
+/// into it is refused) and, when asked, is tracked in MLflow.
 pub fn train(
     config: &Config,
     options: &TrainOptions,
@@ -362,6 +363,7 @@ pub fn train(
     result
 }
 
+/// [`train`] once the folder is held and tracking started.
 fn train_run(
     config: &Config,
     options: &TrainOptions,

@@ -7,7 +7,7 @@
 //! answers with an error costs a warning, never the run: tracking stops and training goes on.
 //! `mlflow.json` in the run folder remembers the MLflow run, so `--resume` continues it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -231,6 +231,9 @@ pub struct Tracker {
     client: Client,
     record: RefCell<Option<Record>>,
     run_dir: PathBuf,
+    /// Whether this run has finished an epoch (until then `metrics.jsonl` may be an earlier
+    /// run's).
+    trained: Cell<bool>,
 }
 
 impl Tracker {
@@ -261,6 +264,7 @@ impl Tracker {
                     client,
                     record: RefCell::new(Some(record)),
                     run_dir,
+                    trained: Cell::new(false),
                 };
                 tracker.save_record(progress);
                 Some(tracker)
@@ -350,8 +354,9 @@ impl Tracker {
         }
     }
 
-    /// Logs the lines of `metrics.jsonl` not logged yet.
+    /// Logs the lines of `metrics.jsonl` not logged yet (after an epoch of this run).
     pub fn sync_metrics(&self, progress: &dyn Progress) {
+        self.trained.set(true);
         let Ok(text) = std::fs::read_to_string(self.run_dir.join("metrics.jsonl")) else {
             return;
         };
@@ -372,7 +377,9 @@ impl Tracker {
     /// Ends the run: the remaining metrics, the test metrics (`test_*`), the artifacts and the
     /// status.
     pub fn finish(&self, test: Option<&Report>, succeeded: bool, progress: &dyn Progress) {
-        self.sync_metrics(progress);
+        if self.trained.get() {
+            self.sync_metrics(progress);
+        }
         if let Some(report) = test {
             let timestamp = now_ms();
             let metrics: Vec<Value> = report
