@@ -487,7 +487,9 @@ mod tests {
         assert_eq!(found.label.as_deref(), Some("price"));
         assert_eq!(found.task, Task::Regression);
 
-        let error = detect_in("texts.csv", "a,b\nx,y\n", Modality::Image).err().unwrap();
+        let error = detect_in("texts.csv", "a,b\nx,y\n", Modality::Image)
+            .err()
+            .unwrap();
         assert!(error.to_string().contains("image column"), "{error}");
     }
 }

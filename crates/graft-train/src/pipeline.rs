@@ -724,8 +724,8 @@ pub fn save_plot(path: &Path, image: Result<image::RgbImage, String>, progress: 
     }
 }
 
-/// An evaluation: the report and its picture (a confusion matrix, or predicted against true
-/// values; none for multi-label).
+/// An evaluation: the report and its picture (a confusion matrix, one per label for
+/// multi-label, or predicted against true values).
 pub struct Evaluation {
     pub report: Report,
     pub plot: Option<EvaluationPlot>,

@@ -1,7 +1,8 @@
 //! Pictures of a run, drawn with plotters into a bitmap and written as PNG with the `image` crate:
 //! `training.png` (losses and the monitored metric per epoch, the learning rate per step, the
 //! epochs where frozen layers were unfrozen marked) and the evaluation's `confusion_matrix.png`
-//! (rows normalized by true class, with counts) or, for regression, `predicted_vs_true.png`.
+//! (rows normalized by true class, with counts; multi-label: a 2 x 2 matrix per label) or, for
+//! regression, `predicted_vs_true.png`.
 //! The font is compiled in, so no system fonts are needed.
 
 use std::path::Path;
@@ -370,7 +371,6 @@ fn text_width(area: &DrawingArea<BitMapBackend, Shift>, text: &str, size: u32) -
 pub fn confusion_plot(labels: &[String], matrix: &[Vec<usize>]) -> Result<RgbImage, String> {
     let k = labels.len().max(1);
     let cell = (720 / k as u32).clamp(28, 90);
-    let font = (cell / 4).clamp(9, 16);
     // Room for the labels, measured in the font (a throwaway area just for measuring).
     let longest = {
         let mut width = 0;
@@ -402,48 +402,8 @@ pub fn confusion_plot(labels: &[String], matrix: &[Vec<usize>]) -> Result<RgbIma
         for (t, row) in matrix.iter().enumerate() {
             let support: usize = row.iter().sum();
             for (p, &count) in row.iter().enumerate() {
-                let share = if support == 0 {
-                    0.0
-                } else {
-                    count as f64 / support as f64
-                };
-                let (x, y) = (
-                    (left + p as u32 * cell) as i32,
-                    (top + t as u32 * cell) as i32,
-                );
-                let size = cell as i32;
-                root.draw(&Rectangle::new(
-                    [(x, y), (x + size, y + size)],
-                    blues(share).filled(),
-                ))
-                .map_err(err)?;
-                root.draw(&Rectangle::new(
-                    [(x, y), (x + size, y + size)],
-                    RGBColor(220, 220, 220).stroke_width(1),
-                ))
-                .map_err(err)?;
-                let ink = if share > 0.5 { WHITE } else { BLACK };
-                let (middle_x, middle_y) = (x + size / 2, y + size / 2);
-                let two_lines = cell >= 44;
-                let count_y = if two_lines {
-                    middle_y - font as i32 / 2 - 1
-                } else {
-                    middle_y
-                };
-                root.draw(&Text::new(
-                    count.to_string(),
-                    (middle_x, count_y),
-                    (FONT, font).into_font().color(&ink).pos(centered),
-                ))
-                .map_err(err)?;
-                if two_lines {
-                    root.draw(&Text::new(
-                        format!("{:.0}%", share * 100.0),
-                        (middle_x, middle_y + font as i32 / 2 + 2),
-                        (FONT, font - 2).into_font().color(&ink).pos(centered),
-                    ))
-                    .map_err(err)?;
-                }
+                let at = (left + p as u32 * cell, top + t as u32 * cell);
+                matrix_cell(root, at, cell, count, support)?;
             }
         }
         for (i, label) in labels.iter().enumerate() {
@@ -486,6 +446,119 @@ pub fn confusion_plot(labels: &[String], matrix: &[Vec<usize>]) -> Result<RgbIma
                 .pos(centered),
         ))
         .map_err(err)?;
+        Ok(())
+    })
+}
+
+/// One confusion-matrix cell at `(x, y)`, `size` wide: coloured by its share of the row's
+/// `support`, with the count (and the share, when there is room).
+fn matrix_cell(
+    root: &DrawingArea<BitMapBackend, Shift>,
+    (x, y): (u32, u32),
+    size: u32,
+    count: usize,
+    support: usize,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<_>| e.to_string();
+    let share = if support == 0 {
+        0.0
+    } else {
+        count as f64 / support as f64
+    };
+    let font = (size / 4).clamp(9, 16);
+    let (x, y, side) = (x as i32, y as i32, size as i32);
+    root.draw(&Rectangle::new(
+        [(x, y), (x + side, y + side)],
+        blues(share).filled(),
+    ))
+    .map_err(err)?;
+    root.draw(&Rectangle::new(
+        [(x, y), (x + side, y + side)],
+        RGBColor(220, 220, 220).stroke_width(1),
+    ))
+    .map_err(err)?;
+    let ink = if share > 0.5 { WHITE } else { BLACK };
+    let centered = Pos::new(HPos::Center, VPos::Center);
+    let (middle_x, middle_y) = (x + side / 2, y + side / 2);
+    let two_lines = size >= 44;
+    let count_y = if two_lines {
+        middle_y - font as i32 / 2 - 1
+    } else {
+        middle_y
+    };
+    root.draw(&Text::new(
+        count.to_string(),
+        (middle_x, count_y),
+        (FONT, font).into_font().color(&ink).pos(centered),
+    ))
+    .map_err(err)?;
+    if two_lines {
+        root.draw(&Text::new(
+            format!("{:.0}%", share * 100.0),
+            (middle_x, middle_y + font as i32 / 2 + 2),
+            (FONT, font - 2).into_font().color(&ink).pos(centered),
+        ))
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Multi-label `confusion_matrix.png`: one 2 x 2 matrix per label (scikit-learn's
+/// `multilabel_confusion_matrix`), rows the truth (without, with the label), columns the
+/// prediction, each row normalized. `counts[label] = [[tn, fp], [fn, tp]]`.
+pub fn multi_label_plot(labels: &[String], counts: &[[[usize; 2]; 2]]) -> Result<RgbImage, String> {
+    let (cell, per_row) = (64u32, 4usize);
+    let panel = (90 + 2 * cell + 30, 60 + 2 * cell + 50);
+    let columns = labels.len().clamp(1, per_row) as u32;
+    let rows = labels.len().div_ceil(per_row).max(1) as u32;
+    let (width, height) = (columns * panel.0 + 20, 60 + rows * panel.1);
+    draw(width, height, |root| {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let err = |e: DrawingAreaErrorKind<_>| e.to_string();
+        let text = |s: String, at: (i32, i32), size: u32, pos: Pos| {
+            Text::new(s, at, (FONT, size).into_font().color(&BLACK).pos(pos))
+        };
+        let centered = Pos::new(HPos::Center, VPos::Center);
+        let right = Pos::new(HPos::Right, VPos::Center);
+        root.draw(&text(
+            "Confusion matrix per label (rows normalized by true value)".into(),
+            ((width / 2) as i32, 24),
+            20,
+            centered,
+        ))
+        .map_err(err)?;
+        for (i, (label, matrix)) in labels.iter().zip(counts).enumerate() {
+            let (px, py) = (
+                10 + (i % per_row) as u32 * panel.0,
+                50 + (i / per_row) as u32 * panel.1,
+            );
+            let (left, top) = (px + 90, py + 40);
+            let name: String = label.chars().take(28).collect();
+            root.draw(&text(
+                name,
+                ((left + cell) as i32, (py + 16) as i32),
+                16,
+                centered,
+            ))
+            .map_err(err)?;
+            for (t, row) in matrix.iter().enumerate() {
+                let support = row[0] + row[1];
+                for (p, &count) in row.iter().enumerate() {
+                    let at = (left + p as u32 * cell, top + t as u32 * cell);
+                    matrix_cell(root, at, cell, count, support)?;
+                }
+                let truth = if t == 0 { "true: no" } else { "true: yes" };
+                let y = (top + t as u32 * cell + cell / 2) as i32;
+                root.draw(&text(truth.into(), (left as i32 - 6, y), 13, right))
+                    .map_err(err)?;
+            }
+            for (p, predicted) in ["pred: no", "pred: yes"].iter().enumerate() {
+                let x = (left + p as u32 * cell + cell / 2) as i32;
+                let y = (top + 2 * cell + 14) as i32;
+                root.draw(&text(predicted.to_string(), (x, y), 13, centered))
+                    .map_err(err)?;
+            }
+        }
         Ok(())
     })
 }
@@ -619,6 +692,20 @@ mod tests {
         let two = confusion_plot(&labels[..2], &[vec![3, 1], vec![0, 0]]).unwrap();
         assert!(two.width() > 200);
 
+        let tags: Vec<String> = ["hot", "tea", "coffee", "sweet", "cold"]
+            .map(String::from)
+            .to_vec();
+        let counts: Vec<[[usize; 2]; 2]> = (0..5).map(|i| [[10 + i, 2], [1, 7 - i]]).collect();
+        let image = multi_label_plot(&tags, &counts).unwrap();
+        let (width, height) = png_dimensions(&image);
+        assert!(width > 4 * 200 && height > 2 * 200, "{width}x{height}");
+        assert!(image.pixels().any(|p| p.0
+            == [
+                blues(10.0 / 12.0).0,
+                blues(10.0 / 12.0).1,
+                blues(10.0 / 12.0).2
+            ]));
+
         let targets: Vec<f64> = (0..50).map(f64::from).collect();
         let predicted: Vec<f64> = targets.iter().map(|t| t * 0.9 + 2.0).collect();
         let image = regression_plot(&targets, &predicted, "price: R² = 0.9").unwrap();
@@ -663,6 +750,9 @@ mod tests {
             &confusion_plot(&labels, &matrix).unwrap(),
         )
         .unwrap();
+        let counts: Vec<[[usize; 2]; 2]> = (0..6).map(|i| [[30 + i, 4], [2 + i, 12]]).collect();
+        let image = multi_label_plot(&labels[..6], &counts).unwrap();
+        save_png(&dir.join("multi_label.png"), &image).unwrap();
         let targets: Vec<f64> = (0..200)
             .map(|i| (i as f64 * 0.37).sin() * 10.0 + 20.0)
             .collect();

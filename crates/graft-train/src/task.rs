@@ -149,8 +149,8 @@ impl TaskSpec {
         }
     }
 
-    /// The evaluation's picture: the confusion matrix of a classification, predicted against
-    /// true values of a regression (none for multi-label).
+    /// The evaluation's picture: the confusion matrix of a classification (multi-label: one 2 x 2
+    /// matrix per label), predicted against true values of a regression.
     pub fn evaluation_plot(
         &self,
         report: &Report,
@@ -174,6 +174,18 @@ impl TaskSpec {
                 (
                     plots::REGRESSION_PLOT,
                     plots::regression_plot(&targets, &predicted, &title),
+                )
+            }
+            (Report::MultiLabel(r), Targets::MultiLabel(t)) => {
+                let mut counts = vec![[[0usize; 2]; 2]; r.labels.len()];
+                for (truth, row) in t.iter().zip(outputs) {
+                    for (c, (&yes, &logit)) in truth.iter().zip(row).enumerate() {
+                        counts[c][usize::from(yes)][usize::from(self.on(logit))] += 1;
+                    }
+                }
+                (
+                    plots::CONFUSION_PLOT,
+                    plots::multi_label_plot(&r.labels, &counts),
                 )
             }
             _ => return None,

@@ -286,6 +286,9 @@ dir = "{}"
     ]);
     assert!(stdout.contains("micro-F1"), "{stdout}");
     assert_eq!(json(&eval_json)["micro_f1"], report["micro_f1"]);
+    // One 2 x 2 matrix per label: four panels in one row.
+    let picture = image::open(run.join("confusion_matrix.png")).unwrap();
+    assert!(picture.width() > 4 * 200, "{}", picture.width());
 
     let first = predict_reviews(&run, &test).remove(0);
     assert!(first["labels"].is_array(), "{first}");
@@ -376,6 +379,12 @@ dir = "{run}"
         test.to_str().unwrap(),
     ]);
     assert!(stdout.contains("RMSE"), "{stdout}");
+    assert_eq!(
+        image::open(run.join("predicted_vs_true.png"))
+            .unwrap()
+            .width(),
+        900
+    );
     let values: Vec<f64> = predict_reviews(&run, &test)
         .iter()
         .map(|p| p["value"].as_f64().unwrap())
