@@ -53,6 +53,18 @@ fn guarded<T>(path: &Path, read: impl FnOnce() -> Result<T, DataError>) -> Resul
     })
 }
 
+/// The Arrow reader of a parquet file, before any column is chosen.
+fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, DataError> {
+    let file = File::open(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| DataError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
 fn read_rows(
     path: &Path,
     text_column: &str,
@@ -62,12 +74,7 @@ fn read_rows(
         path: path.to_path_buf(),
         message,
     };
-    let file = File::open(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| invalid(e.to_string()))?;
+    let builder = open(path)?;
     let fields: Vec<String> = builder
         .schema()
         .fields()
@@ -281,12 +288,7 @@ fn read_all_columns(path: &Path, limit: usize) -> Result<Vec<NamedCells>, DataEr
         path: path.to_path_buf(),
         message,
     };
-    let file = File::open(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| invalid(e.to_string()))?;
+    let builder = open(path)?;
     let metadata = builder.schema().metadata().clone();
     let mut columns: Vec<NamedCells> = builder
         .schema()

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{command, fails, json, ok, repo, write};
+use common::{command, fails, json, latest_checkpoint, metrics_without_seconds, ok, repo, write};
 
 /// A run that fine-tunes the top of MiniLM (each epoch takes a while), as the SIGKILL test.
 fn finetune_config(out_dir: &Path, epochs: usize) -> String {
@@ -75,10 +75,6 @@ dir = "{}"
     )
 }
 
-fn latest_checkpoint(run: &Path) -> Option<String> {
-    std::fs::read_to_string(run.join("checkpoints/latest")).ok()
-}
-
 fn spawn(args: &[&str]) -> Child {
     command(args)
         .stdout(Stdio::null())
@@ -117,19 +113,6 @@ fn stderr_of(child: Child) -> (Option<i32>, String) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
-}
-
-/// metrics.jsonl without the timings.
-fn metrics(run: &Path) -> Vec<String> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("seconds");
-            v.to_string()
-        })
-        .collect()
 }
 
 #[test]
@@ -175,7 +158,10 @@ fn sigint_and_sigterm_stop_cleanly_and_resume_to_the_same_result() {
         if name == "INT" {
             let said = ok(&["train", cfg.to_str().unwrap(), "--resume"]);
             assert!(said.contains("best epoch"), "{said}");
-            assert_eq!(metrics(&reference), metrics(&run));
+            assert_eq!(
+                metrics_without_seconds(&reference),
+                metrics_without_seconds(&run)
+            );
             assert_eq!(
                 json(&reference.join("eval.json")),
                 json(&run.join("eval.json"))
@@ -291,7 +277,7 @@ fn concurrent_runs_share_a_cache_and_a_folder_in_use_is_refused() {
         let (code, stderr) = stderr_of(child);
         assert_eq!(code, Some(0), "{stderr}");
     }
-    assert_eq!(metrics(&a), metrics(&b));
+    assert_eq!(metrics_without_seconds(&a), metrics_without_seconds(&b));
     assert_eq!(json(&a.join("eval.json")), json(&b.join("eval.json")));
     // A third run reads every feature from the cache, and agrees.
     let c = tmp.path().join("c");
@@ -301,7 +287,7 @@ fn concurrent_runs_share_a_cache_and_a_folder_in_use_is_refused() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("features: 0 computed"), "{stderr}");
-    assert_eq!(metrics(&a), metrics(&c));
+    assert_eq!(metrics_without_seconds(&a), metrics_without_seconds(&c));
 
     // A long run holds its folder; a second run into it is refused, naming the first.
     let long = write(tmp.path(), "long.toml", &finetune_config(&a, 50));

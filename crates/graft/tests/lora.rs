@@ -255,18 +255,10 @@ fn lora_run_resumes_exactly_and_exports_as_adapter_and_merged() {
     ok(&["train", cfg.to_str().unwrap()]);
     let cfg = write(tmp.path(), "b.toml", &lora_config(&run, 2, ""));
     ok(&["train", cfg.to_str().unwrap(), "--resume", "--force"]);
-    let epochs = |run: &Path| {
-        std::fs::read_to_string(run.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v.as_object_mut().unwrap().remove("seconds");
-                v.to_string()
-            })
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(epochs(&reference), epochs(&run));
+    assert_eq!(
+        common::metrics_without_seconds(&reference),
+        common::metrics_without_seconds(&run)
+    );
     let (ra, rb) = (
         tensors(&reference.join("adapter_model.safetensors")),
         tensors(&run.join("adapter_model.safetensors")),

@@ -106,6 +106,16 @@ fn post(server: &Server, path: &str, body: Value) -> Value {
     serde_json::from_str(&answer.into_string().unwrap()).unwrap()
 }
 
+/// The MLflow runs of an experiment.
+fn runs_of(server: &Server, experiment: &str) -> Vec<Value> {
+    let answer = post(
+        server,
+        "/api/2.0/mlflow/runs/search",
+        json!({ "experiment_ids": [experiment] }),
+    );
+    answer["runs"].as_array().cloned().unwrap_or_default()
+}
+
 fn config(dir: &Path, epochs: usize, track: &str) -> PathBuf {
     let text = format!(
         r#"[model]
@@ -202,14 +212,7 @@ fn a_tracked_run_logs_params_metrics_and_artifacts_and_resumes_into_the_same_run
         .as_str()
         .unwrap()
         .to_string();
-    let runs = post(
-        &server,
-        "/api/2.0/mlflow/runs/search",
-        json!({ "experiment_ids": [experiment] }),
-    )["runs"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let runs = runs_of(&server, &experiment);
     assert_eq!(runs.len(), 1);
     let run = &runs[0];
     let run_id = run["info"]["run_id"].as_str().unwrap().to_string();
@@ -288,15 +291,7 @@ fn a_tracked_run_logs_params_metrics_and_artifacts_and_resumes_into_the_same_run
         train_loss.iter().map(|m| m.0).collect::<Vec<_>>(),
         [1, 2, 3, 4, 5]
     );
-    let runs = post(
-        &server,
-        "/api/2.0/mlflow/runs/search",
-        json!({ "experiment_ids": [experiment] }),
-    )["runs"]
-        .as_array()
-        .unwrap()
-        .len();
-    assert_eq!(runs, 1);
+    assert_eq!(runs_of(&server, &experiment).len(), 1);
 }
 
 #[test]

@@ -7,7 +7,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{command, export, fails, json, ok, predict_reviews, repo, write};
+use common::{
+    command, export, fails, json, latest_checkpoint, metrics_without_seconds, ok, predict_reviews,
+    repo, write,
+};
 
 fn partial_config(out_dir: &Path, epochs: usize, lr: &str) -> String {
     format!(
@@ -50,10 +53,6 @@ fn epoch_lines(run: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|l| l["kind"] == "epoch")
         .collect()
-}
-
-fn latest_checkpoint(run: &Path) -> Option<String> {
-    std::fs::read_to_string(run.join("checkpoints/latest")).ok()
 }
 
 #[test]
@@ -160,17 +159,10 @@ fn killed_run_resumes_to_the_same_result_and_changed_config_is_refused() {
     assert!((last(&a, "valid_loss") - last(&b, "valid_loss")).abs() <= 1e-5);
     assert!((last(&a, "train_loss") - last(&b, "train_loss")).abs() <= 1e-5);
     // Every step's loss and learning rate, and every epoch's metrics, are the same.
-    let without_seconds = |run: &Path| {
-        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-        text.lines()
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v.as_object_mut().unwrap().remove("seconds");
-                v.to_string()
-            })
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(without_seconds(&reference), without_seconds(&run));
+    assert_eq!(
+        metrics_without_seconds(&reference),
+        metrics_without_seconds(&run)
+    );
     let (ea, eb) = (
         json(&reference.join("eval.json")),
         json(&run.join("eval.json")),

@@ -126,3 +126,21 @@ pub fn lite0_folder(dir: &Path) -> PathBuf {
     .unwrap();
     folder
 }
+
+/// The name of a run folder's last complete checkpoint, if it has one.
+pub fn latest_checkpoint(run: &Path) -> Option<String> {
+    std::fs::read_to_string(run.join("checkpoints/latest")).ok()
+}
+
+/// A run's `metrics.jsonl` lines without their timings, to compare two runs step for step.
+pub fn metrics_without_seconds(run: &Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("seconds");
+            v.to_string()
+        })
+        .collect()
+}
