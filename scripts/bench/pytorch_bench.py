@@ -2,13 +2,17 @@
 """The PyTorch side of BENCHMARKS.md: the same work as `graft bench` / `graft train`, with torch,
 transformers and sentence-transformers (install them in a venv; the tests never need them).
 
-Modes (run each in its own process so peak RSS is its own):
-  forward   backbone forward throughput, batch 32 x 128 tokens of real texts, median of 5
+Modes (run each in its own process so peak RSS is its own; forward throughput is
+reference_forward.py's):
   cached    frozen-backbone fine-tune: embed train/valid/test once (SentenceTransformer.encode,
             which sorts by length), then 20 epochs of a linear head, then test accuracy
   uncached  the same fine-tune the way a default HF Trainer run does it: the frozen backbone runs
             on every batch of every epoch (shuffled, padded to the batch's longest). --epochs
             epochs are timed; the 20-epoch time is extrapolated from them and printed as such.
+  finetune  every backbone weight trains with the head (AdamW, 5e-5 backbone / 1e-3 head, batch
+            32, at most 128 tokens) for --epochs epochs, timed per epoch, then test accuracy
+
+--device cuda runs any mode on the GPU (scripts/bench/gpu.sh).
 
 Prints one JSON object per run.
 """
@@ -42,26 +46,6 @@ def peak_rss_mib():
 def mean_pool(hidden, mask):
     mask = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-
-
-def forward(args):
-    tok = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModel.from_pretrained(args.model).eval()
-    texts, _ = read(args.train)
-    full = [t for t in texts if len(tok(t, truncation=True, max_length=128)["input_ids"]) == 128][:32]
-    batch = tok(full, truncation=True, max_length=128, padding=True, return_tensors="pt")
-    assert batch["input_ids"].shape == (32, 128)
-    times = []
-    with torch.inference_mode():
-        for i in range(6):
-            start = time.perf_counter()
-            out = model(**batch).last_hidden_state
-            F.normalize(mean_pool(out, batch["attention_mask"]), dim=1)
-            if i > 0:
-                times.append(time.perf_counter() - start)
-    med = statistics.median(times)
-    return {"mode": "forward", "batch": 32, "seq_len": 128, "seconds": times,
-            "median_seconds": med, "sequences_per_second": 32 / med}
 
 
 def split(n, fraction, seed):
@@ -103,7 +87,7 @@ def data(args):
 def cached(args):
     from sentence_transformers import SentenceTransformer
     start = time.perf_counter()
-    st = SentenceTransformer(args.model, device="cpu")
+    st = SentenceTransformer(args.model, device=args.device)
     st.max_seq_length = 256
     texts, y, tr, va, test_texts, test_y = data(args)
     t0 = time.perf_counter()
@@ -111,6 +95,7 @@ def cached(args):
     x = emb(texts)
     test_x = emb(test_texts)
     embed_seconds = time.perf_counter() - t0
+    x, test_x = x.cpu(), test_x.cpu()
     head = train_head(x[tr], y[tr], x[va], y[va], args.epochs, 42)
     with torch.no_grad():
         acc = (head(test_x).argmax(1) == test_y).float().mean().item()
@@ -169,20 +154,64 @@ def uncached(args):
             "extrapolated_20_epoch_seconds": setup + 20 * per_epoch + test_seconds}
 
 
+def finetune(args):
+    start = time.perf_counter()
+    device = torch.device(args.device)
+    tok = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModel.from_pretrained(args.model).to(device).train()
+    texts, y, tr, va, test_texts, test_y = data(args)
+    enc = tok(texts, truncation=True, max_length=128)
+    torch.manual_seed(42)
+    head = torch.nn.Linear(model.config.hidden_size, 2).to(device)
+    opt = torch.optim.AdamW([{"params": model.parameters(), "lr": 5e-5},
+                             {"params": head.parameters(), "lr": 1e-3}], weight_decay=0.01)
+    g = torch.Generator().manual_seed(42)
+
+    def logits(ids, texts_enc):
+        batch = tok.pad({"input_ids": [texts_enc["input_ids"][i] for i in ids],
+                         "attention_mask": [texts_enc["attention_mask"][i] for i in ids]},
+                        return_tensors="pt").to(device)
+        out = model(**batch).last_hidden_state
+        return head(F.normalize(mean_pool(out, batch["attention_mask"]), dim=1))
+
+    epoch_times = []
+    for _ in range(args.epochs):
+        t0 = time.perf_counter()
+        order = torch.tensor(tr)[torch.randperm(len(tr), generator=g)]
+        for idx in order.split(32):
+            loss = F.cross_entropy(logits(idx.tolist(), enc), y[idx].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        epoch_times.append(time.perf_counter() - t0)
+    model.eval()
+    test_enc = tok(test_texts, truncation=True, max_length=128)
+    with torch.no_grad():
+        preds = torch.cat([logits(list(range(s, min(s + 32, len(test_texts)))), test_enc).argmax(1).cpu()
+                           for s in range(0, len(test_texts), 32)])
+    acc = (preds == test_y).float().mean().item()
+    return {"mode": "finetune", "epochs": args.epochs, "epoch_seconds": epoch_times,
+            "seconds": time.perf_counter() - start, "test_accuracy": acc}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["forward", "cached", "uncached"])
+    ap.add_argument("mode", choices=["cached", "uncached", "finetune"])
     ap.add_argument("--model", default="models/all-MiniLM-L6-v2")
     ap.add_argument("--train", default="datasets/fine-foods/training_data.csv")
     ap.add_argument("--test", default="datasets/fine-foods/testing_data.csv")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.epochs is None:
-        args.epochs = 1 if args.mode == "uncached" else 20
-    result = {"forward": forward, "cached": cached, "uncached": uncached}[args.mode](args)
-    result.update({"torch": torch.__version__, "threads": args.threads, "peak_rss_mib": peak_rss_mib()})
+        args.epochs = 20 if args.mode == "cached" else 1
+    result = {"cached": cached, "uncached": uncached, "finetune": finetune}[args.mode](args)
+    result.update({"torch": torch.__version__, "threads": args.threads, "device": args.device,
+                   "peak_rss_mib": peak_rss_mib()})
     print(json.dumps(result))
 
 

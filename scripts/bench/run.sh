@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every measurement in BENCHMARKS.md, one process at a time, and writes JSON lines to
-# bench-results/. PYTHON names a Python with torch, transformers and sentence-transformers for the
-# PyTorch side (skipped when unset).
+# bench-results/. PYTHON names a Python with torch, transformers, sentence-transformers and
+# onnxruntime for the reference side (skipped when unset). The GPU column is scripts/bench/gpu.sh's.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/graft-target}"
@@ -15,10 +15,12 @@ train=datasets/fine-foods/training_data.csv
 # 1. Forward throughput, batch 32 x 128 tokens, per backend (wgpu: what this machine offers).
 for backend in flex ndarray wgpu; do
   "$graft" bench forward --model $model --data $train --column review --backend $backend \
-    --repeats "${REPEATS:-5}" | tee -a "$out/forward.jsonl"
+    --repeats "${REPEATS:-5}" | tee -a "$out/backends.jsonl"
 done
+# ... and graft (flex), PyTorch and ONNX Runtime side by side at 128 and 256 tokens and on a
+# base-size BERT (scripts/bench/forward.sh).
 if [ -n "${PYTHON:-}" ]; then
-  "$PYTHON" scripts/bench/pytorch_bench.py forward | tee -a "$out/forward.jsonl"
+  scripts/bench/forward.sh
 fi
 
 # 2. Length bucketing against file order, embedding the 4000 training reviews.

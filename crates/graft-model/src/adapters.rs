@@ -34,6 +34,9 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
             let down = module::linear(dropped, adapter.a.val(), None);
             base + module::linear(down, adapter.b.val(), None).mul_scalar(adapter.scale)
         }
+        _ if graft_kernels::serves(&x.device()) => {
+            graft_kernels::linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
+        }
         _ => layer.forward(x),
     }
 }

@@ -88,6 +88,15 @@ impl HiddenAct {
         }
     }
 
+    /// `act(layer(x))`; exact GELU after a linear layer runs fused on the CPU kernels.
+    pub fn apply_linear<const D: usize>(self, layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+        if self == Self::Gelu && graft_kernels::serves(&x.device()) {
+            let bias = layer.bias.as_ref().map(|b| b.val());
+            return graft_kernels::gelu(graft_kernels::linear(x, layer.weight.val(), None), bias);
+        }
+        self.apply(adapters::linear(layer, x))
+    }
+
     pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Self::Gelu => activation::gelu(x),
@@ -156,6 +165,7 @@ impl BertConfig {
                         dense: LinearConfig::new(h, h).init(device),
                         layer_norm: layer_norm(),
                         dropout: hidden_dropout(),
+                        layer_norm_eps: self.layer_norm_eps,
                     },
                 },
                 intermediate: BertIntermediate {
@@ -165,6 +175,7 @@ impl BertConfig {
                     dense: LinearConfig::new(self.intermediate_size, h).init(device),
                     layer_norm: layer_norm(),
                     dropout: hidden_dropout(),
+                    layer_norm_eps: self.layer_norm_eps,
                 },
                 act: self.hidden_act(),
             })
@@ -230,17 +241,71 @@ pub struct BertSelfAttention {
 impl BertSelfAttention {
     /// `pad_mask` is `[batch, heads, seq, seq]`, true where the key is padding.
     pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
-        let [batch, seq_len, hidden] = x.dims();
-        let head_dim = hidden / self.num_heads;
-        let heads = |linear: &Linear| {
-            adapters::linear(linear, x.clone())
-                .reshape([batch, seq_len, self.num_heads, head_dim])
-                .swap_dims(1, 2)
-        };
-        let (q, k, v) = (heads(&self.query), heads(&self.key), heads(&self.value));
-        let context = attend(q, k, v, pad_mask, None, None, &self.dropout);
-        context.swap_dims(1, 2).reshape([batch, seq_len, hidden])
+        let [q, k, v] = project_qkv([&self.query, &self.key, &self.value], x);
+        attend_rows(q, k, v, self.num_heads, pad_mask, None, None, &self.dropout)
     }
+}
+
+/// The query, key and value projections of `x`. On the fused CPU kernels this is one gemm with
+/// the three weights side by side, and the three results are views of its output.
+pub fn project_qkv(layers: [&Linear; 3], x: Tensor<3>) -> [Tensor<3>; 3] {
+    if !graft_kernels::serves(&x.device()) {
+        return layers.map(|layer| adapters::linear(layer, x.clone()));
+    }
+    let width = |layer: &Linear| layer.weight.dims()[1];
+    let weight = Tensor::cat(layers.iter().map(|l| l.weight.val()).collect(), 1);
+    let bias = layers
+        .iter()
+        .map(|l| l.bias.as_ref().map(|b| b.val()))
+        .collect::<Option<Vec<_>>>()
+        .map(|biases| Tensor::cat(biases, 0));
+    let qkv = graft_kernels::linear(x, weight, bias);
+    let mut start = 0;
+    layers.map(|layer| {
+        let part = qkv.clone().narrow(2, start, width(layer));
+        start += width(layer);
+        part
+    })
+}
+
+/// [`attend`] for queries, keys and values in the projections' layout, `[batch, seq, heads·head_dim]`,
+/// giving the context in that layout. Outside training with attention dropout this runs graft's
+/// fused attention, which reads that layout directly.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_rows(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    pad_mask: Option<Tensor<4, Bool>>,
+    bias: Option<Tensor<4>>,
+    divisor: Option<f64>,
+    dropout: &Dropout,
+) -> Tensor<3> {
+    if !attention_dropout(dropout, &q) {
+        return graft_kernels::attention(q, k, v, heads, pad_mask, bias, divisor.map(|d| 1.0 / d));
+    }
+    let [batch, seq_q, width] = q.dims();
+    let seq_k = k.dims()[1];
+    let split = |x: Tensor<3>, seq: usize| {
+        x.reshape([batch, seq, heads, width / heads])
+            .swap_dims(1, 2)
+    };
+    let context = attend(
+        split(q, seq_q),
+        split(k, seq_k),
+        split(v, seq_k),
+        pad_mask,
+        bias,
+        divisor,
+        dropout,
+    );
+    context.swap_dims(1, 2).reshape([batch, seq_q, width])
+}
+
+/// Whether dropout applies to the attention probabilities (training on an autodiff device).
+fn attention_dropout(dropout: &Dropout, q: &Tensor<3>) -> bool {
+    dropout.prob > 0.0 && dropout.training.is_enabled() && q.device().is_autodiff()
 }
 
 /// Scaled dot-product attention over `[batch, heads, seq, head_dim]` queries, keys and values:
@@ -286,10 +351,24 @@ pub struct BertOutput {
     pub dense: Linear,
     pub layer_norm: LayerNorm,
     pub dropout: Dropout,
+    /// `layer_norm`'s epsilon (burn keeps it private), for the fused kernel.
+    #[module(skip)]
+    pub layer_norm_eps: f64,
 }
 
 impl BertOutput {
     pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        if graft_kernels::serves(&x.device()) {
+            let product = graft_kernels::linear(x, self.dense.weight.val(), None);
+            return graft_kernels::add_layer_norm(
+                product,
+                self.dense.bias.as_ref().map(|b| b.val()),
+                Some(residual),
+                self.layer_norm.gamma.val(),
+                self.layer_norm.beta.as_ref().map(|b| b.val()),
+                self.layer_norm_eps,
+            );
+        }
         let x = self.dropout.forward(adapters::linear(&self.dense, x));
         self.layer_norm.forward(x + residual)
     }
@@ -319,9 +398,7 @@ impl BertLayer {
     pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
         let attended = self.attention.self_attn.forward(x.clone(), pad_mask);
         let x = self.attention.output.forward(attended, x);
-        let inner = self
-            .act
-            .apply(adapters::linear(&self.intermediate.dense, x.clone()));
+        let inner = self.act.apply_linear(&self.intermediate.dense, x.clone());
         self.output.forward(inner, x)
     }
 }

@@ -9,12 +9,12 @@ use burn::module::{Module, Param};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::backbone::{Architecture, ExportFormat, ExportTarget, Inputs, Naming, Preprocessing};
+use crate::bert::HiddenAct;
 use crate::{ModelError, ModelFolder, PoolingOptions, WeightsIndex, adapters, vision, weights};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,10 +119,10 @@ impl ConvNextBlock {
         ) {
             (Some(fc1), Some(fc2), ..) => {
                 let x = x.permute([0, 2, 3, 1]);
-                let x = adapters::linear(fc2, gelu(adapters::linear(fc1, x)));
+                let x = adapters::linear(fc2, HiddenAct::Gelu.apply_linear(fc1, x));
                 x.permute([0, 3, 1, 2])
             }
-            (.., Some(fc1), Some(fc2)) => fc2.forward(gelu(fc1.forward(x))),
+            (.., Some(fc1), Some(fc2)) => fc2.forward(graft_kernels::gelu(fc1.forward(x), None)),
             _ => unreachable!("built with linear or convolutional MLP layers"),
         };
         let [batch, channels, _, _] = x.dims();

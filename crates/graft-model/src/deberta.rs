@@ -219,6 +219,7 @@ impl DebertaV2Config {
                         dense: LinearConfig::new(h, h).init(device),
                         layer_norm: layer_norm(),
                         dropout: dropout(),
+                        layer_norm_eps: self.layer_norm_eps,
                     },
                 },
                 intermediate: BertIntermediate {
@@ -228,6 +229,7 @@ impl DebertaV2Config {
                     dense: LinearConfig::new(self.intermediate_size, h).init(device),
                     layer_norm: layer_norm(),
                     dropout: dropout(),
+                    layer_norm_eps: self.layer_norm_eps,
                 },
                 act,
             })
@@ -384,9 +386,9 @@ impl DisentangledSelfAttention {
     ) -> Tensor<3> {
         let [batch, seq_len, hidden] = x.dims();
         let head_dim = hidden / self.num_heads;
-        let q = self.heads(adapters::linear(&self.query_proj, x.clone()));
-        let k = self.heads(adapters::linear(&self.key_proj, x.clone()));
-        let v = self.heads(adapters::linear(&self.value_proj, x.clone()));
+        let [q_rows, k_rows, v_rows] =
+            bert::project_qkv([&self.query_proj, &self.key_proj, &self.value_proj], x);
+        let (q, k) = (self.heads(q_rows.clone()), self.heads(k_rows.clone()));
         let kinds = 1 + self.c2p as usize + self.p2c as usize;
         let scale = ((head_dim * kinds) as f32).sqrt() as f64;
         let bias = rel.and_then(|(embeddings, c2p_index, p2c_index)| {
@@ -418,8 +420,17 @@ impl DisentangledSelfAttention {
             }
             bias
         });
-        let context = bert::attend(q, k, v, pad_mask, bias, Some(scale), &self.dropout);
-        context.swap_dims(1, 2).reshape([batch, seq_len, hidden])
+        let heads = self.num_heads;
+        bert::attend_rows(
+            q_rows,
+            k_rows,
+            v_rows,
+            heads,
+            pad_mask,
+            bias,
+            Some(scale),
+            &self.dropout,
+        )
     }
 }
 
@@ -500,7 +511,7 @@ impl Deberta {
             let x1 = layer.attention.output.forward(attended, x);
             let inner = layer
                 .act
-                .apply(adapters::linear(&layer.intermediate.dense, x1.clone()));
+                .apply_linear(&layer.intermediate.dense, x1.clone());
             x = layer.output.forward(inner, x1);
         }
         x

@@ -284,17 +284,21 @@ impl ModernBertAttention {
             self.num_heads,
             head_dim,
         ]);
+        // Q, K and V stay in the projection's [batch, seq, heads, head_dim] layout.
         let part = |i: usize| {
             qkv.clone()
                 .narrow(2, i, 1)
                 .reshape([batch, seq_len, self.num_heads, head_dim])
-                .swap_dims(1, 2)
         };
-        let rotate = |t: Tensor<4>| t.clone() * cos.clone() + rotate_half(t) * sin.clone();
-        let (q, k, v) = (rotate(part(0)), rotate(part(1)), part(2));
-        let context = bert::attend(q, k, v, mask, None, None, &self.dropout);
-        let out = context.swap_dims(1, 2).reshape([batch, seq_len, hidden]);
-        self.dropout.forward(adapters::linear(&self.wo, out))
+        let (cos, sin) = (cos.swap_dims(1, 2), sin.swap_dims(1, 2));
+        let rotate = |t: Tensor<4>| {
+            let rotated = t.clone() * cos.clone() + rotate_half(t) * sin.clone();
+            rotated.reshape([batch, seq_len, hidden])
+        };
+        let (q, k) = (rotate(part(0)), rotate(part(1)));
+        let v = part(2).reshape([batch, seq_len, hidden]);
+        let context = bert::attend_rows(q, k, v, self.num_heads, mask, None, None, &self.dropout);
+        self.dropout.forward(adapters::linear(&self.wo, context))
     }
 }
 

@@ -126,6 +126,7 @@ impl MpnetConfig {
                     dense: LinearConfig::new(self.intermediate_size, h).init(device),
                     layer_norm: layer_norm(),
                     dropout: dropout(),
+                    layer_norm_eps: self.layer_norm_eps,
                 },
                 act,
             })
@@ -181,19 +182,18 @@ impl MpnetSelfAttention {
         pad_mask: Option<Tensor<4, Bool>>,
         bias: Tensor<4>,
     ) -> Tensor<3> {
-        let [batch, seq_len, hidden] = x.dims();
-        let head_dim = hidden / self.num_heads;
-        let heads = |linear: &Linear| {
-            adapters::linear(linear, x.clone())
-                .reshape([batch, seq_len, self.num_heads, head_dim])
-                .swap_dims(1, 2)
-        };
-        let (q, k, v) = (heads(&self.q), heads(&self.k), heads(&self.v));
-        let context = bert::attend(q, k, v, pad_mask, Some(bias), None, &self.dropout);
-        adapters::linear(
-            &self.o,
-            context.swap_dims(1, 2).reshape([batch, seq_len, hidden]),
-        )
+        let [q, k, v] = bert::project_qkv([&self.q, &self.k, &self.v], x);
+        let context = bert::attend_rows(
+            q,
+            k,
+            v,
+            self.num_heads,
+            pad_mask,
+            Some(bias),
+            None,
+            &self.dropout,
+        );
+        adapters::linear(&self.o, context)
     }
 }
 
@@ -226,9 +226,7 @@ impl MpnetLayer {
             .attention
             .layer_norm
             .forward(self.attention.dropout.forward(attended) + x);
-        let inner = self
-            .act
-            .apply(adapters::linear(&self.intermediate.dense, x.clone()));
+        let inner = self.act.apply_linear(&self.intermediate.dense, x.clone());
         self.output.forward(inner, x)
     }
 }

@@ -175,28 +175,17 @@ pub struct Vit {
 
 impl VitAttention {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [batch, seq, width] = x.dims();
-        let heads = self.heads;
-        let split = |t: Tensor<3>| {
-            t.reshape([batch, seq, heads, width / heads])
-                .swap_dims(1, 2)
-        };
-        let (q, k, v) = match (&self.qkv, &self.query, &self.key, &self.value) {
+        let width = x.dims()[2];
+        let [q, k, v] = match (&self.qkv, &self.query, &self.key, &self.value) {
             (Some(qkv), ..) => {
                 let qkv = adapters::linear(qkv, x);
-                let part = |i: usize| split(qkv.clone().narrow(2, i * width, width));
-                (part(0), part(1), part(2))
+                [0, 1, 2].map(|i| qkv.clone().narrow(2, i * width, width))
             }
-            (None, Some(q), Some(k), Some(v)) => (
-                split(adapters::linear(q, x.clone())),
-                split(adapters::linear(k, x.clone())),
-                split(adapters::linear(v, x)),
-            ),
+            (None, Some(q), Some(k), Some(v)) => bert::project_qkv([q, k, v], x),
             _ => unreachable!("built with qkv or query, key and value"),
         };
-        let context = bert::attend(q, k, v, None, None, None, &self.dropout);
-        let merged = context.swap_dims(1, 2).reshape([batch, seq, width]);
-        adapters::linear(&self.proj, merged)
+        let context = bert::attend_rows(q, k, v, self.heads, None, None, None, &self.dropout);
+        adapters::linear(&self.proj, context)
     }
 }
 
@@ -215,10 +204,10 @@ impl VitBlock {
         };
         let y = self.attn.forward(self.norm1.forward(x.clone()));
         let x = x + scaled(&self.ls1, y);
-        let hidden = self.mlp.activation.apply(adapters::linear(
-            &self.mlp.fc1,
-            self.norm2.forward(x.clone()),
-        ));
+        let hidden = self
+            .mlp
+            .activation
+            .apply_linear(&self.mlp.fc1, self.norm2.forward(x.clone()));
         let y = adapters::linear(&self.mlp.fc2, hidden);
         x + scaled(&self.ls2, y)
     }

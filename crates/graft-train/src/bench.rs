@@ -183,3 +183,124 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// CPU threads the kernels use (rayon's global pool).
+pub fn threads() -> usize {
+    graft_kernels::threads()
+}
+
+/// Sets the CPU thread count; call before any tensor work.
+pub fn set_threads(threads: usize) -> Result<(), TrainError> {
+    graft_kernels::set_threads(threads).map_err(TrainError::Unsupported)
+}
+
+/// The reference script, shipped inside the binary so `graft bench forward --compare` works
+/// from anywhere.
+const REFERENCE_SCRIPT: &str = include_str!("../../../scripts/bench/reference_forward.py");
+
+/// The same forward bench on PyTorch and ONNX Runtime, through `python`.
+#[derive(Debug, Clone)]
+pub struct ReferenceRun {
+    pub python: std::path::PathBuf,
+    pub model: std::path::PathBuf,
+    pub data: std::path::PathBuf,
+    pub column: String,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub repeats: usize,
+    pub threads: usize,
+}
+
+/// graft, PyTorch and ONNX Runtime on one batch, measured one after the other in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SideBySide {
+    pub graft: ForwardBench,
+    pub pytorch: serde_json::Value,
+    pub onnxruntime: serde_json::Value,
+    pub graft_over_pytorch: f64,
+    pub graft_over_onnxruntime: f64,
+}
+
+impl SideBySide {
+    /// A small table of sequences per second and ratios.
+    pub fn table(&self) -> String {
+        let rate = |v: &serde_json::Value| v["sequences_per_second"].as_f64().unwrap_or(f64::NAN);
+        let (torch, ort) = (rate(&self.pytorch), rate(&self.onnxruntime));
+        let graft = self.graft.sequences_per_second;
+        format!(
+            "batch {} x {} tokens\n\
+             {:<14} {:>10} {:>12}\n\
+             {:<14} {:>10.2} {:>12.2}\n\
+             {:<14} {:>10.2} {:>12.2}\n\
+             {:<14} {:>10.2} {:>12}",
+            self.graft.batch,
+            self.graft.seq_len,
+            "runtime",
+            "seq/s",
+            "graft ÷ it",
+            "pytorch",
+            torch,
+            graft / torch,
+            "onnxruntime",
+            ort,
+            graft / ort,
+            format!("graft {}", self.graft.backend),
+            graft,
+            "",
+        )
+    }
+}
+
+/// Runs the reference script for PyTorch and ONNX Runtime after graft's measurement.
+pub fn compare_forward(graft: ForwardBench, run: &ReferenceRun) -> Result<SideBySide, TrainError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TrainError::Io { path, source }
+    };
+    let scratch = tempfile::tempdir().map_err(io(&std::env::temp_dir()))?;
+    let script = scratch.path().join("reference_forward.py");
+    std::fs::write(&script, REFERENCE_SCRIPT).map_err(io(&script))?;
+    let measure = |runtime: &str| -> Result<serde_json::Value, TrainError> {
+        let output = std::process::Command::new(&run.python)
+            .arg(&script)
+            .arg(runtime)
+            .arg("--model")
+            .arg(&run.model)
+            .arg("--data")
+            .arg(&run.data)
+            .args(["--column", &run.column])
+            .args(["--batch", &run.batch.to_string()])
+            .args(["--seq-len", &run.seq_len.to_string()])
+            .args(["--repeats", &run.repeats.to_string()])
+            .args(["--threads", &run.threads.to_string()])
+            .arg("--onnx-cache")
+            .arg(scratch.path())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| {
+                TrainError::Unsupported(format!("cannot run {}: {e}", run.python.display()))
+            })?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let last = stdout.lines().rev().find(|l| l.starts_with('{'));
+        match (output.status.success(), last) {
+            (true, Some(line)) => serde_json::from_str(line).map_err(|e| {
+                TrainError::Unsupported(format!("the {runtime} reference printed {line:?}: {e}"))
+            }),
+            _ => Err(TrainError::Unsupported(format!(
+                "the {runtime} reference failed ({}) with {}",
+                output.status,
+                run.python.display()
+            ))),
+        }
+    };
+    let pytorch = measure("torch")?;
+    let onnxruntime = measure("onnxruntime")?;
+    let rate = |v: &serde_json::Value| v["sequences_per_second"].as_f64().unwrap_or(f64::NAN);
+    Ok(SideBySide {
+        graft_over_pytorch: graft.sequences_per_second / rate(&pytorch),
+        graft_over_onnxruntime: graft.sequences_per_second / rate(&onnxruntime),
+        graft,
+        pytorch,
+        onnxruntime,
+    })
+}

@@ -177,6 +177,13 @@ enum BenchCommand {
         seq_len: usize,
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// CPU threads (default: one per core). The references get the same count.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// A Python with torch, sentence-transformers and onnxruntime: also time the same batch
+        /// on PyTorch and ONNX Runtime and report the three side by side.
+        #[arg(long, value_name = "PYTHON")]
+        compare: Option<PathBuf>,
     },
     /// Embedding a data set in file order against length-bucketed batches.
     Bucketing {
@@ -544,12 +551,32 @@ fn bench(what: BenchCommand) -> Result<()> {
             batch,
             seq_len,
             repeats,
+            threads,
+            compare,
         } => {
-            let texts = read_texts(data, column, None)?;
+            if let Some(threads) = threads {
+                graft_train::bench::set_threads(threads)?;
+            }
+            let texts = read_texts(data.clone(), column.clone(), None)?;
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            serde_json::to_value(bench::forward_throughput(
-                &model, &texts, backend, batch, seq_len, repeats,
-            )?)?
+            let graft =
+                bench::forward_throughput(&model, &texts, backend, batch, seq_len, repeats)?;
+            let Some(python) = compare else {
+                return report(serde_json::to_value(graft)?);
+            };
+            let run = bench::ReferenceRun {
+                python,
+                model,
+                data,
+                column: column.unwrap_or_else(|| "text".into()),
+                batch,
+                seq_len,
+                repeats,
+                threads: graft_train::bench::threads(),
+            };
+            let side_by_side = bench::compare_forward(graft, &run)?;
+            eprintln!("{}", side_by_side.table());
+            serde_json::to_value(side_by_side)?
         }
         BenchCommand::Bucketing {
             model,
@@ -567,7 +594,11 @@ fn bench(what: BenchCommand) -> Result<()> {
             )?)?
         }
     };
-    let mut report = report;
+    self::report(report)
+}
+
+/// Prints a bench report with this process's peak memory.
+fn report(mut report: serde_json::Value) -> Result<()> {
     if let Some(rss) = graft_train::bench::peak_rss_bytes() {
         report["peak_rss_mib"] = serde_json::json!(rss as f64 / (1024.0 * 1024.0));
     }

@@ -1,0 +1,452 @@
+//! graft's fused CPU kernels for transformer encoders, added to burn's Flex backend through
+//! burn's backend extension (`#[backend_extension(Flex)]`).
+//!
+//! The functions below take and return ordinary `Tensor`s. On a Flex device without autodiff
+//! (inference: embedding, feature extraction, prediction) they run the fused kernels; on every
+//! other device (wgpu, ndarray, and anything training through autodiff) they compose burn's
+//! differentiable ops, so results and gradients there are burn's own.
+//!
+//! - [`gelu`]: exact GELU with a vectorized `erf` (absolute error ≤ 1e-7), optionally adding a
+//!   bias first, in place.
+//! - [`linear`]: one gemm over all rows with the bias written into the output first.
+//! - [`add_layer_norm`]: bias + residual + layer norm in one pass, in place.
+//! - [`attention`]: scaled dot-product attention reading Q/K/V in `[batch, seq, heads·head_dim]`
+//!   (views of one QKV product) with an online softmax; see [`attention`](mod@attention).
+//!
+//! In-place kernels write into their input's buffer when nothing else holds it, so a layer's
+//! activations reuse the gemm's output instead of allocating per op.
+
+pub mod attention;
+pub mod math;
+pub mod norm;
+
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::tensor::{BoolTensor, FloatTensor};
+use burn::backend::{Backend, DispatchDevice, Flex, backend_extension};
+use burn::tensor::module;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, DType, Device, Shape, Tensor, TensorData, activation};
+
+/// Whether the fused kernels serve `device`: Flex, not recording gradients.
+pub fn serves(device: &Device) -> bool {
+    matches!(device.as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// The operations graft adds to Flex. An optional operand that is absent travels as a tensor with
+/// no elements (see [`absent`]), since the extension macro passes tensors, not options.
+#[backend_extension(Flex)]
+pub trait FusedOps: Backend {
+    fn bias_gelu(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    fn add_layer_norm(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        heads: usize,
+        mask: BoolTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self>;
+}
+
+/// An optional operand for [`FusedOps`]: the tensor, or one with no elements on `device`.
+fn operand<const D: usize, K: burn::tensor::kind::Basic>(
+    tensor: Option<Tensor<D, K>>,
+    device: &Device,
+) -> burn::backend::DispatchTensor {
+    tensor
+        .unwrap_or_else(|| Tensor::empty([0; D], device))
+        .into_dispatch()
+}
+
+/// The Flex side of [`operand`]: `None` for the stand-in with no elements.
+fn absent(t: FlexTensor) -> Option<FlexTensor> {
+    (t.layout().num_elements() > 0).then_some(t)
+}
+
+/// Exact GELU of `x + bias` (bias over the last dimension).
+pub fn gelu<const D: usize>(x: Tensor<D>, bias: Option<Tensor<1>>) -> Tensor<D> {
+    if serves(&x.device()) && x.dtype() == DType::F32 {
+        let device = x.device();
+        let out = <burn::backend::Dispatch as FusedOps>::bias_gelu(
+            x.into_dispatch(),
+            operand(bias, &device),
+        );
+        return Tensor::from_dispatch(out);
+    }
+    let x = match bias {
+        Some(bias) => x + bias.unsqueeze(),
+        None => x,
+    };
+    activation::gelu(x)
+}
+
+/// `x · weight + bias` with `weight` as burn's `Linear` stores it, `[d_in, d_out]`.
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    if serves(&x.device()) && x.dtype() == DType::F32 && D >= 2 {
+        let device = x.device();
+        let out = <burn::backend::Dispatch as FusedOps>::linear(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            operand(bias, &device),
+        );
+        return Tensor::from_dispatch(out);
+    }
+    module::linear(x, weight, bias)
+}
+
+/// `LayerNorm(x + bias + residual)` over the last dimension, as `torch.nn.LayerNorm` computes it.
+pub fn add_layer_norm<const D: usize>(
+    x: Tensor<D>,
+    bias: Option<Tensor<1>>,
+    residual: Option<Tensor<D>>,
+    gamma: Tensor<1>,
+    beta: Option<Tensor<1>>,
+    epsilon: f64,
+) -> Tensor<D> {
+    if serves(&x.device()) && x.dtype() == DType::F32 {
+        let device = x.device();
+        let out = <burn::backend::Dispatch as FusedOps>::add_layer_norm(
+            x.into_dispatch(),
+            operand(bias, &device),
+            operand(residual, &device),
+            gamma.into_dispatch(),
+            operand(beta, &device),
+            epsilon,
+        );
+        return Tensor::from_dispatch(out);
+    }
+    let mut x = x;
+    if let Some(bias) = bias {
+        x = x + bias.unsqueeze();
+    }
+    if let Some(residual) = residual {
+        x = x + residual;
+    }
+    module::layer_norm(x, gamma, beta, epsilon)
+}
+
+/// Scaled dot-product attention over queries `[batch, seq_q, heads·head_dim]` and keys and values
+/// `[batch, seq_k, heads·head_dim]`, giving `[batch, seq_q, heads·head_dim]`. `mask`
+/// (`[batch, heads, seq_q, seq_k]`, broadcast views welcome) is true where a key may not be seen;
+/// `bias` is added to the scores; `scale` multiplies them (default `1/sqrt(head_dim)`).
+pub fn attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    mask: Option<Tensor<4, Bool>>,
+    bias: Option<Tensor<4>>,
+    scale: Option<f64>,
+) -> Tensor<3> {
+    let [batch, seq_q, width] = q.dims();
+    let seq_k = k.dims()[1];
+    let head_dim = width / heads;
+    let scale = scale.unwrap_or(1.0 / (head_dim as f64).sqrt());
+    if serves(&q.device()) && q.dtype() == DType::F32 {
+        let device = q.device();
+        let out = <burn::backend::Dispatch as FusedOps>::attention(
+            q.into_dispatch(),
+            k.into_dispatch(),
+            v.into_dispatch(),
+            heads,
+            operand(mask, &device),
+            operand(bias, &device),
+            scale,
+        );
+        return Tensor::from_dispatch(out);
+    }
+    let split = |x: Tensor<3>, seq: usize| x.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
+    let options = AttentionModuleOptions {
+        scale: Some(scale),
+        ..Default::default()
+    };
+    let context = module::attention(
+        split(q, seq_q),
+        split(k, seq_k),
+        split(v, seq_k),
+        mask,
+        bias,
+        options,
+    );
+    context.swap_dims(1, 2).reshape([batch, seq_q, width])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flex implementations.
+
+/// `t` in row-major order covering its whole buffer (so `storage_mut` is exactly its elements,
+/// copied first only when another tensor shares the buffer), copied only when its layout needs it.
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    let t = t.to_contiguous();
+    assert_eq!(
+        t.dtype(),
+        DType::F32,
+        "graft's fused kernels take f32 tensors"
+    );
+    t
+}
+
+fn f32s(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+fn from_vec(data: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape))
+}
+
+impl FusedOps for Flex {
+    fn bias_gelu(x: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let mut x = contiguous(x);
+        let bias = absent(bias).map(contiguous);
+        math::bias_gelu_in_place(x.storage_mut::<f32>(), bias.as_ref().map(f32s));
+        x
+    }
+
+    fn linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let x = contiguous(x);
+        let dims = x.layout().shape().clone();
+        let d_in = dims[dims.num_dims() - 1];
+        let rows = x.layout().num_elements() / d_in.max(1);
+        let w_layout: &Layout = weight.layout();
+        let (w_in, d_out) = (w_layout.shape()[0], w_layout.shape()[1]);
+        assert_eq!(
+            w_in, d_in,
+            "linear: the weight takes {w_in} inputs, the input has {d_in}"
+        );
+        let w_strides = w_layout.strides().to_vec();
+        let w_offset = w_layout.start_offset();
+        let w_data = weight.storage::<f32>();
+        let bias = absent(bias).map(contiguous);
+        let mut out: Vec<f32> = Vec::with_capacity(rows * d_out);
+        let parallelism = if rows * d_out * d_in >= 192 * 192 * 192 {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        // out[rows, d_out] = x[rows, d_in] · w[d_in, d_out], every element written (not read).
+        unsafe {
+            gemm::gemm(
+                rows,
+                d_out,
+                d_in,
+                out.as_mut_ptr(),
+                1,
+                d_out as isize,
+                false,
+                f32s(&x).as_ptr(),
+                1,
+                d_in as isize,
+                w_data[w_offset..].as_ptr(),
+                w_strides[1],
+                w_strides[0],
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+            out.set_len(rows * d_out);
+        }
+        if let Some(bias) = &bias {
+            math::add_bias_in_place(&mut out, f32s(bias));
+        }
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("at least one dimension") = d_out;
+        from_vec(out, Shape::from(out_dims))
+    }
+
+    fn add_layer_norm(
+        x: FlexTensor,
+        bias: FlexTensor,
+        residual: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> FlexTensor {
+        let mut x = contiguous(x);
+        let bias = absent(bias).map(contiguous);
+        let residual = absent(residual).map(contiguous);
+        let (gamma, beta) = (contiguous(gamma), absent(beta).map(contiguous));
+        let norm = norm::Norm {
+            gamma: f32s(&gamma),
+            beta: beta.as_ref().map(f32s),
+            epsilon: epsilon as f32,
+        };
+        norm::add_layer_norm_in_place(
+            x.storage_mut::<f32>(),
+            bias.as_ref().map(f32s),
+            residual.as_ref().map(f32s),
+            norm,
+        );
+        x
+    }
+
+    fn attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        heads: usize,
+        mask: FlexTensor,
+        bias: FlexTensor,
+        scale: f64,
+    ) -> FlexTensor {
+        let [batch, seq_q, width] = dims3(&q);
+        let seq_k = dims3(&k)[1];
+        let (q, k, v) = (rows_view(q), rows_view(k), rows_view(v));
+        let shape = attention::Shape {
+            batch,
+            heads,
+            seq_q,
+            seq_k,
+            head_dim: width / heads,
+        };
+        let mask = absent(mask).map(|m| broadcast_view(m, [batch, heads, seq_q, seq_k]));
+        let bias = absent(bias).map(|b| broadcast_view(b, [batch, heads, seq_q, seq_k]));
+        let terms = attention::ScoreTerms {
+            mask: mask
+                .as_ref()
+                .map(|(t, offset, strides)| attention::Strided {
+                    data: t.storage::<u8>(),
+                    offset: *offset,
+                    strides: *strides,
+                }),
+            bias: bias
+                .as_ref()
+                .map(|(t, offset, strides)| attention::Strided {
+                    data: t.storage::<f32>(),
+                    offset: *offset,
+                    strides: *strides,
+                }),
+        };
+        let mut out = Vec::new();
+        attention::attention(
+            q.heads(),
+            k.heads(),
+            v.heads(),
+            shape,
+            scale as f32,
+            terms,
+            &mut out,
+        );
+        from_vec(out, Shape::new([batch, seq_q, width]))
+    }
+}
+
+fn dims3(t: &FlexTensor) -> [usize; 3] {
+    let shape = t.layout().shape();
+    assert_eq!(
+        shape.num_dims(),
+        3,
+        "attention takes [batch, seq, width] tensors"
+    );
+    [shape[0], shape[1], shape[2]]
+}
+
+/// A `[batch, seq, width]` tensor whose rows are contiguous (a view of a wider product is kept).
+struct RowsView {
+    tensor: FlexTensor,
+    offset: usize,
+    batch_stride: usize,
+    seq_stride: usize,
+}
+
+impl RowsView {
+    fn heads(&self) -> attention::Heads<'_> {
+        attention::Heads {
+            data: self.tensor.storage::<f32>(),
+            offset: self.offset,
+            batch_stride: self.batch_stride,
+            seq_stride: self.seq_stride,
+        }
+    }
+}
+
+fn rows_view(t: FlexTensor) -> RowsView {
+    assert_eq!(
+        t.dtype(),
+        DType::F32,
+        "graft's fused kernels take f32 tensors"
+    );
+    let layout = t.layout();
+    let strides = layout.strides();
+    let positive = strides.iter().all(|&s| s >= 0);
+    if positive && strides[2] == 1 {
+        let (offset, batch_stride, seq_stride) = (
+            layout.start_offset(),
+            strides[0] as usize,
+            strides[1] as usize,
+        );
+        return RowsView {
+            tensor: t,
+            offset,
+            batch_stride,
+            seq_stride,
+        };
+    }
+    let t = contiguous(t);
+    let [_, seq, width] = dims3(&t);
+    RowsView {
+        tensor: t,
+        offset: 0,
+        batch_stride: seq * width,
+        seq_stride: width,
+    }
+}
+
+/// A 4-D term's storage, offset and strides over `dims` (0 where it broadcasts).
+fn broadcast_view(t: FlexTensor, dims: [usize; 4]) -> (FlexTensor, usize, [usize; 4]) {
+    let t = if t.layout().strides().iter().all(|&s| s >= 0) {
+        t
+    } else {
+        t.to_contiguous()
+    };
+    let layout = t.layout();
+    let shape = layout.shape();
+    assert_eq!(shape.num_dims(), 4, "attention masks and biases are 4-D");
+    let mut strides = [0usize; 4];
+    for d in 0..4 {
+        assert!(
+            shape[d] == dims[d] || shape[d] == 1,
+            "attention term of shape {shape:?} does not broadcast to {dims:?}"
+        );
+        strides[d] = if shape[d] == 1 {
+            0
+        } else {
+            layout.strides()[d] as usize
+        };
+    }
+    let offset = layout.start_offset();
+    (t, offset, strides)
+}
+
+/// CPU threads the kernels (and Flex's gemm) use: rayon's global pool.
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Sizes rayon's global pool; only possible before its first use.
+pub fn set_threads(threads: usize) -> Result<(), String> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| format!("cannot set {threads} threads: {e}"))
+}

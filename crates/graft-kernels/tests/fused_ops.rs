@@ -1,0 +1,154 @@
+//! The fused Flex kernels against burn's own ops: each public function on a Flex device (fused)
+//! must give what the same call gives on NdArray and on Flex with autodiff (burn's ops), for the
+//! layouts the encoders pass: views of one QKV product, broadcast masks, biases and residuals.
+
+#![allow(deprecated)] // NdArray is one of graft's backends
+
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+fn devices() -> [Device; 3] {
+    [Device::flex(), Device::ndarray(), Device::flex().autodiff()]
+}
+
+/// Deterministic values in about [-3, 3].
+fn random<const D: usize>(shape: [usize; D], seed: u64) -> TensorData {
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let values: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 6.0 - 3.0
+        })
+        .collect();
+    TensorData::new(values, shape)
+}
+
+fn on<const D: usize>(data: &TensorData, device: &Device) -> Tensor<D> {
+    Tensor::from_data(data.clone(), device)
+}
+
+fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    let a = a.into_data().to_vec::<f32>().unwrap();
+    let b = b.into_data().to_vec::<f32>().unwrap();
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Runs `f` on every device and checks the fused result against the others.
+fn agree<const D: usize>(what: &str, tolerance: f32, f: impl Fn(&Device) -> Tensor<D>) {
+    let [fused, reference, autodiff] = devices().map(|d| f(&d));
+    let expected = reference.into_data();
+    let diff = max_diff(fused, Tensor::from_data(expected.clone(), &Device::flex()));
+    assert!(
+        diff <= tolerance,
+        "{what}: fused differs from ndarray by {diff:e}"
+    );
+    let diff = max_diff(autodiff, Tensor::from_data(expected, &Device::flex()));
+    assert!(
+        diff <= tolerance,
+        "{what}: flex autodiff differs from ndarray by {diff:e}"
+    );
+}
+
+#[test]
+fn only_flex_inference_is_served() {
+    assert!(graft_kernels::serves(&Device::flex()));
+    assert!(!graft_kernels::serves(&Device::flex().autodiff()));
+    assert!(!graft_kernels::serves(&Device::ndarray()));
+}
+
+#[test]
+fn gelu_with_and_without_bias() {
+    let x = random([3, 5, 37], 1);
+    let bias = random([37], 2);
+    agree("gelu", 1e-6, |d| graft_kernels::gelu(on::<3>(&x, d), None));
+    agree("gelu + bias", 1e-6, |d| {
+        graft_kernels::gelu(on::<3>(&x, d), Some(on(&bias, d)))
+    });
+}
+
+#[test]
+fn linear_on_contiguous_and_transposed_weights() {
+    let x = random([2, 9, 24], 3);
+    let w = random([24, 40], 4);
+    let w_t = random([40, 24], 5);
+    let b = random([40], 6);
+    agree("linear", 1e-5, |d| {
+        graft_kernels::linear(on::<3>(&x, d), on(&w, d), Some(on(&b, d)))
+    });
+    // A weight stored as the transpose of PyTorch's [out, in] (a strided view).
+    agree("linear, transposed weight", 1e-5, |d| {
+        graft_kernels::linear(on::<3>(&x, d), on::<2>(&w_t, d).transpose(), None)
+    });
+}
+
+#[test]
+fn layer_norm_of_bias_and_residual() {
+    let x = random([4, 6, 48], 7);
+    let residual = random([4, 6, 48], 8);
+    let (bias, gamma, beta) = (random([48], 9), random([48], 10), random([48], 11));
+    agree("add + layer norm", 1e-5, |d| {
+        graft_kernels::add_layer_norm(
+            on::<3>(&x, d),
+            Some(on(&bias, d)),
+            Some(on(&residual, d)),
+            on(&gamma, d),
+            Some(on(&beta, d)),
+            1e-12,
+        )
+    });
+    agree("plain layer norm", 1e-5, |d| {
+        graft_kernels::add_layer_norm(on::<3>(&x, d), None, None, on(&gamma, d), None, 1e-5)
+    });
+}
+
+#[test]
+fn attention_on_qkv_views_with_padding_masks_and_biases() {
+    let (batch, seq, heads, head_dim) = (3, 21, 4, 8);
+    let width = heads * head_dim;
+    let qkv = random([batch, seq, 3 * width], 12);
+    let bias = random([1, heads, seq, seq], 13);
+    let lengths = [21i64, 15, 4];
+    let ids: Vec<i64> = lengths
+        .iter()
+        .flat_map(|&len| (0..seq as i64).map(move |j| i64::from(j < len)))
+        .collect();
+    let attention_mask = TensorData::new(ids, [batch, seq]);
+    let pad_mask = |d: &Device| -> Tensor<4, Bool> {
+        Tensor::<2, Int>::from_data(attention_mask.clone(), d)
+            .equal_elem(0)
+            .reshape([batch, 1, 1, seq])
+            .expand([batch, heads, seq, seq])
+    };
+    let parts = |d: &Device| {
+        let qkv = on::<3>(&qkv, d);
+        [0, 1, 2].map(|i| qkv.clone().narrow(2, i * width, width))
+    };
+    agree("attention", 2e-6, |d| {
+        let [q, k, v] = parts(d);
+        graft_kernels::attention(q, k, v, heads, None, None, None)
+    });
+    agree("attention, padded", 2e-6, |d| {
+        let [q, k, v] = parts(d);
+        graft_kernels::attention(q, k, v, heads, Some(pad_mask(d)), None, Some(0.3))
+    });
+    agree("attention, padded and biased", 2e-6, |d| {
+        let [q, k, v] = parts(d);
+        let bias = on::<4>(&bias, d).expand([batch, heads, seq, seq]);
+        graft_kernels::attention(q, k, v, heads, Some(pad_mask(d)), Some(bias), None)
+    });
+    // A sliding window shared by every batch and head (ModernBERT's local layers).
+    let window: Vec<bool> = (0..seq * seq)
+        .map(|n| (n / seq).abs_diff(n % seq) > 3)
+        .collect();
+    let window = TensorData::new(window, [1, 1, seq, seq]);
+    agree("attention, windowed", 2e-6, |d| {
+        let [q, k, v] = parts(d);
+        let mask = Tensor::<4, Bool>::from_data(window.clone(), d).expand([batch, heads, seq, seq]);
+        graft_kernels::attention(q, k, v, heads, Some(mask), None, None)
+    });
+}
