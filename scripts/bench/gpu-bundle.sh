@@ -3,7 +3,8 @@
 # and no network: graft built here and stripped, the Vulkan loader as Debian packages (amd64),
 # and MiniLM's tokenizer (the GPU runs use random weights of the real shapes: speed does not
 # depend on the weights, and the 87 MB checkpoint need not travel). Run on a CPU build machine
-# with network, from anywhere; writes .gpu-bundle/ (about 25 MB) in the repository root.
+# with network, from anywhere; writes .gpu-bundle/ (about 25 MB: the binary travels xz-compressed)
+# in the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/graft-target}"
@@ -11,6 +12,7 @@ bundle=.gpu-bundle
 rm -rf "$bundle" && mkdir -p "$bundle/gl" "$bundle/tokenizer" /tmp/graft-apt-amd64/partial
 cargo build --release --workspace
 strip -o "$bundle/graft" "$CARGO_TARGET_DIR/release/graft"
+xz -T0 -6 "$bundle/graft"
 for f in tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json; do
   cp "models/all-MiniLM-L6-v2/$f" "$bundle/tokenizer/"
 done

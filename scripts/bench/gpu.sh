@@ -12,16 +12,22 @@
 #   scripts/bench/gpu.sh [BUNDLE]        # BUNDLE defaults to .gpu-bundle
 # Needs python3 with torch (CUDA), transformers and sentence-transformers there; no Rust, no
 # network. Writes bench-results/gpu/*.jsonl (GPU_RESULTS overrides) and prints a summary.
-# QUICK=1 shrinks everything for a dry run of the plumbing, and TORCH_DEVICE=cpu runs the
-# references on the CPU (for that dry run on a machine without CUDA).
+# QUICK=1 shrinks everything for a dry run of the plumbing; TORCH_DEVICE=cpu and BACKEND=flex run
+# the references and graft on the CPU (for that dry run on a machine without a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bundle="${1:-.gpu-bundle}"
 python="${PYTHON:-python3}"
 torch_device="${TORCH_DEVICE:-cuda}"
+backend="${BACKEND:-wgpu}"
 out="${GPU_RESULTS:-bench-results/gpu}"
-graft="$(realpath "$bundle/graft")"
 mkdir -p "$out" && rm -f "$out"/*.jsonl
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+graft="$work/graft"
+"$python" -c 'import lzma, sys; open(sys.argv[2], "wb").write(lzma.open(sys.argv[1]).read())' \
+  "$bundle/graft.xz" "$graft"
+chmod +x "$graft"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 if ! ldconfig -p | grep -q 'libvulkan.so.1'; then
@@ -34,8 +40,6 @@ if [ -f "$nvidia_icd" ]; then export VK_DRIVER_FILES="$nvidia_icd"; fi
 
 seqs=(128 256); repeats=10; head_epochs=20; train_rows=4001
 if [ -n "${QUICK:-}" ]; then seqs=(32); repeats=2; head_epochs=2; train_rows=201; fi
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
 for size in minilm base; do
   "$python" scripts/bench/reference_forward.py random-bert "$work/$size" --size "$size" \
     --tokenizer "$bundle/tokenizer" >/dev/null
@@ -48,7 +52,7 @@ head -n "$(( train_rows / 4 + 1 ))" datasets/fine-foods/testing_data.csv > "$tes
 # 1. Embedding throughput.
 for size in minilm base; do
   for seq in "${seqs[@]}"; do
-    "$graft" bench forward --backend wgpu --model "$work/$size" --data datasets/fine-foods/training_data.csv \
+    "$graft" bench forward --backend "$backend" --model "$work/$size" --data datasets/fine-foods/training_data.csv \
       --column review --seq-len "$seq" --repeats "$repeats" | sed "s/^{/{\"model\": \"$size\", /" | tee -a "$out/forward.jsonl"
     "$python" scripts/bench/reference_forward.py torch --device "$torch_device" --model "$work/$size" \
       --seq-len "$seq" --repeats "$repeats" | sed "s#\"model\": \"[^\"]*\"#\"model\": \"$size\"#" | tee -a "$out/forward.jsonl"
@@ -91,7 +95,7 @@ backbone_lr = 5e-5
 optimizer = "adamw"
 weight_decay = 0.01
 seed = 42
-backend = "wgpu"
+backend = "$backend"
 cache = "auto"
 cache_dir = "$work/cache"
 [output]
@@ -113,7 +117,7 @@ import json, sys, os
 out = sys.argv[1]
 rows = [json.loads(l) for l in open(os.path.join(out, "forward.jsonl"))]
 print("\nembedding throughput (sequences/s, batch 32)")
-print(f"{'model':<8} {'tokens':>6} {'graft wgpu':>11} {'pytorch':>9} {'graft ÷ pytorch':>16}")
+print(f"{'model':<8} {'tokens':>6} {'graft':>11} {'pytorch':>9} {'graft ÷ pytorch':>16}")
 graft = {(r["model"], r["seq_len"]): r for r in rows if "backend" in r}
 torch = {(r["model"], r["seq_len"]): r for r in rows if r.get("runtime") == "pytorch"}
 for key in graft:

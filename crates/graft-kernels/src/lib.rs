@@ -27,9 +27,13 @@ use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Device, Shape, Tensor, TensorData, activation};
 
-/// Whether the fused kernels serve `device`: Flex, not recording gradients.
+/// Whether the fused kernels serve `device`: Flex, not recording gradients, unless the
+/// environment sets `GRAFT_FUSED_KERNELS=0` (burn's ops everywhere, for comparisons).
 pub fn serves(device: &Device) -> bool {
-    matches!(device.as_dispatch(), DispatchDevice::Flex(_))
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled =
+        *ENABLED.get_or_init(|| std::env::var("GRAFT_FUSED_KERNELS").as_deref() != Ok("0"));
+    enabled && matches!(device.as_dispatch(), DispatchDevice::Flex(_))
 }
 
 /// The operations graft adds to Flex. An optional operand that is absent travels as a tensor with
