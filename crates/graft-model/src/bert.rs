@@ -10,8 +10,6 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, activation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -268,9 +266,11 @@ pub fn project_qkv(layers: [&Linear; 3], x: Tensor<3>) -> [Tensor<3>; 3] {
     })
 }
 
-/// [`attend`] for queries, keys and values in the projections' layout, `[batch, seq, heads·head_dim]`,
-/// giving the context in that layout. Outside training with attention dropout this runs graft's
-/// fused attention, which reads that layout directly.
+/// Scaled dot-product attention over queries, keys and values in the projections' layout,
+/// `[batch, seq, heads·head_dim]`, giving the context in that layout: graft's fused attention
+/// (burn's elsewhere), or while training with dropout on the probabilities, the explicit path
+/// transformers takes. `pad_mask` (`[batch, heads, seq, seq]`) is true where a key may not be
+/// seen; `bias` is added to the scores; `divisor` divides them (default `sqrt(head_dim)`).
 #[allow(clippy::too_many_arguments)]
 pub fn attend_rows(
     q: Tensor<3>,
@@ -287,57 +287,25 @@ pub fn attend_rows(
     }
     let [batch, seq_q, width] = q.dims();
     let seq_k = k.dims()[1];
-    let split = |x: Tensor<3>, seq: usize| {
-        x.reshape([batch, seq, heads, width / heads])
-            .swap_dims(1, 2)
-    };
-    let context = attend(
-        split(q, seq_q),
-        split(k, seq_k),
-        split(v, seq_k),
-        pad_mask,
-        bias,
-        divisor,
-        dropout,
-    );
-    context.swap_dims(1, 2).reshape([batch, seq_q, width])
-}
-
-/// Whether dropout applies to the attention probabilities (training on an autodiff device).
-fn attention_dropout(dropout: &Dropout, q: &Tensor<3>) -> bool {
-    dropout.prob > 0.0 && dropout.training.is_enabled() && q.device().is_autodiff()
-}
-
-/// Scaled dot-product attention over `[batch, heads, seq, head_dim]` queries, keys and values:
-/// burn's fused kernel, or while training with dropout on the probabilities, the explicit path
-/// transformers takes. `pad_mask` is true where a key may not be seen; `bias` is added to the
-/// scores; `divisor` divides them (default `sqrt(head_dim)`).
-pub fn attend(
-    q: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
-    pad_mask: Option<Tensor<4, Bool>>,
-    bias: Option<Tensor<4>>,
-    divisor: Option<f64>,
-    dropout: &Dropout,
-) -> Tensor<4> {
-    let training = dropout.prob > 0.0 && dropout.training.is_enabled() && q.device().is_autodiff();
-    if !training {
-        let options = AttentionModuleOptions {
-            scale: divisor.map(|d| 1.0 / d),
-            ..Default::default()
-        };
-        return attention(q, k, v, pad_mask, bias, options);
-    }
-    let divisor = divisor.unwrap_or_else(|| (q.dims()[3] as f64).sqrt());
-    let mut scores = q.matmul(k.swap_dims(2, 3)) / divisor;
+    let head_dim = width / heads;
+    let split = |x: Tensor<3>, seq: usize| x.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
+    let divisor = divisor.unwrap_or_else(|| (head_dim as f64).sqrt());
+    let mut scores = split(q, seq_q).matmul(split(k, seq_k).swap_dims(2, 3)) / divisor;
     if let Some(bias) = bias {
         scores = scores + bias;
     }
     if let Some(mask) = pad_mask {
         scores = scores.mask_fill(mask, f32::MIN);
     }
-    dropout.forward(activation::softmax(scores, 3)).matmul(v)
+    let context = dropout
+        .forward(activation::softmax(scores, 3))
+        .matmul(split(v, seq_k));
+    context.swap_dims(1, 2).reshape([batch, seq_q, width])
+}
+
+/// Whether dropout applies to the attention probabilities (training on an autodiff device).
+fn attention_dropout(dropout: &Dropout, q: &Tensor<3>) -> bool {
+    dropout.prob > 0.0 && dropout.training.is_enabled() && q.device().is_autodiff()
 }
 
 /// The layer index in a path under `prefix` (`encoder.layer.` + `3.attention...` gives 3).
