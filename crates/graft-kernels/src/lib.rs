@@ -66,6 +66,11 @@ pub trait FusedOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
+/// The kernels are f32 only; anything else (half precision, quantized weights) takes burn's ops.
+fn all_f32(dtypes: &[Option<DType>]) -> bool {
+    dtypes.iter().flatten().all(|&dtype| dtype == DType::F32)
+}
+
 /// An optional operand for [`FusedOps`]: the tensor, or one with no elements on `device`.
 fn operand<const D: usize, K: burn::tensor::kind::Basic>(
     tensor: Option<Tensor<D, K>>,
@@ -83,7 +88,8 @@ fn absent(t: FlexTensor) -> Option<FlexTensor> {
 
 /// Exact GELU of `x + bias` (bias over the last dimension).
 pub fn gelu<const D: usize>(x: Tensor<D>, bias: Option<Tensor<1>>) -> Tensor<D> {
-    if serves(&x.device()) && x.dtype() == DType::F32 {
+    let dtypes = [Some(x.dtype()), bias.as_ref().map(Tensor::dtype)];
+    if serves(&x.device()) && all_f32(&dtypes) {
         let device = x.device();
         let out = <burn::backend::Dispatch as FusedOps>::bias_gelu(
             x.into_dispatch(),
@@ -104,7 +110,12 @@ pub fn linear<const D: usize>(
     weight: Tensor<2>,
     bias: Option<Tensor<1>>,
 ) -> Tensor<D> {
-    if serves(&x.device()) && x.dtype() == DType::F32 && D >= 2 {
+    let dtypes = [
+        Some(x.dtype()),
+        Some(weight.dtype()),
+        bias.as_ref().map(Tensor::dtype),
+    ];
+    if serves(&x.device()) && all_f32(&dtypes) && D >= 2 {
         let device = x.device();
         let out = <burn::backend::Dispatch as FusedOps>::linear(
             x.into_dispatch(),
@@ -125,7 +136,14 @@ pub fn add_layer_norm<const D: usize>(
     beta: Option<Tensor<1>>,
     epsilon: f64,
 ) -> Tensor<D> {
-    if serves(&x.device()) && x.dtype() == DType::F32 {
+    let dtypes = [
+        Some(x.dtype()),
+        bias.as_ref().map(Tensor::dtype),
+        residual.as_ref().map(Tensor::dtype),
+        Some(gamma.dtype()),
+        beta.as_ref().map(Tensor::dtype),
+    ];
+    if serves(&x.device()) && all_f32(&dtypes) {
         let device = x.device();
         let out = <burn::backend::Dispatch as FusedOps>::add_layer_norm(
             x.into_dispatch(),
@@ -164,7 +182,13 @@ pub fn attention(
     let seq_k = k.dims()[1];
     let head_dim = width / heads;
     let scale = scale.unwrap_or(1.0 / (head_dim as f64).sqrt());
-    if serves(&q.device()) && q.dtype() == DType::F32 {
+    let dtypes = [
+        Some(q.dtype()),
+        Some(k.dtype()),
+        Some(v.dtype()),
+        bias.as_ref().map(Tensor::dtype),
+    ];
+    if serves(&q.device()) && all_f32(&dtypes) {
         let device = q.device();
         let out = <burn::backend::Dispatch as FusedOps>::attention(
             q.into_dispatch(),

@@ -152,3 +152,18 @@ fn attention_on_qkv_views_with_padding_masks_and_biases() {
         graft_kernels::attention(q, k, v, heads, Some(mask), None, None)
     });
 }
+
+#[test]
+fn other_dtypes_take_burns_ops() {
+    let x = random([2, 3, 8], 14);
+    let w = random([8, 5], 15);
+    let device = Device::flex();
+    let half = |t: Tensor<3>| t.cast(burn::tensor::DType::F16);
+    let w = on::<2>(&w, &device).cast(burn::tensor::DType::F16);
+    // A half-precision model on Flex: burn's ops, the same result as calling them directly.
+    let x = half(on::<3>(&x, &device));
+    let served = graft_kernels::linear(x.clone(), w.clone(), None);
+    let direct = burn::tensor::module::linear(x, w, None);
+    assert_eq!(served.dtype(), burn::tensor::DType::F16);
+    assert_eq!(served.into_data(), direct.into_data());
+}
