@@ -224,7 +224,6 @@ pub struct SideBySide {
 impl SideBySide {
     /// A small table of sequences per second and ratios.
     pub fn table(&self) -> String {
-        let rate = |v: &serde_json::Value| v["sequences_per_second"].as_f64().unwrap_or(f64::NAN);
         let (torch, ort) = (rate(&self.pytorch), rate(&self.onnxruntime));
         let graft = self.graft.sequences_per_second;
         format!(
@@ -251,15 +250,17 @@ impl SideBySide {
     }
 }
 
+/// A reference report's sequences per second (NaN when it has none).
+fn rate(report: &serde_json::Value) -> f64 {
+    report["sequences_per_second"].as_f64().unwrap_or(f64::NAN)
+}
+
 /// Runs the reference script for PyTorch and ONNX Runtime after graft's measurement.
 pub fn compare_forward(graft: ForwardBench, run: &ReferenceRun) -> Result<SideBySide, TrainError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TrainError::Io { path, source }
-    };
-    let scratch = tempfile::tempdir().map_err(io(&std::env::temp_dir()))?;
+    let temp = std::env::temp_dir();
+    let scratch = tempfile::tempdir().map_err(TrainError::io(&temp))?;
     let script = scratch.path().join("reference_forward.py");
-    std::fs::write(&script, REFERENCE_SCRIPT).map_err(io(&script))?;
+    std::fs::write(&script, REFERENCE_SCRIPT).map_err(TrainError::io(&script))?;
     let measure = |runtime: &str| -> Result<serde_json::Value, TrainError> {
         let output = std::process::Command::new(&run.python)
             .arg(&script)
@@ -295,7 +296,6 @@ pub fn compare_forward(graft: ForwardBench, run: &ReferenceRun) -> Result<SideBy
     };
     let pytorch = measure("torch")?;
     let onnxruntime = measure("onnxruntime")?;
-    let rate = |v: &serde_json::Value| v["sequences_per_second"].as_f64().unwrap_or(f64::NAN);
     Ok(SideBySide {
         graft_over_pytorch: graft.sequences_per_second / rate(&pytorch),
         graft_over_onnxruntime: graft.sequences_per_second / rate(&onnxruntime),

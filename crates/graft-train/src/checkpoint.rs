@@ -48,13 +48,6 @@ pub struct CheckpointState {
     pub config: String,
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 fn record_error(path: &Path) -> impl Fn(burn::store::RecordError) -> TrainError + '_ {
     move |e| TrainError::Write {
         path: path.to_path_buf(),
@@ -73,7 +66,7 @@ pub fn model_bytes<M: Module>(model: &M, path: &Path) -> Result<Vec<u8>, TrainEr
 
 /// Loads the tensors of a model file into `model` (same structure; ids kept from the file).
 pub fn load_model<M: Module>(model: M, path: &Path) -> Result<M, TrainError> {
-    let bytes = std::fs::read(path).map_err(io(path))?;
+    let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
     let corrupt = |e: burn::store::RecordError| TrainError::Config {
         path: path.to_path_buf(),
         message: format!("unreadable checkpoint: {e}"),
@@ -100,7 +93,7 @@ impl Checkpoints {
         if !pointer.is_file() {
             return Ok(None);
         }
-        let name = std::fs::read_to_string(&pointer).map_err(io(&pointer))?;
+        let name = std::fs::read_to_string(&pointer).map_err(TrainError::io(&pointer))?;
         let folder = self.dir.join(name.trim());
         if !folder.join("state.json").is_file() {
             return Err(TrainError::Config {
@@ -116,7 +109,7 @@ impl Checkpoints {
 
     pub fn read_state(folder: &Path) -> Result<CheckpointState, TrainError> {
         let path = folder.join("state.json");
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let text = std::fs::read_to_string(&path).map_err(TrainError::io(&path))?;
         serde_json::from_str(&text).map_err(|e| TrainError::Config {
             path,
             message: format!("unreadable checkpoint state: {e}"),
@@ -143,7 +136,7 @@ impl Checkpoints {
         let staging = self.dir.join(format!(".{name}.partial"));
         let _ = std::fs::remove_dir_all(&staging);
         let staged = (|| {
-            std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+            std::fs::create_dir_all(&staging).map_err(TrainError::io(&staging))?;
             let model_path = staging.join("model.bpk");
             write_atomic(&model_path, &model_bytes(model, &model_path)?)?;
             let optim_path = staging.join("optimizer.bpk");
@@ -163,9 +156,9 @@ impl Checkpoints {
         }
         let folder = self.dir.join(&name);
         if folder.exists() {
-            std::fs::remove_dir_all(&folder).map_err(io(&folder))?;
+            std::fs::remove_dir_all(&folder).map_err(TrainError::io(&folder))?;
         }
-        std::fs::rename(&staging, &folder).map_err(io(&folder))?;
+        std::fs::rename(&staging, &folder).map_err(TrainError::io(&folder))?;
         write_atomic(&self.dir.join(LATEST), name.as_bytes())?;
         // Only now is everything else unreferenced.
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
@@ -192,7 +185,7 @@ impl Checkpoints {
         optimizer: ModuleOptimizer,
     ) -> Result<ModuleOptimizer, TrainError> {
         let path = folder.join("optimizer.bpk");
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let bytes = std::fs::read(&path).map_err(TrainError::io(&path))?;
         let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
             TrainError::Config {
                 path: path.clone(),

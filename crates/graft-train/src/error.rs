@@ -53,3 +53,13 @@ pub enum TrainError {
     #[error(transparent)]
     Data(#[from] graft_data::DataError),
 }
+
+impl TrainError {
+    /// Maps an I/O error on `path` to [`TrainError::Io`] naming it.
+    pub(crate) fn io(path: &std::path::Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+        move |source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

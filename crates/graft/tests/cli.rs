@@ -5,7 +5,7 @@ use std::path::Path;
 
 mod common;
 
-use common::{fails, json, ok, repo, write};
+use common::{FINE_FOODS_MINI, fails, json, ok, repo, write};
 
 fn config(out_dir: &Path, extra_data: &str, train: &str) -> String {
     format!(
@@ -13,13 +13,7 @@ fn config(out_dir: &Path, extra_data: &str, train: &str) -> String {
 backbone = "models/all-MiniLM-L6-v2"
 max_length = 128
 
-[data]
-format = "csv"
-train = "datasets/fine-foods-mini/train.csv"
-test = "datasets/fine-foods-mini/test.csv"
-text_column = "review"
-label_column = "score"
-{extra_data}
+{FINE_FOODS_MINI}{extra_data}
 
 [train]
 epochs = 3

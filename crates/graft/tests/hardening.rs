@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{command, fails, json, latest_checkpoint, metrics_without_seconds, ok, repo, write};
+use common::{
+    FINE_FOODS_MINI, command, fails, json, latest_checkpoint, metrics_without_seconds, ok, repo,
+    write,
+};
 
 /// A run that fine-tunes the top of MiniLM (each epoch takes a while), as the SIGKILL test.
 fn finetune_config(out_dir: &Path, epochs: usize) -> String {
@@ -21,13 +24,7 @@ fn finetune_config(out_dir: &Path, epochs: usize) -> String {
 backbone = "models/all-MiniLM-L6-v2"
 max_length = 64
 
-[data]
-format = "csv"
-train = "datasets/fine-foods-mini/train.csv"
-test = "datasets/fine-foods-mini/test.csv"
-text_column = "review"
-label_column = "score"
-
+{FINE_FOODS_MINI}
 [freeze]
 layers = 5
 
@@ -50,13 +47,7 @@ fn frozen_config(out_dir: &Path, cache: &Path, epochs: usize) -> String {
         r#"[model]
 backbone = "models/all-MiniLM-L6-v2"
 
-[data]
-format = "csv"
-train = "datasets/fine-foods-mini/train.csv"
-test = "datasets/fine-foods-mini/test.csv"
-text_column = "review"
-label_column = "score"
-
+{FINE_FOODS_MINI}
 [freeze]
 backbone = true
 

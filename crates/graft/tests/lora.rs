@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{export, fails, json, ok, write};
+use common::{FINE_FOODS_MINI, export, fails, json, ok, write};
 
 fn golden() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/lora")
@@ -21,13 +21,7 @@ pooling = "cls"
 pooler = true
 normalize = false
 
-[data]
-format = "csv"
-train = "datasets/fine-foods-mini/train.csv"
-test = "datasets/fine-foods-mini/test.csv"
-text_column = "review"
-label_column = "score"
-
+{FINE_FOODS_MINI}
 [lora]
 r = 4
 alpha = 8

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    command, export, fails, json, latest_checkpoint, metrics_without_seconds, ok, predict_reviews,
-    repo, write,
+    FINE_FOODS_MINI, command, export, fails, json, latest_checkpoint, metrics_without_seconds, ok,
+    predict_reviews, repo, write,
 };
 
 fn partial_config(out_dir: &Path, epochs: usize, lr: &str) -> String {
@@ -18,13 +18,7 @@ fn partial_config(out_dir: &Path, epochs: usize, lr: &str) -> String {
 backbone = "models/all-MiniLM-L6-v2"
 max_length = 64
 
-[data]
-format = "csv"
-train = "datasets/fine-foods-mini/train.csv"
-test = "datasets/fine-foods-mini/test.csv"
-text_column = "review"
-label_column = "score"
-
+{FINE_FOODS_MINI}
 [freeze]
 layers = 5
 unfreeze = [{{ epoch = 2, layers = "last:3" }}]

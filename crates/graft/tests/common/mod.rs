@@ -5,6 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The `[data]` section of the configs that train on the small fine-foods slice.
+pub const FINE_FOODS_MINI: &str = r#"[data]
+format = "csv"
+train = "datasets/fine-foods-mini/train.csv"
+test = "datasets/fine-foods-mini/test.csv"
+text_column = "review"
+label_column = "score"
+"#;
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
