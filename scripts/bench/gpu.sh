@@ -6,12 +6,14 @@
 #      (graft train, cache cold, against pytorch_bench.py cached);
 #   3. an unfrozen run: one epoch in which every backbone weight trains (graft train with
 #      [freeze] backbone = false, against pytorch_bench.py finetune).
+# graft runs at its own autotune level (cubecl's `minimal`); the embedding rows and the frozen run
+# are repeated at cubecl's default (`CUBECL_AUTOTUNE_LEVEL=balanced`) to show what that costs.
 # The models get random weights of the real shapes (accuracies are therefore meaningless here).
 #
 # On the NVIDIA machine, from the repository root, with the bundle of scripts/bench/gpu-bundle.sh:
 #   scripts/bench/gpu.sh [BUNDLE]        # BUNDLE defaults to .gpu-bundle
 # Needs python3 with torch (CUDA), transformers and sentence-transformers there; no Rust, no
-# network. Writes bench-results/gpu/*.jsonl (GPU_RESULTS overrides) and prints a summary.
+# network. Writes bench-results/gpu/*.jsonl and train.log (GPU_RESULTS overrides) and prints a summary.
 # QUICK=1 shrinks everything for a dry run of the plumbing; TORCH_DEVICE=cpu and BACKEND=flex run
 # the references and graft on the CPU (for that dry run on a machine without a GPU).
 set -euo pipefail
@@ -21,7 +23,7 @@ python="${PYTHON:-python3}"
 torch_device="${TORCH_DEVICE:-cuda}"
 backend="${BACKEND:-wgpu}"
 out="${GPU_RESULTS:-bench-results/gpu}"
-mkdir -p "$out" && rm -f "$out"/*.jsonl
+mkdir -p "$out" && rm -f "$out"/*.jsonl "$out/train.log"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 graft="$work/graft"
@@ -52,8 +54,11 @@ head -n "$(( train_rows / 4 + 1 ))" datasets/fine-foods/testing_data.csv > "$tes
 # 1. Embedding throughput.
 for size in minilm base; do
   for seq in "${seqs[@]}"; do
-    "$graft" bench forward --backend "$backend" --model "$work/$size" --data datasets/fine-foods/training_data.csv \
-      --column review --seq-len "$seq" --repeats "$repeats" | sed "s/^{/{\"model\": \"$size\", /" | tee -a "$out/forward.jsonl"
+    for level in minimal balanced; do
+      CUBECL_AUTOTUNE_LEVEL=$level "$graft" bench forward --backend "$backend" --model "$work/$size" \
+        --data datasets/fine-foods/training_data.csv --column review --seq-len "$seq" --repeats "$repeats" |
+        sed "s/^{/{\"model\": \"$size\", \"autotune\": \"$level\", /" | tee -a "$out/forward.jsonl"
+    done
     "$python" scripts/bench/reference_forward.py torch --device "$torch_device" --model "$work/$size" \
       --seq-len "$seq" --repeats "$repeats" | sed "s#\"model\": \"[^\"]*\"#\"model\": \"$size\"#" | tee -a "$out/forward.jsonl"
   done
@@ -64,7 +69,8 @@ timed() { # label, command...
   local label="$1"; shift
   local start end
   start=$EPOCHREALTIME
-  "$@" > "$out/$label.log" 2>&1
+  echo "== $label" >> "$out/train.log"
+  "$@" >> "$out/train.log" 2>&1
   end=$EPOCHREALTIME
   awk -v label="$label" -v a="$start" -v b="$end" \
     'BEGIN { printf "{\"run\": \"%s\", \"wall_seconds\": %.2f}\n", label, b - a }' | tee -a "$out/train.jsonl"
@@ -106,6 +112,8 @@ config "$head_epochs" 256 "backbone = true" "$work/frozen" > "$work/frozen.toml"
 config 1 128 "backbone = false" "$work/unfrozen" > "$work/unfrozen.toml"
 sed -i 's/^backbone_lr = .*//' "$work/frozen.toml"
 timed graft-frozen "$graft" train "$work/frozen.toml"
+sed "s#$work/cache#$work/cache-balanced#; s#$work/frozen\"#$work/frozen-balanced\"#" "$work/frozen.toml" > "$work/frozen-balanced.toml"
+CUBECL_AUTOTUNE_LEVEL=balanced timed graft-frozen-balanced "$graft" train "$work/frozen-balanced.toml"
 timed pytorch-frozen "$python" scripts/bench/pytorch_bench.py cached --device "$torch_device" \
   --model "$work/minilm" --train "$data" --test "$test_data" --epochs "$head_epochs"
 timed graft-unfrozen "$graft" train "$work/unfrozen.toml"
@@ -117,16 +125,20 @@ import json, sys, os
 out = sys.argv[1]
 rows = [json.loads(l) for l in open(os.path.join(out, "forward.jsonl"))]
 print("\nembedding throughput (sequences/s, batch 32)")
-print(f"{'model':<8} {'tokens':>6} {'graft':>11} {'pytorch':>9} {'graft ÷ pytorch':>16}")
-graft = {(r["model"], r["seq_len"]): r for r in rows if "backend" in r}
+print(f"{'model':<8} {'tokens':>6} {'graft':>11} {'balanced':>9} {'pytorch':>9} {'graft ÷ pytorch':>16}")
+graft = {(r["model"], r["seq_len"]): r for r in rows if r.get("autotune") == "minimal"}
+balanced = {(r["model"], r["seq_len"]): r for r in rows if r.get("autotune") == "balanced"}
 torch = {(r["model"], r["seq_len"]): r for r in rows if r.get("runtime") == "pytorch"}
 for key in graft:
     g, t = graft[key]["sequences_per_second"], torch[key]["sequences_per_second"]
-    print(f"{key[0]:<8} {key[1]:>6} {g:>11.1f} {t:>9.1f} {g / t:>16.2f}")
+    b = balanced[key]["sequences_per_second"]
+    print(f"{key[0]:<8} {key[1]:>6} {g:>11.1f} {b:>9.1f} {t:>9.1f} {g / t:>16.2f}")
 print("device:", next(iter(graft.values()))["device"])
+print("graft: cubecl's minimal autotune level (graft's default); balanced: cubecl's default")
 runs = {r["run"]: r["wall_seconds"] for r in map(json.loads, open(os.path.join(out, "train.jsonl")))}
 print("\ntraining, whole process (s)")
 for kind in ("frozen", "unfrozen"):
     g, t = runs[f"graft-{kind}"], runs[f"pytorch-{kind}"]
     print(f"{kind:<9} graft {g:8.1f}   pytorch {t:8.1f}   graft ÷ pytorch {g / t:5.2f}")
+print(f"frozen at cubecl's default autotune level: graft {runs['graft-frozen-balanced']:.1f}")
 PY

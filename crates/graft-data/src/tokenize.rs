@@ -119,8 +119,19 @@ impl TextTokenizer {
 impl TokenBatch {
     /// Pads `tokens` with id 0 to the longest of them.
     pub fn pad(tokens: &[&Tokens]) -> Self {
+        Self::pad_to_multiple(tokens, 1, usize::MAX)
+    }
+
+    /// Pads `tokens` with id 0 to the longest of them rounded up to a multiple of `multiple`
+    /// (as transformers' `pad_to_multiple_of`), but no further than `limit`, the longest a
+    /// tokenized text can be, so that padded positions stay within the model's.
+    pub fn pad_to_multiple(tokens: &[&Tokens], multiple: usize, limit: usize) -> Self {
         let batch = tokens.len();
-        let seq_len = tokens.iter().map(|t| t.ids.len()).max().unwrap_or(0).max(1);
+        let longest = tokens.iter().map(|t| t.ids.len()).max().unwrap_or(0).max(1);
+        let seq_len = longest
+            .next_multiple_of(multiple.max(1))
+            .min(limit)
+            .max(longest);
         let mut out = Self {
             batch,
             seq_len,
@@ -180,5 +191,25 @@ mod tests {
         assert_eq!((batch.batch, batch.seq_len), (2, 3));
         assert_eq!(batch.input_ids, vec![101, 7, 102, 101, 102, 0]);
         assert_eq!(batch.attention_mask, vec![1, 1, 1, 1, 1, 0]);
+    }
+
+    #[test]
+    fn pads_to_a_multiple_within_the_limit() {
+        let tokens = |n: usize| Tokens {
+            ids: vec![5; n],
+            type_ids: vec![0; n],
+        };
+        let (a, b) = (tokens(33), tokens(3));
+        let padded = TokenBatch::pad_to_multiple(&[&a, &b], 32, 128);
+        assert_eq!(padded.seq_len, 64);
+        assert_eq!(padded.attention_mask[..64].iter().sum::<i64>(), 33);
+        assert_eq!(padded.attention_mask[64..].iter().sum::<i64>(), 3);
+        assert_eq!(padded.input_ids[33..64], [0; 31]);
+        // Never past the limit, never shorter than the longest text.
+        assert_eq!(TokenBatch::pad_to_multiple(&[&a], 32, 40).seq_len, 40);
+        assert_eq!(TokenBatch::pad_to_multiple(&[&a], 32, 20).seq_len, 33);
+        assert_eq!(TokenBatch::pad_to_multiple(&[&b], 0, 10).seq_len, 3);
+        // A multiple of the length already pads nothing.
+        assert!(!TokenBatch::pad_to_multiple(&[&tokens(32)], 32, 64).has_padding());
     }
 }

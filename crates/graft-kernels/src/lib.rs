@@ -9,6 +9,7 @@
 //! - [`gelu`]: exact GELU with a vectorized `erf` (absolute error ≤ 1e-7), optionally adding a
 //!   bias first, in place.
 //! - [`linear`]: one gemm over all rows with the bias written into the output first.
+//! - [`linear_add`]: the same, accumulated into a residual's buffer instead of a new one.
 //! - [`add_layer_norm`]: bias + residual + layer norm in one pass, in place.
 //! - [`attention`]: scaled dot-product attention reading Q/K/V in `[batch, seq, heads·head_dim]`
 //!   (views of one QKV product) with an online softmax; see [`attention`](mod@attention).
@@ -25,7 +26,7 @@ use burn::backend::tensor::{BoolTensor, FloatTensor};
 use burn::backend::{Backend, DispatchDevice, Flex, backend_extension};
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, Device, Shape, Tensor, TensorData, activation};
+use burn::tensor::{Bool, DType, Device, Float, Shape, Tensor, TensorData, activation};
 
 /// Whether the fused kernels serve `device`: Flex, not recording gradients, unless the
 /// environment sets `GRAFT_FUSED_KERNELS=0` (burn's ops everywhere, for comparisons).
@@ -45,6 +46,7 @@ pub trait FusedOps: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        into: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
     fn add_layer_norm(
         x: FloatTensor<Self>,
@@ -121,10 +123,38 @@ pub fn linear<const D: usize>(
             x.into_dispatch(),
             weight.into_dispatch(),
             operand(bias, &device),
+            operand::<D, Float>(None, &device),
         );
         return Tensor::from_dispatch(out);
     }
     module::linear(x, weight, bias)
+}
+
+/// `into + x · weight + bias`: [`linear`] accumulated into `into` (a residual, say), whose buffer
+/// takes the result when nothing else holds it, so no new buffer is allocated.
+pub fn linear_add<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    into: Tensor<D>,
+) -> Tensor<D> {
+    let dtypes = [
+        Some(x.dtype()),
+        Some(weight.dtype()),
+        bias.as_ref().map(Tensor::dtype),
+        Some(into.dtype()),
+    ];
+    if serves(&x.device()) && all_f32(&dtypes) && D >= 2 {
+        let device = x.device();
+        let out = <burn::backend::Dispatch as FusedOps>::linear(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            operand(bias, &device),
+            into.into_dispatch(),
+        );
+        return Tensor::from_dispatch(out);
+    }
+    into + module::linear(x, weight, bias)
 }
 
 /// `LayerNorm(x + bias + residual)` over the last dimension, as `torch.nn.LayerNorm` computes it.
@@ -248,7 +278,7 @@ impl FusedOps for Flex {
         x
     }
 
-    fn linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+    fn linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, into: FlexTensor) -> FlexTensor {
         let x = contiguous(x);
         let dims = x.layout().shape().clone();
         let d_in = dims[dims.num_dims() - 1];
@@ -263,42 +293,60 @@ impl FusedOps for Flex {
         let w_offset = w_layout.start_offset();
         let w_data = weight.storage::<f32>();
         let bias = absent(bias).map(contiguous);
-        let mut out: Vec<f32> = Vec::with_capacity(rows * d_out);
         let parallelism = if rows * d_out * d_in >= 192 * 192 * 192 {
             gemm::Parallelism::Rayon(0)
         } else {
             gemm::Parallelism::None
         };
-        // out[rows, d_out] = x[rows, d_in] · w[d_in, d_out], every element written (not read).
-        unsafe {
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("at least one dimension") = d_out;
+        let gemm = |out: *mut f32, accumulate: bool| unsafe {
+            // out[rows, d_out] (+)= x[rows, d_in] · w[d_in, d_out]; without `accumulate` every
+            // element is written, not read.
             gemm::gemm(
                 rows,
                 d_out,
                 d_in,
-                out.as_mut_ptr(),
+                out,
                 1,
                 d_out as isize,
-                false,
+                accumulate,
                 f32s(&x).as_ptr(),
                 1,
                 d_in as isize,
                 w_data[w_offset..].as_ptr(),
                 w_strides[1],
                 w_strides[0],
-                0.0f32,
+                if accumulate { 1.0f32 } else { 0.0f32 },
                 1.0f32,
                 false,
                 false,
                 false,
                 parallelism,
+            )
+        };
+        let add_bias = |out: &mut [f32]| {
+            if let Some(bias) = &bias {
+                math::add_bias_in_place(out, f32s(bias));
+            }
+        };
+        if let Some(into) = absent(into) {
+            let mut into = contiguous(into);
+            assert_eq!(
+                into.layout().shape().to_vec(),
+                out_dims,
+                "linear: the output does not match the tensor it is added to"
             );
-            out.set_len(rows * d_out);
+            let out = into.storage_mut::<f32>();
+            gemm(out.as_mut_ptr(), true);
+            add_bias(out);
+            return into;
         }
-        if let Some(bias) = &bias {
-            math::add_bias_in_place(&mut out, f32s(bias));
-        }
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("at least one dimension") = d_out;
+        let mut out: Vec<f32> = Vec::with_capacity(rows * d_out);
+        gemm(out.as_mut_ptr(), false);
+        // SAFETY: the gemm wrote all rows · d_out elements.
+        unsafe { out.set_len(rows * d_out) };
+        add_bias(&mut out);
         from_vec(out, Shape::from(out_dims))
     }
 

@@ -1,6 +1,7 @@
 //! The fused Flex kernels against burn's own ops: each public function on a Flex device (fused)
 //! must give what the same call gives on NdArray and on Flex with autodiff (burn's ops), for the
-//! layouts the encoders pass: views of one QKV product, broadcast masks, biases and residuals.
+//! layouts the encoders pass: views of one QKV product, broadcast masks, biases and residuals
+//! (added into in place, or copied when shared).
 
 #![allow(deprecated)] // NdArray is one of graft's backends
 
@@ -84,6 +85,24 @@ fn linear_on_contiguous_and_transposed_weights() {
     agree("linear, transposed weight", 1e-5, |d| {
         graft_kernels::linear(on::<3>(&x, d), on::<2>(&w_t, d).transpose(), None)
     });
+}
+
+#[test]
+fn linear_added_into_a_residual() {
+    let x = random([2, 9, 24], 12);
+    let w = random([24, 40], 13);
+    let b = random([40], 14);
+    let r = random([2, 9, 40], 15);
+    agree("linear + residual", 1e-5, |d| {
+        graft_kernels::linear_add(on::<3>(&x, d), on(&w, d), Some(on(&b, d)), on(&r, d))
+    });
+    // A residual that something else still holds keeps its values (the sum goes to a copy).
+    let d = Device::flex();
+    let held: Tensor<3> = on(&r, &d);
+    let sum = graft_kernels::linear_add(on::<3>(&x, &d), on(&w, &d), None, held.clone());
+    assert_eq!(held.into_data(), r);
+    let expected = on::<3>(&r, &d) + burn::tensor::module::linear(on(&x, &d), on(&w, &d), None);
+    assert!(max_diff(sum, expected) <= 1e-5);
 }
 
 #[test]

@@ -327,11 +327,17 @@ pub struct BertOutput {
 impl BertOutput {
     pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
         if graft_kernels::serves(&x.device()) {
-            let product = graft_kernels::linear(x, self.dense.weight.val(), None);
-            return graft_kernels::add_layer_norm(
-                product,
+            // The product and bias land in the residual's buffer, normalized there in place.
+            let sum = graft_kernels::linear_add(
+                x,
+                self.dense.weight.val(),
                 self.dense.bias.as_ref().map(|b| b.val()),
-                Some(residual),
+                residual,
+            );
+            return graft_kernels::add_layer_norm(
+                sum,
+                None,
+                None,
                 self.layer_norm.gamma.val(),
                 self.layer_norm.beta.as_ref().map(|b| b.val()),
                 self.layer_norm_eps,

@@ -6,14 +6,15 @@
 //! (`scripts/golden/make_native_head_goldens.py`). Token ids must equal the
 //! `tokenizers` library's (and transformers' `AutoTokenizer`'s, checked when they were made), and
 //! mean, first-token and (where the family has one) pooler features of single texts and of one
-//! padded batch must match to 1e-5 on the CPU backends and 1e-3 on wgpu. Texts longer than the 64
-//! positions are truncated.
+//! padded batch must match to 1e-5 on the CPU backends and 1e-3 on wgpu, and so must the short
+//! texts padded to all 64 positions. Texts longer than the 64 positions are truncated.
 
 mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
 use graft_data::TokenBatch;
+use graft_data::tokenize::Tokens;
 use graft_model::{Backbone, Inputs, ModelFolder};
 
 /// Each family's folder, the architecture graft detects, and whether it has a pooler.
@@ -90,6 +91,25 @@ fn features_match_transformers_on_cpu_backends() {
                     assert!(
                         diff <= CPU_TOLERANCE,
                         "{family} {backend} {key}: batch row {i}: max abs diff {diff}"
+                    );
+                }
+                // The short texts padded to all 64 positions, as graft pads batches to multiples
+                // of 32 on wgpu: the padding must not reach their features.
+                let short: Vec<usize> = (0..tokens.len())
+                    .filter(|&i| tokens[i].ids.len() <= 32)
+                    .collect();
+                assert!(short.len() > 1, "{family}: too few short texts");
+                let rows: Vec<&Tokens> = short.iter().map(|&i| &tokens[i]).collect();
+                let batch = TokenBatch::pad_to_multiple(&rows, 64, 64);
+                assert_eq!(batch.seq_len, 64);
+                let (out, width) = features(&backbone, &batch, &device);
+                for (row, &i) in short.iter().enumerate() {
+                    let got = &out[row * width..(row + 1) * width];
+                    let diff = max_abs_diff(got, &floats(&cases[i][key]));
+                    worst = worst.max(diff);
+                    assert!(
+                        diff <= CPU_TOLERANCE,
+                        "{family} {backend} {key}: text {i} padded to 64: max abs diff {diff}"
                     );
                 }
             }

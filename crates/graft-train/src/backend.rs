@@ -106,6 +106,27 @@ fn describe_wgpu(device: &Device) -> String {
     format!("wgpu on {} ({kind})", adapter_name(device))
 }
 
+/// The variable that sets how hard cubecl (wgpu) autotunes its kernels.
+pub const AUTOTUNE_LEVEL: &str = "CUBECL_AUTOTUNE_LEVEL";
+
+/// The autotune level graft sets when the user has not: cubecl autotunes every new kernel key by
+/// compiling and timing each candidate, which on a fresh machine is most of a short run (on an
+/// H200 a frozen MiniLM run took 60 s at cubecl's default level and 18 s at `minimal`, with the
+/// same losses; BENCHMARKS.md). `CUBECL_AUTOTUNE_LEVEL=balanced` restores cubecl's default.
+pub fn default_autotune_level(current: Option<&std::ffi::OsStr>) -> Option<&'static str> {
+    current.is_none().then_some("minimal")
+}
+
+/// Sets [`AUTOTUNE_LEVEL`] to [`default_autotune_level`] when it is unset. It sets an environment
+/// variable, so it must run before any other thread starts: call it first thing in `main`.
+pub fn prefer_quick_autotune() {
+    if let Some(level) = default_autotune_level(std::env::var_os(AUTOTUNE_LEVEL).as_deref()) {
+        // SAFETY: called before any other thread exists, so nothing reads the environment
+        // concurrently.
+        unsafe { std::env::set_var(AUTOTUNE_LEVEL, level) };
+    }
+}
+
 /// On a machine without a desktop session `XDG_RUNTIME_DIR` is unset, and the Wayland client
 /// library that Vulkan drivers load prints `error: XDG_RUNTIME_DIR is invalid or not set` while
 /// wgpu probes adapters, although nothing is wrong. This points the variable at a private
@@ -127,5 +148,17 @@ pub fn prepare_headless_runtime() {
         // SAFETY: called before any other thread exists (see above), so nothing reads the
         // environment concurrently.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autotune_defaults_to_minimal_unless_the_user_chose() {
+        assert_eq!(default_autotune_level(None), Some("minimal"));
+        let chosen = std::ffi::OsString::from("balanced");
+        assert_eq!(default_autotune_level(Some(&chosen)), None);
     }
 }

@@ -92,7 +92,7 @@ pub fn forward_throughput(
 ) -> Result<ForwardBench, TrainError> {
     let selected = backend::select(backend)?;
     let (backbone, encoded) = load(model_dir, texts, seq_len, &selected.device)?;
-    let Encoded::Text(tokens) = &encoded else {
+    let Encoded::Text { tokens, .. } = &encoded else {
         return Err(TrainError::Unsupported(
             "the forward bench is for text models".into(),
         ));
@@ -145,7 +145,7 @@ pub fn bucketing(
     let selected = backend::select(backend)?;
     let device = &selected.device;
     let (backbone, encoded) = load(model_dir, texts, max_length, device)?;
-    let Encoded::Text(tokens) = &encoded else {
+    let Encoded::Text { tokens, .. } = &encoded else {
         return Err(TrainError::Unsupported(
             "the bucketing bench is for text models".into(),
         ));

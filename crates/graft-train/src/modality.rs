@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::backend::DispatchDevice;
 use burn::tensor::{Device, Tensor, TensorData};
 use graft_data::image::{
     Augment, Interpolation, Preprocess, decode_rgb, read_image_folder, read_rgb, resolve_paths,
@@ -241,7 +242,10 @@ impl Encoder {
         Ok(match self {
             Self::Text(tokenizer) => {
                 let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-                Encoded::Text(tokenizer.tokenize(&texts)?)
+                Encoded::Text {
+                    tokens: tokenizer.tokenize(&texts)?,
+                    max_length: tokenizer.max_length(),
+                }
             }
             Self::Image(preprocess) => {
                 let mut images = Vec::with_capacity(examples.len());
@@ -288,7 +292,11 @@ pub struct EpochAugment<'a> {
 
 /// Examples encoded once and kept for the run.
 pub enum Encoded {
-    Text(Vec<Tokens>),
+    Text {
+        tokens: Vec<Tokens>,
+        /// The tokenizer's truncation length: no batch is padded past it.
+        max_length: usize,
+    },
     Image {
         images: Vec<RgbImage>,
         /// SHA-256 of each image file.
@@ -300,7 +308,7 @@ pub enum Encoded {
 impl Encoded {
     pub fn len(&self) -> usize {
         match self {
-            Self::Text(tokens) => tokens.len(),
+            Self::Text { tokens, .. } => tokens.len(),
             Self::Image { images, .. } => images.len(),
         }
     }
@@ -318,10 +326,11 @@ impl Encoded {
         device: &Device,
     ) -> Inputs {
         match self {
-            Self::Text(tokens) => {
+            Self::Text { tokens, max_length } => {
                 let rows: Vec<&Tokens> = indices.iter().map(|&i| &tokens[i]).collect();
                 let (input_ids, token_type_ids, attention_mask) =
-                    TokenBatch::pad(&rows).to_tensors(device);
+                    TokenBatch::pad_to_multiple(&rows, sequence_multiple(device), *max_length)
+                        .to_tensors(device);
                 Inputs::Text {
                     input_ids,
                     token_type_ids,
@@ -361,7 +370,7 @@ impl Encoded {
     /// Each example's length in tokens, for `group_by_length` (text only).
     pub fn lengths(&self) -> Option<Vec<usize>> {
         match self {
-            Self::Text(tokens) => Some(tokens.iter().map(|t| t.ids.len()).collect()),
+            Self::Text { tokens, .. } => Some(tokens.iter().map(|t| t.ids.len()).collect()),
             Self::Image { .. } => None,
         }
     }
@@ -370,7 +379,7 @@ impl Encoded {
     /// little padding is computed), images in order.
     pub fn buckets(&self, indices: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
         let mut order = indices.to_vec();
-        if let Self::Text(tokens) = self {
+        if let Self::Text { tokens, .. } = self {
             order.sort_by_key(|&i| tokens[i].ids.len());
         }
         order.chunks(batch_size).map(<[usize]>::to_vec).collect()
@@ -380,7 +389,7 @@ impl Encoded {
     /// file's bytes (through their digest).
     pub fn hash_example(&self, i: usize, hasher: &mut Sha256) {
         match self {
-            Self::Text(tokens) => {
+            Self::Text { tokens, .. } => {
                 let t = &tokens[i];
                 hasher.update((t.ids.len() as u64).to_le_bytes());
                 for (id, type_id) in t.ids.iter().zip(&t.type_ids) {
@@ -390,6 +399,18 @@ impl Encoded {
             }
             Self::Image { digests, .. } => hasher.update(digests[i]),
         }
+    }
+}
+
+/// The multiple a text batch's length is rounded up to on `device`. cubecl backends (wgpu)
+/// compile and autotune kernels for every new input shape, about 0.4 s each on an H200, so
+/// length-sorted batches of every length up to 256 would spend a minute there (BENCHMARKS.md);
+/// multiples of 32 leave at most `max_length / 32` shapes. The CPU backends run any shape at no
+/// extra cost and pad only to the longest text.
+pub fn sequence_multiple(device: &Device) -> usize {
+    match device.as_dispatch().clone().inner() {
+        DispatchDevice::Flex(_) | DispatchDevice::NdArray(_) => 1,
+        _ => 32,
     }
 }
 
@@ -509,4 +530,57 @@ fn read_images(
     let mut examples = read_texts(path, format, column, label_column)?;
     resolve_paths(&mut examples, path);
     Ok(examples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(lengths: &[usize], max_length: usize) -> Encoded {
+        let tokens = lengths
+            .iter()
+            .map(|&n| Tokens {
+                ids: vec![7; n],
+                type_ids: vec![0; n],
+            })
+            .collect();
+        Encoded::Text { tokens, max_length }
+    }
+
+    fn seq_len(inputs: Inputs) -> usize {
+        match inputs {
+            Inputs::Text { input_ids, .. } => input_ids.dims()[1],
+            Inputs::Image(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    #[allow(deprecated)] // ndarray stays selectable
+    fn cpu_batches_pad_to_the_longest_text() {
+        for device in [Device::flex(), Device::ndarray()] {
+            assert_eq!(sequence_multiple(&device), 1);
+            assert_eq!(
+                seq_len(texts(&[5, 9], 128).batch(&[0, 1], None, &device)),
+                9
+            );
+        }
+    }
+
+    /// wgpu (software Vulkan in CI; GRAFT_SKIP_WGPU=1 skips it where there is no driver).
+    #[test]
+    fn wgpu_batches_pad_to_a_multiple_of_32_within_max_length() {
+        if std::env::var_os("GRAFT_SKIP_WGPU").is_some() {
+            return;
+        }
+        let device = crate::backend::select(crate::Backend::Wgpu)
+            .expect("wgpu (set GRAFT_SKIP_WGPU=1 without a Vulkan driver)")
+            .device;
+        assert_eq!(sequence_multiple(&device), 32);
+        assert_eq!(
+            seq_len(texts(&[5, 9], 128).batch(&[0, 1], None, &device)),
+            32
+        );
+        assert_eq!(seq_len(texts(&[40], 128).batch(&[0], None, &device)), 64);
+        assert_eq!(seq_len(texts(&[40], 50).batch(&[0], None, &device)), 50);
+    }
 }

@@ -218,6 +218,7 @@ fn main() -> ExitCode {
         }
     }));
     graft_train::backend::prepare_headless_runtime();
+    graft_train::backend::prefer_quick_autotune();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`graft predict ... | head -1`) is the reader's choice, not a failure.
