@@ -26,7 +26,7 @@ use burn::backend::tensor::{BoolTensor, FloatTensor};
 use burn::backend::{Backend, DispatchDevice, Flex, backend_extension};
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, Device, Float, Shape, Tensor, TensorData, activation};
+use burn::tensor::{Bool, DType, Device, Shape, Tensor, TensorData, activation};
 
 /// Whether the fused kernels serve `device`: Flex, not recording gradients, unless the
 /// environment sets `GRAFT_FUSED_KERNELS=0` (burn's ops everywhere, for comparisons).
@@ -112,22 +112,7 @@ pub fn linear<const D: usize>(
     weight: Tensor<2>,
     bias: Option<Tensor<1>>,
 ) -> Tensor<D> {
-    let dtypes = [
-        Some(x.dtype()),
-        Some(weight.dtype()),
-        bias.as_ref().map(Tensor::dtype),
-    ];
-    if serves(&x.device()) && all_f32(&dtypes) && D >= 2 {
-        let device = x.device();
-        let out = <burn::backend::Dispatch as FusedOps>::linear(
-            x.into_dispatch(),
-            weight.into_dispatch(),
-            operand(bias, &device),
-            operand::<D, Float>(None, &device),
-        );
-        return Tensor::from_dispatch(out);
-    }
-    module::linear(x, weight, bias)
+    linear_into(x, weight, bias, None)
 }
 
 /// `into + x · weight + bias`: [`linear`] accumulated into `into` (a residual, say), whose buffer
@@ -138,11 +123,20 @@ pub fn linear_add<const D: usize>(
     bias: Option<Tensor<1>>,
     into: Tensor<D>,
 ) -> Tensor<D> {
+    linear_into(x, weight, bias, Some(into))
+}
+
+fn linear_into<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    into: Option<Tensor<D>>,
+) -> Tensor<D> {
     let dtypes = [
         Some(x.dtype()),
         Some(weight.dtype()),
         bias.as_ref().map(Tensor::dtype),
-        Some(into.dtype()),
+        into.as_ref().map(Tensor::dtype),
     ];
     if serves(&x.device()) && all_f32(&dtypes) && D >= 2 {
         let device = x.device();
@@ -150,11 +144,15 @@ pub fn linear_add<const D: usize>(
             x.into_dispatch(),
             weight.into_dispatch(),
             operand(bias, &device),
-            into.into_dispatch(),
+            operand(into, &device),
         );
         return Tensor::from_dispatch(out);
     }
-    into + module::linear(x, weight, bias)
+    let product = module::linear(x, weight, bias);
+    match into {
+        Some(into) => into + product,
+        None => product,
+    }
 }
 
 /// `LayerNorm(x + bias + residual)` over the last dimension, as `torch.nn.LayerNorm` computes it.
