@@ -127,11 +127,8 @@ impl TokenBatch {
     /// tokenized text can be, so that padded positions stay within the model's.
     pub fn pad_to_multiple(tokens: &[&Tokens], multiple: usize, limit: usize) -> Self {
         let batch = tokens.len();
-        let longest = tokens.iter().map(|t| t.ids.len()).max().unwrap_or(0).max(1);
-        let seq_len = longest
-            .next_multiple_of(multiple.max(1))
-            .min(limit)
-            .max(longest);
+        let longest = tokens.iter().map(|t| t.ids.len()).max().unwrap_or(0);
+        let seq_len = Self::padded_length(longest, multiple, limit);
         let mut out = Self {
             batch,
             seq_len,
@@ -148,6 +145,16 @@ impl TokenBatch {
             }
         }
         out
+    }
+
+    /// The length [`pad_to_multiple`](Self::pad_to_multiple) pads a batch whose longest text has
+    /// `longest` tokens to (at least 1).
+    pub fn padded_length(longest: usize, multiple: usize, limit: usize) -> usize {
+        let longest = longest.max(1);
+        longest
+            .next_multiple_of(multiple.max(1))
+            .min(limit)
+            .max(longest)
     }
 
     /// Whether any row is padded.

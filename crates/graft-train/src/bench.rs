@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::Device;
-use graft_data::{TextExample, tokenize::Tokens};
+use graft_data::{TextExample, TokenBatch, tokenize::Tokens};
 use graft_model::{Backbone, ModelFolder, Pooling};
 use serde::Serialize;
 
@@ -14,7 +14,7 @@ use crate::backend;
 use crate::classifier::extract_features;
 use crate::config::Backend;
 use crate::error::TrainError;
-use crate::modality::{Encoded, FeatureChoices, Preparation};
+use crate::modality::{Encoded, FeatureChoices, Preparation, sequence_multiple};
 use crate::progress::Silent;
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,11 +74,20 @@ fn load(
     Ok((backbone, encoded))
 }
 
-/// Token positions the batches compute, padding included.
-fn padded_positions(batches: &[Vec<usize>], tokens: &[Tokens]) -> usize {
+/// Token positions the batches compute on `device`, padding included.
+fn padded_positions(
+    batches: &[Vec<usize>],
+    tokens: &[Tokens],
+    max_length: usize,
+    device: &Device,
+) -> usize {
+    let multiple = sequence_multiple(device);
     batches
         .iter()
-        .map(|b| b.len() * b.iter().map(|&i| tokens[i].ids.len()).max().unwrap_or(0))
+        .map(|b| {
+            let longest = b.iter().map(|&i| tokens[i].ids.len()).max().unwrap_or(0);
+            b.len() * TokenBatch::padded_length(longest, multiple, max_length)
+        })
         .sum()
 }
 
@@ -169,8 +178,8 @@ pub fn bucketing(
         texts: texts.len(),
         batch,
         max_length,
-        positions_in_file_order: padded_positions(&in_order, tokens),
-        positions_bucketed: padded_positions(&bucketed, tokens),
+        positions_in_file_order: padded_positions(&in_order, tokens, max_length, device),
+        positions_bucketed: padded_positions(&bucketed, tokens, max_length, device),
         seconds_in_file_order,
         seconds_bucketed,
     })
