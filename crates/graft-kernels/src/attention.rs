@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::math;
 
 /// Queries per task and keys per tile.
-const QUERY_BLOCK: usize = 128;
+const QUERY_BLOCK: usize = 256;
 const KEY_TILE: usize = 256;
 
 /// Where one of Q, K, V lives: element `(b, i, h·head_dim + c)` is at
@@ -78,6 +78,33 @@ pub fn attention(
     terms: ScoreTerms,
     out: &mut Vec<f32>,
 ) {
+    let size = shape.batch * shape.seq_q * shape.heads * shape.head_dim;
+    out.clear();
+    out.reserve(size);
+    // SAFETY: `out` has room for the whole context, which `attention_into` writes in full.
+    unsafe {
+        attention_into(q, k, v, shape, scale, terms, out.as_mut_ptr(), true);
+        out.set_len(size);
+    }
+}
+
+/// [`attention`] into `out`, which must be valid for `batch · seq_q · heads · head_dim` writes,
+/// all of which happen (nothing is read first). The tasks are shared out among rayon's threads
+/// (`parallel`) or run on this one.
+///
+/// # Safety
+/// `out` must be valid for those writes and not alias Q, K or V.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn attention_into(
+    q: Heads,
+    k: Heads,
+    v: Heads,
+    shape: Shape,
+    scale: f32,
+    terms: ScoreTerms,
+    out: *mut f32,
+    parallel: bool,
+) {
     let Shape {
         batch,
         heads,
@@ -86,10 +113,7 @@ pub fn attention(
         head_dim,
     } = shape;
     let width = heads * head_dim;
-    let size = batch * seq_q * width;
-    out.clear();
-    out.reserve(size);
-    if size == 0 {
+    if batch * seq_q * width == 0 {
         return;
     }
     // A key-padding mask (the same row for every head and query) becomes one additive row per
@@ -113,45 +137,48 @@ pub fn attention(
     let blocks = seq_q.div_ceil(QUERY_BLOCK);
     // Written through a pointer: the first key tile of each task writes its part of `out` before
     // anything reads it, and the parts cover it exactly.
-    let out_ptr = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
-    (0..batch * heads * blocks)
-        .into_par_iter()
-        .for_each(|task| {
-            let block = task % blocks;
-            let h = (task / blocks) % heads;
-            let b = task / (blocks * heads);
-            let i0 = block * QUERY_BLOCK;
-            let rows = QUERY_BLOCK.min(seq_q - i0);
-            let tile = Tile {
-                q,
-                k,
-                v,
-                shape,
-                scale,
-                b,
-                h,
-                i0,
-                rows,
-                key_bias: key_bias
-                    .as_deref()
-                    .map(|kb| &kb[b * seq_k..(b + 1) * seq_k]),
-                mask: general_mask,
-                bias: terms.bias,
-            };
-            SCRATCH.with(|scratch| {
-                let mut scratch = scratch.borrow_mut();
-                let need = rows * KEY_TILE + 2 * rows;
-                if scratch.len() < need {
-                    scratch.resize(need, 0.0);
-                }
-                // The context accumulates in place in the output: this task alone owns rows
-                // i0..i0 + rows of head h in batch b, so the writes never overlap.
-                let out = &out_ptr;
-                let context = unsafe { out.0.add((b * seq_q + i0) * width + h * head_dim) };
-                tile.run(&mut scratch[..need], context, width);
-            });
+    let out_ptr = OutPtr(out);
+    let task = |task: usize| {
+        let block = task % blocks;
+        let h = (task / blocks) % heads;
+        let b = task / (blocks * heads);
+        let i0 = block * QUERY_BLOCK;
+        let rows = QUERY_BLOCK.min(seq_q - i0);
+        let tile = Tile {
+            q,
+            k,
+            v,
+            shape,
+            scale,
+            b,
+            h,
+            i0,
+            rows,
+            key_bias: key_bias
+                .as_deref()
+                .map(|kb| &kb[b * seq_k..(b + 1) * seq_k]),
+            mask: general_mask,
+            bias: terms.bias,
+        };
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let need = rows * KEY_TILE + 2 * rows;
+            if scratch.len() < need {
+                scratch.resize(need, 0.0);
+            }
+            // The context accumulates in place in the output: this task alone owns rows
+            // i0..i0 + rows of head h in batch b, so the writes never overlap.
+            let out = &out_ptr;
+            let context = unsafe { out.0.add((b * seq_q + i0) * width + h * head_dim) };
+            tile.run(&mut scratch[..need], context, width);
         });
-    unsafe { out.set_len(size) };
+    };
+    let tasks = batch * heads * blocks;
+    if parallel {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
 }
 
 struct Tile<'a> {

@@ -11,6 +11,10 @@
 //! - [`linear`]: one gemm over all rows with the bias written into the output first.
 //! - [`linear_add`]: the same, accumulated into a residual's buffer instead of a new one.
 //! - [`add_layer_norm`]: bias + residual + layer norm in one pass, in place.
+//! - [`feed_forward`]: a post-norm layer's whole feed-forward block over chunks of rows, in place;
+//!   see [`feed_forward`](mod@feed_forward).
+//! - [`self_attention`]: a post-norm layer's whole self-attention block over chunks of whole
+//!   sequences, in place; see [`self_attention`](mod@self_attention).
 //! - [`attention`]: scaled dot-product attention reading Q/K/V in `[batch, seq, heads·head_dim]`
 //!   (views of one QKV product) with an online softmax; see [`attention`](mod@attention).
 //!
@@ -18,10 +22,13 @@
 //! activations reuse the gemm's output instead of allocating per op.
 
 pub mod attention;
+pub mod dense;
+pub mod feed_forward;
 pub mod math;
 pub mod norm;
+pub mod self_attention;
 
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::{BoolTensor, FloatTensor};
 use burn::backend::{Backend, DispatchDevice, Flex, backend_extension};
 use burn::tensor::module;
@@ -52,6 +59,35 @@ pub trait FusedOps: Backend {
         x: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+    #[allow(clippy::too_many_arguments)]
+    fn feed_forward(
+        x: FloatTensor<Self>,
+        up_weight: FloatTensor<Self>,
+        up_bias: FloatTensor<Self>,
+        down_weight: FloatTensor<Self>,
+        down_bias: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+    #[allow(clippy::too_many_arguments)]
+    fn self_attention(
+        x: FloatTensor<Self>,
+        query_weight: FloatTensor<Self>,
+        query_bias: FloatTensor<Self>,
+        key_weight: FloatTensor<Self>,
+        key_bias: FloatTensor<Self>,
+        value_weight: FloatTensor<Self>,
+        value_bias: FloatTensor<Self>,
+        output_weight: FloatTensor<Self>,
+        output_bias: FloatTensor<Self>,
+        heads: usize,
+        mask: BoolTensor<Self>,
+        bias: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
@@ -193,6 +229,128 @@ pub fn add_layer_norm<const D: usize>(
     module::layer_norm(x, gamma, beta, epsilon)
 }
 
+/// A dense layer as [`feed_forward`] takes it: burn's `Linear` weight `[d_in, d_out]` and bias.
+pub struct Dense {
+    pub weight: Tensor<2>,
+    pub bias: Option<Tensor<1>>,
+}
+
+/// A layer norm's parameters as [`feed_forward`] takes them.
+pub struct LayerNormParams {
+    pub gamma: Tensor<1>,
+    pub beta: Option<Tensor<1>>,
+    pub epsilon: f64,
+}
+
+/// The feed-forward block of a post-norm encoder layer with exact GELU (BERT's intermediate and
+/// output): `LayerNorm(x + GELU(x·up + up.bias)·down + down.bias)`. On the fused kernels the
+/// result is written over `x`'s buffer (copied first only when shared) a chunk of rows at a time,
+/// never holding the whole `[rows, intermediate]` activation.
+pub fn feed_forward<const D: usize>(
+    x: Tensor<D>,
+    up: Dense,
+    down: Dense,
+    norm: LayerNormParams,
+) -> Tensor<D> {
+    let dtypes = [
+        Some(x.dtype()),
+        Some(up.weight.dtype()),
+        up.bias.as_ref().map(Tensor::dtype),
+        Some(down.weight.dtype()),
+        down.bias.as_ref().map(Tensor::dtype),
+        Some(norm.gamma.dtype()),
+        norm.beta.as_ref().map(Tensor::dtype),
+    ];
+    if serves(&x.device()) && all_f32(&dtypes) && D >= 2 {
+        let device = x.device();
+        let out = <burn::backend::Dispatch as FusedOps>::feed_forward(
+            x.into_dispatch(),
+            up.weight.into_dispatch(),
+            operand(up.bias, &device),
+            down.weight.into_dispatch(),
+            operand(down.bias, &device),
+            norm.gamma.into_dispatch(),
+            operand(norm.beta, &device),
+            norm.epsilon,
+        );
+        return Tensor::from_dispatch(out);
+    }
+    let inner = activation::gelu(module::linear(x.clone(), up.weight, up.bias));
+    let y = module::linear(inner, down.weight, down.bias);
+    module::layer_norm(x + y, norm.gamma, norm.beta, norm.epsilon)
+}
+
+/// A post-norm encoder layer's self-attention: its four `[hidden, hidden]` projections and heads.
+pub struct SelfAttention {
+    pub query: Dense,
+    pub key: Dense,
+    pub value: Dense,
+    pub output: Dense,
+    pub heads: usize,
+}
+
+/// The self-attention block of a post-norm encoder layer (BERT's attention and its output):
+/// `LayerNorm(x + Attention(x·W_q + b_q, x·W_k + b_k, x·W_v + b_v)·W_o + b_o)`, with scores
+/// scaled by `1/sqrt(head_dim)`, and `mask` and `bias` as [`attention`] takes them. On the fused kernels the
+/// result is written over `x`'s buffer (copied first only when shared) a few whole sequences at a
+/// time, never holding the whole `[rows, 3·hidden]` projection.
+pub fn self_attention(
+    x: Tensor<3>,
+    layer: SelfAttention,
+    mask: Option<Tensor<4, Bool>>,
+    bias: Option<Tensor<4>>,
+    norm: LayerNormParams,
+) -> Tensor<3> {
+    let denses = [&layer.query, &layer.key, &layer.value, &layer.output];
+    let dtypes: Vec<Option<DType>> = [Some(x.dtype()), Some(norm.gamma.dtype())]
+        .into_iter()
+        .chain(
+            denses
+                .iter()
+                .flat_map(|d| [Some(d.weight.dtype()), d.bias.as_ref().map(Tensor::dtype)]),
+        )
+        .chain([
+            norm.beta.as_ref().map(Tensor::dtype),
+            bias.as_ref().map(Tensor::dtype),
+        ])
+        .collect();
+    if serves(&x.device()) && all_f32(&dtypes) {
+        let device = x.device();
+        let SelfAttention {
+            query,
+            key,
+            value,
+            output,
+            heads,
+        } = layer;
+        let out = <burn::backend::Dispatch as FusedOps>::self_attention(
+            x.into_dispatch(),
+            query.weight.into_dispatch(),
+            operand(query.bias, &device),
+            key.weight.into_dispatch(),
+            operand(key.bias, &device),
+            value.weight.into_dispatch(),
+            operand(value.bias, &device),
+            output.weight.into_dispatch(),
+            operand(output.bias, &device),
+            heads,
+            operand(mask, &device),
+            operand(bias, &device),
+            norm.gamma.into_dispatch(),
+            operand(norm.beta, &device),
+            norm.epsilon,
+        );
+        return Tensor::from_dispatch(out);
+    }
+    let project = |dense: Dense, x: Tensor<3>| module::linear(x, dense.weight, dense.bias);
+    let q = project(layer.query, x.clone());
+    let k = project(layer.key, x.clone());
+    let v = project(layer.value, x.clone());
+    let context = attention(q, k, v, layer.heads, mask, bias, None);
+    let y = project(layer.output, context);
+    module::layer_norm(x + y, norm.gamma, norm.beta, norm.epsilon)
+}
+
 /// Scaled dot-product attention over queries `[batch, seq_q, heads·head_dim]` and keys and values
 /// `[batch, seq_k, heads·head_dim]`, giving `[batch, seq_q, heads·head_dim]`. `mask`
 /// (`[batch, heads, seq_q, seq_k]`, broadcast views welcome) is true where a key may not be seen;
@@ -281,48 +439,18 @@ impl FusedOps for Flex {
         let dims = x.layout().shape().clone();
         let d_in = dims[dims.num_dims() - 1];
         let rows = x.layout().num_elements() / d_in.max(1);
-        let w_layout: &Layout = weight.layout();
-        let (w_in, d_out) = (w_layout.shape()[0], w_layout.shape()[1]);
+        let weight = weight_tensor(weight);
+        let weight = weight_view(&weight);
         assert_eq!(
-            w_in, d_in,
-            "linear: the weight takes {w_in} inputs, the input has {d_in}"
+            weight.d_in, d_in,
+            "linear: the weight takes {} inputs, the input has {d_in}",
+            weight.d_in
         );
-        let w_strides = w_layout.strides().to_vec();
-        let w_offset = w_layout.start_offset();
-        let w_data = weight.storage::<f32>();
+        let d_out = weight.d_out;
         let bias = absent(bias).map(contiguous);
-        let parallelism = if rows * d_out * d_in >= 192 * 192 * 192 {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
+        let parallelism = dense::parallelism(rows, &weight);
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("at least one dimension") = d_out;
-        let gemm = |out: *mut f32, accumulate: bool| unsafe {
-            // out[rows, d_out] (+)= x[rows, d_in] · w[d_in, d_out]; without `accumulate` every
-            // element is written, not read.
-            gemm::gemm(
-                rows,
-                d_out,
-                d_in,
-                out,
-                1,
-                d_out as isize,
-                accumulate,
-                f32s(&x).as_ptr(),
-                1,
-                d_in as isize,
-                w_data[w_offset..].as_ptr(),
-                w_strides[1],
-                w_strides[0],
-                if accumulate { 1.0f32 } else { 0.0f32 },
-                1.0f32,
-                false,
-                false,
-                false,
-                parallelism,
-            )
-        };
         let add_bias = |out: &mut [f32]| {
             if let Some(bias) = &bias {
                 math::add_bias_in_place(out, f32s(bias));
@@ -336,16 +464,53 @@ impl FusedOps for Flex {
                 "linear: the output does not match the tensor it is added to"
             );
             let out = into.storage_mut::<f32>();
-            gemm(out.as_mut_ptr(), true);
+            // SAFETY: `out` holds rows · d_out elements.
+            unsafe { weight.product(f32s(&x), rows, out.as_mut_ptr(), true, parallelism) };
             add_bias(out);
             return into;
         }
         let mut out: Vec<f32> = Vec::with_capacity(rows * d_out);
-        gemm(out.as_mut_ptr(), false);
-        // SAFETY: the gemm wrote all rows · d_out elements.
-        unsafe { out.set_len(rows * d_out) };
+        // SAFETY: `out` has room for rows · d_out, which the product writes in full.
+        unsafe {
+            weight.product(f32s(&x), rows, out.as_mut_ptr(), false, parallelism);
+            out.set_len(rows * d_out);
+        }
         add_bias(&mut out);
         from_vec(out, Shape::from(out_dims))
+    }
+
+    fn feed_forward(
+        x: FlexTensor,
+        up_weight: FlexTensor,
+        up_bias: FlexTensor,
+        down_weight: FlexTensor,
+        down_bias: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> FlexTensor {
+        let mut x = contiguous(x);
+        let (up_weight, down_weight) = (weight_tensor(up_weight), weight_tensor(down_weight));
+        let (up_bias, down_bias) = (
+            absent(up_bias).map(contiguous),
+            absent(down_bias).map(contiguous),
+        );
+        let (gamma, beta) = (contiguous(gamma), absent(beta).map(contiguous));
+        let up = dense::Dense {
+            weight: weight_view(&up_weight),
+            bias: up_bias.as_ref().map(f32s),
+        };
+        let down = dense::Dense {
+            weight: weight_view(&down_weight),
+            bias: down_bias.as_ref().map(f32s),
+        };
+        let norm = norm::Norm {
+            gamma: f32s(&gamma),
+            beta: beta.as_ref().map(f32s),
+            epsilon: epsilon as f32,
+        };
+        feed_forward::feed_forward_in_place(x.storage_mut::<f32>(), up, down, norm);
+        x
     }
 
     fn add_layer_norm(
@@ -374,6 +539,59 @@ impl FusedOps for Flex {
         x
     }
 
+    fn self_attention(
+        x: FlexTensor,
+        query_weight: FlexTensor,
+        query_bias: FlexTensor,
+        key_weight: FlexTensor,
+        key_bias: FlexTensor,
+        value_weight: FlexTensor,
+        value_bias: FlexTensor,
+        output_weight: FlexTensor,
+        output_bias: FlexTensor,
+        heads: usize,
+        mask: FlexTensor,
+        bias: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> FlexTensor {
+        let [batch, seq, width] = dims3(&x);
+        let mut x = contiguous(x);
+        let weights = [query_weight, key_weight, value_weight, output_weight].map(weight_tensor);
+        let biases =
+            [query_bias, key_bias, value_bias, output_bias].map(|b| absent(b).map(contiguous));
+        let dense = |i: usize| dense::Dense {
+            weight: weight_view(&weights[i]),
+            bias: biases[i].as_ref().map(f32s),
+        };
+        let projections = self_attention::Projections {
+            query: dense(0),
+            key: dense(1),
+            value: dense(2),
+            output: dense(3),
+        };
+        let views = ScoreViews::new(mask, bias, [batch, heads, seq, seq]);
+        let terms = views.terms();
+        let (gamma, beta) = (contiguous(gamma), absent(beta).map(contiguous));
+        let norm = norm::Norm {
+            gamma: f32s(&gamma),
+            beta: beta.as_ref().map(f32s),
+            epsilon: epsilon as f32,
+        };
+        let scale = (1.0 / ((width / heads.max(1)) as f64).sqrt()) as f32;
+        self_attention::self_attention_in_place(
+            x.storage_mut::<f32>(),
+            batch,
+            heads,
+            projections,
+            terms,
+            scale,
+            norm,
+        );
+        x
+    }
+
     fn attention(
         q: FlexTensor,
         k: FlexTensor,
@@ -393,24 +611,8 @@ impl FusedOps for Flex {
             seq_k,
             head_dim: width / heads,
         };
-        let mask = absent(mask).map(|m| broadcast_view(m, [batch, heads, seq_q, seq_k]));
-        let bias = absent(bias).map(|b| broadcast_view(b, [batch, heads, seq_q, seq_k]));
-        let terms = attention::ScoreTerms {
-            mask: mask
-                .as_ref()
-                .map(|(t, offset, strides)| attention::Strided {
-                    data: t.storage::<u8>(),
-                    offset: *offset,
-                    strides: *strides,
-                }),
-            bias: bias
-                .as_ref()
-                .map(|(t, offset, strides)| attention::Strided {
-                    data: t.storage::<f32>(),
-                    offset: *offset,
-                    strides: *strides,
-                }),
-        };
+        let views = ScoreViews::new(mask, bias, [batch, heads, seq_q, seq_k]);
+        let terms = views.terms();
         let mut out = Vec::new();
         attention::attention(
             q.heads(),
@@ -422,6 +624,34 @@ impl FusedOps for Flex {
             &mut out,
         );
         from_vec(out, Shape::new([batch, seq_q, width]))
+    }
+}
+
+/// A 2-D f32 weight whose strides the gemm can walk from its offset (copied if any is negative).
+fn weight_tensor(t: FlexTensor) -> FlexTensor {
+    assert_eq!(
+        t.dtype(),
+        DType::F32,
+        "graft's fused kernels take f32 tensors"
+    );
+    assert_eq!(t.layout().shape().num_dims(), 2, "a dense weight is 2-D");
+    if t.layout().strides().iter().all(|&s| s >= 0) {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// The gemm's view of a tensor from [`weight_tensor`].
+fn weight_view(t: &FlexTensor) -> dense::Weight<'_> {
+    let layout = t.layout();
+    let (shape, strides) = (layout.shape(), layout.strides());
+    dense::Weight {
+        data: &t.storage::<f32>()[layout.start_offset()..],
+        d_in: shape[0],
+        d_out: shape[1],
+        row_stride: strides[0],
+        col_stride: strides[1],
     }
 }
 
@@ -483,6 +713,43 @@ fn rows_view(t: FlexTensor) -> RowsView {
         offset: 0,
         batch_stride: seq * width,
         seq_stride: width,
+    }
+}
+
+/// The optional mask and bias of the attention scores, each broadcast to `[batch, heads, seq_q,
+/// seq_k]` (see [`broadcast_view`]).
+struct ScoreViews {
+    mask: Option<(FlexTensor, usize, [usize; 4])>,
+    bias: Option<(FlexTensor, usize, [usize; 4])>,
+}
+
+impl ScoreViews {
+    fn new(mask: FlexTensor, bias: FlexTensor, dims: [usize; 4]) -> Self {
+        Self {
+            mask: absent(mask).map(|m| broadcast_view(m, dims)),
+            bias: absent(bias).map(|b| broadcast_view(b, dims)),
+        }
+    }
+
+    fn terms(&self) -> attention::ScoreTerms<'_> {
+        attention::ScoreTerms {
+            mask: self
+                .mask
+                .as_ref()
+                .map(|(t, offset, strides)| attention::Strided {
+                    data: t.storage::<u8>(),
+                    offset: *offset,
+                    strides: *strides,
+                }),
+            bias: self
+                .bias
+                .as_ref()
+                .map(|(t, offset, strides)| attention::Strided {
+                    data: t.storage::<f32>(),
+                    offset: *offset,
+                    strides: *strides,
+                }),
+        }
     }
 }
 

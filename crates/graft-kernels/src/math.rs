@@ -139,9 +139,9 @@ fn exp_slice<S: Simd>(data: &mut [f32]) {
     map_in_place::<S>(data, exp::<S>);
 }
 
-/// `gelu(row + bias)` for each row of `bias.len()` elements (no bias: `gelu(row)`).
+/// `gelu(row + bias)` for each row of `bias.len()` elements (no bias: `gelu(row)`), on this thread.
 #[macerator::with_simd]
-fn bias_gelu_rows<'a, S: Simd>(data: &'a mut [f32], bias: Option<&'a [f32]>) {
+pub(crate) fn bias_gelu_rows<'a, S: Simd>(data: &'a mut [f32], bias: Option<&'a [f32]>) {
     match bias {
         None => map_in_place::<S>(data, gelu::<S>),
         Some(bias) => {
@@ -167,8 +167,9 @@ fn bias_gelu_rows<'a, S: Simd>(data: &'a mut [f32], bias: Option<&'a [f32]>) {
     }
 }
 
+/// Adds `bias` to each row of `bias.len()` elements, on this thread.
 #[macerator::with_simd]
-fn add_bias_rows<'a, S: Simd>(data: &'a mut [f32], bias: &'a [f32]) {
+pub(crate) fn add_bias_rows<'a, S: Simd>(data: &'a mut [f32], bias: &'a [f32]) {
     let lanes = f32::lanes::<S>();
     let full = bias.len() / lanes * lanes;
     for row in data.chunks_exact_mut(bias.len()) {

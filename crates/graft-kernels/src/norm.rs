@@ -38,8 +38,9 @@ pub fn add_layer_norm_in_place(
         });
 }
 
+/// `row ← LayerNorm(row + bias + residual)`, on this thread.
 #[macerator::with_simd]
-fn normalize_row<'a, S: Simd>(
+pub(crate) fn normalize_row<'a, S: Simd>(
     row: &'a mut [f32],
     bias: Option<&'a [f32]>,
     residual: Option<&'a [f32]>,

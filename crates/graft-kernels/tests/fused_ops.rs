@@ -126,6 +126,54 @@ fn layer_norm_of_bias_and_residual() {
 }
 
 #[test]
+fn feed_forward_block_in_chunks_and_whole() {
+    let (w1, b1, w2, b2) = (
+        random([24, 96], 16),
+        random([96], 17),
+        random([96, 24], 18),
+        random([24], 19),
+    );
+    let (gamma, beta) = (random([24], 20), random([24], 21));
+    let block = |x: Tensor<3>, d: &Device, w1: Tensor<2>| {
+        graft_kernels::feed_forward(
+            x,
+            graft_kernels::Dense {
+                weight: w1,
+                bias: Some(on(&b1, d)),
+            },
+            graft_kernels::Dense {
+                weight: on(&w2, d),
+                bias: Some(on(&b2, d)),
+            },
+            graft_kernels::LayerNormParams {
+                gamma: on(&gamma, d),
+                beta: Some(on(&beta, d)),
+                epsilon: 1e-12,
+            },
+        )
+    };
+    // Few rows (the gemms split the products), rows shared out in chunks of 128 with a short
+    // last one, and a weight stored as the transpose of PyTorch's [out, in].
+    for (shape, seed) in [([1, 5, 24], 22), ([3, 300, 24], 23)] {
+        let x = random(shape, seed);
+        agree("feed-forward", 1e-5, |d| block(on(&x, d), d, on(&w1, d)));
+    }
+    let x = random([2, 9, 24], 24);
+    let w1_t = on::<2>(&w1, &Device::ndarray()).transpose().into_data();
+    agree("feed-forward, transposed weight", 1e-5, |d| {
+        block(on(&x, d), d, on::<2>(&w1_t, d).transpose())
+    });
+    // An input that something else still holds keeps its values (the result goes to a copy).
+    let d = Device::flex();
+    let held: Tensor<3> = on(&x, &d);
+    let out = block(held.clone(), &d, on(&w1, &d));
+    assert_eq!(held.clone().into_data(), x);
+    let nd = Device::ndarray();
+    let expected = block(on(&x, &nd), &nd, on(&w1, &nd));
+    assert!(max_diff(out, Tensor::from_data(expected.into_data(), &d)) <= 1e-5);
+}
+
+#[test]
 fn attention_on_qkv_views_with_padding_masks_and_biases() {
     let (batch, seq, heads, head_dim) = (3, 21, 4, 8);
     let width = heads * head_dim;
@@ -185,4 +233,65 @@ fn other_dtypes_take_burns_ops() {
     let direct = burn::tensor::module::linear(x, w, None);
     assert_eq!(served.dtype(), burn::tensor::DType::F16);
     assert_eq!(served.into_data(), direct.into_data());
+}
+
+#[test]
+fn self_attention_block_over_whole_sequences() {
+    let (heads, width) = (4, 32);
+    let weights: Vec<(TensorData, TensorData)> = (0..4)
+        .map(|i| (random([width, width], 30 + i), random([width], 40 + i)))
+        .collect();
+    let (gamma, beta) = (random([width], 50), random([width], 51));
+    let block =
+        |x: Tensor<3>, mask: Option<Tensor<4, Bool>>, bias: Option<Tensor<4>>, d: &Device| {
+            let dense = |i: usize| graft_kernels::Dense {
+                weight: on(&weights[i].0, d) * 0.2,
+                bias: Some(on(&weights[i].1, d)),
+            };
+            let layer = graft_kernels::SelfAttention {
+                query: dense(0),
+                key: dense(1),
+                value: dense(2),
+                output: dense(3),
+                heads,
+            };
+            let norm = graft_kernels::LayerNormParams {
+                gamma: on(&gamma, d),
+                beta: Some(on(&beta, d)),
+                epsilon: 1e-12,
+            };
+            graft_kernels::self_attention(x, layer, mask, bias, norm)
+        };
+    // One sequence (the work is split inside it), several sequences a chunk with a short last
+    // chunk, and one sequence a chunk; each with and without padding.
+    for (batch, seq, seed) in [(1, 37, 52), (5, 100, 53), (3, 300, 54)] {
+        let x = random([batch, seq, width], seed);
+        let ids: Vec<i64> = (0..batch)
+            .flat_map(|b| (0..seq).map(move |j| i64::from(j < seq - b * seq / (batch + 1))))
+            .collect();
+        let attention_mask = TensorData::new(ids, [batch, seq]);
+        let pad_mask = |d: &Device| -> Tensor<4, Bool> {
+            Tensor::<2, Int>::from_data(attention_mask.clone(), d)
+                .equal_elem(0)
+                .reshape([batch, 1, 1, seq])
+                .expand([batch, heads, seq, seq])
+        };
+        let bias = random([1, heads, seq, seq], seed + 10);
+        agree("self-attention block", 1e-5, |d| {
+            block(on(&x, d), None, None, d)
+        });
+        agree("self-attention block, padded and biased", 1e-5, |d| {
+            let bias = on::<4>(&bias, d).expand([batch, heads, seq, seq]);
+            block(on(&x, d), Some(pad_mask(d)), Some(bias), d)
+        });
+    }
+    // An input that something else still holds keeps its values (the result goes to a copy).
+    let x = random([2, 9, width], 55);
+    let d = Device::flex();
+    let held: Tensor<3> = on(&x, &d);
+    let out = block(held.clone(), None, None, &d);
+    assert_eq!(held.into_data(), x);
+    let nd = Device::ndarray();
+    let expected = block(on(&x, &nd), None, None, &nd);
+    assert!(max_diff(out, Tensor::from_data(expected.into_data(), &d)) <= 1e-5);
 }

@@ -325,6 +325,15 @@ pub struct BertOutput {
 }
 
 impl BertOutput {
+    /// `layer_norm` as the fused kernels take it.
+    fn norm_params(&self) -> graft_kernels::LayerNormParams {
+        graft_kernels::LayerNormParams {
+            gamma: self.layer_norm.gamma.val(),
+            beta: self.layer_norm.beta.as_ref().map(|b| b.val()),
+            epsilon: self.layer_norm_eps,
+        }
+    }
+
     pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
         if graft_kernels::serves(&x.device()) {
             // The product and bias land in the residual's buffer, normalized there in place.
@@ -368,13 +377,65 @@ pub struct BertLayer {
     pub act: HiddenAct,
 }
 
+impl BertAttention {
+    /// `output(self_attn(x), x)`. On the fused CPU kernels this is one kernel over a few whole
+    /// sequences at a time, in `x`'s buffer.
+    pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
+        if graft_kernels::serves(&x.device()) {
+            let attn = &self.self_attn;
+            let layer = graft_kernels::SelfAttention {
+                query: dense(&attn.query),
+                key: dense(&attn.key),
+                value: dense(&attn.value),
+                output: dense(&self.output.dense),
+                heads: attn.num_heads,
+            };
+            return graft_kernels::self_attention(
+                x,
+                layer,
+                pad_mask,
+                None,
+                self.output.norm_params(),
+            );
+        }
+        let attended = self.self_attn.forward(x.clone(), pad_mask);
+        self.output.forward(attended, x)
+    }
+}
+
 impl BertLayer {
     pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
-        let attended = self.attention.self_attn.forward(x.clone(), pad_mask);
-        let x = self.attention.output.forward(attended, x);
-        let inner = self.act.apply_linear(&self.intermediate.dense, x.clone());
-        self.output.forward(inner, x)
+        let x = self.attention.forward(x, pad_mask);
+        feed_forward(self.act, &self.intermediate, &self.output, x)
     }
+}
+
+/// A linear layer as the fused kernels take it.
+pub fn dense(layer: &Linear) -> graft_kernels::Dense {
+    graft_kernels::Dense {
+        weight: layer.weight.val(),
+        bias: layer.bias.as_ref().map(|b| b.val()),
+    }
+}
+
+/// A post-norm layer's feed-forward block, `output(act(intermediate(x)), x)`. With exact GELU on
+/// the fused CPU kernels it runs as one kernel over chunks of rows, in `x`'s buffer.
+pub fn feed_forward(
+    act: HiddenAct,
+    intermediate: &BertIntermediate,
+    output: &BertOutput,
+    x: Tensor<3>,
+) -> Tensor<3> {
+    if act == HiddenAct::Gelu && graft_kernels::serves(&x.device()) {
+        return graft_kernels::feed_forward(
+            x,
+            dense(&intermediate.dense),
+            dense(&output.dense),
+            output.norm_params(),
+        );
+    }
+    let inner = act.apply_linear(&intermediate.dense, x.clone());
+    output.forward(inner, x)
 }
 
 #[derive(Module, Debug)]

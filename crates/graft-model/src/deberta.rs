@@ -509,10 +509,7 @@ impl Deberta {
                 .self_attn
                 .forward(x.clone(), pad_mask.clone(), rel);
             let x1 = layer.attention.output.forward(attended, x);
-            let inner = layer
-                .act
-                .apply_linear(&layer.intermediate.dense, x1.clone());
-            x = layer.output.forward(inner, x1);
+            x = bert::feed_forward(layer.act, &layer.intermediate, &layer.output, x1);
         }
         x
     }

@@ -118,6 +118,7 @@ impl MpnetConfig {
                     },
                     layer_norm: layer_norm(),
                     dropout: dropout(),
+                    layer_norm_eps: self.layer_norm_eps,
                 },
                 intermediate: BertIntermediate {
                     dense: LinearConfig::new(h, self.intermediate_size).init(device),
@@ -203,6 +204,39 @@ pub struct MpnetAttention {
     pub attn: MpnetSelfAttention,
     pub layer_norm: LayerNorm,
     pub dropout: Dropout,
+    /// `layer_norm`'s epsilon (burn keeps it private), for the fused kernel.
+    #[module(skip)]
+    pub layer_norm_eps: f64,
+}
+
+impl MpnetAttention {
+    /// `layer_norm(attn(x) + x)`. On the fused CPU kernels this is one kernel over a few whole
+    /// sequences at a time, in `x`'s buffer.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        pad_mask: Option<Tensor<4, Bool>>,
+        bias: Tensor<4>,
+    ) -> Tensor<3> {
+        if graft_kernels::serves(&x.device()) {
+            let attn = &self.attn;
+            let layer = graft_kernels::SelfAttention {
+                query: bert::dense(&attn.q),
+                key: bert::dense(&attn.k),
+                value: bert::dense(&attn.v),
+                output: bert::dense(&attn.o),
+                heads: attn.num_heads,
+            };
+            let norm = graft_kernels::LayerNormParams {
+                gamma: self.layer_norm.gamma.val(),
+                beta: self.layer_norm.beta.as_ref().map(|b| b.val()),
+                epsilon: self.layer_norm_eps,
+            };
+            return graft_kernels::self_attention(x, layer, pad_mask, Some(bias), norm);
+        }
+        let attended = self.attn.forward(x.clone(), pad_mask, bias);
+        self.layer_norm.forward(self.dropout.forward(attended) + x)
+    }
 }
 
 #[derive(Module, Debug)]
@@ -221,13 +255,8 @@ impl MpnetLayer {
         pad_mask: Option<Tensor<4, Bool>>,
         bias: Tensor<4>,
     ) -> Tensor<3> {
-        let attended = self.attention.attn.forward(x.clone(), pad_mask, bias);
-        let x = self
-            .attention
-            .layer_norm
-            .forward(self.attention.dropout.forward(attended) + x);
-        let inner = self.act.apply_linear(&self.intermediate.dense, x.clone());
-        self.output.forward(inner, x)
+        let x = self.attention.forward(x, pad_mask, bias);
+        bert::feed_forward(self.act, &self.intermediate, &self.output, x)
     }
 }
 
