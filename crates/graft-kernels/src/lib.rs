@@ -26,6 +26,7 @@ pub mod dense;
 pub mod feed_forward;
 pub mod math;
 pub mod norm;
+pub mod parts;
 pub mod self_attention;
 
 use burn::backend::flex::FlexTensor;

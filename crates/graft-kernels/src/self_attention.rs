@@ -5,10 +5,8 @@
 //! Unfused, the query, key and value projections are one `[rows, 3·hidden]` buffer per layer
 //! (38 MB for 32 × 256 MiniLM tokens), which the allocator maps fresh and the kernel faults in
 //! page by page every time. Here each task takes a few whole sequences through the projections,
-//! the attention ([`attention`](crate::attention)) and the output projection, in a per-thread
-//! scratch that is reused and stays in cache.
-
-use std::cell::Cell;
+//! the attention ([`attention`](crate::attention)) and the output projection, in a scratch small
+//! enough for the allocator to reuse from its heap instead of mapping it fresh.
 
 use rayon::prelude::*;
 
@@ -16,14 +14,12 @@ use crate::attention::{self, Heads, ScoreTerms, Strided};
 use crate::dense::{self, Dense};
 use crate::math;
 use crate::norm::{self, Norm};
+use crate::parts;
 
 /// Rows a task aims for (whole sequences, at least one): enough for the gemms to run at full
-/// speed, while the scratch (4 · rows · hidden floats) stays within a core's L2.
+/// speed; a task's scratch is 4 · rows · hidden floats (1.5 MB for MiniLM, 3 MB at base
+/// size). 512 measured no faster.
 const TARGET_ROWS: usize = 256;
-
-thread_local! {
-    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
 
 /// The block's four projections, each `[hidden, hidden]`.
 #[derive(Clone, Copy)]
@@ -74,31 +70,18 @@ pub fn self_attention_in_place(
     if x.is_empty() {
         return;
     }
-    let per_chunk = (TARGET_ROWS / seq).clamp(1, batch);
-    let chunk = per_chunk * seq * width;
-    let run = |(index, rows): (usize, &mut [f32]), parallel| {
-        let chunk_terms = shift(terms, index * per_chunk);
-        block(
-            rows,
-            seq,
-            heads,
-            projections,
-            chunk_terms,
-            scale,
-            norm,
-            parallel,
-        );
-    };
-    if batch.div_ceil(per_chunk) >= rayon::current_num_threads() {
-        // Enough chunks for every thread: each runs whole chunks on its own.
-        x.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|chunk| run(chunk, false));
+    if batch >= 2 * rayon::current_num_threads() {
+        // Each thread runs chunks of whole sequences on its own.
+        let parts = parts::part_count(batch, (TARGET_ROWS / seq).max(1));
+        parts::even_parts(x, seq * width, parts)
+            .into_par_iter()
+            .for_each(|(b0, rows)| {
+                let terms = shift(terms, b0);
+                block(rows, seq, heads, projections, terms, scale, norm, false);
+            });
     } else {
-        // Too few sequences to share out: the gemms and the attention split the work instead.
-        x.chunks_mut(chunk)
-            .enumerate()
-            .for_each(|chunk| run(chunk, true));
+        // Too few sequences to share out: one chunk, whose gemms and attention split the work.
+        block(x, seq, heads, projections, terms, scale, norm, true);
     }
 }
 
@@ -136,11 +119,8 @@ fn block(
     } else {
         gemm::Parallelism::None
     };
-    // Taken out of the thread-local for the duration, so nothing borrowed is held across a gemm
-    // that may run other rayon tasks on this thread. Q, K, V, then the context.
-    let mut scratch = SCRATCH.take();
-    scratch.clear();
-    scratch.reserve(4 * size);
+    // Q, K, V, then the context.
+    let mut scratch: Vec<f32> = Vec::with_capacity(4 * size);
     let projected = [projections.query, projections.key, projections.value];
     for (i, dense) in projected.iter().enumerate() {
         // SAFETY: `scratch` has room for 4 · size; this writes elements i·size..(i + 1)·size.
@@ -201,5 +181,4 @@ fn block(
     for row in x.chunks_exact_mut(width) {
         norm::normalize_row(row, bias, None, norm.gamma, norm.beta, norm.epsilon);
     }
-    SCRATCH.set(scratch);
 }
