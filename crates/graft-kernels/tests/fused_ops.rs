@@ -39,6 +39,19 @@ fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The `[batch, heads, seq, seq]` mask the encoders pass: true where the key is past a row's length.
+fn padding_mask(lengths: &[usize], seq: usize, heads: usize, device: &Device) -> Tensor<4, Bool> {
+    let batch = lengths.len();
+    let ids: Vec<i64> = lengths
+        .iter()
+        .flat_map(|&len| (0..seq).map(move |j| i64::from(j < len)))
+        .collect();
+    Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, seq]), device)
+        .equal_elem(0)
+        .reshape([batch, 1, 1, seq])
+        .expand([batch, heads, seq, seq])
+}
+
 /// Runs `f` on every device and checks the fused result against the others.
 fn agree<const D: usize>(what: &str, tolerance: f32, f: impl Fn(&Device) -> Tensor<D>) {
     let [fused, reference, autodiff] = devices().map(|d| f(&d));
@@ -179,18 +192,7 @@ fn attention_on_qkv_views_with_padding_masks_and_biases() {
     let width = heads * head_dim;
     let qkv = random([batch, seq, 3 * width], 12);
     let bias = random([1, heads, seq, seq], 13);
-    let lengths = [21i64, 15, 4];
-    let ids: Vec<i64> = lengths
-        .iter()
-        .flat_map(|&len| (0..seq as i64).map(move |j| i64::from(j < len)))
-        .collect();
-    let attention_mask = TensorData::new(ids, [batch, seq]);
-    let pad_mask = |d: &Device| -> Tensor<4, Bool> {
-        Tensor::<2, Int>::from_data(attention_mask.clone(), d)
-            .equal_elem(0)
-            .reshape([batch, 1, 1, seq])
-            .expand([batch, heads, seq, seq])
-    };
+    let pad_mask = |d: &Device| padding_mask(&[21, 15, 4], seq, heads, d);
     let parts = |d: &Device| {
         let qkv = on::<3>(&qkv, d);
         [0, 1, 2].map(|i| qkv.clone().narrow(2, i * width, width))
@@ -266,16 +268,8 @@ fn self_attention_block_over_whole_sequences() {
     // chunk, and one sequence a chunk; each with and without padding.
     for (batch, seq, seed) in [(1, 37, 52), (5, 100, 53), (3, 300, 54)] {
         let x = random([batch, seq, width], seed);
-        let ids: Vec<i64> = (0..batch)
-            .flat_map(|b| (0..seq).map(move |j| i64::from(j < seq - b * seq / (batch + 1))))
-            .collect();
-        let attention_mask = TensorData::new(ids, [batch, seq]);
-        let pad_mask = |d: &Device| -> Tensor<4, Bool> {
-            Tensor::<2, Int>::from_data(attention_mask.clone(), d)
-                .equal_elem(0)
-                .reshape([batch, 1, 1, seq])
-                .expand([batch, heads, seq, seq])
-        };
+        let lengths: Vec<usize> = (0..batch).map(|b| seq - b * seq / (batch + 1)).collect();
+        let pad_mask = |d: &Device| padding_mask(&lengths, seq, heads, d);
         let bias = random([1, heads, seq, seq], seed + 10);
         agree("self-attention block", 1e-5, |d| {
             block(on(&x, d), None, None, d)

@@ -327,11 +327,7 @@ pub struct BertOutput {
 impl BertOutput {
     /// `layer_norm` as the fused kernels take it.
     fn norm_params(&self) -> graft_kernels::LayerNormParams {
-        graft_kernels::LayerNormParams {
-            gamma: self.layer_norm.gamma.val(),
-            beta: self.layer_norm.beta.as_ref().map(|b| b.val()),
-            epsilon: self.layer_norm_eps,
-        }
+        norm_params(&self.layer_norm, self.layer_norm_eps)
     }
 
     pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
@@ -407,6 +403,15 @@ impl BertLayer {
     pub fn forward(&self, x: Tensor<3>, pad_mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
         let x = self.attention.forward(x, pad_mask);
         feed_forward(self.act, &self.intermediate, &self.output, x)
+    }
+}
+
+/// A layer norm with its epsilon (burn keeps it private) as the fused kernels take it.
+pub fn norm_params(layer_norm: &LayerNorm, epsilon: f64) -> graft_kernels::LayerNormParams {
+    graft_kernels::LayerNormParams {
+        gamma: layer_norm.gamma.val(),
+        beta: layer_norm.beta.as_ref().map(|b| b.val()),
+        epsilon,
     }
 }
 

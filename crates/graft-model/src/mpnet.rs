@@ -227,11 +227,7 @@ impl MpnetAttention {
                 output: bert::dense(&attn.o),
                 heads: attn.num_heads,
             };
-            let norm = graft_kernels::LayerNormParams {
-                gamma: self.layer_norm.gamma.val(),
-                beta: self.layer_norm.beta.as_ref().map(|b| b.val()),
-                epsilon: self.layer_norm_eps,
-            };
+            let norm = bert::norm_params(&self.layer_norm, self.layer_norm_eps);
             return graft_kernels::self_attention(x, layer, pad_mask, Some(bias), norm);
         }
         let attended = self.attn.forward(x.clone(), pad_mask, bias);
