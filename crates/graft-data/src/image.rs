@@ -347,12 +347,12 @@ pub fn read_image_folder(root: &Path) -> Result<Vec<crate::TextExample>, DataErr
 }
 
 /// Image paths in a CSV/JSONL/parquet table are taken relative to the table's folder (images held
-/// in the table itself stay as they are).
+/// in the table itself, and empty fields, stay as they are).
 pub fn resolve_paths(examples: &mut [crate::TextExample], table: &Path) {
     let base = table.parent().unwrap_or(Path::new("."));
     for example in examples {
         let path = Path::new(&example.text);
-        if path.is_relative() && example.bytes.is_none() {
+        if path.is_relative() && example.bytes.is_none() && !example.text.trim().is_empty() {
             example.text = base.join(path).to_string_lossy().to_string();
         }
     }

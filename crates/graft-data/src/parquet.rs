@@ -81,16 +81,22 @@ fn read_rows(
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let index = |column: &str| {
-        fields
-            .iter()
-            .position(|f| f == column)
-            .ok_or_else(|| DataError::MissingColumn {
-                path: path.to_path_buf(),
-                column: column.to_string(),
-                found: fields.clone(),
-            })
-    };
+    let index =
+        |column: &str| {
+            let index = fields.iter().position(|f| f == column).ok_or_else(|| {
+                DataError::MissingColumn {
+                    path: path.to_path_buf(),
+                    column: column.to_string(),
+                    found: fields.clone(),
+                }
+            })?;
+            if fields.iter().filter(|f| *f == column).count() > 1 {
+                return Err(invalid(format!(
+                    "the schema names column `{column}` more than once"
+                )));
+            }
+            Ok(index)
+        };
     let class_names = label_column.and_then(|c| class_label_names(builder.schema().metadata(), c));
     let text_index = index(text_column)?;
     let label_index = label_column.map(index).transpose()?;
@@ -115,7 +121,11 @@ fn read_rows(
         let labels = label_column.map(column).transpose()?;
         for row in 0..batch.num_rows() {
             let line = examples.len() + 1;
+            // A null is an empty field, which the reader's caller judges.
             let at = |array: &ArrayRef, name: &str| {
+                if array.is_null(row) {
+                    return Ok(Cell::Text(String::new()));
+                }
                 cell(array, row).map_err(|message| DataError::Parse {
                     path: path.to_path_buf(),
                     line,

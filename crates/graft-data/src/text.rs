@@ -114,14 +114,22 @@ fn read_csv(
     let headers = reader.headers().map_err(|e| csv_error(path, e))?.clone();
     let found: Vec<String> = headers.iter().map(str::to_string).collect();
     let column_index = |column: &str| {
-        headers
-            .iter()
-            .position(|h| h == column)
-            .ok_or_else(|| DataError::MissingColumn {
+        let mut matching = headers.iter().enumerate().filter(|(_, h)| *h == column);
+        let (index, _) = matching.next().ok_or_else(|| DataError::MissingColumn {
+            path: path.to_path_buf(),
+            column: column.to_string(),
+            found: found.clone(),
+        })?;
+        if matching.next().is_some() {
+            return Err(DataError::Parse {
                 path: path.to_path_buf(),
-                column: column.to_string(),
-                found: found.clone(),
-            })
+                line: 1,
+                message: format!(
+                    "the header names column `{column}` more than once; rename one of them"
+                ),
+            });
+        }
+        Ok(index)
     };
     let text_index = column_index(text_column)?;
     let label_index = label_column.map(column_index).transpose()?;
@@ -210,6 +218,8 @@ fn read_jsonl(
                 Some(Value::Bool(b)) => Ok(b.to_string()),
                 // A label list (multi-label data) is kept as its JSON text.
                 Some(array @ Value::Array(_)) => Ok(array.to_string()),
+                // An empty field, which the reader's caller judges.
+                Some(Value::Null) => Ok(String::new()),
                 Some(other) => Err(parse_error(format!(
                     "field `{column}` must be a string or number, found {other}"
                 ))),
@@ -287,6 +297,29 @@ mod tests {
         let (_d, path) = write("a.csv", "review,score\n");
         let error = read_texts(&path, DataFormat::Csv, "review", Some("score")).unwrap_err();
         assert!(matches!(error, DataError::Empty { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_csv_column_named_twice_is_refused() {
+        let (_d, path) = write("a.csv", "text,label,text\nx,y,z\n");
+        let error = read_texts(&path, DataFormat::Csv, "text", Some("label")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}:1: the header names column `text` more than once; rename one of them",
+                path.display()
+            )
+        );
+        // A repeated column that is not read does not matter.
+        let (_d, path) = write("b.csv", "text,label,x,x\nt,y,1,2\n");
+        assert!(read_texts(&path, DataFormat::Csv, "text", Some("label")).is_ok());
+    }
+
+    #[test]
+    fn a_jsonl_null_is_an_empty_field() {
+        let (_d, path) = write("a.jsonl", "{\"t\":\"hi\",\"y\":null}\n");
+        let examples = read_texts(&path, DataFormat::Jsonl, "t", Some("y")).unwrap();
+        assert_eq!(examples[0].label.as_deref(), Some(""));
     }
 
     #[test]

@@ -250,6 +250,17 @@ impl Config {
                 ));
             }
         }
+        let input_column = d.image_column.as_deref().unwrap_or(&d.text_column);
+        if !input_column.is_empty() && input_column == d.label_column {
+            return Err((
+                "data",
+                "label_column",
+                format!(
+                    "\"{}\" is also the input column: the model would be shown its own labels",
+                    d.label_column
+                ),
+            ));
+        }
         if let Some([low, high]) = self.augment.crop_scale
             && !(low > 0.0 && low <= high && high <= 1.0)
         {

@@ -1,12 +1,14 @@
 //! A run's data, the same for every modality: the config's splits read by the modality's reader,
-//! the label set (from the data or a labels file), the seeded validation split, targets checked
-//! against the labels, regression standardization, and the loss with its class weights.
+//! bad rows refused or skipped ([`crate::bad_rows`]), the label set (from the data or a labels
+//! file), the seeded validation split, targets checked against the labels, regression
+//! standardization, and the loss with its class weights.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use graft_data::{LabelSet, TextExample, multi_label_set, train_valid_split};
 
+use crate::bad_rows::{Screen, SkippedRows, label_problem, row_problem};
 use crate::config::{ClassWeights, Config};
 use crate::error::{TrainError, TrainError as E};
 use crate::loss::{Targets, TaskLoss, balanced_class_weights, balanced_pos_weight};
@@ -23,6 +25,8 @@ pub struct RunData {
     pub valid_targets: Targets,
     /// Regression: the mean and standard deviation the targets were standardized with.
     pub standardization: Option<(f64, f64)>,
+    /// Rows left out under `[data] bad_rows = "skip"`, per file.
+    pub skipped: Vec<SkippedRows>,
 }
 
 impl RunData {
@@ -33,7 +37,14 @@ impl RunData {
     ) -> Result<Self, TrainError> {
         let d = &config.data;
         let task = d.task;
-        let all_train = read(&d.train)?;
+        let mut screen = Screen::new(d.bad_rows);
+        // Rows are checked before the label set is made of them, so an empty label never
+        // becomes a class.
+        let mut read = |path: &Path| {
+            let examples = read(path)?;
+            screen.apply(path, examples, |e| row_problem(task, e))
+        };
+        let mut all_train = read(&d.train)?;
         let labels = match (task, &d.labels) {
             (Task::Regression, _) => vec![d.label_column.clone()],
             (_, Some(path)) => LabelSet::from_file(path)?.names().to_vec(),
@@ -44,8 +55,31 @@ impl RunData {
                 .names()
                 .to_vec(),
         };
-        let (train, valid) = match &d.valid {
-            Some(valid_path) => (all_train, read(valid_path)?),
+        let spec = TaskSpec {
+            task,
+            labels,
+            threshold: config.head.threshold,
+            separator: d.label_separator.clone(),
+        };
+        let valid_file = d.valid.as_ref().map(|path| read(path)).transpose()?;
+        let test_file = d.test.as_ref().map(|path| read(path)).transpose()?;
+        // Labels outside the run's labels (a labels file's, or those of the training file).
+        let mut known = |path: &Path, examples: Vec<TextExample>| {
+            screen.apply(path, examples, |e| label_problem(&spec, e))
+        };
+        if d.labels.is_some() {
+            all_train = known(&d.train, all_train)?;
+        }
+        let valid_file = match (&d.valid, valid_file) {
+            (Some(path), Some(examples)) => Some(known(path, examples)?),
+            _ => None,
+        };
+        let test = match (&d.test, test_file) {
+            (Some(path), Some(examples)) => Some((path.clone(), known(path, examples)?)),
+            _ => None,
+        };
+        let (train, valid) = match valid_file {
+            Some(valid) => (all_train, valid),
             None => {
                 if all_train.len() < 2 {
                     return Err(E::Config {
@@ -65,16 +99,6 @@ impl RunData {
             }
         };
         let valid_path = d.valid.clone().unwrap_or_else(|| d.train.clone());
-        let test = match &d.test {
-            Some(path) => Some((path.clone(), read(path)?)),
-            None => None,
-        };
-        let spec = TaskSpec {
-            task,
-            labels,
-            threshold: config.head.threshold,
-            separator: d.label_separator.clone(),
-        };
         let mut train_targets = spec.targets(&train, &d.train)?;
         let mut valid_targets = spec.targets(&valid, &valid_path)?;
         if let Some((path, examples)) = &test {
@@ -112,6 +136,7 @@ impl RunData {
             train_targets,
             valid_targets,
             standardization,
+            skipped: screen.into_skipped(),
         })
     }
 

@@ -44,6 +44,15 @@ pub enum TrainError {
         path.display()
     )]
     InUse { path: PathBuf, pid: String },
+    /// A folder that already holds a run or an export, which is never replaced unasked.
+    #[error("{}: already holds {holds}; {ways}", path.display())]
+    Occupied {
+        path: PathBuf,
+        /// What is there: `a finished run (best epoch 3, valid_accuracy 0.871)`.
+        holds: String,
+        /// The ways on, in the library's words (the CLI adds its flags).
+        ways: String,
+    },
     #[error("backend: {0}")]
     Backend(String),
     #[error("{0}")]

@@ -81,3 +81,50 @@ pub fn module_tensors<M: burn::module::Module>(
     }
     Ok(out)
 }
+
+/// A new private folder beside `out` (same file system, so it can be renamed onto `out`) whose
+/// name starts with `.graft-<what>-`: a whole artifact folder is built there, then published.
+pub fn staging_dir(out: &Path, what: &str) -> Result<std::path::PathBuf, TrainError> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(TrainError::io(parent))?;
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".graft-{what}-"))
+        .tempdir_in(parent)
+        .map_err(TrainError::io(parent))?;
+    Ok(staging.keep())
+}
+
+/// Moves the finished folder `staging` to `out`, replacing an earlier folder there only once the
+/// new one is whole.
+pub fn publish_dir(staging: &Path, out: &Path) -> Result<(), TrainError> {
+    for folder in walk(staging) {
+        make_shareable(&folder)?;
+    }
+    if out.exists() {
+        let name = out.file_name().unwrap_or_default().to_string_lossy();
+        let old = out.with_file_name(format!(".{name}.graft-old"));
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(out, &old).map_err(TrainError::io(out))?;
+        std::fs::rename(staging, out).map_err(TrainError::io(out))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(staging, out).map_err(TrainError::io(out))?;
+    }
+    Ok(())
+}
+
+/// `dir` and every folder below it.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut folders = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < folders.len() {
+        if let Ok(entries) = std::fs::read_dir(&folders[i]) {
+            folders.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        i += 1;
+    }
+    folders
+}

@@ -9,6 +9,7 @@
 //! through [`Progress`].
 
 pub mod backend;
+pub mod bad_rows;
 pub mod bench;
 pub mod checkpoint;
 pub mod classifier;
@@ -51,9 +52,14 @@ pub use progress::{EpochMetrics, Progress, Silent, StepMetrics};
 pub use task::{Prediction, Task};
 
 /// Writes the export of a run folder to `out` (`merge`: a LoRA run's adapters folded into the
-/// weights); see [`export`](mod@export).
-pub fn export(run_dir: &Path, out: &Path, merge: bool) -> Result<String, TrainError> {
-    export::export(run_dir, out, merge)
+/// weights; `replace`: replace what is at `out`); see [`export`](mod@export).
+pub fn export(
+    run_dir: &Path,
+    out: &Path,
+    merge: bool,
+    replace: bool,
+) -> Result<String, TrainError> {
+    export::export(run_dir, out, merge, replace)
 }
 
 pub use error::TrainError;

@@ -22,6 +22,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::bad_rows::{Screen, input_problem};
 use crate::config::{DataSection, Format};
 use crate::error::{TrainError, TrainError as E};
 
@@ -472,6 +473,11 @@ pub fn read_input(
             read_texts(path, format, column, label_column)?
         }
         Modality::Image => read_images(path, input.column.as_deref(), label_column)?,
+    };
+    // Labelled inputs are screened with their labels, by the task (`evaluate`).
+    let examples = match label_column {
+        None => Screen::inputs().apply(path, examples, input_problem)?,
+        Some(_) => examples,
     };
     if label_column.is_some() && examples.iter().any(|e| e.label.is_none()) {
         return Err(E::Config {

@@ -15,12 +15,13 @@ use graft_model::{Backbone, Modality, ModelFolder, NativeHead, Pooling};
 use serde::Serialize;
 
 use crate::backend::{self, SelectedDevice};
+use crate::bad_rows::{self, Screen, label_problem, row_problem};
 use crate::classifier::{Classifier, extract_features, rows_of, select_rows};
 use crate::config::{Backend, CacheMode, Config, HeadKind, LoraSection};
 use crate::data::RunData;
 use crate::error::{TrainError, TrainError as E};
 use crate::feature_cache::{self, CacheStats, FeatureCache};
-use crate::files::{TensorBytes, write_atomic, write_json_atomic, write_safetensors};
+use crate::files::{self, TensorBytes, write_atomic, write_json_atomic, write_safetensors};
 use crate::fit::{FitSpec, Resume, Split, fit, lr_groups, steps_per_epoch};
 use crate::freezing::{ClassifierLayout, Describe, FreezeState, HeadOnly, ParamTable, stable_ids};
 use crate::head::{Head, HeadSpec};
@@ -56,6 +57,8 @@ pub struct TrainOptions {
     /// Overrides the config's backend.
     pub backend: Option<Backend>,
     pub resume: Resume,
+    /// Replace a run already in the output folder (never done unasked).
+    pub replace: bool,
 }
 
 /// What `graft train --dry-run` shows: every tensor, trainable or frozen at the start, and how
@@ -339,33 +342,104 @@ fn plan_of(
 
 /// Trains a head (and, where the config unfreezes it, the backbone), saves the run folder, and
 /// evaluates on the test file if there is one. The run holds its output folder (a second run
-/// into it is refused) and, when asked, is tracked in MLflow.
+/// into it is refused) and, when asked, is tracked in MLflow. A run already in the folder is
+/// continued when resuming, replaced when `options.replace` says so (the new run is built beside
+/// it and swapped in only once it is whole, so a failed or stopped replacement leaves the
+/// earlier run as it was), and otherwise refused, naming it.
 pub fn train(
     config: &Config,
     options: &TrainOptions,
     progress: &dyn Progress,
 ) -> Result<TrainReport, TrainError> {
-    let lock = run_dir::lock(&config.output.dir)?;
+    let dir = &config.output.dir;
+    let lock = run_dir::lock(dir)?;
     let resuming = !matches!(options.resume, Resume::No);
-    let tracker = tracking::Tracker::start(config, resuming, progress);
+    let staging = match run_dir::existing_run(dir) {
+        Some(_) if resuming => None,
+        Some(_) if options.replace => Some(replacement_dir(dir)?),
+        Some(holds) => {
+            return Err(E::Occupied {
+                path: dir.clone(),
+                holds,
+                ways: "train into another [output] dir, resume it if it is unfinished, or \
+                       replace it"
+                    .into(),
+            });
+        }
+        None => None,
+    };
+    let out = staging.as_deref().unwrap_or(dir);
+    let tracker = tracking::Tracker::start(config, out, resuming, progress);
     let tracked = tracking::Tracked {
         inner: progress,
         tracker: tracker.as_ref(),
     };
-    let result = train_run(config, options, &tracked);
+    let result = train_run(config, out, options, &tracked);
     if let Some(tracker) = &tracker {
         let test = result.as_ref().ok().and_then(|r| r.test.as_ref());
         tracker.finish(test, result.is_ok(), progress);
     }
-    if result.is_err() {
-        lock.discard_if_unused(&[tracking::RECORD]);
+    match (staging, result) {
+        (None, Ok(report)) => Ok(report),
+        (None, Err(e)) => {
+            lock.discard_if_unused(&[tracking::RECORD]);
+            Err(e)
+        }
+        (Some(staging), Ok(report)) => {
+            files::publish_dir(&staging, dir)?;
+            progress.info(&format!("replaced the earlier run in {}", dir.display()));
+            Ok(TrainReport {
+                run_dir: dir.clone(),
+                ..report
+            })
+        }
+        (Some(staging), Err(e)) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            let kept = format!(
+                "; the earlier run in {} is unchanged (the replacement was discarded)",
+                dir.display()
+            );
+            Err(match e {
+                E::Interrupted { signal, .. } => E::Interrupted { signal, kept },
+                E::Diverged {
+                    what,
+                    value,
+                    epoch,
+                    step,
+                    lr,
+                    ..
+                } => E::Diverged {
+                    what,
+                    value,
+                    epoch,
+                    step,
+                    lr,
+                    kept,
+                },
+                other => other,
+            })
+        }
     }
-    result
+}
+
+/// The folder a replacing run is built in, beside `dir`: `.NAME.graft-new`. A stale one, left
+/// by a replacement that was killed, is cleared first (the lock on `dir` keeps any other run out).
+fn replacement_dir(dir: &Path) -> Result<PathBuf, TrainError> {
+    let name = dir
+        .file_name()
+        .map_or("run".into(), |n| n.to_string_lossy().to_string());
+    let staging = dir.with_file_name(format!(".{name}.graft-new"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(TrainError::io(&staging))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(TrainError::io(&staging))?;
+    Ok(staging)
 }
 
 /// [`train`] once the folder is held and tracking started.
 fn train_run(
     config: &Config,
+    out: &Path,
     options: &TrainOptions,
     progress: &dyn Progress,
 ) -> Result<TrainReport, TrainError> {
@@ -393,6 +467,9 @@ fn train_run(
         task.outputs_noun(),
         data.spec.labels.join(", ")
     ));
+    for skipped in &data.skipped {
+        progress.info(&skipped.summary());
+    }
     progress.stage("reading inputs", 0);
     let train_data = encoder.encode(&data.train)?;
     let valid_data = encoder.encode(&data.valid)?;
@@ -406,11 +483,7 @@ fn train_run(
     let metrics = |outputs: &[Vec<f32>]| data.valid_metrics(outputs);
     let head_spec = source.head_spec(config, backbone.feature_size(), data.spec.labels.len());
     let train_device = device.clone().autodiff();
-    let out = &config.output.dir;
-    std::fs::create_dir_all(out).map_err(|source| E::Io {
-        path: out.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(out).map_err(TrainError::io(out))?;
     let layout = ClassifierLayout::of(&backbone);
     if layout.has_batchnorm() {
         progress.info(if config.freeze.train_batchnorm {
@@ -549,7 +622,7 @@ fn train_run(
         "best epoch: {best_epoch} (by {})",
         config.train.monitor
     ));
-    write_training_plot(&config.output.dir, &config.train.monitor, progress);
+    write_training_plot(out, &config.train.monitor, progress);
     // A LoRA run keeps its adapters in PEFT's layout and the merged backbone as its model.
     let adapter_tensors = lora_spec
         .as_ref()
@@ -582,6 +655,7 @@ fn train_run(
         label_separator: multi_label.then(|| d.label_separator.clone()),
         preparation: source.preparation.clone(),
         lora: lora_spec,
+        skipped_rows: bad_rows::counts(&data.skipped),
     };
     run_dir::save(out, &manifest, &model, &source.folder.dir)?;
     let adapter_path = out.join(lora::ADAPTER_WEIGHTS);
@@ -619,7 +693,7 @@ fn train_run(
         _ => None,
     };
     Ok(TrainReport {
-        run_dir: out.clone(),
+        run_dir: out.to_path_buf(),
         device: description,
         history,
         best_epoch,
@@ -750,6 +824,9 @@ pub fn evaluate(
     let label_column = label_column.unwrap_or(&manifest.label_column);
     let modality = manifest.preparation.modality();
     let examples = read_input(modality, &input, Some(label_column))?;
+    let examples = Screen::inputs().apply(&input.path, examples, |e| {
+        row_problem(spec.task, e).or_else(|| label_problem(&spec, e))
+    })?;
     let targets = spec.targets(&examples, &input.path)?;
     let outputs = run_outputs(run_dir, &examples, batch_size, backend, progress)?;
     let report = spec.report(&outputs, &targets, None);

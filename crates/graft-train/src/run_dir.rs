@@ -14,6 +14,7 @@
 //! ```
 //! The backbone files make the folder a self-contained model folder.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::store::{FloatCastAdapter, ModuleAdapter, PyTorchToBurnAdapter, SafetensorsStore};
@@ -21,6 +22,7 @@ use burn::tensor::{DType, Device};
 use graft_model::{Backbone, ModelFolder, WeightsIndex, weights};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::Checkpoints;
 use crate::classifier::Classifier;
 use crate::error::TrainError;
 use crate::files::{
@@ -29,6 +31,7 @@ use crate::files::{
 use crate::head::{Head, HeadSpec};
 use crate::lora::LoraSpec;
 use crate::modality::{Encoder, Preparation};
+use crate::progress::EpochMetrics;
 use crate::task::{Task, TaskSpec};
 
 /// Backbone files copied into a run folder (and into exports) when present.
@@ -72,6 +75,9 @@ pub struct RunManifest {
     /// file holds the merged backbone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraSpec>,
+    /// Rows left out of each data file under `[data] bad_rows = "skip"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped_rows: BTreeMap<String, usize>,
 }
 
 impl RunManifest {
@@ -152,6 +158,42 @@ pub struct LoadedRun {
 /// Whether `dir` holds a graft run (a `graft.json`).
 pub fn is_run(dir: &Path) -> bool {
     dir.join(MANIFEST).is_file()
+}
+
+/// What `dir` holds that a new training run there would replace: a finished run, named by its
+/// best epoch and headline metric, or an unfinished one by its last checkpoint.
+pub fn existing_run(dir: &Path) -> Option<String> {
+    if is_run(dir) {
+        let Some(best) = read_manifest(dir).ok().and_then(|m| m.best_epoch) else {
+            return Some("a finished run".into());
+        };
+        let headline = std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .filter_map(|line| {
+                        let mut line: serde_json::Value = serde_json::from_str(line).ok()?;
+                        let kind = line.as_object_mut()?.remove("kind")?;
+                        (kind == "epoch").then_some(())?;
+                        serde_json::from_value::<EpochMetrics>(line).ok()
+                    })
+                    .find(|m| m.epoch == best)
+            })
+            .and_then(|m| {
+                m.headline()
+                    .map(|(name, value)| format!(", {name} {value:.4}"))
+            })
+            .unwrap_or_default();
+        return Some(format!("a finished run (best epoch {best}{headline})"));
+    }
+    match Checkpoints::in_run(dir).latest() {
+        Ok(None) => None,
+        Ok(Some(latest)) => Some(match Checkpoints::read_state(&latest) {
+            Ok(state) => format!("an unfinished run (last checkpoint: epoch {})", state.epoch),
+            Err(_) => "an unfinished run".into(),
+        }),
+        Err(_) => Some("an unfinished run".into()),
+    }
 }
 
 pub fn read_manifest(dir: &Path) -> Result<RunManifest, TrainError> {

@@ -237,11 +237,17 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Starts (or, resuming, continues) the MLflow run of `config`, or `None` when tracking is
-    /// off or the server cannot be reached.
-    pub fn start(config: &Config, resuming: bool, progress: &dyn Progress) -> Option<Self> {
+    /// Starts (or, resuming, continues) the MLflow run of `config`, whose files are written in
+    /// `run_dir` (the output folder, or the folder a replacing run is built in), or `None` when
+    /// tracking is off or the server cannot be reached.
+    pub fn start(
+        config: &Config,
+        run_dir: &Path,
+        resuming: bool,
+        progress: &dyn Progress,
+    ) -> Option<Self> {
         let uri = tracking_uri(config)?;
-        let run_dir = config.output.dir.clone();
+        let run_dir = run_dir.to_path_buf();
         let client = Client::new(&uri);
         let previous = resuming
             .then(|| std::fs::read_to_string(run_dir.join(RECORD)).ok())

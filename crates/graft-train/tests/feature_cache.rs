@@ -39,6 +39,14 @@ dir = "{out}"
     Config::parse(&text, Path::new("test.toml")).unwrap()
 }
 
+/// Each run replaces the one before it in the same output folder.
+fn replacing() -> TrainOptions {
+    TrainOptions {
+        replace: true,
+        ..TrainOptions::default()
+    }
+}
+
 #[test]
 fn second_run_reuses_and_changes_recompute() {
     let tmp = tempfile::tempdir().unwrap();
@@ -47,31 +55,19 @@ fn second_run_reuses_and_changes_recompute() {
     let train = repo().join("datasets/fine-foods-mini/train.csv");
     let all = 48 + 16; // train + valid, and the test file
 
-    let first = graft_train::train(
-        &config(&train, 64, &cache, &out),
-        &TrainOptions::default(),
-        &Silent,
-    )
-    .unwrap();
+    let first =
+        graft_train::train(&config(&train, 64, &cache, &out), &replacing(), &Silent).unwrap();
     assert_eq!((first.cache.computed, first.cache.reused), (all, 0));
 
     // Same backbone, settings and texts: nothing is computed, and the results are identical.
-    let second = graft_train::train(
-        &config(&train, 64, &cache, &out),
-        &TrainOptions::default(),
-        &Silent,
-    )
-    .unwrap();
+    let second =
+        graft_train::train(&config(&train, 64, &cache, &out), &replacing(), &Silent).unwrap();
     assert_eq!((second.cache.computed, second.cache.reused), (0, all));
     assert_eq!(first.test.as_ref().unwrap(), second.test.as_ref().unwrap());
 
     // A different max_length changes every feature.
-    let third = graft_train::train(
-        &config(&train, 32, &cache, &out),
-        &TrainOptions::default(),
-        &Silent,
-    )
-    .unwrap();
+    let third =
+        graft_train::train(&config(&train, 32, &cache, &out), &replacing(), &Silent).unwrap();
     assert_eq!((third.cache.computed, third.cache.reused), (all, 0));
 
     // Editing one training text recomputes the split it lands in, and only that one.
@@ -83,12 +79,8 @@ fn second_run_reuses_and_changes_recompute() {
         text.replacen(&first_review, &first_review.replacen(",", ",EDITED ", 1), 1),
     )
     .unwrap();
-    let fourth = graft_train::train(
-        &config(&edited, 64, &cache, &out),
-        &TrainOptions::default(),
-        &Silent,
-    )
-    .unwrap();
+    let fourth =
+        graft_train::train(&config(&edited, 64, &cache, &out), &replacing(), &Silent).unwrap();
     assert!(
         fourth.cache.computed > 0 && fourth.cache.computed < all,
         "{:?}",
@@ -99,7 +91,7 @@ fn second_run_reuses_and_changes_recompute() {
     // rebuild recomputes everything even though the cache holds it.
     let mut rebuild = config(&train, 64, &cache, &out);
     rebuild.train.cache = CacheMode::Rebuild;
-    let fifth = graft_train::train(&rebuild, &TrainOptions::default(), &Silent).unwrap();
+    let fifth = graft_train::train(&rebuild, &replacing(), &Silent).unwrap();
     assert_eq!((fifth.cache.computed, fifth.cache.reused), (all, 0));
 }
 
@@ -109,12 +101,8 @@ fn interrupted_pass_resumes_from_finished_shards_and_ignores_broken_ones() {
     let cache = tmp.path().join("cache");
     let out = tmp.path().join("run");
     let train = repo().join("datasets/fine-foods-mini/train.csv");
-    let first = graft_train::train(
-        &config(&train, 64, &cache, &out),
-        &TrainOptions::default(),
-        &Silent,
-    )
-    .unwrap();
+    let first =
+        graft_train::train(&config(&train, 64, &cache, &out), &replacing(), &Silent).unwrap();
     assert_eq!(first.cache.reused, 0);
     // Simulate an interruption: one entry lost its shard, another's shard is half-written.
     let entries: Vec<PathBuf> = std::fs::read_dir(cache.join("features"))
@@ -124,12 +112,8 @@ fn interrupted_pass_resumes_from_finished_shards_and_ignores_broken_ones() {
     assert_eq!(entries.len(), 3, "train, valid and test entries");
     std::fs::remove_file(entries[0].join("shard-00000.safetensors")).unwrap();
     std::fs::write(entries[1].join("shard-00000.safetensors"), b"truncated").unwrap();
-    let second = graft_train::train(
-        &config(&train, 64, &cache, &out),
-        &TrainOptions::default(),
-        &Silent,
-    )
-    .unwrap();
+    let second =
+        graft_train::train(&config(&train, 64, &cache, &out), &replacing(), &Silent).unwrap();
     assert!(
         second.cache.computed > 0 && second.cache.reused > 0,
         "{:?}",

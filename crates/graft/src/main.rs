@@ -36,8 +36,9 @@ enum Command {
         /// Continue from the output folder's last complete checkpoint.
         #[arg(long)]
         resume: bool,
-        /// With --resume: continue even though the config changed.
-        #[arg(long, requires = "resume")]
+        /// Replace a run already in the output folder (it stays until the new one is whole);
+        /// with --resume: continue even though the config changed.
+        #[arg(long)]
         force: bool,
         /// Print every tensor as trainable or frozen, with counts, and exit without training.
         #[arg(long)]
@@ -120,6 +121,9 @@ enum Command {
         /// (without it, a LoRA run exports as a PEFT adapter folder).
         #[arg(long)]
         merge: bool,
+        /// Replace what is already at --out (it stays until the new export is whole).
+        #[arg(long)]
+        force: bool,
     },
     /// Write a commented starter config from a model and a data file: the text or image and
     /// label columns and the task are detected from the data.
@@ -260,6 +264,15 @@ fn describe(error: &anyhow::Error) -> String {
     text
 }
 
+/// The library names the ways on in its own words; for a folder that is already taken, the
+/// command line adds the flags that take them.
+fn with_flags(error: graft_train::TrainError, flags: &str) -> anyhow::Error {
+    match error {
+        graft_train::TrainError::Occupied { .. } => anyhow::anyhow!("{error} ({flags})"),
+        other => other.into(),
+    }
+}
+
 /// Prints a line to stdout; a closed pipe ends the command quietly (see `main`).
 macro_rules! say {
     ($($arg:tt)*) => {
@@ -294,8 +307,15 @@ fn run(cli: Cli) -> Result<()> {
                     (true, false) => Resume::Yes,
                     (true, true) => Resume::Force,
                 },
+                replace: force && !resume,
             };
             let report = graft_train::train(&parsed, &options, &renderer)
+                .map_err(|e| {
+                    with_flags(
+                        e,
+                        "graft train --force replaces it; --resume continues an unfinished run",
+                    )
+                })
                 .with_context(|| format!("training {}", config.display()))?;
             renderer.clear();
             say!(
@@ -451,8 +471,14 @@ fn run(cli: Cli) -> Result<()> {
                 output.display()
             );
         }
-        Command::Export { model, out, merge } => {
-            let layout = graft_train::export(&model, &out, merge)?;
+        Command::Export {
+            model,
+            out,
+            merge,
+            force,
+        } => {
+            let layout = graft_train::export(&model, &out, merge, force)
+                .map_err(|e| with_flags(e, "graft export --force replaces it"))?;
             renderer.clear();
             say!(
                 "exported {} as {layout} to {}",

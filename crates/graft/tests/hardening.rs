@@ -282,7 +282,7 @@ fn concurrent_runs_share_a_cache_and_a_folder_in_use_is_refused() {
 
     // A long run holds its folder; a second run into it is refused, naming the first.
     let long = write(tmp.path(), "long.toml", &finetune_config(&a, 50));
-    let mut holder = spawn(&["train", long.to_str().unwrap()]);
+    let mut holder = spawn(&["train", long.to_str().unwrap(), "--force"]);
     let pid = holder.id().to_string();
     wait_for(&mut holder, "its lock", || {
         std::fs::read_to_string(a.join(".graft.lock")).is_ok_and(|t| t.trim() == pid)
@@ -292,10 +292,14 @@ fn concurrent_runs_share_a_cache_and_a_folder_in_use_is_refused() {
         stderr.contains("in use by another graft run") && stderr.contains(&format!("pid {pid}")),
         "{stderr}"
     );
-    // Killed, it leaves nothing stuck.
+    // Killed, it leaves nothing stuck, and the run it was replacing as it was.
     holder.kill().unwrap();
     holder.wait().unwrap();
-    ok(&["train", cfg_a.to_str().unwrap()]);
+    assert_eq!(metrics_without_seconds(&a), metrics_without_seconds(&b));
+    assert_eq!(json(&a.join("eval.json")), json(&b.join("eval.json")));
+    let said = ok(&["train", cfg_a.to_str().unwrap(), "--force"]);
+    assert!(said.contains("best epoch"), "{said}");
+    assert!(!tmp.path().join(".a.graft-new").exists());
 }
 
 /// A tmpfs of `size` at a fresh folder, unmounted when dropped; `None` where mounting is not

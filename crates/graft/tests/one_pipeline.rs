@@ -218,9 +218,10 @@ dir = "{}"
                 run.display()
             ),
         );
-        let out = graft(&["train", cfg.to_str().unwrap()]);
-        assert!(out.status.success());
+        // Each run replaces the one before it in the same folder.
+        let out = graft(&["train", cfg.to_str().unwrap(), "--force"]);
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
         let line = stderr
             .lines()
             .find(|l| l.starts_with("features: "))

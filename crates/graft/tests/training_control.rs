@@ -380,11 +380,12 @@ dir = "{run}"
     let export = export(&run, &tmp.path().join("export"));
     assert!(export.join("modules.json").is_file());
 
-    // A non-numeric target names the file and line.
+    // A non-numeric target names the file and line; the run it would have replaced stays.
     std::fs::write(&train, "review,length\ngood,1.5\nbad,abc\n").unwrap();
-    let stderr = fails(&["train", cfg.to_str().unwrap()]);
+    let stderr = fails(&["train", cfg.to_str().unwrap(), "--force"]);
     assert!(
         stderr.contains("train.csv:3") && stderr.contains("abc"),
         "{stderr}"
     );
+    assert!(run.join("graft.json").is_file());
 }

@@ -92,6 +92,21 @@ pub struct DataSection {
     /// Regression: train on standardized targets (the model still predicts raw values).
     #[serde(default = "yes")]
     pub standardize: bool,
+    /// What a bad row (an empty text, an empty or unknown label) does: stop the run naming it
+    /// (the default), or be skipped and counted.
+    #[serde(default)]
+    pub bad_rows: BadRows,
+}
+
+/// What to do with a row that cannot be trained or evaluated on as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BadRows {
+    /// Stop with an error naming the file and line.
+    #[default]
+    Error,
+    /// Leave the row out; the run says how many rows of each file it skipped, and where.
+    Skip,
 }
 
 fn default_label_column() -> String {

@@ -13,20 +13,38 @@ mod sentence_transformers;
 mod transformers;
 mod vision;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::Device;
 use graft_model::{ExportFormat, ExportTarget};
 
 use crate::error::{TrainError, TrainError as E};
-use crate::files::{TensorBytes, copy_atomic, make_shareable, module_tensors};
+use crate::files::{self, TensorBytes, copy_atomic, module_tensors};
 use crate::modality::Preparation;
 use crate::run_dir::{self, BACKBONE_FILES, LoadedRun, backbone_tensors};
 
 /// Writes the export of the run in `run_dir` to `out` and says what layout it has. A LoRA run
 /// exports as a PEFT adapter folder, or with `merge` as the plain folder with the adapters
-/// folded into the weights.
-pub fn export(run_dir: &Path, out: &Path, merge: bool) -> Result<String, TrainError> {
+/// folded into the weights. Something already at `out` is replaced only with `replace`.
+pub fn export(
+    run_dir: &Path,
+    out: &Path,
+    merge: bool,
+    replace: bool,
+) -> Result<String, TrainError> {
+    let occupied =
+        out.is_file() || std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
+    if occupied && !replace {
+        return Err(E::Occupied {
+            path: out.to_path_buf(),
+            holds: if run_dir::is_run(out) {
+                "a graft run".into()
+            } else {
+                "files".into()
+            },
+            ways: "export to another folder, or replace it".into(),
+        });
+    }
     #[allow(deprecated)]
     let device = Device::flex();
     let run = run_dir::load(run_dir, &device)?;
@@ -46,7 +64,7 @@ pub fn export(run_dir: &Path, out: &Path, merge: bool) -> Result<String, TrainEr
                 .into(),
         ));
     }
-    let staging = staging_dir(out)?;
+    let staging = files::staging_dir(out, "export")?;
     let result = match target.format {
         ExportFormat::Transformers if adapter => peft::write(run_dir, &run, &target, &staging),
         ExportFormat::Transformers => transformers::write(run_dir, &run, &target, &staging),
@@ -57,7 +75,7 @@ pub fn export(run_dir: &Path, out: &Path, merge: bool) -> Result<String, TrainEr
     };
     match result {
         Ok(description) => {
-            publish(&staging, out)?;
+            files::publish_dir(&staging, out)?;
             Ok(description)
         }
         Err(e) => {
@@ -186,36 +204,6 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     }
 }
 
-fn staging_dir(out: &Path) -> Result<PathBuf, TrainError> {
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".graft-export-")
-        .tempdir_in(parent)
-        .map_err(io(parent))?;
-    Ok(staging.keep())
-}
-
-/// Moves the finished folder to `out`, replacing an earlier export only once the new one is whole.
-fn publish(staging: &Path, out: &Path) -> Result<(), TrainError> {
-    for folder in walk(staging) {
-        make_shareable(&folder)?;
-    }
-    if out.exists() {
-        let old = out.with_extension("graft-old");
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(out, &old).map_err(io(out))?;
-        std::fs::rename(staging, out).map_err(io(out))?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(staging, out).map_err(io(out))?;
-    }
-    Ok(())
-}
-
 /// Copies the backbone's files (tokenizer, config) from the run folder.
 fn copy_backbone_files(run_dir: &Path, out: &Path, skip_config: bool) -> Result<(), TrainError> {
     for name in BACKBONE_FILES {
@@ -228,17 +216,4 @@ fn copy_backbone_files(run_dir: &Path, out: &Path, skip_config: bool) -> Result<
         }
     }
     Ok(())
-}
-
-/// `dir` and every folder below it.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut folders = vec![dir.to_path_buf()];
-    let mut i = 0;
-    while i < folders.len() {
-        if let Ok(entries) = std::fs::read_dir(&folders[i]) {
-            folders.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-        }
-        i += 1;
-    }
-    folders
 }
