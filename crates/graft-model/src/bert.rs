@@ -45,6 +45,9 @@ pub struct BertConfig {
     pub pad_token_id: usize,
     #[serde(default)]
     pub position_embedding_type: Option<String>,
+    /// A decoder attends causally (and may cross-attend); graft's encoders do not.
+    #[serde(default)]
+    pub is_decoder: bool,
 }
 
 fn default_hidden_act() -> String {
@@ -124,9 +127,16 @@ impl BertConfig {
         }
         if HiddenAct::parse(&self.hidden_act).is_none() {
             return Err(format!(
-                "hidden_act \"{}\" is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu, tanh)",
+                "hidden_act \"{}\" is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, \
+                 relu, tanh, quick_gelu)",
                 self.hidden_act
             ));
+        }
+        if self.is_decoder {
+            return Err(
+                "is_decoder true (causal self-attention) is not supported: graft reads encoders"
+                    .into(),
+            );
         }
         match self.position_embedding_type.as_deref() {
             None | Some("absolute") => Ok(()),
@@ -714,7 +724,14 @@ mod tests {
             attention_probs_dropout_prob: 0.1,
             pad_token_id: 0,
             position_embedding_type: None,
+            is_decoder: false,
         };
+        assert_eq!(config.check(), Ok(()));
+        let decoder = BertConfig {
+            is_decoder: true,
+            ..config.clone()
+        };
+        assert!(decoder.check().unwrap_err().starts_with("is_decoder true"));
         #[allow(deprecated)]
         let bert = config.init(true, &Device::flex());
         assert_eq!(

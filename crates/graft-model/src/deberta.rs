@@ -127,12 +127,21 @@ impl DebertaV2Config {
         if self.z_steps > 1 {
             return Err("z_steps > 1 is not supported".into());
         }
-        for kind in self.pos_att_types()? {
+        let kinds = self.pos_att_types()?;
+        for kind in &kinds {
             if kind != "c2p" && kind != "p2c" {
                 return Err(format!(
                     "pos_att_type \"{kind}\" is not supported (c2p, p2c)"
                 ));
             }
+        }
+        if !kinds.is_empty() && !self.relative_attention {
+            // transformers still divides the scores by sqrt(head size x (1 + kinds)) then.
+            return Err(
+                "pos_att_type without relative_attention is not supported (transformers scales \
+                 the scores by the missing terms)"
+                    .into(),
+            );
         }
         HiddenAct::parse(&self.hidden_act)
             .map(|_| ())
@@ -674,5 +683,15 @@ mod tests {
         assert_eq!(config.pos_att_types().unwrap(), ["c2p"]);
         config.pos_att_type = serde_json::json!("p2p");
         assert!(config.check().is_err());
+        // The test config has no relative attention: any kind is refused.
+        config.pos_att_type = serde_json::json!(["c2p"]);
+        assert!(
+            config
+                .check()
+                .unwrap_err()
+                .starts_with("pos_att_type without")
+        );
+        config.relative_attention = true;
+        assert_eq!(config.check(), Ok(()));
     }
 }

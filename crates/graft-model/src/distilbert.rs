@@ -50,7 +50,13 @@ fn default_dropout() -> f64 {
 impl DistilBertConfig {
     /// Reads `config.json` and checks it as BERT's (the same numbers under other names).
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        crate::read_config(path, |config: &Self| config.as_bert().check())
+        // BERT's messages, in DistilBERT's key names.
+        crate::read_config(path, |config: &Self| {
+            config
+                .as_bert()
+                .check()
+                .map_err(|message| message.replace("hidden_act", "activation"))
+        })
     }
 
     /// The same network in BERT's terms (DistilBERT's LayerNorm epsilon is 1e-12).
@@ -69,6 +75,7 @@ impl DistilBertConfig {
             attention_probs_dropout_prob: self.attention_dropout,
             pad_token_id: self.pad_token_id,
             position_embedding_type: None,
+            is_decoder: false,
         }
     }
 }

@@ -38,7 +38,8 @@ pub enum LayerType {
 /// One entry of `rope_parameters` (transformers 5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RopeParameters {
-    #[serde(default)]
+    /// transformers also takes the type from the older spelling `type`.
+    #[serde(default, alias = "type")]
     pub rope_type: Option<String>,
     #[serde(default)]
     pub rope_theta: Option<f64>,
@@ -77,6 +78,9 @@ pub struct ModernBertConfig {
     pub global_rope_theta: Option<f64>,
     #[serde(default)]
     pub local_rope_theta: Option<f64>,
+    /// Older configs' RoPE scaling, which transformers merges into `rope_parameters`.
+    #[serde(default)]
+    pub rope_scaling: Option<Value>,
     #[serde(default)]
     pub embedding_dropout: f64,
     #[serde(default)]
@@ -135,6 +139,17 @@ impl ModernBertConfig {
                 types.len(),
                 self.num_hidden_layers
             ));
+        }
+        if let Some(scaling) = self.rope_scaling.as_ref().filter(|v| !v.is_null()) {
+            let kind = scaling
+                .get("rope_type")
+                .or_else(|| scaling.get("type"))
+                .and_then(Value::as_str);
+            if kind != Some("default") {
+                return Err(format!(
+                    "rope_scaling {scaling} is not supported (graft computes default RoPE)"
+                ));
+            }
         }
         for (name, params) in self.rope_parameters.iter().flatten() {
             if params.rope_type.as_deref().is_some_and(|t| t != "default") {
@@ -622,6 +637,17 @@ mod tests {
                 .check()
                 .is_err()
         );
+        // The older spelling of the type, and the older scaling key, are read, not ignored.
+        let older_type = config(r#", "rope_parameters": {"full_attention": {"type": "linear"}}"#);
+        assert!(
+            older_type
+                .check()
+                .unwrap_err()
+                .contains("rope_type \"linear\"")
+        );
+        let scaled = config(r#", "rope_scaling": {"type": "linear", "factor": 2.0}"#);
+        assert!(scaled.check().unwrap_err().starts_with("rope_scaling"));
+        assert_eq!(config(r#", "rope_scaling": null"#).check(), Ok(()));
     }
 
     #[test]

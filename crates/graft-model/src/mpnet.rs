@@ -2,7 +2,8 @@
 //! config that mirrors `config.json`, modules named after the upstream tensor tree
 //! (`encoder.layer.N.attention.attn.q`, `encoder.relative_attention_bias`), and the forward pass.
 //! What makes MPNet itself: a relative position bias, bucketed as T5 does and shared by every
-//! layer, added to the attention scores; position ids after padding index 1 (as RoBERTa's); an
+//! layer, added to the attention scores; position ids after padding index 1, counted over the
+//! tokens whose id is not 1 whatever `pad_token_id` is (transformers' rule); an
 //! attention block whose output projection `o` sits inside `attn`; no token types.
 
 use std::path::Path;
@@ -58,7 +59,8 @@ fn default_buckets() -> usize {
     32
 }
 
-/// transformers' MPNet numbers positions after this index, whatever `pad_token_id` says.
+/// transformers' MPNet numbers positions after this index, whatever `pad_token_id` says, and
+/// gives a token of this id (an `[UNK]` where `[PAD]` is 0) this position.
 const PADDING_IDX: usize = 1;
 /// transformers computes the buckets for 32, whatever `relative_attention_num_buckets` says.
 const NUM_BUCKETS: i64 = 32;
@@ -333,10 +335,8 @@ impl Mpnet {
         input_ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<3> {
-        let mask = attention_mask
-            .clone()
-            .unwrap_or_else(|| input_ids.ones_like());
-        let positions = mask.clone().cumsum(1) * mask + PADDING_IDX as i64;
+        let positions =
+            crate::roberta::position_ids(&input_ids, attention_mask.as_ref(), PADDING_IDX);
         let e = &self.embeddings;
         let x = e.word_embeddings.forward(input_ids) + e.position_embeddings.forward(positions);
         let x = e.dropout.forward(e.layer_norm.forward(x));

@@ -104,12 +104,7 @@ impl Roberta {
         token_type_ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<3> {
-        // Real tokens are numbered padding_idx + 1, + 2, ...; padding gets padding_idx. The mask
-        // marks padding as transformers' `input_ids != padding_idx` does, whatever id pads.
-        let mask = attention_mask
-            .clone()
-            .unwrap_or_else(|| input_ids.ones_like());
-        let positions = mask.clone().cumsum(1) * mask + self.padding_idx as i64;
+        let positions = position_ids(&input_ids, attention_mask.as_ref(), self.padding_idx);
         let x = self
             .embeddings
             .forward_at(input_ids, token_type_ids, positions);
@@ -121,9 +116,33 @@ impl Roberta {
     }
 }
 
+/// transformers' `create_position_ids_from_input_ids`: tokens other than `padding_idx` are
+/// numbered `padding_idx + 1, + 2, ...`, and a token whose id is `padding_idx` gets
+/// `padding_idx`, wherever it stands (MPNet's index is 1 whatever pads, so an `[UNK]` of id 1
+/// keeps position 1). Rows padded past `attention_mask` count as padding whatever id pads them.
+pub(crate) fn position_ids(
+    input_ids: &Tensor<2, Int>,
+    attention_mask: Option<&Tensor<2, Int>>,
+    padding_idx: usize,
+) -> Tensor<2, Int> {
+    let mut counted = input_ids.clone().not_equal_elem(padding_idx as i64).int();
+    if let Some(mask) = attention_mask {
+        counted = counted * mask.clone();
+    }
+    counted.clone().cumsum(1) * counted + padding_idx as i64
+}
+
 fn read_config(folder: &ModelFolder) -> Result<BertConfig, ModelError> {
     let path = folder.config_path();
-    let config = BertConfig::from_file(&path)?;
+    let mut config = BertConfig::from_file(&path)?;
+    // RobertaConfig's own default, where BERT's is 0.
+    if folder
+        .config
+        .get("pad_token_id")
+        .is_none_or(|v| v.is_null())
+    {
+        config.pad_token_id = 1;
+    }
     if config.max_position_embeddings <= config.pad_token_id + 1 {
         return Err(ModelError::Config {
             path,

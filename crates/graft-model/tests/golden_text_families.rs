@@ -7,7 +7,11 @@
 //! `tokenizers` library's (and transformers' `AutoTokenizer`'s, checked when they were made), and
 //! mean, first-token and (where the family has one) pooler features of single texts and of one
 //! padded batch must match to 1e-5 on the CPU backends and 1e-3 on wgpu, and so must the short
-//! texts padded to all 64 positions. Texts longer than the 64 positions are truncated.
+//! texts padded to all 64 positions. Texts longer than the 64 positions are truncated. The same
+//! holds for `tests/golden/text_variants/` (`scripts/golden/make_text_variant_goldens.py`): every
+//! family on a config that differs from the shipped ones in each field it reads (pad ids and the
+//! positions after them, MPNet with `pad_token_id` 0 and `[UNK]` = 1, bucket counts, activations,
+//! epsilons, head sizes, attention layouts).
 
 mod common;
 
@@ -17,16 +21,27 @@ use graft_data::TokenBatch;
 use graft_data::tokenize::Tokens;
 use graft_model::{Backbone, Inputs, ModelFolder};
 
-/// Each family's folder, the architecture graft detects, and whether it has a pooler.
-const FAMILIES: [(&str, &str, bool); 8] = [
-    ("roberta", "roberta", true),
-    ("xlm-roberta", "roberta", true),
-    ("electra", "electra", false),
-    ("distilbert", "distilbert", false),
-    ("mpnet", "mpnet", true),
-    ("modernbert", "modernbert", false),
-    ("deberta-v3", "deberta-v2", false),
-    ("deberta-v2", "deberta-v2", false),
+/// Each family's folder under `tests/golden`, the architecture graft detects, and whether it has
+/// a pooler: the families as shipped configs have them, then configs that differ from those in
+/// each field the family reads (`text_variants/README.md`).
+const FAMILIES: [(&str, &str, bool); 17] = [
+    ("text_families/roberta", "roberta", true),
+    ("text_families/xlm-roberta", "roberta", true),
+    ("text_families/electra", "electra", false),
+    ("text_families/distilbert", "distilbert", false),
+    ("text_families/mpnet", "mpnet", true),
+    ("text_families/modernbert", "modernbert", false),
+    ("text_families/deberta-v3", "deberta-v2", false),
+    ("text_families/deberta-v2", "deberta-v2", false),
+    ("text_variants/mpnet-pad0", "mpnet", true),
+    ("text_variants/mpnet-buckets48", "mpnet", true),
+    ("text_variants/bert-variant", "bert", true),
+    ("text_variants/roberta-variant", "roberta", true),
+    ("text_variants/electra-variant", "electra", false),
+    ("text_variants/distilbert-variant", "distilbert", false),
+    ("text_variants/modernbert-variant", "modernbert", false),
+    ("text_variants/deberta-variant", "deberta-v2", false),
+    ("text_variants/deberta-p2c", "deberta-v2", false),
 ];
 const CPU_TOLERANCE: f32 = 1e-5;
 const WGPU_TOLERANCE: f32 = 1e-3;
@@ -34,7 +49,7 @@ const WGPU_TOLERANCE: f32 = 1e-3;
 #[test]
 fn token_ids_equal_the_tokenizers_library() {
     for (family, architecture, _) in FAMILIES {
-        let golden = golden(&format!("text_families/{family}.json"));
+        let golden = golden(&format!("{family}.json"));
         let folder = text_family(family);
         assert_eq!(folder.architecture.name(), architecture);
         let tokenizer = family_tokenizer(&folder);
@@ -52,7 +67,7 @@ fn token_ids_equal_the_tokenizers_library() {
 #[test]
 fn features_match_transformers_on_cpu_backends() {
     for (family, _, has_pooler) in FAMILIES {
-        let golden = golden(&format!("text_families/{family}.json"));
+        let golden = golden(&format!("{family}.json"));
         let cases = golden["cases"].as_array().unwrap();
         let folder = text_family(family);
         let tokenizer = family_tokenizer(&folder);
@@ -123,7 +138,7 @@ fn features_match_transformers_on_cpu_backends() {
 fn features_match_transformers_on_wgpu() {
     let Some(device) = wgpu_device() else { return };
     let golden = golden("text_families/roberta.json");
-    let folder = text_family("roberta");
+    let folder = text_family("text_families/roberta");
     let tokenizer = family_tokenizer(&folder);
     let texts: Vec<&str> = golden["cases"]
         .as_array()
@@ -155,7 +170,7 @@ fn features_match_transformers_on_wgpu() {
 #[test]
 fn older_modernbert_config_gives_the_same_features() {
     let golden = golden("text_families/modernbert.json");
-    let current = text_family("modernbert");
+    let current = text_family("text_families/modernbert");
     let dir = tempfile::tempdir().unwrap();
     for file in ["model.safetensors", "tokenizer.json"] {
         std::fs::copy(current.dir.join(file), dir.path().join(file)).unwrap();

@@ -29,7 +29,7 @@ fn batch_means(folder: &ModelFolder) -> (Vec<f32>, usize) {
 
 /// A folder with `config.json`, `tokenizer.json` and the given weight files.
 fn folder_with(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
-    let source = text_family("roberta");
+    let source = text_family("text_families/roberta");
     let dir = tempfile::tempdir().unwrap();
     for file in ["config.json", "tokenizer.json"] {
         std::fs::copy(source.dir.join(file), dir.path().join(file)).unwrap();
@@ -47,7 +47,7 @@ fn sharded_and_pytorch_weights_load_the_same_model() {
     let cache = tempfile::tempdir().unwrap();
     // SAFETY: set before any other thread of this test reads the environment.
     unsafe { std::env::set_var("GRAFT_CACHE_DIR", cache.path()) };
-    let source = text_family("roberta");
+    let source = text_family("text_families/roberta");
     let (want, width) = batch_means(&source);
 
     let bytes = std::fs::read(source.dir.join("model.safetensors")).unwrap();

@@ -78,20 +78,21 @@ pub fn wgpu_device() -> Option<Device> {
     }
 }
 
-/// A small text-family folder of `tests/golden/text_families`.
-pub fn text_family(family: &str) -> ModelFolder {
+/// A small text-family folder under `tests/golden` (`text_families/roberta`,
+/// `text_variants/mpnet-pad0`).
+pub fn text_family(path: &str) -> ModelFolder {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/text_families")
-        .join(family);
+        .join("tests/golden")
+        .join(path);
     ModelFolder::open(&dir).expect("model folder")
 }
 
-/// The folder's tokenizer at the length its positions allow (64 for every golden family).
+/// The folder's tokenizer at the length its positions allow (64 for the golden families, 128
+/// for `text_variants/mpnet-pad0`).
 pub fn family_tokenizer(folder: &ModelFolder) -> TextTokenizer {
     let Ok(Preprocessing::Text(text)) = folder.preprocessing() else {
         panic!("a text model");
     };
-    assert_eq!(text.max_positions, 64);
     TextTokenizer::from_file(&text.tokenizer, text.max_positions, text.vocab_size).unwrap()
 }
 
