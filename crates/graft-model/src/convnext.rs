@@ -36,7 +36,10 @@ pub struct ConvNextConfig {
     pub conv_mlp: bool,
     /// Stochastic depth of the last block (linearly less before it), while training.
     pub drop_path_rate: f64,
-    /// Epsilon of the final LayerNorm (transformers: `layer_norm_eps`; timm 1e-6).
+    /// Epsilon of the stem, downsampling and block LayerNorms (1e-6, but timm's
+    /// `convnext_xxlarge` and `model_args.norm_eps` set another).
+    pub norm_eps: f64,
+    /// Epsilon of the final LayerNorm (transformers: `layer_norm_eps`; timm: `norm_eps`).
     pub head_eps: f64,
     pub image_size: usize,
     pub num_classes: usize,
@@ -146,7 +149,7 @@ impl ConvNextConfig {
     pub fn init(&self, device: &Device) -> ConvNext {
         let norm = |c: usize, eps: f64| LayerNormConfig::new(c).with_epsilon(eps).init(device);
         let channel_norm = |c: usize| ChannelNorm {
-            norm: norm(c, 1e-6),
+            norm: norm(c, self.norm_eps),
         };
         let total: usize = self.depths.iter().sum();
         let mut index = 0;
@@ -290,6 +293,7 @@ impl ConvNextConfig {
                 .get("drop_path_rate")
                 .and_then(Value::as_f64)
                 .unwrap_or(0.0),
+            norm_eps: 1e-6,
             head_eps: config
                 .get("layer_norm_eps")
                 .and_then(Value::as_f64)
@@ -310,6 +314,19 @@ impl ConvNextConfig {
             .get("architecture")
             .and_then(Value::as_str)
             .ok_or("no \"architecture\"")?;
+        let default_eps = TIMM_MODELS
+            .iter()
+            .find(|(model, _)| *model == name)
+            .map(|&(_, eps)| eps)
+            .ok_or_else(|| {
+                let names: Vec<&str> = TIMM_MODELS.iter().map(|(model, _)| *model).collect();
+                format!(
+                    "architecture \"{name}\" is not supported (timm ConvNeXt: {})",
+                    names.join(", ")
+                )
+            })?;
+        vision::check_model_args(config, TIMM_ARGS)?;
+        let image_size = vision::timm_input_size(config)?.unwrap_or(224);
         let shape = |key: &str| index.tensors.get(key).map(|t| t.shape.clone());
         let mut dims = Vec::new();
         let mut depths = Vec::new();
@@ -340,6 +357,12 @@ impl ConvNextConfig {
             return Err("ConvNeXt heads with pre-logits layers are not supported".into());
         }
         let args = config.get("model_args").cloned().unwrap_or(Value::Null);
+        // timm passes `norm_eps` to every LayerNorm; null means the LayerNorm's own 1e-6.
+        let norm_eps = match args.get("norm_eps") {
+            None => default_eps,
+            Some(Value::Null) => 1e-6,
+            Some(eps) => eps.as_f64().ok_or("model_args.norm_eps is not a number")?,
+        };
         Ok(Self {
             layout: ConvNextLayout::Timm,
             timm_name: Some(name.into()),
@@ -349,12 +372,9 @@ impl ConvNextConfig {
                 .get("drop_path_rate")
                 .and_then(Value::as_f64)
                 .unwrap_or(0.0),
-            head_eps: 1e-6,
-            image_size: config["pretrained_cfg"]
-                .get("input_size")
-                .and_then(|v| v.get(1))
-                .and_then(Value::as_u64)
-                .unwrap_or(224) as usize,
+            norm_eps,
+            head_eps: norm_eps,
+            image_size,
             num_classes: shape("head.fc.weight").map_or(0, |s| s[0]),
             dims,
             depths,
@@ -374,6 +394,51 @@ impl ConvNextConfig {
         })
     }
 }
+
+/// timm's ConvNeXt model functions graft builds, with the LayerNorm eps each sets (the others
+/// change the stem, the norms or the head).
+const TIMM_MODELS: [(&str, f64); 10] = [
+    ("convnext_atto", 1e-6),
+    ("convnext_femto", 1e-6),
+    ("convnext_pico", 1e-6),
+    ("convnext_nano", 1e-6),
+    ("convnext_tiny", 1e-6),
+    ("convnext_small", 1e-6),
+    ("convnext_base", 1e-6),
+    ("convnext_large", 1e-6),
+    ("convnext_xlarge", 1e-6),
+    ("convnext_xxlarge", 1e-5),
+];
+
+/// timm's ConvNeXt `model_args`: widths, depths, layer scale and the 1x1-convolution MLP are read
+/// from the weights; other settings only with the values graft builds.
+const TIMM_ARGS: &[vision::ModelArg] = &[
+    ("dims", vision::any),
+    ("depths", vision::any),
+    ("ls_init_value", vision::any),
+    ("conv_mlp", vision::any),
+    ("head_init_scale", vision::any),
+    ("norm_eps", |v| {
+        v.is_null() || v.as_f64().is_some_and(|eps| eps > 0.0)
+    }),
+    ("norm_layer", |v| {
+        v.is_null() || matches!(v.as_str(), Some("layernorm" | "layernorm2d"))
+    }),
+    ("global_pool", |v| v.as_str() == Some("avg")),
+    ("output_stride", |v| v.as_u64() == Some(32)),
+    ("kernel_sizes", |v| {
+        v.as_u64() == Some(7)
+            || v.as_array()
+                .is_some_and(|k| k.len() == 4 && k.iter().all(|k| k.as_u64() == Some(7)))
+    }),
+    ("stem_type", |v| v.as_str() == Some("patch")),
+    ("patch_size", |v| v.as_u64() == Some(4)),
+    ("head_norm_first", |v| v.as_bool() == Some(false)),
+    ("head_hidden_size", Value::is_null),
+    ("conv_bias", |v| v.as_bool() == Some(true)),
+    ("use_grn", |v| v.as_bool() == Some(false)),
+    ("act_layer", |v| v.as_str() == Some("gelu")),
+];
 
 impl ConvNext {
     /// Pooled, normalized features `[batch, channels]` (what the classifier reads).
@@ -506,6 +571,7 @@ mod tests {
             layer_scale: true,
             conv_mlp: false,
             drop_path_rate: 0.9,
+            norm_eps: 1e-6,
             head_eps: 1e-6,
             image_size: 32,
             num_classes: 0,
@@ -545,6 +611,7 @@ mod tests {
             layer_scale: true,
             conv_mlp: true,
             drop_path_rate: 0.0,
+            norm_eps: 1e-6,
             head_eps: 1e-6,
             image_size: 32,
             num_classes: 0,
@@ -576,5 +643,90 @@ mod tests {
             "encoder.stages.0.layers.0.layer_scale_parameter"
         );
         assert_eq!(c.upstream_name("head.norm.weight"), "layernorm.weight");
+    }
+
+    /// A timm ConvNeXt's tensors, as far as the config reads them.
+    fn timm_index() -> WeightsIndex {
+        let mut index = WeightsIndex::default();
+        for (stage, dim) in [8, 12, 16, 24].into_iter().enumerate() {
+            index.tensors.insert(
+                format!("stages.{stage}.blocks.0.conv_dw.weight"),
+                crate::weights::TensorInfo {
+                    dtype: "F32".into(),
+                    shape: vec![dim, 1, 7, 7],
+                },
+            );
+        }
+        index
+    }
+
+    fn timm_config(architecture: &str, args: Value, input_size: [usize; 3]) -> Value {
+        serde_json::json!({"architecture": architecture, "model_args": args,
+            "pretrained_cfg": {"input_size": input_size}})
+    }
+
+    #[test]
+    fn timm_norm_eps_follows_the_architecture_and_model_args() {
+        let index = timm_index();
+        let eps = |architecture: &str, args: Value| {
+            let c =
+                ConvNextConfig::from_timm(&timm_config(architecture, args, [3, 48, 48]), &index)
+                    .unwrap();
+            assert_eq!(c.image_size, 48);
+            (c.norm_eps, c.head_eps)
+        };
+        assert_eq!(eps("convnext_tiny", Value::Null), (1e-6, 1e-6));
+        assert_eq!(eps("convnext_xxlarge", Value::Null), (1e-5, 1e-5));
+        let args = serde_json::json!({"norm_eps": 1e-3});
+        assert_eq!(eps("convnext_tiny", args), (1e-3, 1e-3));
+        let args = serde_json::json!({"norm_eps": null});
+        assert_eq!(eps("convnext_xxlarge", args), (1e-6, 1e-6));
+        let err = ConvNextConfig::from_timm(
+            &timm_config("convnext_atto_ols", Value::Null, [3, 48, 48]),
+            &index,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("architecture \"convnext_atto_ols\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn timm_model_args_other_than_graft_builds_are_refused() {
+        let index = timm_index();
+        let accepted = serde_json::json!({"num_classes": 3, "dims": [8, 12, 16, 24],
+            "depths": [1, 1, 1, 1], "in_chans": 3, "global_pool": "avg", "ls_init_value": null,
+            "drop_path_rate": 0.1, "kernel_sizes": 7});
+        let c =
+            ConvNextConfig::from_timm(&timm_config("convnext_tiny", accepted, [3, 48, 48]), &index)
+                .unwrap();
+        assert_eq!(c.drop_path_rate, 0.1);
+        for (args, key) in [
+            (serde_json::json!({"act_layer": "relu"}), "act_layer"),
+            (serde_json::json!({"conv_bias": false}), "conv_bias"),
+            (
+                serde_json::json!({"head_norm_first": true}),
+                "head_norm_first",
+            ),
+            (serde_json::json!({"global_pool": "max"}), "global_pool"),
+            (serde_json::json!({"use_grn": true}), "use_grn"),
+            (serde_json::json!({"output_stride": 16}), "output_stride"),
+            (
+                serde_json::json!({"kernel_sizes": [7, 5, 5, 3]}),
+                "kernel_sizes",
+            ),
+        ] {
+            let err =
+                ConvNextConfig::from_timm(&timm_config("convnext_tiny", args, [3, 48, 48]), &index)
+                    .unwrap_err();
+            assert!(err.starts_with(&format!("model_args.{key} = ")), "{err}");
+        }
+        let err = ConvNextConfig::from_timm(
+            &timm_config("convnext_tiny", Value::Null, [3, 48, 64]),
+            &index,
+        )
+        .unwrap_err();
+        assert!(err.contains("pretrained_cfg.input_size"), "{err}");
     }
 }

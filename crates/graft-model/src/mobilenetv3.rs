@@ -405,9 +405,7 @@ impl MobileNetV3Config {
             message,
         };
         if vision::is_timm(&folder.config) {
-            let name = folder.config["architecture"].as_str().unwrap_or_default();
-            let variant = timm_variant(name)
-                .ok_or_else(|| invalid(format!("timm architecture \"{name}\" is not supported")))?;
+            let (name, variant) = timm_config(&folder.config).map_err(invalid)?;
             let mut config =
                 Self::from_weights(MobileNetLayout::Timm, variant, &index).map_err(invalid)?;
             config.timm_name = Some(name.into());
@@ -418,6 +416,29 @@ impl MobileNetV3Config {
             Self::from_weights(MobileNetLayout::Torchvision, variant, &index).map_err(invalid)
         }
     }
+}
+
+/// timm's MobileNetV3 `model_args`: only the settings of `mobilenetv3_small_*` and
+/// `mobilenetv3_large_*` (hard-swish, timm's BatchNorm eps 1e-5, symmetric padding).
+const TIMM_ARGS: &[vision::ModelArg] = &[
+    ("global_pool", |v| v.as_str() == Some("avg")),
+    ("act_layer", |v| {
+        matches!(v.as_str(), Some("hard_swish" | "hardswish"))
+    }),
+    ("bn_eps", |v| v.as_f64() == Some(1e-5)),
+    ("pad_type", |v| v.as_str() == Some("")),
+    ("bn_momentum", vision::any),
+];
+
+/// The model name and variant of a timm folder's `config.json`, once its `model_args` and
+/// `pretrained_cfg.input_size` are ones graft builds.
+fn timm_config(config: &Value) -> Result<(&str, &'static str), String> {
+    let name = config["architecture"].as_str().unwrap_or_default();
+    let variant = timm_variant(name)
+        .ok_or_else(|| format!("timm architecture \"{name}\" is not supported"))?;
+    vision::check_model_args(config, TIMM_ARGS)?;
+    vision::timm_input_size(config)?;
+    Ok((name, variant))
 }
 
 /// `small` or `large` from timm's `mobilenetv3_small_100` style names (not the `tf_` ports, whose
@@ -561,5 +582,44 @@ impl Architecture for MobileNetV3 {
                 classifier_copies: Vec::new(),
             },
         }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timm_model_args_other_than_graft_builds_are_refused() {
+        let config = |args: Value| {
+            serde_json::json!({"architecture": "mobilenetv3_large_100", "model_args": args,
+                "pretrained_cfg": {"input_size": [3, 224, 224]}})
+        };
+        let accepted = config(serde_json::json!({"in_chans": 3, "num_classes": 3,
+            "global_pool": "avg", "drop_rate": 0.2}));
+        assert_eq!(
+            timm_config(&accepted),
+            Ok(("mobilenetv3_large_100", "large"))
+        );
+        for (args, key) in [
+            (serde_json::json!({"global_pool": "avgmax"}), "global_pool"),
+            (serde_json::json!({"bn_eps": 1e-3}), "bn_eps"),
+            (serde_json::json!({"pad_type": "same"}), "pad_type"),
+            (serde_json::json!({"head_norm": true}), "head_norm"),
+        ] {
+            let err = timm_config(&config(args)).unwrap_err();
+            assert!(err.starts_with(&format!("model_args.{key} = ")), "{err}");
+        }
+        let wide = serde_json::json!({"architecture": "mobilenetv3_small_100",
+            "pretrained_cfg": {"input_size": [3, 224, 256]}});
+        let err = timm_config(&wide).unwrap_err();
+        assert!(err.contains("pretrained_cfg.input_size"), "{err}");
+        assert!(
+            timm_config(
+                &serde_json::json!({"architecture": "tf_mobilenetv3_large_100",
+            "pretrained_cfg": {}})
+            )
+            .is_err()
+        );
     }
 }

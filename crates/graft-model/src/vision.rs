@@ -56,6 +56,10 @@ pub struct VisionConfig {
     /// Per-channel normalization of pixels scaled to [0, 1]: `(x - mean) / std`.
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// The resize filter: timm's `pretrained_cfg.interpolation`; bicubic for graft's own config,
+    /// which has no such key.
+    #[serde(skip)]
+    pub interpolation: Interpolation,
 }
 
 /// The smallest input side graft accepts.
@@ -90,8 +94,9 @@ impl VisionConfig {
         Ok((config, naming))
     }
 
-    /// A timm `config.json`: `architecture`, `num_classes` and `pretrained_cfg` (`input_size`,
-    /// `crop_pct`, `mean`, `std`), as timm's eval transform uses them.
+    /// A timm `config.json`: `architecture`, `num_classes`, `model_args` (only keys that leave
+    /// the network as graft builds it) and `pretrained_cfg` (`input_size`, `crop_pct`,
+    /// `interpolation`, `mean`, `std`), as timm's eval transform uses them.
     fn from_timm(config: &Value) -> Result<Self, String> {
         let name = config
             .get("architecture")
@@ -102,6 +107,13 @@ impl VisionConfig {
                 "timm architecture \"{name}\" is not supported (resnet*, tf_efficientnet_lite*)"
             )
         })?;
+        check_model_args(
+            config,
+            match architecture {
+                VisionArchitecture::EfficientnetLite => EFFICIENTNET_LITE_ARGS,
+                _ => RESNET_ARGS,
+            },
+        )?;
         let transform = timm_transform(config)?;
         let (resize, resize_size) = match transform.resize_shorter {
             Some(shorter) => (ResizeMode::ShorterSideThenCenterCrop, Some(shorter)),
@@ -125,6 +137,7 @@ impl VisionConfig {
             resize_size,
             mean: transform.mean,
             std: transform.std,
+            interpolation: transform.interpolation,
         })
     }
 
@@ -154,37 +167,131 @@ impl VisionConfig {
             },
             mean: self.mean,
             std: self.std,
-            interpolation: Interpolation::Bicubic,
+            interpolation: self.interpolation,
         }
     }
 }
 
+/// A `model_args` key a timm family accepts, with the values it accepts.
+pub type ModelArg = (&'static str, fn(&Value) -> bool);
+
+/// Any value: the key is read from the weights, or changes training or initialisation only.
+pub fn any(_: &Value) -> bool {
+    true
+}
+
+/// `model_args` keys every timm family accepts: the classifier's size (from the weights), three
+/// input channels, and dropout and stochastic depth.
+const COMMON_ARGS: &[ModelArg] = &[
+    ("num_classes", any),
+    ("in_chans", |v| v.as_u64() == Some(3)),
+    ("drop_rate", any),
+    ("drop_path_rate", any),
+];
+
+/// timm's ResNet: only the settings of `resnet18` ... `resnet152`.
+const RESNET_ARGS: &[ModelArg] = &[
+    ("global_pool", |v| v.as_str() == Some("avg")),
+    ("output_stride", |v| v.as_u64() == Some(32)),
+    ("act_layer", |v| v.as_str() == Some("relu")),
+    ("cardinality", |v| v.as_u64() == Some(1)),
+    ("base_width", |v| v.as_u64() == Some(64)),
+    ("stem_width", |v| v.as_u64() == Some(64)),
+    ("stem_type", |v| v.as_str() == Some("")),
+    ("avg_down", |v| v.as_bool() == Some(false)),
+    ("drop_block_rate", any),
+    ("zero_init_last", any),
+];
+
+/// timm's `tf_efficientnet_lite*`: TF's BatchNorm eps and "same" padding, ReLU6.
+const EFFICIENTNET_LITE_ARGS: &[ModelArg] = &[
+    ("global_pool", |v| v.as_str() == Some("avg")),
+    ("output_stride", |v| v.as_u64() == Some(32)),
+    ("act_layer", |v| v.as_str() == Some("relu6")),
+    ("bn_eps", |v| v.as_f64() == Some(1e-3)),
+    ("pad_type", |v| v.as_str() == Some("same")),
+    ("bn_momentum", any),
+];
+
+/// Refuses a timm `model_args` key that `accepted` (or the keys every family accepts) does not
+/// list, or a value it does not accept: timm passes each one to the model's constructor.
+pub fn check_model_args(config: &Value, accepted: &[ModelArg]) -> Result<(), String> {
+    let args = match config.get("model_args") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(args)) => args,
+        Some(other) => return Err(format!("model_args {other} is not an object")),
+    };
+    for (key, value) in args {
+        let ok = COMMON_ARGS
+            .iter()
+            .chain(accepted)
+            .find(|(name, _)| name == key)
+            .is_some_and(|(_, accepts)| accepts(value));
+        if !ok {
+            return Err(format!("model_args.{key} = {value} is not supported"));
+        }
+    }
+    Ok(())
+}
+
+/// The side of a timm `pretrained_cfg.input_size` (`[channels, height, width]`), when given:
+/// square, three channels.
+pub fn timm_input_size(config: &Value) -> Result<Option<usize>, String> {
+    let Some(value) = config["pretrained_cfg"]
+        .get("input_size")
+        .filter(|v| !v.is_null())
+    else {
+        return Ok(None);
+    };
+    let [channels, height, width]: [usize; 3] = serde_json::from_value(value.clone())
+        .map_err(|e| format!("pretrained_cfg.input_size: {e}"))?;
+    if height != width {
+        return Err(format!(
+            "pretrained_cfg.input_size {value}: only square inputs are supported"
+        ));
+    }
+    if channels != 3 {
+        return Err(format!(
+            "pretrained_cfg.input_size {value}: only 3 channels are supported"
+        ));
+    }
+    Ok(Some(height))
+}
+
 /// timm's eval transform from a timm `config.json`'s `pretrained_cfg` (`input_size`, `crop_pct`,
-/// `crop_mode`, `mean`, `std`).
+/// `crop_mode`, `interpolation`, `mean`, `std`); a key that is absent or null takes timm's default.
 pub fn timm_transform(config: &Value) -> Result<ImageTransform, String> {
     let cfg = &config["pretrained_cfg"];
+    let given = |key: &str| cfg.get(key).filter(|v| !v.is_null());
     let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3], String> {
-        match cfg.get(key) {
+        match given(key) {
             None => Ok(default),
             Some(value) => serde_json::from_value(value.clone())
                 .map_err(|e| format!("pretrained_cfg.{key}: {e}")),
         }
     };
-    let image_size = match cfg.get("input_size") {
-        Some(value) => {
-            let [_, height, _]: [usize; 3] = serde_json::from_value(value.clone())
-                .map_err(|e| format!("pretrained_cfg.input_size: {e}"))?;
-            height
+    let string = |key: &str| -> Result<Option<&str>, String> {
+        match given(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| format!("pretrained_cfg.{key} {v} is not a string")),
         }
-        None => 224,
     };
-    let crop_pct = cfg.get("crop_pct").and_then(Value::as_f64).unwrap_or(0.875);
+    let image_size = timm_input_size(config)?.unwrap_or(224);
+    let crop_pct = match given("crop_pct") {
+        None => 0.875,
+        Some(v) => v
+            .as_f64()
+            .ok_or_else(|| format!("pretrained_cfg.crop_pct {v} is not a number"))?,
+    };
     if !(crop_pct > 0.0 && crop_pct <= 1.0) {
         return Err(format!(
             "pretrained_cfg.crop_pct {crop_pct} is not in (0, 1]"
         ));
     }
-    let resize_shorter = match cfg.get("crop_mode").and_then(Value::as_str) {
+    let resize_shorter = match string("crop_mode")? {
         None | Some("center") => Some((image_size as f64 / crop_pct).floor() as usize),
         Some("squash") if crop_pct == 1.0 => None,
         Some(mode) => {
@@ -194,8 +301,8 @@ pub fn timm_transform(config: &Value) -> Result<ImageTransform, String> {
             ));
         }
     };
-    let interpolation = match cfg.get("interpolation").and_then(Value::as_str) {
-        None => Interpolation::Bicubic,
+    let interpolation = match string("interpolation")? {
+        None | Some("") => Interpolation::Bicubic,
         Some(name) => Interpolation::from_name(name).ok_or_else(|| {
             format!("pretrained_cfg.interpolation \"{name}\" is not supported (nearest, bilinear, bicubic)")
         })?,
@@ -440,5 +547,96 @@ mod tests {
         assert_eq!(config.num_classes, 10);
         assert_eq!(config.transform().resize_shorter, Some(168));
         assert_eq!(config.transform().image_size, 160);
+    }
+
+    #[test]
+    fn timm_cnns_keep_their_interpolation() {
+        let timm = serde_json::json!({
+            "architecture": "resnet18",
+            "pretrained_cfg": {"input_size": [3, 224, 224], "interpolation": "bilinear"}
+        });
+        let config = VisionConfig::from_timm(&timm).unwrap();
+        assert_eq!(config.transform().interpolation, Interpolation::Bilinear);
+        let timm =
+            serde_json::json!({"architecture": "tf_efficientnet_lite0", "pretrained_cfg": {}});
+        let config = VisionConfig::from_timm(&timm).unwrap();
+        assert_eq!(config.transform().interpolation, Interpolation::Bicubic);
+        // graft's own config has no interpolation: bicubic, as before, and the key is refused.
+        let graft = serde_json::json!({"architecture": "resnet", "depth": 18, "num_classes": 10,
+            "image_size": 64, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]});
+        let config: VisionConfig = serde_json::from_value(graft.clone()).unwrap();
+        assert_eq!(config.transform().interpolation, Interpolation::Bicubic);
+        let mut with_key = graft;
+        with_key["interpolation"] = "bilinear".into();
+        assert!(serde_json::from_value::<VisionConfig>(with_key).is_err());
+    }
+
+    #[test]
+    fn timm_input_size_must_be_square() {
+        let timm = serde_json::json!({
+            "architecture": "resnet50", "pretrained_cfg": {"input_size": [3, 224, 192]}
+        });
+        let err = VisionConfig::from_timm(&timm).unwrap_err();
+        assert!(err.contains("pretrained_cfg.input_size"), "{err}");
+        assert!(timm_transform(&timm).is_err());
+        let timm = serde_json::json!({"pretrained_cfg": {"input_size": [3, 256, 256]}});
+        assert_eq!(timm_input_size(&timm), Ok(Some(256)));
+    }
+
+    #[test]
+    fn timm_cnn_model_args_other_than_graft_builds_are_refused() {
+        let with_args = |architecture: &str, args: Value| {
+            serde_json::json!({"architecture": architecture, "model_args": args,
+                "pretrained_cfg": {}})
+        };
+        let accepted = with_args(
+            "resnet50",
+            serde_json::json!({"num_classes": 3, "in_chans": 3, "global_pool": "avg",
+                "drop_rate": 0.2, "drop_path_rate": 0.1}),
+        );
+        assert!(VisionConfig::from_timm(&accepted).is_ok());
+        for (architecture, args, key) in [
+            (
+                "resnet50",
+                serde_json::json!({"global_pool": "max"}),
+                "global_pool",
+            ),
+            (
+                "resnet18",
+                serde_json::json!({"output_stride": 16}),
+                "output_stride",
+            ),
+            ("resnet18", serde_json::json!({"in_chans": 1}), "in_chans"),
+            (
+                "resnet18",
+                serde_json::json!({"aa_layer": "blurpool"}),
+                "aa_layer",
+            ),
+            (
+                "tf_efficientnet_lite0",
+                serde_json::json!({"bn_eps": 1e-5}),
+                "bn_eps",
+            ),
+            (
+                "tf_efficientnet_lite0",
+                serde_json::json!({"act_layer": "swish"}),
+                "act_layer",
+            ),
+        ] {
+            let err = VisionConfig::from_timm(&with_args(architecture, args)).unwrap_err();
+            assert!(err.starts_with(&format!("model_args.{key} = ")), "{err}");
+            assert!(err.ends_with("is not supported"), "{err}");
+        }
+        let err = VisionConfig::from_timm(&with_args(
+            "resnet50",
+            serde_json::json!({"global_pool": "max"}),
+        ))
+        .unwrap_err();
+        assert_eq!(err, "model_args.global_pool = \"max\" is not supported");
+        let lite = with_args(
+            "tf_efficientnet_lite2",
+            serde_json::json!({"bn_eps": 0.001, "pad_type": "same"}),
+        );
+        assert!(VisionConfig::from_timm(&lite).is_ok());
     }
 }

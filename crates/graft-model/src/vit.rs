@@ -467,6 +467,26 @@ impl VitConfig {
                 })
             })
             .unwrap_or(1 + (image_size / patch_size).pow(2));
+        // Only DINOv2 with registers reads `num_register_tokens` (default 4); the weights must
+        // hold as many.
+        let register_tokens = if model_type == "dinov2_with_registers" {
+            let count = usize_of("num_register_tokens", Some(4))?;
+            let held = ["", prefix].iter().find_map(|p| {
+                index
+                    .tensors
+                    .get(&format!("{p}embeddings.register_tokens"))
+                    .map(|t| t.shape.get(1).copied().unwrap_or(0))
+            });
+            if let Some(held) = held.filter(|&held| held != count) {
+                return Err(format!(
+                    "num_register_tokens {count} disagrees with the {held} register tokens of \
+                     embeddings.register_tokens"
+                ));
+            }
+            count
+        } else {
+            0
+        };
         let distillation_token = family == VitFamily::Deit;
         let covered = 1 + usize::from(distillation_token);
         let grid = ((positions.saturating_sub(covered)) as f64).sqrt().round() as usize;
@@ -503,7 +523,7 @@ impl VitConfig {
             layer_scale: family == VitFamily::Dinov2,
             class_token: true,
             distillation_token,
-            register_tokens: usize_of("num_register_tokens", Some(0))?,
+            register_tokens,
             pos_covers_prefix: true,
             mask_token: has("embeddings.mask_token"),
             pre_norm: clip,
@@ -531,12 +551,24 @@ impl VitConfig {
     }
 
     /// Reads a timm `config.json` (`architecture`, `model_args`, `pretrained_cfg`) and what the
-    /// weights' shapes say.
+    /// weights' shapes say. The architecture sets the heads, LayerNorm eps, activation and
+    /// default pooling ([`TIMM_MODELS`]); `model_args` may override the heads, activation and
+    /// pooling, and must leave the rest as the weights show it.
     fn from_timm(config: &Value, index: &WeightsIndex) -> Result<Self, String> {
         let name = config
             .get("architecture")
             .and_then(Value::as_str)
             .ok_or("no \"architecture\"")?;
+        let (default_heads, eps, default_act, default_pool) =
+            timm_model(name).ok_or_else(|| {
+                format!(
+                    "architecture \"{name}\" is not supported: graft builds timm's ViT, DeiT, \
+                     DINOv2, CLIP, SigLIP-GAP and GAP models with standard blocks (e.g. \
+                     vit_base_patch16_224, deit_small_distilled_patch16_224, \
+                     vit_base_patch14_reg4_dinov2, vit_base_patch16_clip_224)"
+                )
+            })?;
+        vision::check_model_args(config, TIMM_ARGS)?;
         let args = config.get("model_args").cloned().unwrap_or(Value::Null);
         let shape = |key: &str| index.tensors.get(key).map(|t| t.shape.clone());
         let patch = shape("patch_embed.proj.weight")
@@ -551,11 +583,13 @@ impl VitConfig {
             })
             .count();
         let mlp_size = shape("blocks.0.mlp.fc1.weight").map_or(4 * hidden_size, |s| s[0]);
-        let num_heads = match args.get("num_heads").and_then(Value::as_u64) {
-            Some(n) => n as usize,
-            None => timm_heads(name).ok_or_else(|| {
-                format!("the number of heads of \"{name}\" is unknown: give model_args.num_heads")
-            })?,
+        let num_heads = args
+            .get("num_heads")
+            .and_then(Value::as_u64)
+            .map_or(default_heads, |n| n as usize);
+        let activation = match args.get("act_layer").and_then(Value::as_str) {
+            Some(act) => timm_act(act).ok_or("model_args.act_layer is not supported")?,
+            None => default_act,
         };
         if let Some(unknown) = index.tensors.keys().find(|k| !timm_tensor_known(k)) {
             return Err(format!(
@@ -565,6 +599,16 @@ impl VitConfig {
         }
         let class_token = index.tensors.contains_key("cls_token");
         let distillation_token = index.tensors.contains_key("dist_token");
+        if distillation_token != name.contains("_distilled_") {
+            return Err(format!(
+                "architecture \"{name}\" {} a dist_token tensor",
+                if distillation_token {
+                    "has no distillation token, but the weights hold"
+                } else {
+                    "has a distillation token, but the weights lack"
+                }
+            ));
+        }
         let register_tokens = shape("reg_token").map_or(0, |s| s[1]);
         let positions = shape("pos_embed").ok_or("no pos_embed")?[1];
         let prefix = usize::from(class_token) + usize::from(distillation_token);
@@ -572,8 +616,17 @@ impl VitConfig {
             let side = (n as f64).sqrt().round() as usize;
             (side * side == n).then_some(side)
         };
+        // Positions cover the class (and distillation) tokens, or only the patches
+        // (`no_embed_class`); graft has no positions for register tokens.
         let (grid, pos_covers_prefix) =
             match (square(positions), square(positions - prefix.min(positions))) {
+                (Some(side), _) if register_tokens > 0 => (side, false),
+                _ if register_tokens > 0 => {
+                    return Err(format!(
+                        "pos_embed holds {positions} positions: positions for register tokens \
+                         (no_embed_class false) are not supported"
+                    ));
+                }
                 (_, Some(side)) if prefix > 0 => (side, true),
                 (Some(side), _) => (side, false),
                 _ => {
@@ -582,27 +635,39 @@ impl VitConfig {
                     ));
                 }
             };
-        let global_pool = config
+        // timm builds `model_args.global_pool`, else the architecture's; the top-level key records
+        // what the saved model used.
+        let global_pool = args
             .get("global_pool")
-            .or_else(|| args.get("global_pool"))
             .and_then(Value::as_str)
-            .unwrap_or("token");
+            .unwrap_or(default_pool);
+        if let Some(saved) = config.get("global_pool").and_then(Value::as_str)
+            && saved != global_pool
+        {
+            return Err(format!(
+                "global_pool \"{saved}\" is not the \"{global_pool}\" pooling timm builds for \
+                 {name} (give model_args.global_pool)"
+            ));
+        }
         let fc_norm = index.tensors.contains_key("fc_norm.weight");
-        let pool = match (global_pool, distillation_token) {
-            ("token", true) => VitPool::TokenAndDistillation,
-            ("token", false) => VitPool::Token,
-            ("avg", _) => VitPool::Avg,
-            (other, _) => {
+        let pool = match global_pool {
+            // timm's distilled DeiT pools its two tokens whatever `global_pool` says, without
+            // `fc_norm`.
+            "token" if distillation_token && fc_norm => {
+                return Err("fc_norm.weight beside a dist_token is not supported".into());
+            }
+            "token" if distillation_token => VitPool::TokenAndDistillation,
+            "token" if class_token => VitPool::Token,
+            "token" => return Err("global_pool \"token\" without a cls_token tensor".into()),
+            "avg" if !distillation_token => VitPool::Avg,
+            other => {
                 return Err(format!(
-                    "global_pool \"{other}\" is not supported (token, avg)"
+                    "global_pool \"{other}\" is not supported (token, or avg without a \
+                     distillation token)"
                 ));
             }
         };
-        let image_size = config["pretrained_cfg"]
-            .get("input_size")
-            .and_then(|v| v.get(1))
-            .and_then(Value::as_u64)
-            .map_or(grid * patch_size, |n| n as usize);
+        let image_size = vision::timm_input_size(config)?.unwrap_or(grid * patch_size);
         let family = if name.contains("dinov2") {
             VitFamily::Dinov2
         } else if name.starts_with("deit") {
@@ -622,12 +687,8 @@ impl VitConfig {
             patch_size,
             grid,
             image_size,
-            eps: 1e-6,
-            activation: match args.get("act_layer").and_then(Value::as_str) {
-                None => HiddenAct::Gelu,
-                Some(name) => HiddenAct::parse(name)
-                    .ok_or_else(|| format!("model_args.act_layer \"{name}\" is not supported"))?,
-            },
+            eps,
+            activation,
             qkv_bias: index.tensors.contains_key("blocks.0.attn.qkv.bias"),
             layer_scale: index.tensors.contains_key("blocks.0.ls1.gamma"),
             class_token,
@@ -691,17 +752,222 @@ fn timm_tensor_known(name: &str) -> bool {
             .is_some_and(|(_, inner)| BLOCK.iter().any(|b| inner.starts_with(b)))
 }
 
-/// Heads of timm's ViT sizes, from the model name (`vit_small_...` has 6).
-fn timm_heads(name: &str) -> Option<usize> {
-    let size = name.split('_').nth(1)?;
-    Some(match size {
-        "tiny" => 3,
-        "small" => 6,
-        "base" => 12,
-        "large" => 16,
-        "huge" => 16,
-        "giant" => 24,
-        _ => return None,
+/// The MLP activation of a timm `act_layer` name.
+fn timm_act(name: &str) -> Option<HiddenAct> {
+    match name {
+        "gelu" => Some(HiddenAct::Gelu),
+        "gelu_tanh" => Some(HiddenAct::GeluTanh),
+        "quick_gelu" => Some(HiddenAct::QuickGelu),
+        "relu" => Some(HiddenAct::Relu),
+        "tanh" => Some(HiddenAct::Tanh),
+        _ => None,
+    }
+}
+
+/// timm's ViT `model_args`: the heads, activation and pooling graft implements; the structure
+/// graft reads from the weights; the other settings only with the values graft builds.
+const TIMM_ARGS: &[vision::ModelArg] = &[
+    ("num_heads", |v| v.as_u64().is_some_and(|n| n > 0)),
+    ("act_layer", |v| v.as_str().and_then(timm_act).is_some()),
+    ("global_pool", |v| {
+        matches!(v.as_str(), Some("token" | "avg"))
+    }),
+    ("img_size", vision::any),
+    ("patch_size", vision::any),
+    ("embed_dim", vision::any),
+    ("depth", vision::any),
+    ("mlp_ratio", vision::any),
+    ("qkv_bias", vision::any),
+    ("init_values", vision::any),
+    ("class_token", vision::any),
+    ("no_embed_class", vision::any),
+    ("reg_tokens", vision::any),
+    ("pre_norm", vision::any),
+    ("final_norm", vision::any),
+    ("fc_norm", vision::any),
+    // graft resamples the positions to any input; at the trained size this changes nothing.
+    ("dynamic_img_size", vision::any),
+    ("pos_embed", |v| v.as_str() == Some("learn")),
+    ("pool_include_prefix", |v| v.as_bool() == Some(false)),
+    ("dynamic_img_pad", |v| v.as_bool() == Some(false)),
+    ("qk_norm", |v| v.as_bool() == Some(false)),
+    ("scale_attn_norm", |v| v.as_bool() == Some(false)),
+    ("scale_mlp_norm", |v| v.as_bool() == Some(false)),
+    ("proj_bias", |v| v.as_bool() == Some(true)),
+    ("pos_drop_rate", vision::any),
+    ("patch_drop_rate", vision::any),
+    ("proj_drop_rate", vision::any),
+    ("attn_drop_rate", vision::any),
+    ("weight_init", vision::any),
+    ("fix_init", vision::any),
+];
+
+/// timm ViT and DeiT model functions that set the same LayerNorm eps, MLP activation and default
+/// `global_pool`, with the heads of each.
+pub struct TimmVits {
+    pub eps: f64,
+    pub act: HiddenAct,
+    pub pool: &'static str,
+    pub models: &'static [(&'static str, usize)],
+}
+
+/// timm's ViT and DeiT model functions whose networks graft builds (standard blocks, LayerNorm,
+/// GELU-family MLPs, token or average pooling, no positions on register tokens), with what each
+/// sets that the weights do not show. Copied from timm 1.0's `vision_transformer.py` and
+/// `deit.py`.
+pub const TIMM_MODELS: &[TimmVits] = &[
+    // ViT, DeiT, DINOv2 and the other class-token models.
+    TimmVits {
+        eps: 1e-6,
+        act: HiddenAct::Gelu,
+        pool: "token",
+        models: &[
+            ("vit_tiny_patch16_224", 3),
+            ("vit_tiny_patch16_384", 3),
+            ("vit_small_patch32_224", 6),
+            ("vit_small_patch32_384", 6),
+            ("vit_small_patch16_224", 6),
+            ("vit_small_patch16_384", 6),
+            ("vit_small_patch8_224", 6),
+            ("vit_base_patch32_224", 12),
+            ("vit_base_patch32_384", 12),
+            ("vit_base_patch16_224", 12),
+            ("vit_base_patch16_384", 12),
+            ("vit_base_patch8_224", 12),
+            ("vit_large_patch32_224", 16),
+            ("vit_large_patch32_384", 16),
+            ("vit_large_patch16_224", 16),
+            ("vit_large_patch16_384", 16),
+            ("vit_large_patch14_224", 16),
+            ("vit_huge_patch14_224", 16),
+            ("vit_giant_patch14_224", 16),
+            ("vit_gigantic_patch14_224", 16),
+            ("vit_base_patch16_224_miil", 12),
+            ("vit_base_patch32_plus_256", 14),
+            ("vit_base_patch16_plus_240", 14),
+            ("vit_small_patch16_36x1_224", 6),
+            ("vit_small_patch14_dinov2", 6),
+            ("vit_base_patch14_dinov2", 12),
+            ("vit_large_patch14_dinov2", 16),
+            ("vit_small_patch14_reg4_dinov2", 6),
+            ("vit_base_patch14_reg4_dinov2", 12),
+            ("vit_large_patch14_reg4_dinov2", 16),
+            ("vit_base_patch14_reg1_tipsv2", 12),
+            ("vit_large_patch14_reg1_tipsv2", 16),
+            ("vit_so400m_patch14_reg1_tipsv2", 16),
+            ("vit_intern300m_patch14_448", 16),
+            ("deit_tiny_patch16_224", 3),
+            ("deit_small_patch16_224", 6),
+            ("deit_base_patch16_224", 12),
+            ("deit_base_patch16_384", 12),
+            ("deit_tiny_distilled_patch16_224", 3),
+            ("deit_small_distilled_patch16_224", 6),
+            ("deit_base_distilled_patch16_224", 12),
+            ("deit_base_distilled_patch16_384", 12),
+        ],
+    },
+    // Average pooling: GAP, SigLIP-GAP and register-GAP models.
+    TimmVits {
+        eps: 1e-6,
+        act: HiddenAct::Gelu,
+        pool: "avg",
+        models: &[
+            ("vit_medium_patch16_gap_240", 8),
+            ("vit_medium_patch16_gap_256", 8),
+            ("vit_medium_patch16_gap_384", 8),
+            ("vit_betwixt_patch16_gap_256", 10),
+            ("vit_base_patch16_gap_224", 16),
+            ("vit_huge_patch14_gap_224", 16),
+            ("vit_huge_patch16_gap_448", 16),
+            ("vit_giant_patch16_gap_224", 16),
+            ("vit_base_patch16_siglip_gap_224", 12),
+            ("vit_base_patch16_siglip_gap_256", 12),
+            ("vit_base_patch16_siglip_gap_384", 12),
+            ("vit_base_patch16_siglip_gap_512", 12),
+            ("vit_large_patch16_siglip_gap_256", 16),
+            ("vit_large_patch16_siglip_gap_384", 16),
+            ("vit_so400m_patch14_siglip_gap_224", 16),
+            ("vit_so400m_patch14_siglip_gap_378", 16),
+            ("vit_so400m_patch14_siglip_gap_384", 16),
+            ("vit_so400m_patch14_siglip_gap_448", 16),
+            ("vit_so400m_patch14_siglip_gap_896", 16),
+            ("vit_wee_patch16_reg1_gap_256", 4),
+            ("vit_little_patch16_reg1_gap_256", 5),
+            ("vit_little_patch16_reg4_gap_256", 5),
+            ("vit_medium_patch16_reg1_gap_256", 8),
+            ("vit_medium_patch16_reg4_gap_256", 8),
+            ("vit_mediumd_patch16_reg4_gap_256", 8),
+            ("vit_mediumd_patch16_reg4_gap_384", 8),
+            ("vit_betwixt_patch16_reg1_gap_256", 10),
+            ("vit_betwixt_patch16_reg4_gap_256", 10),
+            ("vit_betwixt_patch16_reg4_gap_384", 10),
+            ("vit_base_patch16_reg4_gap_256", 12),
+        ],
+    },
+    // CLIP image towers.
+    TimmVits {
+        eps: 1e-5,
+        act: HiddenAct::Gelu,
+        pool: "token",
+        models: &[
+            ("vit_xsmall_patch16_clip_224", 4),
+            ("vit_medium_patch32_clip_224", 8),
+            ("vit_medium_patch16_clip_224", 8),
+            ("vit_betwixt_patch32_clip_224", 10),
+            ("vit_base_patch32_clip_224", 12),
+            ("vit_base_patch32_clip_256", 12),
+            ("vit_base_patch32_clip_384", 12),
+            ("vit_base_patch32_clip_448", 12),
+            ("vit_base_patch16_clip_224", 12),
+            ("vit_base_patch16_clip_384", 12),
+            ("vit_base_patch16_plus_clip_240", 14),
+            ("vit_large_patch14_clip_224", 16),
+            ("vit_large_patch14_clip_336", 16),
+            ("vit_huge_patch14_clip_224", 16),
+            ("vit_huge_patch14_clip_336", 16),
+            ("vit_huge_patch14_clip_378", 16),
+            ("vit_giant_patch14_clip_224", 16),
+            ("vit_gigantic_patch14_clip_224", 16),
+            ("vit_gigantic_patch14_clip_378", 16),
+        ],
+    },
+    // OpenAI CLIP image towers (quick GELU).
+    TimmVits {
+        eps: 1e-5,
+        act: HiddenAct::QuickGelu,
+        pool: "token",
+        models: &[
+            ("vit_base_patch32_clip_quickgelu_224", 12),
+            ("vit_base_patch16_clip_quickgelu_224", 12),
+            ("vit_large_patch14_clip_quickgelu_224", 16),
+            ("vit_large_patch14_clip_quickgelu_336", 16),
+            ("vit_huge_patch14_clip_quickgelu_224", 16),
+            ("vit_huge_patch14_clip_quickgelu_378", 16),
+            ("vit_gigantic_patch14_clip_quickgelu_224", 16),
+        ],
+    },
+    // SigLIP-GAP models with the tanh GELU.
+    TimmVits {
+        eps: 1e-6,
+        act: HiddenAct::GeluTanh,
+        pool: "avg",
+        models: &[
+            ("vit_base_patch32_siglip_gap_256", 12),
+            ("vit_large_patch16_siglip_gap_512", 16),
+            ("vit_so400m_patch16_siglip_gap_256", 16),
+            ("vit_so400m_patch16_siglip_gap_384", 16),
+            ("vit_so400m_patch16_siglip_gap_512", 16),
+            ("vit_giantopt_patch16_siglip_gap_256", 16),
+            ("vit_giantopt_patch16_siglip_gap_384", 16),
+        ],
+    },
+];
+
+/// The heads, LayerNorm eps, activation and default `global_pool` of a timm ViT model function.
+fn timm_model(name: &str) -> Option<(usize, f64, HiddenAct, &'static str)> {
+    TIMM_MODELS.iter().find_map(|group| {
+        let &(_, heads) = group.models.iter().find(|(model, _)| *model == name)?;
+        Some((heads, group.eps, group.act, group.pool))
     })
 }
 
@@ -1210,6 +1476,159 @@ mod tests {
         assert_eq!(
             c.upstream_name("patch_embed.proj.weight"),
             "embeddings.patch_embeddings.projection.weight"
+        );
+    }
+
+    #[test]
+    fn dinov2_with_registers_defaults_to_four_register_tokens() {
+        let mut index = WeightsIndex::default();
+        let config = serde_json::json!({"model_type": "dinov2_with_registers", "hidden_size": 8,
+            "num_attention_heads": 2, "num_hidden_layers": 1, "image_size": 32, "patch_size": 16});
+        let c = VitConfig::from_transformers(&config, &index).unwrap();
+        assert_eq!(c.register_tokens, 4);
+        index.tensors.insert(
+            "dinov2_with_registers.embeddings.register_tokens".into(),
+            crate::weights::TensorInfo {
+                dtype: "F32".into(),
+                shape: vec![1, 2, 8],
+            },
+        );
+        let err = VitConfig::from_transformers(&config, &index).unwrap_err();
+        assert!(err.starts_with("num_register_tokens 4"), "{err}");
+        let mut two = config.clone();
+        two["num_register_tokens"] = 2.into();
+        assert_eq!(
+            VitConfig::from_transformers(&two, &index)
+                .unwrap()
+                .register_tokens,
+            2
+        );
+        // transformers' DINOv2 without registers does not read the key.
+        two["model_type"] = "dinov2".into();
+        let c = VitConfig::from_transformers(&two, &WeightsIndex::default()).unwrap();
+        assert_eq!(c.register_tokens, 0);
+    }
+
+    /// A timm ViT's tensors: 48 wide, patch 8, a 2x2 grid, one block, with or without a class
+    /// token.
+    fn timm_index(class_token: bool) -> WeightsIndex {
+        let mut index = WeightsIndex::default();
+        let mut add = |name: &str, shape: Vec<usize>| {
+            index.tensors.insert(
+                name.into(),
+                crate::weights::TensorInfo {
+                    dtype: "F32".into(),
+                    shape,
+                },
+            );
+        };
+        add("patch_embed.proj.weight", vec![48, 3, 8, 8]);
+        add("blocks.0.norm1.weight", vec![48]);
+        add("blocks.0.mlp.fc1.weight", vec![96, 48]);
+        add("norm.weight", vec![48]);
+        add("pos_embed", vec![1, 4 + usize::from(class_token), 48]);
+        if class_token {
+            add("cls_token", vec![1, 1, 48]);
+        }
+        index
+    }
+
+    fn timm(architecture: &str, args: Value) -> Value {
+        serde_json::json!({"architecture": architecture, "model_args": args,
+            "pretrained_cfg": {"input_size": [3, 16, 16]}})
+    }
+
+    #[test]
+    fn timm_architecture_sets_heads_eps_activation_and_pooling() {
+        let cls = timm_index(true);
+        let gap = timm_index(false);
+        let c = VitConfig::from_timm(
+            &timm("vit_base_patch16_clip_quickgelu_224", Value::Null),
+            &cls,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.num_heads, c.eps, c.activation, c.pool),
+            (12, 1e-5, HiddenAct::QuickGelu, VitPool::Token)
+        );
+        assert_eq!(c.image_size, 16);
+        let c = VitConfig::from_timm(&timm("vit_base_patch16_gap_224", Value::Null), &gap).unwrap();
+        assert_eq!((c.num_heads, c.eps, c.pool), (16, 1e-6, VitPool::Avg));
+        let c = VitConfig::from_timm(&timm("vit_base_patch32_siglip_gap_256", Value::Null), &gap)
+            .unwrap();
+        assert_eq!((c.activation, c.pool), (HiddenAct::GeluTanh, VitPool::Avg));
+        let c = VitConfig::from_timm(&timm("vit_base_patch16_siglip_gap_224", Value::Null), &gap)
+            .unwrap();
+        assert_eq!(c.activation, HiddenAct::Gelu);
+        // model_args override the architecture's heads, activation and pooling.
+        let args = serde_json::json!({"num_heads": 3, "act_layer": "gelu_tanh",
+            "global_pool": "avg"});
+        let c = VitConfig::from_timm(&timm("vit_small_patch16_224", args), &cls).unwrap();
+        assert_eq!(
+            (c.num_heads, c.activation, c.pool),
+            (3, HiddenAct::GeluTanh, VitPool::Avg)
+        );
+        for name in [
+            "vit_base_patch16_rpn_224",
+            "vit_base_patch16_siglip_224",
+            "vit_tiny_r_s16_p8_224",
+        ] {
+            let err = VitConfig::from_timm(&timm(name, Value::Null), &cls).unwrap_err();
+            assert!(
+                err.starts_with(&format!("architecture \"{name}\" is not supported")),
+                "{err}"
+            );
+        }
+        // Without model_args.global_pool the architecture's pooling is built; a top-level
+        // global_pool that says otherwise is refused.
+        let mut saved = timm("vit_small_patch16_224", Value::Null);
+        saved["global_pool"] = "avg".into();
+        let err = VitConfig::from_timm(&saved, &cls).unwrap_err();
+        assert!(err.starts_with("global_pool \"avg\""), "{err}");
+        let err =
+            VitConfig::from_timm(&timm("vit_small_patch16_224", Value::Null), &gap).unwrap_err();
+        assert!(err.contains("cls_token"), "{err}");
+        let mut wide = timm("vit_small_patch16_224", Value::Null);
+        wide["pretrained_cfg"]["input_size"] = serde_json::json!([3, 16, 24]);
+        let err = VitConfig::from_timm(&wide, &cls).unwrap_err();
+        assert!(err.contains("pretrained_cfg.input_size"), "{err}");
+    }
+
+    #[test]
+    fn timm_model_args_other_than_graft_builds_are_refused() {
+        let cls = timm_index(true);
+        let accepted = serde_json::json!({"embed_dim": 48, "num_heads": 4, "depth": 1,
+            "img_size": [16, 16], "patch_size": 8, "in_chans": 3, "num_classes": 0,
+            "dynamic_img_size": true, "drop_path_rate": 0.1, "global_pool": "token"});
+        assert!(VitConfig::from_timm(&timm("vit_small_patch16_224", accepted), &cls).is_ok());
+        for (args, key) in [
+            (
+                serde_json::json!({"pool_include_prefix": true}),
+                "pool_include_prefix",
+            ),
+            (
+                serde_json::json!({"dynamic_img_pad": true}),
+                "dynamic_img_pad",
+            ),
+            (serde_json::json!({"global_pool": "map"}), "global_pool"),
+            (serde_json::json!({"act_layer": "gelu_new"}), "act_layer"),
+            (serde_json::json!({"block_fn": "ResPostBlock"}), "block_fn"),
+            (serde_json::json!({"norm_layer": "rmsnorm"}), "norm_layer"),
+        ] {
+            let err = VitConfig::from_timm(&timm("vit_small_patch16_224", args), &cls).unwrap_err();
+            assert!(err.starts_with(&format!("model_args.{key} = ")), "{err}");
+        }
+        let err = VitConfig::from_timm(
+            &timm(
+                "vit_small_patch16_224",
+                serde_json::json!({"pool_include_prefix": true}),
+            ),
+            &cls,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "model_args.pool_include_prefix = true is not supported"
         );
     }
 }

@@ -8,7 +8,8 @@
 //! small and torchvision's large, float16 weights). The features the classifier reads, CLIP's
 //! projected embedding and the checkpoint's logits must match to 1e-5 on the CPU backends and 1e-3
 //! on wgpu, at the trained size and at another size (vision transformers: position embeddings
-//! resampled as the folder's library resamples them).
+//! resampled as the folder's library resamples them). The same families on configs off their
+//! defaults (`tests/golden/vision_variants/`) match or are refused, never silently wrong.
 
 mod common;
 
@@ -76,12 +77,20 @@ fn pixels(side: usize, device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(values, [2, 3, side, side]), device)
 }
 
+/// A golden folder's backbone, or why graft refuses it.
+fn load(group: &str, name: &str, device: &Device) -> Result<Backbone, String> {
+    let golden = common::golden(&format!("{group}/{name}.json"));
+    let folder = ModelFolder::open(&dir(group).join(name)).map_err(|e| e.to_string())?;
+    // The variants say which family they are; the other groups are named after theirs.
+    let family = golden["architecture"].as_str().unwrap_or(group);
+    assert_eq!(folder.architecture.name(), family);
+    Backbone::load(&folder, PoolingOptions::default(), true, device).map_err(|e| e.to_string())
+}
+
 /// The worst difference of features and logits over every golden case on `device`.
 fn worst_diff(group: &str, name: &str, described: &str, device: &Device) -> f32 {
     let golden = common::golden(&format!("{group}/{name}.json"));
-    let folder = ModelFolder::open(&dir(group).join(name)).unwrap();
-    assert_eq!(folder.architecture.name(), group);
-    let backbone = Backbone::load(&folder, PoolingOptions::default(), true, device).unwrap();
+    let backbone = load(group, name, device).unwrap();
     assert_eq!(backbone.architecture().describe(), described);
     let mut worst = 0.0f32;
     for case in golden["cases"].as_array().unwrap() {
@@ -147,6 +156,42 @@ fn vision_transformers_and_convnext_match_transformers_and_timm_on_cpu_backends(
             let worst = worst_diff(group, name, described, &device);
             eprintln!("{name} {backend}: worst max abs diff {worst:e}");
             assert!(worst <= 1e-5, "{name} {backend}: max abs diff {worst}");
+        }
+    }
+}
+
+/// `tests/golden/vision_variants/` (`scripts/golden/make_vision_variant_goldens.py`): each family
+/// on configs that differ from the shipped ones (epsilons, activations, layer scale, biases,
+/// pooling, class and register tokens, widths, sizes). graft matches each to 1e-5 or refuses it
+/// with an error; it never loads one and computes something else. Those made to match must load.
+#[test]
+fn configs_off_the_defaults_match_or_are_refused() {
+    let group = "vision_variants";
+    let mut names: Vec<String> = std::fs::read_dir(dir(group))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.strip_suffix(".json").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 18);
+    for name in &names {
+        let golden = common::golden(&format!("{group}/{name}.json"));
+        for (backend, device) in cpu_devices() {
+            match load(group, name, &device) {
+                Ok(_) => {
+                    let described = golden["describe"].as_str().unwrap();
+                    let worst = worst_diff(group, name, described, &device);
+                    eprintln!("{name} {backend}: worst max abs diff {worst:e}");
+                    assert!(worst <= 1e-5, "{name} {backend}: max abs diff {worst}");
+                }
+                Err(error) => {
+                    eprintln!("{name}: refused: {error}");
+                    assert_ne!(golden["expect"], "match", "{name}: {error}");
+                }
+            }
         }
     }
 }
