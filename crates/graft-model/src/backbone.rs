@@ -77,6 +77,29 @@ pub struct ImageTransform {
     pub std: [f32; 3],
     /// The resizes' filter.
     pub interpolation: graft_data::image::Interpolation,
+    /// With `resize_shorter`: the share of the resized image the crop keeps (timm's `crop_pct`,
+    /// `image_size / resize_shorter` as the folder states it), which sets the resize at other sizes.
+    pub crop_pct: Option<f64>,
+}
+
+impl ImageTransform {
+    /// The transform at another input side, as timm's `resolve_data_config` and transformers'
+    /// processors size it: the crop keeps its share of the image (the shorter side resized to
+    /// `floor(size / crop_pct)`, then a `size` center crop), or the whole image is resized to the
+    /// square; `crop_pct` replaces the folder's share. At the folder's own size and share it is
+    /// the folder's transform.
+    pub fn at_size(&self, size: usize, crop_pct: Option<f64>) -> ImageTransform {
+        if size == self.image_size && crop_pct.is_none_or(|c| Some(c) == self.crop_pct) {
+            return self.clone();
+        }
+        let crop_pct = crop_pct.or(self.crop_pct);
+        ImageTransform {
+            image_size: size,
+            resize_shorter: crop_pct.map(|c| (size as f64 / c).floor() as usize),
+            crop_pct,
+            ..self.clone()
+        }
+    }
 }
 
 /// How a folder's texts become token ids.

@@ -60,6 +60,10 @@ pub struct VisionConfig {
     /// which has no such key.
     #[serde(skip)]
     pub interpolation: Interpolation,
+    /// timm's `pretrained_cfg.crop_pct` as the folder states it; graft's own config gives
+    /// `image_size / resize_size`.
+    #[serde(skip)]
+    pub crop_pct: Option<f64>,
 }
 
 /// The smallest input side graft accepts.
@@ -138,6 +142,7 @@ impl VisionConfig {
             mean: transform.mean,
             std: transform.std,
             interpolation: transform.interpolation,
+            crop_pct: transform.crop_pct,
         })
     }
 
@@ -157,17 +162,21 @@ impl VisionConfig {
 
     /// The preprocessing this config asks for.
     pub fn transform(&self) -> ImageTransform {
+        let resize_shorter = match self.resize {
+            ResizeMode::Squash => None,
+            ResizeMode::ShorterSideThenCenterCrop => {
+                Some(self.resize_size.unwrap_or(self.image_size * 8 / 7))
+            }
+        };
         ImageTransform {
             image_size: self.image_size,
-            resize_shorter: match self.resize {
-                ResizeMode::Squash => None,
-                ResizeMode::ShorterSideThenCenterCrop => {
-                    Some(self.resize_size.unwrap_or(self.image_size * 8 / 7))
-                }
-            },
+            resize_shorter,
             mean: self.mean,
             std: self.std,
             interpolation: self.interpolation,
+            crop_pct: self
+                .crop_pct
+                .or(resize_shorter.map(|r| self.image_size as f64 / r as f64)),
         }
     }
 }
@@ -313,6 +322,7 @@ pub fn timm_transform(config: &Value) -> Result<ImageTransform, String> {
         mean: triple("mean", [0.485, 0.456, 0.406])?,
         std: triple("std", [0.229, 0.224, 0.225])?,
         interpolation,
+        crop_pct: resize_shorter.map(|_| crop_pct),
     })
 }
 
@@ -329,6 +339,7 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
         interpolation: Interpolation::Bicubic,
+        crop_pct: None,
     };
     if !path.is_file() {
         return Ok(imagenet);
@@ -397,17 +408,17 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
     } else {
         ([0.0; 3], [1.0; 3])
     };
-    let (image_size, resize_shorter) = match (size, crop) {
-        (Some((s, _)), Some(c)) => (c, Some(s)),
+    let (image_size, resize_shorter, crop_pct) = match (size, crop) {
+        (Some((s, _)), Some(c)) => (c, Some(s), Some(c as f64 / s as f64)),
         // ConvNeXt's processor: below 384, the shorter side to s / crop_pct, then an s crop.
         (Some((s, true)), None) => match cfg.get("crop_pct").and_then(Value::as_f64) {
-            Some(pct) if s < 384 && pct > 0.0 => (s, Some((s as f64 / pct) as usize)),
-            Some(_) => (s, None),
-            None => (s, Some(s)),
+            Some(pct) if s < 384 && pct > 0.0 => (s, Some((s as f64 / pct) as usize), Some(pct)),
+            Some(_) => (s, None, None),
+            None => (s, Some(s), Some(1.0)),
         },
-        (Some((s, false)), None) => (s, None),
-        (None, Some(c)) => (c, Some(c)),
-        (None, None) => (image_size, None),
+        (Some((s, false)), None) => (s, None, None),
+        (None, Some(c)) => (c, Some(c), Some(1.0)),
+        (None, None) => (image_size, None, None),
     };
     // transformers' processors default to bilinear (ViT) or bicubic (the others); the file
     // usually says which.
@@ -425,6 +436,7 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
         mean,
         std,
         interpolation,
+        crop_pct,
     })
 }
 
@@ -520,6 +532,37 @@ fn timm_architecture(name: &str) -> Option<(VisionArchitecture, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_sizes_keep_the_crop_share_as_timm_does() {
+        let config = serde_json::json!({"architecture": "convnext_atto",
+            "pretrained_cfg": {"input_size": [3, 224, 224], "crop_pct": 0.875}});
+        let folder = timm_transform(&config).unwrap();
+        assert_eq!((folder.resize_shorter, folder.crop_pct), (Some(256), Some(0.875)));
+        assert_eq!(folder.at_size(224, None), folder);
+        // 64 px sees the whole image's 87.5% center, not 64 px of a 256 px resize.
+        let small = folder.at_size(64, None);
+        assert_eq!((small.image_size, small.resize_shorter), (64, Some(73)));
+        assert_eq!(small.crop_pct, Some(0.875));
+        let large = folder.at_size(448, None);
+        assert_eq!(large.resize_shorter, Some(512));
+        // [model] crop_pct replaces the share; 1.0 resizes the shorter side to the size.
+        assert_eq!(folder.at_size(64, Some(1.0)).resize_shorter, Some(64));
+        // A squashing transform squashes at any size.
+        let squash = ImageTransform {
+            resize_shorter: None,
+            crop_pct: None,
+            ..folder.clone()
+        };
+        assert_eq!(squash.at_size(96, None).resize_shorter, None);
+        // graft's own config states the share as its resize.
+        let own: VisionConfig = serde_json::from_value(serde_json::json!({
+            "architecture": "resnet", "depth": 18, "num_classes": 10, "image_size": 224,
+            "resize": "shorter_side_then_center_crop", "resize_size": 256,
+            "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}))
+        .unwrap();
+        assert_eq!(own.transform().at_size(64, None).resize_shorter, Some(73));
+    }
 
     #[test]
     fn detects_graft_and_timm_configs() {

@@ -65,7 +65,7 @@ fn load(
         normalize: Some(true),
         max_length: Some(max_length),
         pooler: Some(false),
-        image_size: None,
+        ..FeatureChoices::default()
     };
     let preparation = Preparation::resolve(&folder, &choices, model_dir)?;
     let backbone = Backbone::load(&folder, preparation.pooling(), false, device)?;

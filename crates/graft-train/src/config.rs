@@ -241,6 +241,7 @@ impl Config {
                 ("augment", "", self.augment.is_active()),
                 ("freeze", "train_batchnorm", self.freeze.train_batchnorm),
                 ("model", "image_size", self.model.image_size.is_some()),
+                ("model", "crop_pct", self.model.crop_pct.is_some()),
             ];
             if let Some((section, key, _)) = image_only.into_iter().find(|(_, _, given)| *given) {
                 return Err((

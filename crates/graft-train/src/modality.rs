@@ -43,6 +43,8 @@ pub struct FeatureChoices {
     pub max_length: Option<usize>,
     pub pooler: Option<bool>,
     pub image_size: Option<usize>,
+    /// Images: the share of the resized image the center crop keeps (timm's `crop_pct`).
+    pub crop_pct: Option<f64>,
 }
 
 /// How a backbone's inputs are prepared, as resolved for a run and stored in its manifest.
@@ -64,6 +66,10 @@ pub enum Preparation {
         /// The resizes' filter (bicubic in runs made before it was recorded).
         #[serde(default)]
         interpolation: Interpolation,
+        /// With `resize_shorter`: the crop's share of the resized image, as the folder (or
+        /// `[model] crop_pct`) states it; runs made before it was recorded derive it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        crop_pct: Option<f64>,
     },
 }
 
@@ -107,9 +113,15 @@ impl Preparation {
         };
         match folder.preprocessing()? {
             Preprocessing::Text(text) => {
-                if choices.image_size.is_some() {
+                if let Some(key) = [
+                    ("image_size", choices.image_size.is_some()),
+                    ("crop_pct", choices.crop_pct.is_some()),
+                ]
+                .iter()
+                .find_map(|(key, given)| given.then_some(key))
+                {
                     return Err(invalid(format!(
-                        "image_size is for image models; {} reads text",
+                        "{key} is for image models; {} reads text",
                         folder.dir.display()
                     )));
                 }
@@ -134,12 +146,20 @@ impl Preparation {
                         graft_model::vision::MIN_IMAGE_SIZE
                     )));
                 }
+                if let Some(c) = choices.crop_pct
+                    && !(c > 0.0 && c <= 1.0)
+                {
+                    return Err(invalid(format!("crop_pct {c} is not in (0, 1]")));
+                }
+                // The folder's crop share at the size asked for, as timm and transformers size it.
+                let t = transform.at_size(image_size, choices.crop_pct);
                 Ok(Self::Image {
-                    image_size,
-                    resize_shorter: transform.resize_shorter,
-                    mean: transform.mean,
-                    std: transform.std,
-                    interpolation: transform.interpolation,
+                    image_size: t.image_size,
+                    resize_shorter: t.resize_shorter,
+                    mean: t.mean,
+                    std: t.std,
+                    interpolation: t.interpolation,
+                    crop_pct: t.crop_pct,
                 })
             }
         }
@@ -200,6 +220,7 @@ impl Preparation {
                 mean,
                 std,
                 interpolation,
+                ..
             } => Encoder::Image(Preprocess {
                 image_size: *image_size,
                 resize_shorter: *resize_shorter,
@@ -219,12 +240,14 @@ impl Preparation {
                 mean,
                 std,
                 interpolation,
+                crop_pct,
             } => Some(ImageTransform {
                 image_size: *image_size,
                 resize_shorter: *resize_shorter,
                 mean: *mean,
                 std: *std,
                 interpolation: *interpolation,
+                crop_pct: crop_pct.or(resize_shorter.map(|r| *image_size as f64 / r as f64)),
             }),
             Self::Text { .. } => None,
         }

@@ -106,6 +106,7 @@ impl Source {
             max_length: m.max_length,
             pooler: m.pooler,
             image_size: m.image_size,
+            crop_pct: m.crop_pct,
         };
         let native = if config.head.kind == HeadKind::Native {
             let native = folder.native_head()?.ok_or_else(|| {
@@ -1152,7 +1153,7 @@ pub fn embed(
         normalize: options.normalize,
         max_length: options.max_length,
         pooler: Some(false),
-        image_size: None,
+        ..FeatureChoices::default()
     };
     let pretrained = Pretrained::open(model_dir, &choices)?;
     let modality = pretrained.preparation.modality();

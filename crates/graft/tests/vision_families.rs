@@ -168,6 +168,19 @@ dir = "{}"
             let config = json(&out.join("config.json"));
             assert_eq!(config["architecture"], model);
             assert!(config["model_args"].is_object(), "{name}");
+            // At a size other than the folder's, the crop keeps the folder's share of the image
+            // (timm's rule: resize to floor(size / crop_pct)), and the export says so.
+            let folder = json(&golden(name).join("config.json"));
+            let crop_pct = folder["pretrained_cfg"]["crop_pct"].as_f64().unwrap();
+            let cfg = &config["pretrained_cfg"];
+            assert_eq!(cfg["crop_pct"].as_f64(), Some(crop_pct), "{name}");
+            assert_eq!(cfg["input_size"], serde_json::json!([3, size, size]), "{name}");
+            let manifest = json(&run.join("graft.json"));
+            assert_eq!(
+                manifest["resize_shorter"].as_f64(),
+                Some((size as f64 / crop_pct).floor()),
+                "{name}"
+            );
         }
     }
 }

@@ -49,8 +49,12 @@ pub struct ModelSection {
     /// With `pooling = "cls"`: use the pretrained pooler (dense + tanh). Defaults to true when the
     /// checkpoint has one, as `BertForSequenceClassification`.
     pub pooler: Option<bool>,
-    /// Vision: the input size (default: the model folder's `image_size`).
+    /// Vision: the input size (default: the model folder's `image_size`). At another size the
+    /// resize keeps the folder's crop share, as timm and transformers do.
     pub image_size: Option<usize>,
+    /// Vision: the share of the resized image the center crop keeps (timm's `crop_pct`;
+    /// default: the folder's).
+    pub crop_pct: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

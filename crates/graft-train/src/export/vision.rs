@@ -77,7 +77,13 @@ pub(super) fn write(
     if target.format == ExportFormat::Timm {
         let (crop_mode, crop_pct) = match transform.resize_shorter {
             None => ("squash", 1.0),
-            Some(shorter) => ("center", transform.image_size as f64 / shorter as f64),
+            // The folder's share (or `[model] crop_pct`), from which timm sizes the resize.
+            Some(shorter) => (
+                "center",
+                transform
+                    .crop_pct
+                    .unwrap_or(transform.image_size as f64 / shorter as f64),
+            ),
         };
         let size = transform.image_size;
         let mut config = json!({
