@@ -61,11 +61,40 @@ impl Interpolation {
         }
     }
 
-    fn filter(self) -> FilterType {
-        match self {
+    /// The resize as PIL does it: a separable convolution with the filter's support widened by
+    /// the scale when shrinking (the `image` crate's, which matches Pillow's pixels to 1/255 when
+    /// shrinking; `tests/resize.rs` says how far it is when enlarging).
+    pub fn resize(self, image: &RgbImage, width: u32, height: u32) -> RgbImage {
+        if image.dimensions() == (width, height) {
+            return image.clone();
+        }
+        let filter = match self {
             Self::Nearest => FilterType::Nearest,
             Self::Bilinear => FilterType::Triangle,
             Self::Bicubic => FilterType::CatmullRom,
+        };
+        image::imageops::resize(image, width, height, filter)
+    }
+}
+
+/// Where a center crop starts when the margin is odd: torchvision's `CenterCrop` (timm, and
+/// graft's own configs) rounds half of it to even, transformers' processors floor it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CropOffset {
+    /// `(margin) // 2` (transformers' `center_crop`; runs made before this was recorded).
+    #[default]
+    Floor,
+    /// `int(round(margin / 2))` with Python's round half to even (torchvision).
+    RoundHalfEven,
+}
+
+impl CropOffset {
+    fn of(self, margin: u32) -> u32 {
+        let half = margin / 2;
+        match self {
+            Self::RoundHalfEven if margin % 2 == 1 && half % 2 == 1 => half + 1,
+            _ => half,
         }
     }
 }
@@ -82,6 +111,7 @@ pub struct Preprocess {
     pub mean: [f32; 3],
     pub std: [f32; 3],
     pub interpolation: Interpolation,
+    pub crop_offset: CropOffset,
 }
 
 /// Training-time augmentation, all drawn from a seeded generator.
@@ -164,22 +194,19 @@ impl Preprocess {
     pub fn resize(&self, image: &RgbImage) -> RgbImage {
         let size = self.image_size as u32;
         match self.resize_shorter {
-            None => {
-                if image.dimensions() == (size, size) {
-                    image.clone()
-                } else {
-                    image::imageops::resize(image, size, size, self.interpolation.filter())
-                }
-            }
+            None => self.interpolation.resize(image, size, size),
             Some(shorter) => {
+                // The longer side as torchvision's and transformers' resizes compute it:
+                // truncated, `int(shorter * long / short)`.
                 let (w, h) = image.dimensions();
-                let scale = shorter as f64 / w.min(h) as f64;
-                let (nw, nh) = (
-                    ((w as f64 * scale).round() as u32).max(size),
-                    ((h as f64 * scale).round() as u32).max(size),
+                let (short, shorter) = (w.min(h) as u64, shorter as u64);
+                let side = |n: u32| ((shorter * n as u64 / short) as u32).max(size);
+                let (nw, nh) = (side(w), side(h));
+                let resized = self.interpolation.resize(image, nw, nh);
+                let (x, y) = (
+                    self.crop_offset.of(nw - size),
+                    self.crop_offset.of(nh - size),
                 );
-                let resized = image::imageops::resize(image, nw, nh, self.interpolation.filter());
-                let (x, y) = ((nw - size) / 2, (nh - size) / 2);
                 image::imageops::crop_imm(&resized, x, y, size, size).to_image()
             }
         }
@@ -251,7 +278,7 @@ fn random_resized_crop(
         ((w - side) / 2, (h - side) / 2, side, side)
     });
     let crop = image::imageops::crop_imm(image, x, y, cw, ch).to_image();
-    image::imageops::resize(&crop, size as u32, size as u32, FilterType::CatmullRom)
+    Interpolation::Bicubic.resize(&crop, size as u32, size as u32)
 }
 
 /// Brightness, contrast and saturation jitter, each a factor drawn from [1 - s, 1 + s].
@@ -389,6 +416,7 @@ mod tests {
             interpolation: Interpolation::Bicubic,
             mean: [0.5; 3],
             std: [0.25; 3],
+            crop_offset: CropOffset::Floor,
         }
     }
 

@@ -80,6 +80,8 @@ pub struct ImageTransform {
     /// With `resize_shorter`: the share of the resized image the crop keeps (timm's `crop_pct`,
     /// `image_size / resize_shorter` as the folder states it), which sets the resize at other sizes.
     pub crop_pct: Option<f64>,
+    /// Where the center crop starts: as the folder's library crops.
+    pub crop_offset: graft_data::image::CropOffset,
 }
 
 impl ImageTransform {

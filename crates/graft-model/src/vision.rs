@@ -4,7 +4,7 @@
 //! [`VisionConfig`] together with the names the folder's weights use.
 
 use burn::module::Module;
-use graft_data::image::Interpolation;
+use graft_data::image::{CropOffset, Interpolation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
@@ -177,6 +177,8 @@ impl VisionConfig {
             crop_pct: self
                 .crop_pct
                 .or(resize_shorter.map(|r| self.image_size as f64 / r as f64)),
+            // torchvision's `CenterCrop`, as its reference transform and timm's do.
+            crop_offset: CropOffset::RoundHalfEven,
         }
     }
 }
@@ -323,6 +325,7 @@ pub fn timm_transform(config: &Value) -> Result<ImageTransform, String> {
         std: triple("std", [0.229, 0.224, 0.225])?,
         interpolation,
         crop_pct: resize_shorter.map(|_| crop_pct),
+        crop_offset: CropOffset::RoundHalfEven,
     })
 }
 
@@ -340,6 +343,7 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
         std: [0.229, 0.224, 0.225],
         interpolation: Interpolation::Bicubic,
         crop_pct: None,
+        crop_offset: CropOffset::Floor,
     };
     if !path.is_file() {
         return Ok(imagenet);
@@ -437,6 +441,7 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
         std,
         interpolation,
         crop_pct,
+        crop_offset: CropOffset::Floor,
     })
 }
 
@@ -538,7 +543,10 @@ mod tests {
         let config = serde_json::json!({"architecture": "convnext_atto",
             "pretrained_cfg": {"input_size": [3, 224, 224], "crop_pct": 0.875}});
         let folder = timm_transform(&config).unwrap();
-        assert_eq!((folder.resize_shorter, folder.crop_pct), (Some(256), Some(0.875)));
+        assert_eq!(
+            (folder.resize_shorter, folder.crop_pct),
+            (Some(256), Some(0.875))
+        );
         assert_eq!(folder.at_size(224, None), folder);
         // 64 px sees the whole image's 87.5% center, not 64 px of a 256 px resize.
         let small = folder.at_size(64, None);

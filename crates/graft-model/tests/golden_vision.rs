@@ -127,6 +127,7 @@ fn lite0_preprocess() -> Preprocess {
         mean: [127.0 / 255.0; 3],
         std: [128.0 / 255.0; 3],
         interpolation: graft_data::image::Interpolation::Bicubic,
+        crop_offset: graft_data::image::CropOffset::RoundHalfEven,
     }
 }
 
@@ -357,6 +358,7 @@ fn preprocessing_follows_transformers_image_processors() {
             mean: t.mean,
             std: t.std,
             interpolation: t.interpolation,
+            crop_offset: t.crop_offset,
         };
         let image = load_rgb(&golden_dir().join(case["image"].as_str().unwrap())).unwrap();
         let ours = preprocess.apply(&image);

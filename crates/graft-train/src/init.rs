@@ -78,12 +78,21 @@ pub fn starter_config(request: &InitRequest) -> Result<StarterConfig, TrainError
                 .into(),
         });
     }
-    let modality = match folder.preprocessing()? {
-        Preprocessing::Text(_) => Modality::Text,
-        Preprocessing::Image(_) => Modality::Image,
+    let (modality, model_side) = match folder.preprocessing()? {
+        Preprocessing::Text(_) => (Modality::Text, None),
+        Preprocessing::Image(t) => (Modality::Image, Some(t.image_size)),
     };
     let detected = detect(&request.train, modality)?;
-    let text = render(request, &folder, modality, &detected);
+    // Images much smaller than the model's input: a size near theirs, proposed, not set.
+    let proposal = model_side.and_then(|model| {
+        let side = typical_side(&request.train, &detected)?;
+        (side * 2 < model).then(|| SizeProposal {
+            images: side,
+            model,
+            size: side.div_ceil(16).max(2) * 16,
+        })
+    });
+    let text = render(request, &folder, modality, &detected, proposal.as_ref());
     let origin = PathBuf::from("graft.toml");
     Config::parse(&text, &origin).map_err(|e| {
         E::Unsupported(format!(
@@ -108,7 +117,56 @@ pub fn starter_config(request: &InitRequest) -> Result<StarterConfig, TrainError
         },
         describe_task(&detected)
     ));
+    if let Some(p) = &proposal {
+        summary.push(format!(
+            "images: about {} px, much smaller than the model's {} px input; image_size = {} \
+             (commented in the config) trains faster on what the images hold",
+            p.images, p.model, p.size
+        ));
+    }
     Ok(StarterConfig { text, summary })
+}
+
+/// A smaller input size for images much smaller than the model's input.
+struct SizeProposal {
+    /// The images' median shorter side.
+    images: usize,
+    model: usize,
+    /// A multiple of 16 at or above the images' side (at least 32).
+    size: usize,
+}
+
+/// The median shorter side of up to 32 of the training images (read from their headers), when
+/// any can be read.
+fn typical_side(train: &Path, detected: &Detected) -> Option<usize> {
+    let examples = match &detected.input {
+        None => graft_data::image::read_image_folder(train).ok()?,
+        Some((_, column)) => {
+            let format = DataFormat::from_extension(train);
+            let mut examples = graft_data::read_texts(train, format, column, None).ok()?;
+            graft_data::image::resolve_paths(&mut examples, train);
+            examples
+        }
+    };
+    let step = (examples.len() / 32).max(1);
+    let mut sides: Vec<usize> = examples
+        .iter()
+        .step_by(step)
+        .take(32)
+        .filter_map(|e| {
+            let (w, h) = match &e.bytes {
+                Some(bytes) => image::ImageReader::new(std::io::Cursor::new(bytes.as_ref()))
+                    .with_guessed_format()
+                    .ok()?
+                    .into_dimensions()
+                    .ok()?,
+                None => image::image_dimensions(&e.text).ok()?,
+            };
+            Some(w.min(h) as usize)
+        })
+        .collect();
+    sides.sort_unstable();
+    sides.get(sides.len() / 2).copied()
 }
 
 fn describe_task(d: &Detected) -> String {
@@ -369,7 +427,13 @@ fn path_text(path: &Path) -> String {
     quoted(&path.to_string_lossy())
 }
 
-fn render(request: &InitRequest, folder: &ModelFolder, modality: Modality, d: &Detected) -> String {
+fn render(
+    request: &InitRequest,
+    folder: &ModelFolder,
+    modality: Modality,
+    d: &Detected,
+    proposal: Option<&SizeProposal>,
+) -> String {
     let mut out = String::new();
     let mut line = |text: &str| {
         out.push_str(text);
@@ -398,9 +462,14 @@ fn render(request: &InitRequest, folder: &ModelFolder, modality: Modality, d: &D
                 "# max_length = 256     # default: the folder's max_seq_length, else its max positions",
             );
         }
-        Modality::Image => {
-            line("# image_size = 224     # default: the model folder's input size");
-        }
+        Modality::Image => match proposal {
+            Some(p) => line(&format!(
+                "# image_size = {}      # the images are about {} px, much smaller than the \
+                 model's {}: a size near theirs trains faster",
+                p.size, p.images, p.model
+            )),
+            None => line("# image_size = 224     # default: the model folder's input size"),
+        },
     }
     line("");
     line("[data]");

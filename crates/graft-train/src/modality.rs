@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use burn::backend::DispatchDevice;
 use burn::tensor::{Device, Tensor, TensorData};
 use graft_data::image::{
-    Augment, Interpolation, Preprocess, decode_rgb, read_image_folder, read_rgb, resolve_paths,
+    Augment, CropOffset, Interpolation, Preprocess, decode_rgb, read_image_folder, read_rgb,
+    resolve_paths,
 };
 use graft_data::tokenize::Tokens;
 use graft_data::{DataFormat, TextExample, TextTokenizer, TokenBatch, read_texts};
@@ -70,6 +71,9 @@ pub enum Preparation {
         /// `[model] crop_pct`) states it; runs made before it was recorded derive it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         crop_pct: Option<f64>,
+        /// Where the center crop starts (floor in runs made before it was recorded).
+        #[serde(default)]
+        crop_offset: CropOffset,
     },
 }
 
@@ -160,6 +164,7 @@ impl Preparation {
                     std: t.std,
                     interpolation: t.interpolation,
                     crop_pct: t.crop_pct,
+                    crop_offset: t.crop_offset,
                 })
             }
         }
@@ -220,6 +225,7 @@ impl Preparation {
                 mean,
                 std,
                 interpolation,
+                crop_offset,
                 ..
             } => Encoder::Image(Preprocess {
                 image_size: *image_size,
@@ -227,6 +233,7 @@ impl Preparation {
                 mean: *mean,
                 std: *std,
                 interpolation: *interpolation,
+                crop_offset: *crop_offset,
             }),
         })
     }
@@ -241,6 +248,7 @@ impl Preparation {
                 std,
                 interpolation,
                 crop_pct,
+                crop_offset,
             } => Some(ImageTransform {
                 image_size: *image_size,
                 resize_shorter: *resize_shorter,
@@ -248,6 +256,7 @@ impl Preparation {
                 std: *std,
                 interpolation: *interpolation,
                 crop_pct: crop_pct.or(resize_shorter.map(|r| *image_size as f64 / r as f64)),
+                crop_offset: *crop_offset,
             }),
             Self::Text { .. } => None,
         }

@@ -119,6 +119,12 @@ fn image_folders_train_with_no_editing() {
     );
     assert!(said.contains("classification into 10 classes"), "{said}");
     assert!(config.contains("format = \"image_folder\""), "{config}");
+    // 28 px images and a 224 px model: a size near the images' is proposed, not set.
+    assert!(
+        said.contains("images: about 28 px, much smaller than the model's 224 px input")
+            && config.contains("# image_size = 32 "),
+        "{said}\n{config}"
+    );
     let run = train(tmp.path());
     assert!(run.join("confusion_matrix.png").is_file());
 }
@@ -188,6 +194,8 @@ fn parquet_images_with_class_labels_train_and_predict() {
         config.contains("image_column = \"image\"") && said.contains("ankle-boot: 12"),
         "{said}\n{config}"
     );
+    // The images' sizes are read from the bytes the parquet file holds, too.
+    assert!(said.contains("images: about 28 px"), "{said}");
     let run = train(tmp.path());
     let eval = common::json(&run.join("eval.json"));
     assert_eq!(eval["labels"][0], "ankle-boot");

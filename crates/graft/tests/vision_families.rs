@@ -174,7 +174,11 @@ dir = "{}"
             let crop_pct = folder["pretrained_cfg"]["crop_pct"].as_f64().unwrap();
             let cfg = &config["pretrained_cfg"];
             assert_eq!(cfg["crop_pct"].as_f64(), Some(crop_pct), "{name}");
-            assert_eq!(cfg["input_size"], serde_json::json!([3, size, size]), "{name}");
+            assert_eq!(
+                cfg["input_size"],
+                serde_json::json!([3, size, size]),
+                "{name}"
+            );
             let manifest = json(&run.join("graft.json"));
             assert_eq!(
                 manifest["resize_shorter"].as_f64(),
