@@ -82,6 +82,9 @@ pub struct ImageTransform {
     pub crop_pct: Option<f64>,
     /// Where the center crop starts: as the folder's library crops.
     pub crop_offset: graft_data::image::CropOffset,
+    /// transformers' ConvNeXt processor crops by `crop_pct` only below this side (384) and
+    /// resizes the whole image at it and above.
+    pub crops_below: Option<usize>,
 }
 
 impl ImageTransform {
@@ -94,10 +97,13 @@ impl ImageTransform {
         if size == self.image_size && crop_pct.is_none_or(|c| Some(c) == self.crop_pct) {
             return self.clone();
         }
+        let crops = crop_pct.is_some() || self.crops_below.is_none_or(|limit| size < limit);
         let crop_pct = crop_pct.or(self.crop_pct);
         ImageTransform {
             image_size: size,
-            resize_shorter: crop_pct.map(|c| (size as f64 / c).floor() as usize),
+            resize_shorter: crop_pct
+                .filter(|_| crops)
+                .map(|c| (size as f64 / c).floor() as usize),
             crop_pct,
             ..self.clone()
         }

@@ -179,6 +179,7 @@ impl VisionConfig {
                 .or(resize_shorter.map(|r| self.image_size as f64 / r as f64)),
             // torchvision's `CenterCrop`, as its reference transform and timm's do.
             crop_offset: CropOffset::RoundHalfEven,
+            crops_below: None,
         }
     }
 }
@@ -326,6 +327,7 @@ pub fn timm_transform(config: &Value) -> Result<ImageTransform, String> {
         interpolation,
         crop_pct: resize_shorter.map(|_| crop_pct),
         crop_offset: CropOffset::RoundHalfEven,
+        crops_below: None,
     })
 }
 
@@ -344,6 +346,7 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
         interpolation: Interpolation::Bicubic,
         crop_pct: None,
         crop_offset: CropOffset::Floor,
+        crops_below: None,
     };
     if !path.is_file() {
         return Ok(imagenet);
@@ -412,12 +415,23 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
     } else {
         ([0.0; 3], [1.0; 3])
     };
+    // ConvNeXt's processor: below 384, the shorter side to s / crop_pct, then an s crop; from 384
+    // on, the whole image to s x s.
+    let convnext_crop = cfg
+        .get("crop_pct")
+        .and_then(Value::as_f64)
+        .filter(|&p| p > 0.0);
+    let crops_below = match (size, crop, convnext_crop) {
+        (Some((_, true)), None, Some(_)) => Some(CONVNEXT_CROPS_BELOW),
+        _ => None,
+    };
     let (image_size, resize_shorter, crop_pct) = match (size, crop) {
         (Some((s, _)), Some(c)) => (c, Some(s), Some(c as f64 / s as f64)),
-        // ConvNeXt's processor: below 384, the shorter side to s / crop_pct, then an s crop.
-        (Some((s, true)), None) => match cfg.get("crop_pct").and_then(Value::as_f64) {
-            Some(pct) if s < 384 && pct > 0.0 => (s, Some((s as f64 / pct) as usize), Some(pct)),
-            Some(_) => (s, None, None),
+        (Some((s, true)), None) => match convnext_crop {
+            Some(pct) if s < CONVNEXT_CROPS_BELOW => {
+                (s, Some((s as f64 / pct) as usize), Some(pct))
+            }
+            Some(pct) => (s, None, Some(pct)),
             None => (s, Some(s), Some(1.0)),
         },
         (Some((s, false)), None) => (s, None, None),
@@ -442,8 +456,12 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
         interpolation,
         crop_pct,
         crop_offset: CropOffset::Floor,
+        crops_below,
     })
 }
+
+/// transformers' `ConvNextImageProcessor` crops by `crop_pct` below this side only.
+const CONVNEXT_CROPS_BELOW: usize = 384;
 
 /// Whether a `config.json` is timm's (`pretrained_cfg` beside `architecture`).
 pub fn is_timm(config: &Value) -> bool {
@@ -570,6 +588,33 @@ mod tests {
             "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}))
         .unwrap();
         assert_eq!(own.transform().at_size(64, None).resize_shorter, Some(73));
+    }
+
+    /// transformers' `ConvNextImageProcessor`: `crop_pct` below 384 px, the whole image from 384 on,
+    /// at the folder's size and at others.
+    #[test]
+    fn convnext_processors_crop_below_384_only() {
+        let folder = |shortest_edge: usize| {
+            let dir = tempfile::tempdir().unwrap();
+            let config = serde_json::json!({"image_processor_type": "ConvNextImageProcessor",
+                "size": {"shortest_edge": shortest_edge}, "crop_pct": 0.875, "resample": 3,
+                "do_normalize": true, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]});
+            std::fs::write(
+                dir.path().join("preprocessor_config.json"),
+                config.to_string(),
+            )
+            .unwrap();
+            processor_transform(dir.path(), 224).unwrap()
+        };
+        let at_224 = folder(224);
+        assert_eq!((at_224.image_size, at_224.resize_shorter), (224, Some(256)));
+        assert_eq!(at_224.at_size(64, None).resize_shorter, Some(73));
+        assert_eq!(at_224.at_size(448, None).resize_shorter, None);
+        let at_384 = folder(384);
+        assert_eq!(at_384.resize_shorter, None);
+        assert_eq!(at_384.at_size(224, None).resize_shorter, Some(256));
+        // An explicit [model] crop_pct crops at any size.
+        assert_eq!(at_224.at_size(448, Some(1.0)).resize_shorter, Some(448));
     }
 
     #[test]

@@ -257,6 +257,7 @@ impl Preparation {
                 interpolation: *interpolation,
                 crop_pct: crop_pct.or(resize_shorter.map(|r| *image_size as f64 / r as f64)),
                 crop_offset: *crop_offset,
+                crops_below: None,
             }),
             Self::Text { .. } => None,
         }
