@@ -37,7 +37,23 @@ pub enum TrainError {
         signal: &'static str,
         /// Which checkpoint is kept and how to continue, for the message.
         kept: String,
+        /// Whether resuming the run continues it (the CLI names its flag).
+        resumable: bool,
     },
+    /// Resuming a run that has no checkpoint.
+    #[error("{}: no checkpoint to resume from; start the run afresh instead", path.display())]
+    NothingToResume { path: PathBuf },
+    /// Resuming a run whose config has changed since it started.
+    #[error(
+        "{}: the config changed since this run started ({}); resume anyway, or train into a new \
+         output folder",
+        path.display(),
+        keys.join(", ")
+    )]
+    ConfigChanged { path: PathBuf, keys: Vec<String> },
+    /// A table given as input without the column to read.
+    #[error("{}: a CSV/JSONL/parquet input needs the name of its text column", path.display())]
+    NeedsColumn { path: PathBuf },
     #[error(
         "{}: in use by another graft run (pid {pid}); wait for it to finish, or choose another \
          [output] dir",

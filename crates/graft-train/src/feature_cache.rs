@@ -142,6 +142,7 @@ impl FeatureCache {
             if let Some(signal) = progress.interrupted() {
                 return Err(TrainError::Interrupted {
                     signal,
+                    resumable: false,
                     kept: format!(
                         "; {shard} finished shards of features are cached for the next run"
                     ),

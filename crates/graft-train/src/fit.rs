@@ -345,26 +345,21 @@ where
     let mut best_file = String::new();
     if spec.resume != Resume::No {
         let Some(folder) = checkpoints.latest()? else {
-            return Err(TrainError::Config {
+            return Err(TrainError::NothingToResume {
                 path: checkpoints.dir.clone(),
-                message: "no checkpoint to resume from; train without --resume".into(),
             });
         };
         let state = Checkpoints::read_state(&folder)?;
         let changed = changed_keys(&state.config, &spec.config_text);
         if !changed.is_empty() && spec.resume != Resume::Force {
-            return Err(TrainError::Config {
+            return Err(TrainError::ConfigChanged {
                 path: folder.join("state.json"),
-                message: format!(
-                    "the config changed since this run started ({}); resume with --force to \
-                     continue anyway, or train into a new output folder",
-                    changed.join(", ")
-                ),
+                keys: changed,
             });
         }
         if !changed.is_empty() {
             progress.info(&format!(
-                "resuming despite config changes (--force): {}",
+                "resuming despite config changes: {}",
                 changed.join(", ")
             ));
         }
@@ -608,7 +603,7 @@ where
 fn kept(history: &[EpochMetrics]) -> String {
     match history.last() {
         Some(last) => format!(
-            "; the checkpoint of epoch {} is kept: continue with `graft train --resume`",
+            "; the checkpoint of epoch {} is kept: resume the run to continue it",
             last.epoch
         ),
         None => "; no epoch had finished, so there is no checkpoint".into(),
@@ -619,6 +614,7 @@ fn interrupted(signal: &'static str, history: &[EpochMetrics]) -> TrainError {
     TrainError::Interrupted {
         signal,
         kept: kept(history),
+        resumable: !history.is_empty(),
     }
 }
 

@@ -495,13 +495,7 @@ pub fn read_input(
             let column = match (format, &input.column) {
                 (DataFormat::Lines, _) => "",
                 (_, Some(column)) => column.as_str(),
-                (_, None) => {
-                    return Err(E::Config {
-                        path: path.clone(),
-                        message: "a CSV/JSONL/parquet input needs --column to name the text column"
-                            .into(),
-                    });
-                }
+                (_, None) => return Err(E::NeedsColumn { path: path.clone() }),
             };
             read_texts(path, format, column, label_column)?
         }

@@ -401,7 +401,11 @@ pub fn train(
                 dir.display()
             );
             Err(match e {
-                E::Interrupted { signal, .. } => E::Interrupted { signal, kept },
+                E::Interrupted { signal, .. } => E::Interrupted {
+                    signal,
+                    kept,
+                    resumable: false,
+                },
                 E::Diverged {
                     what,
                     value,
@@ -721,7 +725,7 @@ fn outputs_of(
 
 fn check_batch_size(batch_size: usize) -> Result<(), TrainError> {
     if batch_size == 0 {
-        return Err(E::Unsupported("--batch-size must be at least 1".into()));
+        return Err(E::Unsupported("the batch size must be at least 1".into()));
     }
     Ok(())
 }

@@ -264,12 +264,44 @@ fn describe(error: &anyhow::Error) -> String {
     text
 }
 
-/// The library names the ways on in its own words; for a folder that is already taken, the
-/// command line adds the flags that take them.
-fn with_flags(error: graft_train::TrainError, flags: &str) -> anyhow::Error {
-    match error {
-        graft_train::TrainError::Occupied { .. } => anyhow::anyhow!("{error} ({flags})"),
-        other => other.into(),
+/// The library names the ways on in its own words; the command line adds the flags that take
+/// them (`occupied`: this command's for a folder that is already taken).
+fn with_flags(error: graft_train::TrainError, occupied: &str) -> anyhow::Error {
+    use graft_train::TrainError as E;
+    let flags = match &error {
+        E::Occupied { .. } => occupied,
+        E::Interrupted {
+            resumable: true, ..
+        } => "graft train --resume continues it",
+        E::NothingToResume { .. } => "train without --resume",
+        E::ConfigChanged { .. } => "graft train --resume --force resumes anyway",
+        E::NeedsColumn { .. } => "--column names it",
+        _ => return error.into(),
+    };
+    WithFlags {
+        flags: flags.to_string(),
+        error,
+    }
+    .into()
+}
+
+/// A library error with the flags that answer it; the error stays in the chain (the exit status
+/// of a stopped run is read from it).
+#[derive(Debug)]
+struct WithFlags {
+    error: graft_train::TrainError,
+    flags: String,
+}
+
+impl std::fmt::Display for WithFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.error, self.flags)
+    }
+}
+
+impl std::error::Error for WithFlags {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
 
@@ -380,7 +412,8 @@ fn run(cli: Cli) -> Result<()> {
                 batch_size as usize,
                 backend,
                 &renderer,
-            )?;
+            )
+            .map_err(|e| with_flags(e, ""))?;
             renderer.clear();
             let report = &evaluation.report;
             say!("{}", report.to_table());
@@ -408,7 +441,8 @@ fn run(cli: Cli) -> Result<()> {
                 column,
             };
             let predictions =
-                graft_train::predict(&model, &input, batch_size as usize, backend, &renderer)?;
+                graft_train::predict(&model, &input, batch_size as usize, backend, &renderer)
+                    .map_err(|e| with_flags(e, ""))?;
             renderer.clear();
             let mut lines = String::new();
             for p in &predictions {
@@ -453,7 +487,8 @@ fn run(cli: Cli) -> Result<()> {
                 path: input,
                 column,
             };
-            let embeddings = graft_train::embed(&model, &input, &options, backend, &renderer)?;
+            let embeddings = graft_train::embed(&model, &input, &options, backend, &renderer)
+                .map_err(|e| with_flags(e, ""))?;
             embeddings.save(&output)?;
             renderer.clear();
             say!(

@@ -50,7 +50,7 @@ pub fn export(
     let run = run_dir::load(run_dir, &device)?;
     if merge && run.manifest.lora.is_none() {
         return Err(E::Unsupported(format!(
-            "{}: the run has no LoRA adapters to merge; export it without --merge",
+            "{}: the run has no LoRA adapters to merge; export it without merging",
             run_dir.display()
         )));
     }
