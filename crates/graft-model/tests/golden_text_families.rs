@@ -142,12 +142,7 @@ fn features_match_transformers_on_wgpu() {
         let golden = golden(&format!("{family}.json"));
         let folder = text_family(family);
         let tokenizer = family_tokenizer(&folder);
-        let texts: Vec<&str> = golden["cases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["text"].as_str().unwrap())
-            .collect();
+        let texts = golden_texts(&golden);
         let tokens = tokenizer.tokenize(&texts).unwrap();
         let batch = TokenBatch::pad(&tokens.iter().collect::<Vec<_>>());
         for (key, options) in poolings(true) {
@@ -192,12 +187,7 @@ fn older_modernbert_config_gives_the_same_features() {
     .unwrap();
     let older = ModelFolder::open(dir.path()).unwrap();
     let tokenizer = family_tokenizer(&older);
-    let texts: Vec<&str> = golden["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["text"].as_str().unwrap())
-        .collect();
+    let texts = golden_texts(&golden);
     let tokens = tokenizer.tokenize(&texts).unwrap();
     let batch = TokenBatch::pad(&tokens.iter().collect::<Vec<_>>());
     #[allow(deprecated)]

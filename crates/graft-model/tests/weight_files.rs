@@ -12,12 +12,7 @@ use graft_model::{Backbone, ModelFolder};
 /// The mean features of the golden texts as one padded batch, from a folder.
 fn batch_means(folder: &ModelFolder) -> (Vec<f32>, usize) {
     let golden = golden("text_families/roberta.json");
-    let texts: Vec<&str> = golden["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["text"].as_str().unwrap())
-        .collect();
+    let texts = golden_texts(&golden);
     let tokens = family_tokenizer(folder).tokenize(&texts).unwrap();
     let batch = TokenBatch::pad(&tokens.iter().collect::<Vec<_>>());
     #[allow(deprecated)]

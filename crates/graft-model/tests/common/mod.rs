@@ -96,6 +96,16 @@ pub fn family_tokenizer(folder: &ModelFolder) -> TextTokenizer {
     TextTokenizer::from_file(&text.tokenizer, text.max_positions, text.vocab_size).unwrap()
 }
 
+/// The texts of a golden's cases, in order.
+pub fn golden_texts(golden: &serde_json::Value) -> Vec<&str> {
+    golden["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect()
+}
+
 /// The poolings the goldens hold: golden key and graft's options.
 pub fn poolings(has_pooler: bool) -> Vec<(&'static str, PoolingOptions)> {
     let options = |pooling, use_pooler| PoolingOptions {
