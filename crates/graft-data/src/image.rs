@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-use image::imageops::FilterType;
+use image::imageops::{self, FilterType};
 use image::{DynamicImage, RgbImage};
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::DataError;
+use crate::{DataError, resample};
 
 /// The resampling filter of resizes, as the reference processors name them (PIL's `resample`,
 /// timm's `interpolation`).
@@ -61,19 +61,16 @@ impl Interpolation {
         }
     }
 
-    /// The resize as PIL does it: a separable convolution with the filter's support widened by
-    /// the scale when shrinking (the `image` crate's, which matches Pillow's pixels to 1/255 when
-    /// shrinking; `tests/resize.rs` says how far it is when enlarging).
+    /// The resize as Pillow does it (`crate::resample`); nearest through the `image` crate.
     pub fn resize(self, image: &RgbImage, width: u32, height: u32) -> RgbImage {
         if image.dimensions() == (width, height) {
             return image.clone();
         }
-        let filter = match self {
-            Self::Nearest => FilterType::Nearest,
-            Self::Bilinear => FilterType::Triangle,
-            Self::Bicubic => FilterType::CatmullRom,
-        };
-        image::imageops::resize(image, width, height, filter)
+        match self {
+            Self::Nearest => imageops::resize(image, width, height, FilterType::Nearest),
+            Self::Bilinear => resample::resize(image, width, height, resample::BILINEAR),
+            Self::Bicubic => resample::resize(image, width, height, resample::BICUBIC),
+        }
     }
 }
 
@@ -207,7 +204,7 @@ impl Preprocess {
                     self.crop_offset.of(nw - size),
                     self.crop_offset.of(nh - size),
                 );
-                image::imageops::crop_imm(&resized, x, y, size, size).to_image()
+                imageops::crop_imm(&resized, x, y, size, size).to_image()
             }
         }
     }
@@ -242,7 +239,7 @@ impl Preprocess {
             None => self.resize(image),
         };
         if augment.horizontal_flip && rng.random_bool(0.5) {
-            image::imageops::flip_horizontal_in_place(&mut image);
+            imageops::flip_horizontal_in_place(&mut image);
         }
         jitter(&mut image, augment, rng);
         self.normalize(&image)
@@ -277,7 +274,7 @@ fn random_resized_crop(
         let side = w.min(h);
         ((w - side) / 2, (h - side) / 2, side, side)
     });
-    let crop = image::imageops::crop_imm(image, x, y, cw, ch).to_image();
+    let crop = imageops::crop_imm(image, x, y, cw, ch).to_image();
     Interpolation::Bicubic.resize(&crop, size as u32, size as u32)
 }
 

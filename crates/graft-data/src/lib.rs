@@ -9,6 +9,7 @@ pub mod guard;
 pub mod image;
 pub mod labels;
 pub mod parquet;
+pub mod resample;
 pub mod split;
 pub mod table;
 pub mod targets;
