@@ -62,6 +62,14 @@ impl Inputs {
             Self::Image(_) => panic!("a text encoder was given images"),
         }
     }
+
+    /// The padding mask of text inputs; `None` when nothing is padded, and for images.
+    pub fn attention_mask(&self) -> Option<Tensor<2, Int>> {
+        match self {
+            Self::Text { attention_mask, .. } => attention_mask.clone(),
+            Self::Image(_) => None,
+        }
+    }
 }
 
 /// How a folder's images become model inputs.
@@ -214,7 +222,14 @@ pub trait Architecture {
     /// Width of the features [`Architecture::forward_features`] returns.
     fn feature_size(&self) -> usize;
     /// Pooled features `[batch, feature_size]` (before any L2 normalization): what a head reads.
+    /// A text family's are its [`Architecture::forward_tokens`] pooled over the mask.
     fn forward_features(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2>;
+    /// Per-token hidden states `[batch, seq, hidden]` (the encoder's last layer, before pooling)
+    /// for text families, `hidden` being their `feature_size`; `None` for vision families. Only
+    /// the positions the mask keeps are meaningful: padding holds whatever the encoder computed.
+    fn forward_tokens(&self, _inputs: Inputs) -> Option<Tensor<3>> {
+        None
+    }
     /// What `embed` writes, where the family's embedding is not its classifier's input (CLIP's
     /// projected image embedding); default: [`Architecture::forward_features`].
     fn forward_embedding(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2> {
@@ -419,6 +434,14 @@ impl Backbone {
         } else {
             features
         }
+    }
+
+    /// Per-token hidden states `[batch, seq, hidden]` of a text backbone (see
+    /// [`Architecture::forward_tokens`]), never normalized: what a token-level head reads.
+    pub fn forward_tokens(&self, inputs: Inputs) -> Option<Tensor<3>> {
+        crate::adapters::with_dropout(self.lora_dropout, || {
+            self.architecture().forward_tokens(inputs)
+        })
     }
 
     pub fn feature_size(&self) -> usize {

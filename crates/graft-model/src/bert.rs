@@ -596,6 +596,22 @@ pub fn pool(
     pooling.pool(hidden, attention_mask, pooler)
 }
 
+/// A text family's features: its [`Architecture::forward_tokens`] pooled over the mask, with the
+/// pretrained pooler when there is one. Every text family's `forward_features` is this, so the
+/// pooled and the per-token outputs cannot drift apart.
+pub fn pool_tokens(
+    model: &dyn Architecture,
+    inputs: Inputs,
+    pooler: Option<&BertPooler>,
+    pooling: PoolingOptions,
+) -> Tensor<2> {
+    let attention_mask = inputs.attention_mask();
+    let hidden = model
+        .forward_tokens(inputs)
+        .expect("a text family gives per-token states");
+    pool(hidden, attention_mask, pooler, pooling)
+}
+
 impl Architecture for Bert {
     fn name() -> &'static str {
         "bert"
@@ -663,9 +679,12 @@ impl Architecture for Bert {
     }
 
     fn forward_features(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2> {
+        pool_tokens(self, inputs, self.pooler.as_ref(), pooling)
+    }
+
+    fn forward_tokens(&self, inputs: Inputs) -> Option<Tensor<3>> {
         let (input_ids, token_type_ids, attention_mask) = inputs.into_text();
-        let hidden = self.forward(input_ids, token_type_ids, attention_mask.clone());
-        pool(hidden, attention_mask, self.pooler.as_ref(), pooling)
+        Some(self.forward(input_ids, token_type_ids, attention_mask))
     }
 
     fn upstream_name(&self, path: &str) -> String {

@@ -131,9 +131,12 @@ impl Architecture for Electra {
     }
 
     fn forward_features(&self, inputs: Inputs, pooling: PoolingOptions) -> Tensor<2> {
+        bert::pool_tokens(self, inputs, None, pooling)
+    }
+
+    fn forward_tokens(&self, inputs: Inputs) -> Option<Tensor<3>> {
         let (input_ids, token_type_ids, attention_mask) = inputs.into_text();
-        let hidden = self.forward(input_ids, token_type_ids, attention_mask.clone());
-        bert::pool(hidden, attention_mask, None, pooling)
+        Some(self.forward(input_ids, token_type_ids, attention_mask))
     }
 
     fn upstream_name(&self, path: &str) -> String {
