@@ -28,6 +28,7 @@ pub mod lora;
 pub mod loss;
 pub mod metrics;
 pub mod modality;
+pub mod model;
 pub mod pipeline;
 pub mod plots;
 pub mod progress;
@@ -44,6 +45,7 @@ pub use fit::Resume;
 pub use inspect::{InspectReport, inspect};
 pub use metrics::{EvalReport, MultiLabelReport, RegressionReport, Report};
 pub use modality::Input;
+pub use model::{Example, Model, ModelSource, SourceKind};
 pub use pipeline::{
     EmbedOptions, Embeddings, Evaluation, TrainOptions, TrainPlan, TrainReport, embed, evaluate,
     plan, predict, train,

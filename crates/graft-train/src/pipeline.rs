@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::backend::{self, SelectedDevice};
 use crate::bad_rows::{self, Screen, label_problem, row_problem};
 use crate::classifier::{Classifier, extract_features, rows_of, select_rows};
-use crate::config::{Backend, CacheMode, Config, HeadKind, LoraSection};
+use crate::config::{Backend, CacheMode, Config, HeadKind};
 use crate::data::RunData;
 use crate::error::{TrainError, TrainError as E};
 use crate::feature_cache::{self, CacheStats, FeatureCache};
@@ -30,10 +30,11 @@ use crate::metrics::Report;
 use crate::modality::{
     Encoded, EpochAugment, FeatureChoices, Input, Preparation, read_input, read_split,
 };
+use crate::model::{Model, ModelSource, check_batch_size};
 use crate::plots;
 use crate::progress::{EpochMetrics, Progress};
 use crate::run_dir::{self, RunManifest};
-use crate::task::{EvaluationPlot, Prediction, Task, TaskSpec};
+use crate::task::{EvaluationPlot, Prediction, Task};
 use crate::tracking;
 
 /// What `train` did.
@@ -723,35 +724,11 @@ fn outputs_of(
     rows_of(model.head.forward(features))
 }
 
-fn check_batch_size(batch_size: usize) -> Result<(), TrainError> {
-    if batch_size == 0 {
-        return Err(E::Unsupported("the batch size must be at least 1".into()));
-    }
-    Ok(())
-}
-
 /// Selects the device and says which it is.
 fn device_for(backend: Backend, progress: &dyn Progress) -> Result<Device, TrainError> {
     let selected = backend::select(backend)?;
     progress.info(&format!("device: {}", selected.description));
     Ok(selected.device)
-}
-
-/// A run's raw outputs on the examples of an input file.
-fn run_outputs(
-    run_dir: &Path,
-    examples: &[TextExample],
-    batch_size: usize,
-    backend: Backend,
-    progress: &dyn Progress,
-) -> Result<Vec<Vec<f32>>, TrainError> {
-    let device = device_for(backend, progress)?;
-    let run = run_dir::load(run_dir, &device)?;
-    let data = run.encoder.encode(examples)?;
-    progress.stage("running", data.len());
-    let outputs = outputs_of(&run.model, &data, batch_size, &device, progress);
-    progress.finish_stage();
-    Ok(outputs)
 }
 
 /// Features must be finite: a NaN or infinite feature (weights that overflow, a cached shard
@@ -821,26 +798,23 @@ pub fn evaluate(
 ) -> Result<Evaluation, TrainError> {
     check_batch_size(batch_size)?;
     let manifest = run_dir::read_manifest(run_dir)?;
-    let spec = manifest.task_spec()?;
-    let input = Input {
-        path: input.path.clone(),
-        column: input.column.clone().or(manifest.input_column.clone()),
-    };
+    let source = ModelSource::identify(run_dir)?;
+    let input = source.input(input);
     let label_column = label_column.unwrap_or(&manifest.label_column);
-    let modality = manifest.preparation.modality();
-    let examples = read_input(modality, &input, Some(label_column))?;
+    let examples = read_input(source.modality, &input, Some(label_column))?;
+    // The rows are checked before a device is probed.
+    let spec = manifest.task_spec()?;
     let examples = Screen::inputs().apply(&input.path, examples, |e| {
         row_problem(spec.task, e).or_else(|| label_problem(&spec, e))
     })?;
-    let targets = spec.targets(&examples, &input.path)?;
-    let outputs = run_outputs(run_dir, &examples, batch_size, backend, progress)?;
-    let report = spec.report(&outputs, &targets, None);
-    let plot = spec.evaluation_plot(&report, &outputs, &targets);
-    Ok(Evaluation { report, plot })
+    spec.targets(&examples, &input.path)?;
+    let device = device_for(backend, progress)?;
+    let model = Model::open(run_dir, &device)?;
+    model.evaluate(examples, &input.path, batch_size, progress)
 }
 
-/// Predictions for every input, in order: from a run, or from a pretrained model folder's own
-/// classifier (its classes named by index).
+/// Predictions for every input, in order: from a run, a PEFT adapter, or a pretrained model
+/// folder's own classifier (its classes named by `id2label`, or by index).
 pub fn predict(
     dir: &Path,
     input: &Input,
@@ -849,277 +823,10 @@ pub fn predict(
     progress: &dyn Progress,
 ) -> Result<Vec<Prediction>, TrainError> {
     check_batch_size(batch_size)?;
-    let (modality, examples, spec, outputs) = if run_dir::is_run(dir) {
-        let manifest = run_dir::read_manifest(dir)?;
-        let spec = manifest.task_spec()?;
-        let input = Input {
-            path: input.path.clone(),
-            column: input.column.clone().or(manifest.input_column.clone()),
-        };
-        let modality = manifest.preparation.modality();
-        let examples = read_input(modality, &input, None)?;
-        let outputs = run_outputs(dir, &examples, batch_size, backend, progress)?;
-        (modality, examples, spec, outputs)
-    } else if lora::is_adapter(dir) {
-        let (examples, spec, outputs) = adapter_outputs(dir, input, batch_size, backend, progress)?;
-        (Modality::Text, examples, spec, outputs)
-    } else {
-        if dir.is_dir() && !dir.join("config.json").exists() {
-            return Err(E::NotAModel {
-                path: dir.to_path_buf(),
-            });
-        }
-        let (modality, (examples, spec, outputs)) =
-            pretrained_outputs(dir, input, batch_size, backend, progress)?;
-        (modality, examples, spec, outputs)
-    };
-    let mut predictions = spec.predictions(&outputs);
-    if modality == Modality::Image {
-        for (p, example) in predictions.iter_mut().zip(examples) {
-            p.input = Some(example.text);
-        }
-    }
-    Ok(predictions)
-}
-
-/// Inputs, how to read the outputs, and the raw outputs `[n][k]`.
-type Outputs = (Vec<TextExample>, TaskSpec, Vec<Vec<f32>>);
-
-/// Outputs of a pretrained folder's own classifier: a vision network's, or a text family's
-/// `...ForSequenceClassification` head (its transform and classifier, pooled as the family
-/// pools), with the classes `id2label` names.
-fn pretrained_outputs(
-    dir: &Path,
-    input: &Input,
-    batch_size: usize,
-    backend: Backend,
-    progress: &dyn Progress,
-) -> Result<(Modality, Outputs), TrainError> {
-    let folder = ModelFolder::open(dir)?;
-    let native = folder.native_head()?;
-    let choices = match &native {
-        Some(n) => FeatureChoices {
-            pooling: Some(n.pooling),
-            pooler: Some(n.use_pooler),
-            normalize: Some(false),
-            ..FeatureChoices::default()
-        },
-        None => FeatureChoices::default(),
-    };
-    let preparation = Preparation::resolve(&folder, &choices, dir)?;
-    let pretrained = Pretrained {
-        folder,
-        preparation,
-    };
-    let folder = &pretrained.folder;
-    let modality = pretrained.preparation.modality();
-    let examples = read_input(modality, input, None)?;
+    let source = ModelSource::identify(dir)?;
+    let examples = read_input(source.modality, &source.input(input), None)?;
     let device = device_for(backend, progress)?;
-    let backbone = Backbone::load(folder, pretrained.preparation.pooling(), true, &device)?;
-    let no_classifier = || E::Config {
-        path: folder.config_path(),
-        message: "the model has no classifier of its own; train a head with `graft train` and \
-                  predict with the run folder"
-            .into(),
-    };
-    let (transform, classifier) = match &native {
-        Some(native) => {
-            let classifier = native
-                .saved_classifier(folder, &device)?
-                .ok_or_else(no_classifier)?;
-            let transform = native.saved_transform(folder, &device)?;
-            if let (Some(spec), None) = (&native.transform, &transform) {
-                return Err(E::Config {
-                    path: folder.weights_path(),
-                    message: format!(
-                        "{}.weight is there but not the rest of the head ({}.weight)",
-                        native.classifier, spec.dense
-                    ),
-                });
-            }
-            (transform, classifier)
-        }
-        None => {
-            let classifier = backbone
-                .architecture()
-                .classifier()
-                .ok_or_else(no_classifier)?;
-            (None, classifier.clone())
-        }
-    };
-    let head = Head {
-        transform,
-        layers: vec![classifier],
-        dropout: burn::nn::DropoutConfig::new(0.0).init(),
-    };
-    let features = pretrained.features(&backbone, &examples, batch_size, &device, progress)?;
-    let outputs = rows_of(head.forward(features));
-    let classes = outputs.first().map_or(0, Vec::len);
-    // transformers' rule: the config's problem_type, else regression for one output.
-    let task = match folder.config.get("problem_type").and_then(|v| v.as_str()) {
-        Some(name) => Task::named(name).map_err(|_| E::Config {
-            path: folder.config_path(),
-            message: format!(
-                "problem_type \"{name}\" is not single_label_classification, \
-                 multi_label_classification or regression"
-            ),
-        })?,
-        None if native.is_some() && classes == 1 => Task::Regression,
-        None => Task::Classification,
-    };
-    let spec = TaskSpec {
-        task,
-        labels: id2label(&folder.config, classes),
-        threshold: 0.5,
-        separator: "|".into(),
-    };
-    Ok((modality, (examples, spec, outputs)))
-}
-
-/// The class names of a `config.json` when it names all `classes`: transformers' `id2label`, or
-/// timm's `label_names`; else the indices.
-fn id2label(config: &serde_json::Value, classes: usize) -> Vec<String> {
-    let transformers = config.get("id2label").and_then(|map| {
-        (0..classes)
-            .map(|i| map.get(i.to_string())?.as_str().map(String::from))
-            .collect::<Option<Vec<_>>>()
-    });
-    let timm = || {
-        let names = config.get("label_names")?.as_array()?;
-        (names.len() == classes)
-            .then(|| {
-                names
-                    .iter()
-                    .map(|n| n.as_str().map(String::from))
-                    .collect::<Option<Vec<_>>>()
-            })
-            .flatten()
-    };
-    transformers
-        .or_else(timm)
-        .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect())
-}
-
-/// Outputs of a PEFT LoRA sequence-classification adapter on its base model, as
-/// `PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(BASE), DIR)`
-/// computes them: the adapters merged into the base, the pooler, and the saved classifier.
-fn adapter_outputs(
-    dir: &Path,
-    input: &Input,
-    batch_size: usize,
-    backend: Backend,
-    progress: &dyn Progress,
-) -> Result<Outputs, TrainError> {
-    let adapter = lora::PeftAdapter::read(dir)?;
-    let base = adapter.base_dir()?;
-    let folder = ModelFolder::open(&base)?;
-    let Some(native) = folder.native_head()? else {
-        return Err(E::Unsupported(format!(
-            "{} has no transformers sequence classifier to put the adapter on",
-            base.display()
-        )));
-    };
-    let choices = FeatureChoices {
-        pooling: Some(native.pooling),
-        pooler: Some(native.use_pooler),
-        normalize: Some(false),
-        ..FeatureChoices::default()
-    };
-    let preparation = Preparation::resolve(&folder, &choices, &base)?;
-    let pretrained = Pretrained {
-        folder,
-        preparation,
-    };
-    let examples = read_input(Modality::Text, input, None)?;
-    let device = device_for(backend, progress)?;
-    let backbone = Backbone::load(
-        &pretrained.folder,
-        pretrained.preparation.pooling(),
-        false,
-        &device,
-    )?;
-    let Some((weight, _)) = adapter.saved_linear(&native.classifier) else {
-        return Err(E::Config {
-            path: adapter.weights.clone(),
-            message: format!(
-                "no {}.weight: the adapter does not save its classifier (modules_to_save = {:?})",
-                native.classifier,
-                native.modules()
-            ),
-        });
-    };
-    let output = weight.shape[0];
-    let spec = HeadSpec {
-        kind: HeadKind::Native,
-        input: backbone.feature_size(),
-        hidden: Vec::new(),
-        output,
-        dropout: 0.0,
-        native: Some(native.clone()),
-    };
-    let head = adapter.head(&spec, &device).ok_or_else(|| E::Config {
-        path: adapter.weights.clone(),
-        message: format!(
-            "the saved head does not fit {}: {}.weight must be [{output}, {}]{}",
-            native.model,
-            native.classifier,
-            backbone.feature_size(),
-            native.transform.as_ref().map_or(String::new(), |t| format!(
-                " and {}.weight must be saved",
-                t.dense
-            ))
-        ),
-    })?;
-    let (backbone, _) = lora::attach(backbone, &LoraSection::from_adapter(dir.to_path_buf()))?;
-    let backbone = backbone.materialize();
-    let features = pretrained.features(&backbone, &examples, batch_size, &device, progress)?;
-    let outputs = rows_of(head.forward(features));
-    // graft's exports name the classes in labels.json; otherwise they are numbered.
-    let labels = std::fs::read_to_string(dir.join("labels.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str::<Vec<String>>(&text).ok())
-        .filter(|labels| labels.len() == output)
-        .unwrap_or_else(|| (0..output).map(|c| c.to_string()).collect());
-    let spec = TaskSpec {
-        task: Task::Classification,
-        labels,
-        threshold: 0.5,
-        separator: "|".into(),
-    };
-    Ok((examples, spec, outputs))
-}
-
-/// A pretrained model folder used as it is.
-struct Pretrained {
-    folder: ModelFolder,
-    preparation: Preparation,
-}
-
-impl Pretrained {
-    fn open(dir: &Path, choices: &FeatureChoices) -> Result<Self, TrainError> {
-        let folder = ModelFolder::open(dir)?;
-        let preparation = Preparation::resolve(&folder, choices, dir)?;
-        Ok(Self {
-            folder,
-            preparation,
-        })
-    }
-
-    /// Backbone features of `examples`, in order.
-    fn features(
-        &self,
-        backbone: &Backbone,
-        examples: &[TextExample],
-        batch_size: usize,
-        device: &Device,
-        progress: &dyn Progress,
-    ) -> Result<Tensor<2>, TrainError> {
-        let data = self.preparation.encoder(&self.folder)?.encode(examples)?;
-        progress.stage("embedding", data.len());
-        let features = extract_features(backbone, &data, None, batch_size, device, progress);
-        progress.finish_stage();
-        Ok(features)
-    }
+    Model::open(dir, &device)?.predict(&examples, batch_size, progress)
 }
 
 /// How `embed` pools; `None` takes the model folder's defaults.
@@ -1141,9 +848,7 @@ pub struct Embeddings {
     pub normalize: bool,
 }
 
-/// Embeds the inputs with a pretrained model folder as it is (no head). Text: pooled hidden
-/// states (CLS is the raw `[CLS]` state, as sentence-transformers defines it); images: the
-/// backbone's pooled features.
+/// Embeds the inputs with a model folder's backbone as it is (no head): see [`Model::embed`].
 pub fn embed(
     model_dir: &Path,
     input: &Input,
@@ -1152,37 +857,10 @@ pub fn embed(
     progress: &dyn Progress,
 ) -> Result<Embeddings, TrainError> {
     check_batch_size(options.batch_size)?;
-    let choices = FeatureChoices {
-        pooling: options.pooling,
-        normalize: options.normalize,
-        max_length: options.max_length,
-        pooler: Some(false),
-        ..FeatureChoices::default()
-    };
-    let pretrained = Pretrained::open(model_dir, &choices)?;
-    let modality = pretrained.preparation.modality();
-    let examples = read_input(modality, input, None)?;
-    let mut pooling = pretrained.preparation.pooling();
-    if let Some(normalize) = options.normalize {
-        pooling.normalize = normalize;
-    }
+    let source = ModelSource::identify(model_dir)?;
+    let examples = read_input(source.modality, input, None)?;
     let device = device_for(backend, progress)?;
-    let mut backbone = Backbone::load(&pretrained.folder, pooling, false, &device)?;
-    backbone.embedding = true;
-    let features =
-        pretrained.features(&backbone, &examples, options.batch_size, &device, progress)?;
-    let [n, width] = features.dims();
-    let values = features
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .expect("f32 data");
-    Ok(Embeddings {
-        n,
-        width,
-        values,
-        pooling: (modality == Modality::Text).then_some(pooling.pooling),
-        normalize: pooling.normalize,
-    })
+    Model::open(model_dir, &device)?.embed(&examples, options, progress)
 }
 
 impl Embeddings {

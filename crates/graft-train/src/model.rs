@@ -1,0 +1,458 @@
+//! A model opened once for inference: a run folder, a PEFT LoRA adapter on its base model, or a
+//! pretrained folder (with its own classifier, a transformers `...ForSequenceClassification`
+//! head, or none). [`Model::open`] loads it onto a device once; [`Model::predict`],
+//! [`Model::evaluate`] and [`Model::embed`] then work on examples held in memory and return
+//! values. Reading files and choosing the device are the caller's: `graft`'s commands read a file
+//! and call these, and a server holds one `Model` for its lifetime.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::Device;
+use graft_data::TextExample;
+use graft_model::{Backbone, Modality, ModelFolder, Preprocessing};
+
+use crate::bad_rows::{Screen, label_problem, row_problem};
+use crate::classifier::{extract_features, rows_of};
+use crate::config::{HeadKind, LoraSection};
+use crate::error::{TrainError, TrainError as E};
+use crate::head::{Head, HeadSpec};
+use crate::lora;
+use crate::modality::{Encoder, FeatureChoices, Input, Preparation};
+use crate::pipeline::{EmbedOptions, Embeddings, Evaluation};
+use crate::progress::Progress;
+use crate::run_dir;
+use crate::task::{Prediction, Task, TaskSpec};
+
+/// One input: a text, or an image's path, with its label(s) when it is labelled.
+pub type Example = TextExample;
+
+/// What kind of model folder a path holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A graft run (`graft.json`).
+    Run,
+    /// A PEFT LoRA adapter (`adapter_config.json`) on the base model it names.
+    Adapter,
+    /// A pretrained model folder, used as it is.
+    Pretrained,
+}
+
+/// What a path holds, found without loading any weights, so that inputs can be read and checked
+/// before a device is probed.
+#[derive(Debug, Clone)]
+pub struct ModelSource {
+    pub path: PathBuf,
+    pub kind: SourceKind,
+    pub modality: Modality,
+    /// A run's input and label columns: the defaults for reading its inputs.
+    pub input_column: Option<String>,
+    pub label_column: Option<String>,
+}
+
+impl ModelSource {
+    pub fn identify(path: &Path) -> Result<Self, TrainError> {
+        let source = |kind, modality, input_column, label_column| ModelSource {
+            path: path.to_path_buf(),
+            kind,
+            modality,
+            input_column,
+            label_column,
+        };
+        if run_dir::is_run(path) {
+            let manifest = run_dir::read_manifest(path)?;
+            return Ok(source(
+                SourceKind::Run,
+                manifest.preparation.modality(),
+                manifest.input_column,
+                Some(manifest.label_column),
+            ));
+        }
+        if lora::is_adapter(path) {
+            return Ok(source(SourceKind::Adapter, Modality::Text, None, None));
+        }
+        if path.is_dir() && !path.join("config.json").exists() {
+            return Err(E::NotAModel {
+                path: path.to_path_buf(),
+            });
+        }
+        let modality = match ModelFolder::open(path)?.preprocessing()? {
+            Preprocessing::Text(_) => Modality::Text,
+            Preprocessing::Image(_) => Modality::Image,
+        };
+        Ok(source(SourceKind::Pretrained, modality, None, None))
+    }
+
+    /// `input` with the run's input column where it names none.
+    pub fn input(&self, input: &Input) -> Input {
+        Input {
+            path: input.path.clone(),
+            column: input.column.clone().or(self.input_column.clone()),
+        }
+    }
+}
+
+/// A model loaded onto a device, ready for inference.
+pub struct Model {
+    source: ModelSource,
+    /// The folder embeddings are resolved against: the run folder, the adapter's base model or
+    /// the pretrained folder.
+    folder: ModelFolder,
+    device: Device,
+    /// Pooled as the head reads it.
+    backbone: Backbone,
+    /// The head's inputs, prepared as it was trained on them.
+    encoder: Encoder,
+    /// The head and how to read its outputs; `None` for a pretrained folder without a classifier.
+    head: Option<(Head, TaskSpec)>,
+}
+
+impl Model {
+    /// Opens a run folder, a PEFT adapter or a pretrained folder onto `device`.
+    pub fn open(path: &Path, device: &Device) -> Result<Model, TrainError> {
+        let source = ModelSource::identify(path)?;
+        match source.kind {
+            SourceKind::Run => Self::open_run(source, device),
+            SourceKind::Adapter => Self::open_adapter(source, device),
+            SourceKind::Pretrained => Self::open_pretrained(source, device),
+        }
+    }
+
+    fn open_run(source: ModelSource, device: &Device) -> Result<Model, TrainError> {
+        let run = run_dir::load(&source.path, device)?;
+        let spec = run.manifest.task_spec()?;
+        let model = run.model.valid();
+        Ok(Model {
+            source,
+            folder: run.folder,
+            device: device.clone(),
+            backbone: model.backbone,
+            encoder: run.encoder,
+            head: Some((model.head, spec)),
+        })
+    }
+
+    /// A pretrained folder with its own classifier: a vision network's, or a text family's
+    /// `...ForSequenceClassification` head (its transform and classifier, pooled as the family
+    /// pools), with the classes `id2label` names.
+    fn open_pretrained(source: ModelSource, device: &Device) -> Result<Model, TrainError> {
+        let folder = ModelFolder::open(&source.path)?;
+        let native = folder.native_head()?;
+        let choices = match &native {
+            Some(n) => FeatureChoices {
+                pooling: Some(n.pooling),
+                pooler: Some(n.use_pooler),
+                normalize: Some(false),
+                ..FeatureChoices::default()
+            },
+            None => FeatureChoices::default(),
+        };
+        let preparation = Preparation::resolve(&folder, &choices, &source.path)?;
+        let backbone = Backbone::load(&folder, preparation.pooling(), true, device)?;
+        let classifier = match &native {
+            Some(native) => match native.saved_classifier(&folder, device)? {
+                Some(classifier) => {
+                    let transform = native.saved_transform(&folder, device)?;
+                    if let (Some(spec), None) = (&native.transform, &transform) {
+                        return Err(E::Config {
+                            path: folder.weights_path(),
+                            message: format!(
+                                "{}.weight is there but not the rest of the head ({}.weight)",
+                                native.classifier, spec.dense
+                            ),
+                        });
+                    }
+                    Some((transform, classifier))
+                }
+                None => None,
+            },
+            None => backbone
+                .architecture()
+                .classifier()
+                .map(|classifier| (None, classifier.clone())),
+        };
+        let head = match classifier {
+            Some((transform, classifier)) => {
+                let classes = classifier.weight.dims()[1];
+                // transformers' rule: the config's problem_type, else regression for one output.
+                let task = match folder.config.get("problem_type").and_then(|v| v.as_str()) {
+                    Some(name) => Task::named(name).map_err(|_| E::Config {
+                        path: folder.config_path(),
+                        message: format!(
+                            "problem_type \"{name}\" is not single_label_classification, \
+                             multi_label_classification or regression"
+                        ),
+                    })?,
+                    None if native.is_some() && classes == 1 => Task::Regression,
+                    None => Task::Classification,
+                };
+                let spec = TaskSpec {
+                    task,
+                    labels: id2label(&folder.config, classes),
+                    threshold: 0.5,
+                    separator: "|".into(),
+                };
+                let head = Head {
+                    transform,
+                    layers: vec![classifier],
+                    dropout: burn::nn::DropoutConfig::new(0.0).init(),
+                };
+                Some((head, spec))
+            }
+            None => None,
+        };
+        let encoder = preparation.encoder(&folder)?;
+        Ok(Model {
+            source,
+            folder,
+            device: device.clone(),
+            backbone,
+            encoder,
+            head,
+        })
+    }
+
+    /// A PEFT LoRA sequence-classification adapter on its base model, as
+    /// `PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(BASE), DIR)`
+    /// computes: the adapters merged into the base, the pooler, and the saved classifier.
+    fn open_adapter(source: ModelSource, device: &Device) -> Result<Model, TrainError> {
+        let dir = &source.path;
+        let adapter = lora::PeftAdapter::read(dir)?;
+        let base = adapter.base_dir()?;
+        let folder = ModelFolder::open(&base)?;
+        let Some(native) = folder.native_head()? else {
+            return Err(E::Unsupported(format!(
+                "{} has no transformers sequence classifier to put the adapter on",
+                base.display()
+            )));
+        };
+        let choices = FeatureChoices {
+            pooling: Some(native.pooling),
+            pooler: Some(native.use_pooler),
+            normalize: Some(false),
+            ..FeatureChoices::default()
+        };
+        let preparation = Preparation::resolve(&folder, &choices, &base)?;
+        let backbone = Backbone::load(&folder, preparation.pooling(), false, device)?;
+        let Some((weight, _)) = adapter.saved_linear(&native.classifier) else {
+            return Err(E::Config {
+                path: adapter.weights.clone(),
+                message: format!(
+                    "no {}.weight: the adapter does not save its classifier (modules_to_save = \
+                     {:?})",
+                    native.classifier,
+                    native.modules()
+                ),
+            });
+        };
+        let output = weight.shape[0];
+        let spec = HeadSpec {
+            kind: HeadKind::Native,
+            input: backbone.feature_size(),
+            hidden: Vec::new(),
+            output,
+            dropout: 0.0,
+            native: Some(native.clone()),
+        };
+        let head = adapter.head(&spec, device).ok_or_else(|| E::Config {
+            path: adapter.weights.clone(),
+            message: format!(
+                "the saved head does not fit {}: {}.weight must be [{output}, {}]{}",
+                native.model,
+                native.classifier,
+                backbone.feature_size(),
+                native.transform.as_ref().map_or(String::new(), |t| format!(
+                    " and {}.weight must be saved",
+                    t.dense
+                ))
+            ),
+        })?;
+        let (backbone, _) = lora::attach(backbone, &LoraSection::from_adapter(dir.clone()))?;
+        let backbone = backbone.materialize();
+        // graft's exports name the classes in labels.json; otherwise they are numbered.
+        let labels = std::fs::read_to_string(dir.join("labels.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Vec<String>>(&text).ok())
+            .filter(|labels| labels.len() == output)
+            .unwrap_or_else(|| (0..output).map(|c| c.to_string()).collect());
+        let task = TaskSpec {
+            task: Task::Classification,
+            labels,
+            threshold: 0.5,
+            separator: "|".into(),
+        };
+        let encoder = preparation.encoder(&folder)?;
+        Ok(Model {
+            source,
+            folder,
+            device: device.clone(),
+            backbone,
+            encoder,
+            head: Some((head, task)),
+        })
+    }
+
+    /// What the model was opened from.
+    pub fn source(&self) -> &ModelSource {
+        &self.source
+    }
+
+    /// The task and classes of its head, if it has one.
+    pub fn task(&self) -> Option<&TaskSpec> {
+        self.head.as_ref().map(|(_, spec)| spec)
+    }
+
+    fn head(&self) -> Result<&(Head, TaskSpec), TrainError> {
+        self.head.as_ref().ok_or_else(|| E::Config {
+            path: self.folder.config_path(),
+            message: "the model has no classifier of its own; train a head with `graft train` \
+                      and predict with the run folder"
+                .into(),
+        })
+    }
+
+    /// The head's raw outputs `[n][k]` for every example, in order.
+    pub fn outputs(
+        &self,
+        examples: &[Example],
+        batch_size: usize,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Vec<f32>>, TrainError> {
+        check_batch_size(batch_size)?;
+        let (head, _) = self.head()?;
+        let data = self.encoder.encode(examples)?;
+        progress.stage("running", data.len());
+        let features = extract_features(
+            &self.backbone,
+            &data,
+            None,
+            batch_size,
+            &self.device,
+            progress,
+        );
+        progress.finish_stage();
+        Ok(rows_of(head.forward(features)))
+    }
+
+    /// Predictions for every example, in order (images name their input).
+    pub fn predict(
+        &self,
+        examples: &[Example],
+        batch_size: usize,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Prediction>, TrainError> {
+        let outputs = self.outputs(examples, batch_size, progress)?;
+        let (_, spec) = self.head()?;
+        let mut predictions = spec.predictions(&outputs);
+        if self.source.modality == Modality::Image {
+            for (p, example) in predictions.iter_mut().zip(examples) {
+                p.input = Some(example.text.clone());
+            }
+        }
+        Ok(predictions)
+    }
+
+    /// Scores labelled examples: a report and its picture. Rows that cannot be scored (an empty
+    /// input or label, a label the model does not know) are errors naming `origin` (the file the
+    /// examples came from, or any name for examples made in memory) and the example's line.
+    pub fn evaluate(
+        &self,
+        examples: Vec<Example>,
+        origin: &Path,
+        batch_size: usize,
+        progress: &dyn Progress,
+    ) -> Result<Evaluation, TrainError> {
+        check_batch_size(batch_size)?;
+        let (_, spec) = self.head()?;
+        let examples = Screen::inputs().apply(origin, examples, |e| {
+            row_problem(spec.task, e).or_else(|| label_problem(spec, e))
+        })?;
+        let targets = spec.targets(&examples, origin)?;
+        let outputs = self.outputs(&examples, batch_size, progress)?;
+        let report = spec.report(&outputs, &targets, None);
+        let plot = spec.evaluation_plot(&report, &outputs, &targets);
+        Ok(Evaluation { report, plot })
+    }
+
+    /// Embeddings of the examples with the backbone as it is (no head). Text: pooled hidden
+    /// states as the folder's sentence-transformers defaults or `options` say (CLS is the raw
+    /// `[CLS]` state, as sentence-transformers defines it); images: the backbone's pooled
+    /// features (or the family's own embedding, such as CLIP's projection).
+    pub fn embed(
+        &self,
+        examples: &[Example],
+        options: &EmbedOptions,
+        progress: &dyn Progress,
+    ) -> Result<Embeddings, TrainError> {
+        check_batch_size(options.batch_size)?;
+        let choices = FeatureChoices {
+            pooling: options.pooling,
+            normalize: options.normalize,
+            max_length: options.max_length,
+            pooler: Some(false),
+            ..FeatureChoices::default()
+        };
+        let preparation = Preparation::resolve(&self.folder, &choices, &self.folder.dir)?;
+        let mut pooling = preparation.pooling();
+        if let Some(normalize) = options.normalize {
+            pooling.normalize = normalize;
+        }
+        let mut backbone = self.backbone.clone();
+        backbone.pooling = pooling;
+        backbone.embedding = true;
+        let data = preparation.encoder(&self.folder)?.encode(examples)?;
+        progress.stage("embedding", data.len());
+        let features = extract_features(
+            &backbone,
+            &data,
+            None,
+            options.batch_size,
+            &self.device,
+            progress,
+        );
+        progress.finish_stage();
+        let [n, width] = features.dims();
+        let values = features
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .expect("f32 data");
+        Ok(Embeddings {
+            n,
+            width,
+            values,
+            pooling: (self.source.modality == Modality::Text).then_some(pooling.pooling),
+            normalize: pooling.normalize,
+        })
+    }
+}
+
+pub(crate) fn check_batch_size(batch_size: usize) -> Result<(), TrainError> {
+    if batch_size == 0 {
+        return Err(E::Unsupported("the batch size must be at least 1".into()));
+    }
+    Ok(())
+}
+
+/// The class names of a `config.json` when it names all `classes`: transformers' `id2label`, or
+/// timm's `label_names`; else the indices.
+fn id2label(config: &serde_json::Value, classes: usize) -> Vec<String> {
+    let transformers = config.get("id2label").and_then(|map| {
+        (0..classes)
+            .map(|i| map.get(i.to_string())?.as_str().map(String::from))
+            .collect::<Option<Vec<_>>>()
+    });
+    let timm = || {
+        let names = config.get("label_names")?.as_array()?;
+        (names.len() == classes)
+            .then(|| {
+                names
+                    .iter()
+                    .map(|n| n.as_str().map(String::from))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .flatten()
+    };
+    transformers
+        .or_else(timm)
+        .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect())
+}
