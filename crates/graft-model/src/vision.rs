@@ -334,8 +334,10 @@ pub fn timm_transform(config: &Value) -> Result<ImageTransform, String> {
 /// The image processor of a transformers folder (`preprocessor_config.json`): resize to a square
 /// (`size` `height`/`width`) or the shorter side (`shortest_edge`, or a square `size` followed by a
 /// center crop, which is the same for square images), `crop_size` after it (ConvNeXt's
-/// `crop_pct` instead), rescale by 1/255 and normalize. Without the file: squash to `image_size`
-/// with ImageNet's mean and std.
+/// `crop_pct` instead), rescale by 1/255 and normalize. An integer `size` is read as the
+/// processor reads it: the shorter side for CLIP's, BiT's and ConvNeXt's processors (those whose
+/// `default_to_square` is false; ConvNeXt's is also known by its `crop_pct`), a square otherwise.
+/// Without the file: squash to `image_size` with ImageNet's mean and std.
 pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransform, ModelError> {
     let path = dir.join("preprocessor_config.json");
     let imagenet = ImageTransform {
@@ -360,14 +362,23 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
         source,
     })?;
     let cfg: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let processor = ["image_processor_type", "feature_extractor_type"]
+        .iter()
+        .find_map(|key| cfg.get(*key).and_then(Value::as_str))
+        .unwrap_or("");
+    let integer_is_shorter = cfg.get("crop_pct").is_some()
+        || ["CLIP", "Bit", "ConvNext"]
+            .iter()
+            .any(|name| processor.starts_with(name));
     // A side from `size`/`crop_size`: an integer, {"height", "width"} (square only) or
-    // {"shortest_edge"}.
+    // {"shortest_edge"}; whether it is a shorter side.
     let side = |key: &str| -> Result<Option<(usize, bool)>, String> {
         let Some(v) = cfg.get(key) else {
             return Ok(None);
         };
         if let Some(n) = v.as_u64() {
-            return Ok(Some((n as usize, false)));
+            // transformers reads an integer `crop_size` as a square.
+            return Ok(Some((n as usize, key == "size" && integer_is_shorter)));
         }
         if let Some(n) = v.get("shortest_edge").and_then(Value::as_u64) {
             return Ok(Some((n as usize, true)));
@@ -615,6 +626,38 @@ mod tests {
         assert_eq!(at_384.at_size(224, None).resize_shorter, Some(256));
         // An explicit [model] crop_pct crops at any size.
         assert_eq!(at_224.at_size(448, Some(1.0)).resize_shorter, Some(448));
+    }
+
+    /// An integer `size` is the shorter side where the processor's `default_to_square` is false
+    /// (ConvNeXt's, as facebook/convnext-tiny-224 ships it; CLIP's) and a square for ViT's.
+    #[test]
+    fn integer_sizes_are_read_as_their_processors_read_them() {
+        let read = |config: Value| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(
+                dir.path().join("preprocessor_config.json"),
+                config.to_string(),
+            )
+            .unwrap();
+            processor_transform(dir.path(), 32).unwrap()
+        };
+        let convnext = serde_json::json!({"feature_extractor_type": "ConvNextFeatureExtractor",
+            "size": 224, "crop_pct": 0.875, "resample": 3});
+        let convnext = read(convnext);
+        assert_eq!(
+            (convnext.image_size, convnext.resize_shorter),
+            (224, Some(256))
+        );
+        assert_eq!(convnext.crops_below, Some(CONVNEXT_CROPS_BELOW));
+        assert_eq!(convnext.at_size(384, None).resize_shorter, None);
+        let clip = serde_json::json!({"feature_extractor_type": "CLIPFeatureExtractor",
+            "size": 224, "crop_size": 224, "do_center_crop": true});
+        let clip = read(clip);
+        assert_eq!((clip.image_size, clip.resize_shorter), (224, Some(224)));
+        let vit = serde_json::json!({"feature_extractor_type": "ViTFeatureExtractor",
+            "size": 224, "resample": 2});
+        let vit = read(vit);
+        assert_eq!((vit.image_size, vit.resize_shorter), (224, None));
     }
 
     #[test]
