@@ -26,23 +26,23 @@ out below as the Hub has it (no network here):
 at sizes S below (64, 96) and above (240; ConvNeXt also 384, where its processor stops cropping)
 the folder's 224, on two photos (`chelsea.png`, 451x300, wider than tall, and `coffee.png`
 cropped to 260x400 at x=70, taller than wide, as in `make_resize_goldens.py`): every size on both
-photos, but for ViT's and CLIP's 240 and ConvNeXt's 384, on one each (`SIZES`), which keeps the
-file near 1 MB.
+photos, but for ViT's, DeiT's and CLIP's 240 and ConvNeXt's 384, on one each (`SIZES`), which
+keeps the file near 1.3 MB.
 
 At size S a transformers user gets the config graft's export writes for the run's transform
 (`processor_config` in crates/graft-train/src/export/transformers.rs, mirrored by
-`export_config` here): `ViTImageProcessor` squashing to S, or `BitImageProcessor` with the shorter
+`export_config` here): `ViTImageProcessor` squashing to S, `BitImageProcessor` with the shorter
 side at floor(S / crop_pct) and an S center crop (crop_pct as the folder states it: crop / size,
-ConvNeXt's `crop_pct`; ConvNeXt from 384 on squashes). Each case records the folder's config, that
+ConvNeXt's `crop_pct`; ConvNeXt from 384 on squashes), or for DeiT's layout `DeiTImageProcessor`
+squashing to floor(S / crop_pct) square before the S crop. Each case records the folder's config, that
 at-size config, the size transformers resizes to before the crop and where the crop starts, and
 what the at-size config gives through `AutoImageProcessor` with `backend="pil"` (the slow processor,
 `use_fast=False`) and `backend="torchvision"` (the fast one, `use_fast=True`). The script checks
 that the folder's own processor class, sized to S the same way (`own_config`), gives the very same
 pixels, so the export's config is the one a user of the folder's processor would write.
 
-DeiT's processor is left out of the cases: it squashes to a square before its crop, where graft
-(and the export) resize the shorter side; `left_out` records by how much the two differ, at 224 and
-at each S.
+`LEFT_OUT` names layouts graft cannot follow yet (none now); `left_out` would record by how much
+graft's reading differs from the folder's processor, at 224 and at each S.
 
 Both processors produce 8-bit images before `pixel_values = (x / 255 - mean) / std` (PIL resizes
 8-bit images; torchvision's antialiased resize keeps uint8), so the cases store those images,
@@ -153,17 +153,14 @@ BOTH = ("chelsea.png", "coffee-260x400")
 # weigh most, on both photos for the crop DINOv2 and ConvNeXt share and on one each otherwise.
 SIZES = {
     "vit": [(64, BOTH), (96, BOTH), (240, ("chelsea.png",))],
-    "deit": [(64, BOTH), (96, BOTH), (240, BOTH)],
+    "deit": [(64, BOTH), (96, BOTH), (240, ("coffee-260x400",))],
     "dinov2": [(64, BOTH), (96, BOTH), (240, BOTH)],
     "clip": [(64, BOTH), (96, BOTH), (240, ("coffee-260x400",))],
     "convnext": [(64, BOTH), (96, BOTH), (240, BOTH), (384, ("chelsea.png",))],
     "convnext-shortest-edge": [(64, BOTH), (96, BOTH), (240, BOTH), (384, ("chelsea.png",))],
 }
-LEFT_OUT = {
-    "deit": "DeiTImageProcessor squashes the image to size x size before its center crop; graft "
-            "reads the folder as a shorter-side resize (the same only for square images), and "
-            "graft's Preprocess has no squash-then-crop",
-}
+# Layouts graft cannot follow yet, and why (none now).
+LEFT_OUT = {}
 
 
 def photos():
@@ -179,7 +176,8 @@ def f32(values):
 
 def graft_transform(name, size):
     """graft's transform of the folder at `size`, by its rule (`processor_transform`, `at_size`):
-    (image_size, shorter side or None for a squash, resample, mean, std)."""
+    (image_size, resized side or None for a squash, resample, mean, std, whether the whole image
+    is squashed to that side before the crop)."""
     _, cfg = FOLDERS[name]
     crop = cfg.get("crop_size")
     crop = crop["height"] if isinstance(crop, dict) else crop
@@ -191,16 +189,29 @@ def graft_transform(name, size):
     else:
         crop_pct = None
     shorter = math.floor(size / crop_pct) if crop_pct is not None else None
-    return size, shorter, cfg["resample"], cfg["image_mean"], cfg["image_std"]
+    # A square `size` followed by a crop squashes first (DeiT's processor); an integer `size` is a
+    # shorter side for CLIP's, BiT's and ConvNeXt's processors.
+    kind = cfg.get("image_processor_type") or cfg.get("feature_extractor_type") or ""
+    integer_is_shorter = "crop_pct" in cfg or kind.startswith(("CLIP", "Bit", "ConvNext"))
+    size_is_square = (isinstance(cfg["size"], dict) and "height" in cfg["size"]) or (
+        isinstance(cfg["size"], int) and not integer_is_shorter)
+    squash = size_is_square and crop is not None
+    return size, shorter, cfg["resample"], cfg["image_mean"], cfg["image_std"], squash
 
 
-def export_config(size, shorter, resample, mean, std):
+def export_config(size, shorter, resample, mean, std, squash):
     """`processor_config` of crates/graft-train/src/export/transformers.rs."""
     square = {"height": size, "width": size}
+    if shorter is None:
+        processor, resize = "ViTImageProcessor", square
+    elif squash:
+        processor, resize = "DeiTImageProcessor", {"height": shorter, "width": shorter}
+    else:
+        processor, resize = "BitImageProcessor", {"shortest_edge": shorter}
     config = {
-        "image_processor_type": "ViTImageProcessor" if shorter is None else "BitImageProcessor",
+        "image_processor_type": processor,
         "do_resize": True,
-        "size": square if shorter is None else {"shortest_edge": shorter},
+        "size": resize,
         "resample": resample,
         "do_rescale": True,
         "rescale_factor": 1.0 / 255.0,
@@ -218,7 +229,7 @@ def own_config(name, size):
     """The folder's own processor config, sized to `size` as graft sizes it."""
     _, cfg = FOLDERS[name]
     cfg = dict(cfg)
-    _, shorter, _, _, _ = graft_transform(name, size)
+    _, shorter, _, _, _, _ = graft_transform(name, size)
     if name == "vit":
         cfg["size"] = {"height": size, "width": size}
     elif name.startswith("convnext"):
@@ -260,11 +271,14 @@ def png(array):
     return base64.b64encode(out.getvalue()).decode()
 
 
-def resized_and_crop(image, size, shorter):
-    """The (height, width) transformers resizes the shorter side to `shorter` at, and where its
-    `center_crop` to `size` starts (top, left); None for a squash."""
+def resized_and_crop(image, size, shorter, squash):
+    """The (height, width) transformers resizes the shorter side to `shorter` at (or squashes the
+    image to), and where its `center_crop` to `size` starts (top, left); None for a squash without
+    a crop."""
     if shorter is None:
         return None, None
+    if squash:
+        return [shorter, shorter], [int((shorter - size) / 2.0)] * 2
     hwc = np.asarray(image)
     height, width = get_resize_output_image_size(
         hwc, size=shorter, default_to_square=False, input_data_format=ChannelDimension.LAST)
@@ -279,7 +293,7 @@ def main():
     for name, (model, folder) in FOLDERS.items():
         for size, names in SIZES[name]:
             transform = graft_transform(name, size)
-            shorter = transform[1]
+            shorter, squash = transform[1], transform[5]
             at_size = export_config(*transform)
             own = own_config(name, size)
             for photo in names:
@@ -303,7 +317,7 @@ def main():
                 slow_key, delta_key = (hashlib.sha256(a.tobytes()).hexdigest()[:12]
                                        for a in (slow_u8, delta))
                 images[slow_key], images[delta_key] = png(slow_u8), png(delta)
-                resized, crop = resized_and_crop(image, size, shorter)
+                resized, crop = resized_and_crop(image, size, shorter, squash)
                 cases.append({
                     "layout": name,
                     "photo": photo,

@@ -9,8 +9,8 @@ For two photos of different aspect ratios (`crates/graft-model/tests/golden/visi
 and several (size, crop_pct, interpolation) settings, smaller and larger than a 224 px model's
 input and than the images, and for two small cuts of them that every setting enlarges (48x32 and
 24x60; the second one also shrinks its height, which Pillow 13 resamples first), writes the 8-bit RGB image timm's `create_transform` (eval) makes before
-`ToTensor`: `Resize(floor(size / crop_pct))` on the shorter side, then `CenterCrop(size)`, or a
-squash with `crop_mode="squash"`. Pixels are stored base64-encoded, row-major RGB.
+`ToTensor`: `Resize(floor(size / crop_pct))` on the shorter side, then `CenterCrop(size)`, or with
+`crop_mode="squash"` the whole image resized to `floor(size / crop_pct)` square, then the crop. Pixels are stored base64-encoded, row-major RGB.
 """
 import argparse
 import base64
@@ -32,6 +32,7 @@ SETTINGS = [
     (96, 1.0, "bicubic", "center"),
     (240, 0.875, "bicubic", "center"),
     (56, 1.0, "bicubic", "squash"),
+    (48, 0.875, "bicubic", "squash"),
 ]
 # Small cuts (no resampling in the cut), enlarged by every setting.
 SMALL_SETTINGS = [

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use graft_data::image::{CropOffset, Interpolation, Preprocess, read_rgb};
+use graft_data::image::{CropOffset, ImageTransform, Interpolation, read_rgb};
 use image::imageops::{self, FilterType};
 
 fn images(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -47,13 +47,16 @@ fn main() {
     let mut paths = Vec::new();
     images(Path::new(dir), &mut paths);
     assert!(!paths.is_empty(), "no images under {dir}");
-    let preprocess = Preprocess {
+    let preprocess = ImageTransform {
         image_size: size as usize,
         resize_shorter: None,
+        squash_before_crop: false,
         mean: [0.5; 3],
         std: [0.5; 3],
         interpolation,
+        crop_pct: None,
         crop_offset: CropOffset::RoundHalfEven,
+        crops_below: None,
     };
 
     let time = |what: &str, f: &mut dyn FnMut()| {

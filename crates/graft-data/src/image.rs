@@ -96,19 +96,39 @@ impl CropOffset {
     }
 }
 
-/// How images become model inputs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Preprocess {
+/// How images become model inputs: the one image transform of model folders, runs and the data
+/// pipeline (read from timm's `pretrained_cfg`, transformers' `preprocessor_config.json` or
+/// graft's vision config, stored in `graft.json`, written again by exports).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ImageTransform {
     /// Side of the square the model sees.
     pub image_size: usize,
-    /// `Some(s)`: resize the shorter side to `s`, then crop the center; `None`: resize the whole
-    /// image to `image_size` x `image_size`.
+    /// `Some(s)`: resize the shorter side to `s` (or the whole image to `s` x `s` with
+    /// `squash_before_crop`), then crop the center; `None`: resize the whole image to
+    /// `image_size` x `image_size`.
     pub resize_shorter: Option<usize>,
+    /// With `resize_shorter`: squash the whole image to that square before the crop instead of
+    /// keeping its aspect (transformers' DeiT processor, timm's `crop_mode = "squash"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub squash_before_crop: bool,
     /// Per-channel mean and std of pixels scaled to [0, 1].
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// The resizes' filter (bicubic in runs made before it was recorded).
+    #[serde(default)]
     pub interpolation: Interpolation,
+    /// With `resize_shorter`: the share of the resized image the crop keeps (timm's `crop_pct`),
+    /// which sets the resize at other sizes; runs made before it was recorded derive it
+    /// ([`ImageTransform::crop_share`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop_pct: Option<f64>,
+    /// Where the center crop starts (floor in runs made before it was recorded).
+    #[serde(default)]
     pub crop_offset: CropOffset,
+    /// transformers' ConvNeXt processor crops by `crop_pct` only below this side (384) and
+    /// resizes the whole image at it and above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crops_below: Option<usize>,
 }
 
 /// Training-time augmentation, all drawn from a seeded generator.
@@ -186,7 +206,35 @@ fn to_rgb(image: DynamicImage) -> RgbImage {
     image.to_rgb8()
 }
 
-impl Preprocess {
+impl ImageTransform {
+    /// The transform at another input side, as timm's `resolve_data_config` and transformers'
+    /// processors size it: the crop keeps its share of the image (the resize to
+    /// `floor(size / crop_pct)`, then a `size` center crop), or the whole image is resized to the
+    /// square; `crop_pct` replaces the folder's share. At the folder's own size and share it is
+    /// the folder's transform.
+    pub fn at_size(&self, size: usize, crop_pct: Option<f64>) -> ImageTransform {
+        if size == self.image_size && crop_pct.is_none_or(|c| Some(c) == self.crop_pct) {
+            return self.clone();
+        }
+        let crops = crop_pct.is_some() || self.crops_below.is_none_or(|limit| size < limit);
+        let crop_pct = crop_pct.or(self.crop_share());
+        ImageTransform {
+            image_size: size,
+            resize_shorter: crop_pct
+                .filter(|_| crops)
+                .map(|c| (size as f64 / c).floor() as usize),
+            crop_pct,
+            ..self.clone()
+        }
+    }
+
+    /// The crop's share of the resized image: `crop_pct`, else `image_size / resize_shorter`.
+    pub fn crop_share(&self) -> Option<f64> {
+        self.crop_pct.or(self
+            .resize_shorter
+            .map(|r| self.image_size as f64 / r as f64))
+    }
+
     /// The image resized (and cropped) to the model's square input.
     pub fn resize(&self, image: &RgbImage) -> RgbImage {
         let size = self.image_size as u32;
@@ -197,7 +245,10 @@ impl Preprocess {
                 // truncated, `int(shorter * long / short)`.
                 let (w, h) = image.dimensions();
                 let (short, shorter) = (w.min(h) as u64, shorter as u64);
-                let side = |n: u32| ((shorter * n as u64 / short) as u32).max(size);
+                let side = |n: u32| match self.squash_before_crop {
+                    true => (shorter as u32).max(size),
+                    false => ((shorter * n as u64 / short) as u32).max(size),
+                };
                 let (nw, nh) = (side(w), side(h));
                 let resized = self.interpolation.resize(image, nw, nh);
                 let (x, y) = (
@@ -406,14 +457,17 @@ mod tests {
         assert!(error.contains("emu"), "{error}");
     }
 
-    fn preprocess() -> Preprocess {
-        Preprocess {
+    fn preprocess() -> ImageTransform {
+        ImageTransform {
             image_size: 4,
             resize_shorter: None,
+            squash_before_crop: false,
             interpolation: Interpolation::Bicubic,
             mean: [0.5; 3],
             std: [0.25; 3],
+            crop_pct: None,
             crop_offset: CropOffset::Floor,
+            crops_below: None,
         }
     }
 

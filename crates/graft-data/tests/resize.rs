@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use base64::Engine;
-use graft_data::image::{CropOffset, Interpolation, Preprocess, read_rgb};
+use graft_data::image::{CropOffset, ImageTransform, Interpolation, read_rgb};
 use image::RgbImage;
 
 fn golden_dir() -> PathBuf {
@@ -47,14 +47,19 @@ fn eval_resize_is_timms_through_pil() {
         let size = case["size"].as_u64().unwrap() as usize;
         let crop_pct = case["crop_pct"].as_f64().unwrap();
         let squash = case["crop_mode"] == "squash";
-        let preprocess = Preprocess {
+        // timm's squash resizes the whole image to floor(size / crop_pct) before its crop.
+        let scale_size = (size as f64 / crop_pct).floor() as usize;
+        let preprocess = ImageTransform {
             image_size: size,
-            resize_shorter: (!squash).then(|| (size as f64 / crop_pct).floor() as usize),
+            resize_shorter: (!squash || crop_pct < 1.0).then_some(scale_size),
+            squash_before_crop: squash,
             mean: [0.0; 3],
             std: [1.0; 3],
             interpolation: Interpolation::from_name(case["interpolation"].as_str().unwrap())
                 .unwrap(),
+            crop_pct: Some(crop_pct),
             crop_offset: CropOffset::RoundHalfEven,
+            crops_below: None,
         };
         let got = preprocess.resize(&source(case["image"].as_str().unwrap()));
         assert_eq!(got.dimensions(), (size as u32, size as u32));

@@ -72,51 +72,8 @@ impl Inputs {
     }
 }
 
-/// How a folder's images become model inputs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ImageTransform {
-    /// Side of the square input.
-    pub image_size: usize,
-    /// `Some(s)`: the shorter side resized to `s`, then the center cropped; `None`: the whole
-    /// image resized to the square.
-    pub resize_shorter: Option<usize>,
-    /// Per-channel mean and std of pixels scaled to [0, 1].
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-    /// The resizes' filter.
-    pub interpolation: graft_data::image::Interpolation,
-    /// With `resize_shorter`: the share of the resized image the crop keeps (timm's `crop_pct`,
-    /// `image_size / resize_shorter` as the folder states it), which sets the resize at other sizes.
-    pub crop_pct: Option<f64>,
-    /// Where the center crop starts: as the folder's library crops.
-    pub crop_offset: graft_data::image::CropOffset,
-    /// transformers' ConvNeXt processor crops by `crop_pct` only below this side (384) and
-    /// resizes the whole image at it and above.
-    pub crops_below: Option<usize>,
-}
-
-impl ImageTransform {
-    /// The transform at another input side, as timm's `resolve_data_config` and transformers'
-    /// processors size it: the crop keeps its share of the image (the shorter side resized to
-    /// `floor(size / crop_pct)`, then a `size` center crop), or the whole image is resized to the
-    /// square; `crop_pct` replaces the folder's share. At the folder's own size and share it is
-    /// the folder's transform.
-    pub fn at_size(&self, size: usize, crop_pct: Option<f64>) -> ImageTransform {
-        if size == self.image_size && crop_pct.is_none_or(|c| Some(c) == self.crop_pct) {
-            return self.clone();
-        }
-        let crops = crop_pct.is_some() || self.crops_below.is_none_or(|limit| size < limit);
-        let crop_pct = crop_pct.or(self.crop_pct);
-        ImageTransform {
-            image_size: size,
-            resize_shorter: crop_pct
-                .filter(|_| crops)
-                .map(|c| (size as f64 / c).floor() as usize),
-            crop_pct,
-            ..self.clone()
-        }
-    }
-}
+/// How a folder's images become model inputs (one type from the folder to the run to the export).
+pub use graft_data::image::ImageTransform;
 
 /// How a folder's texts become token ids.
 #[derive(Debug, Clone, PartialEq)]

@@ -31,6 +31,9 @@ pub enum ResizeMode {
     Squash,
     /// Resize the shorter side to `resize_size`, then crop the `image_size` center (torchvision).
     ShorterSideThenCenterCrop,
+    /// Resize the whole image to `resize_size` x `resize_size`, then crop the `image_size` center
+    /// (timm's `crop_mode = "squash"` below a `crop_pct` of 1).
+    SquashThenCenterCrop,
 }
 
 /// A vision model folder's `config.json`, in graft's layout.
@@ -120,6 +123,9 @@ impl VisionConfig {
         )?;
         let transform = timm_transform(config)?;
         let (resize, resize_size) = match transform.resize_shorter {
+            Some(side) if transform.squash_before_crop => {
+                (ResizeMode::SquashThenCenterCrop, Some(side))
+            }
             Some(shorter) => (ResizeMode::ShorterSideThenCenterCrop, Some(shorter)),
             None => (ResizeMode::Squash, None),
         };
@@ -164,13 +170,14 @@ impl VisionConfig {
     pub fn transform(&self) -> ImageTransform {
         let resize_shorter = match self.resize {
             ResizeMode::Squash => None,
-            ResizeMode::ShorterSideThenCenterCrop => {
+            ResizeMode::ShorterSideThenCenterCrop | ResizeMode::SquashThenCenterCrop => {
                 Some(self.resize_size.unwrap_or(self.image_size * 8 / 7))
             }
         };
         ImageTransform {
             image_size: self.image_size,
             resize_shorter,
+            squash_before_crop: self.resize == ResizeMode::SquashThenCenterCrop,
             mean: self.mean,
             std: self.std,
             interpolation: self.interpolation,
@@ -303,13 +310,15 @@ pub fn timm_transform(config: &Value) -> Result<ImageTransform, String> {
             "pretrained_cfg.crop_pct {crop_pct} is not in (0, 1]"
         ));
     }
-    let resize_shorter = match string("crop_mode")? {
-        None | Some("center") => Some((image_size as f64 / crop_pct).floor() as usize),
-        Some("squash") if crop_pct == 1.0 => None,
+    // timm's `squash` resizes the whole image to `floor(size / crop_pct)` before its crop.
+    let scale_size = (image_size as f64 / crop_pct).floor() as usize;
+    let (resize_shorter, squash_before_crop) = match string("crop_mode")? {
+        None | Some("center") => (Some(scale_size), false),
+        Some("squash") if crop_pct == 1.0 => (None, false),
+        Some("squash") => (Some(scale_size), true),
         Some(mode) => {
             return Err(format!(
-                "pretrained_cfg.crop_mode \"{mode}\" with crop_pct {crop_pct} is not supported \
-                 (center, or squash with crop_pct 1.0)"
+                "pretrained_cfg.crop_mode \"{mode}\" is not supported (center or squash)"
             ));
         }
     };
@@ -322,6 +331,7 @@ pub fn timm_transform(config: &Value) -> Result<ImageTransform, String> {
     Ok(ImageTransform {
         image_size,
         resize_shorter,
+        squash_before_crop,
         mean: triple("mean", [0.485, 0.456, 0.406])?,
         std: triple("std", [0.229, 0.224, 0.225])?,
         interpolation,
@@ -332,9 +342,8 @@ pub fn timm_transform(config: &Value) -> Result<ImageTransform, String> {
 }
 
 /// The image processor of a transformers folder (`preprocessor_config.json`): resize to a square
-/// (`size` `height`/`width`) or the shorter side (`shortest_edge`, or a square `size` followed by a
-/// center crop, which is the same for square images), `crop_size` after it (ConvNeXt's
-/// `crop_pct` instead), rescale by 1/255 and normalize. An integer `size` is read as the
+/// (`size` `height`/`width`) or the shorter side (`shortest_edge`), `crop_size` after it
+/// (ConvNeXt's `crop_pct` instead), rescale by 1/255 and normalize. An integer `size` is read as the
 /// processor reads it: the shorter side for CLIP's, BiT's and ConvNeXt's processors (those whose
 /// `default_to_square` is false; ConvNeXt's is also known by its `crop_pct`), a square otherwise.
 /// Without the file: squash to `image_size` with ImageNet's mean and std.
@@ -343,6 +352,7 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
     let imagenet = ImageTransform {
         image_size,
         resize_shorter: None,
+        squash_before_crop: false,
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
         interpolation: Interpolation::Bicubic,
@@ -436,6 +446,8 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
         (Some((_, true)), None, Some(_)) => Some(CONVNEXT_CROPS_BELOW),
         _ => None,
     };
+    // A square `size` followed by a crop squashes the whole image to it first (DeiT's processor).
+    let squash_before_crop = matches!((size, crop), (Some((_, false)), Some(_)));
     let (image_size, resize_shorter, crop_pct) = match (size, crop) {
         (Some((s, _)), Some(c)) => (c, Some(s), Some(c as f64 / s as f64)),
         (Some((s, true)), None) => match convnext_crop {
@@ -462,6 +474,7 @@ pub fn processor_transform(dir: &Path, image_size: usize) -> Result<ImageTransfo
     Ok(ImageTransform {
         image_size,
         resize_shorter,
+        squash_before_crop,
         mean,
         std,
         interpolation,
@@ -658,6 +671,24 @@ mod tests {
             "size": 224, "resample": 2});
         let vit = read(vit);
         assert_eq!((vit.image_size, vit.resize_shorter), (224, None));
+    }
+
+    /// timm's `crop_mode = "squash"` squashes to `floor(size / crop_pct)` before its crop.
+    #[test]
+    fn timm_squash_crops_below_a_crop_pct_of_one() {
+        let config = |crop_pct: f64| {
+            serde_json::json!({"architecture": "resnet18", "pretrained_cfg": {
+                "input_size": [3, 224, 224], "crop_pct": crop_pct, "crop_mode": "squash"}})
+        };
+        let t = timm_transform(&config(0.875)).unwrap();
+        assert_eq!((t.resize_shorter, t.squash_before_crop), (Some(256), true));
+        assert_eq!(t.at_size(64, None).resize_shorter, Some(73));
+        assert!(t.at_size(64, None).squash_before_crop);
+        let whole = timm_transform(&config(1.0)).unwrap();
+        assert_eq!(
+            (whole.resize_shorter, whole.squash_before_crop),
+            (None, false)
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use graft_data::image::{Preprocess, load_rgb};
+use graft_data::image::{ImageTransform, load_rgb};
 use graft_model::backbone::Network;
 use graft_model::{Backbone, Inputs, ModelFolder, PoolingOptions, Preprocessing};
 use graft_model::{WeightsIndex, pth};
@@ -120,18 +120,21 @@ fn unexpected_pth_structure_is_a_clear_error() {
     );
 }
 
-fn lite0_preprocess() -> Preprocess {
-    Preprocess {
+fn lite0_preprocess() -> ImageTransform {
+    ImageTransform {
         image_size: 224,
         resize_shorter: None,
+        squash_before_crop: false,
         mean: [127.0 / 255.0; 3],
         std: [128.0 / 255.0; 3],
         interpolation: graft_data::image::Interpolation::Bicubic,
+        crop_pct: None,
         crop_offset: graft_data::image::CropOffset::RoundHalfEven,
+        crops_below: None,
     }
 }
 
-fn image_tensor(path: &Path, preprocess: &Preprocess, device: &Device) -> Tensor<4> {
+fn image_tensor(path: &Path, preprocess: &ImageTransform, device: &Device) -> Tensor<4> {
     let values = preprocess.apply(&load_rgb(path).unwrap());
     let size = preprocess.image_size;
     Tensor::from_data(TensorData::new(values, [1, 3, size, size]), device)
@@ -352,14 +355,7 @@ fn preprocessing_follows_transformers_image_processors() {
         .unwrap();
         let t = graft_model::vision::processor_transform(dir.path(), 224).unwrap();
         assert_eq!(t.image_size, 32, "{name}");
-        let preprocess = Preprocess {
-            image_size: t.image_size,
-            resize_shorter: t.resize_shorter,
-            mean: t.mean,
-            std: t.std,
-            interpolation: t.interpolation,
-            crop_offset: t.crop_offset,
-        };
+        let preprocess = t;
         let image = load_rgb(&golden_dir().join(case["image"].as_str().unwrap())).unwrap();
         let ours = preprocess.apply(&image);
         let theirs = floats(&case["pixel_values"]);

@@ -1,20 +1,20 @@
 //! graft's preprocessing at input sizes other than the folder's against transformers' image
 //! processors (`tests/golden/vision/processor_sizes.json`, made by
 //! `scripts/golden/make_processor_size_goldens.py`). For each `preprocessor_config.json` layout
-//! graft's vision families read, as the Hub models ship it (ViT's squash, DINOv2's BiT, CLIP's,
-//! ConvNeXt's `crop_pct` with `size` as an integer and as `shortest_edge`), at sizes below and
+//! graft's vision families read, as the Hub models ship it (ViT's squash, DeiT's squash before its
+//! crop, DINOv2's BiT, CLIP's, ConvNeXt's `crop_pct` with `size` as an integer and as
+//! `shortest_edge`), at sizes below and
 //! above the folder's 224 (ConvNeXt also at 384, where its processor stops cropping), on a photo
 //! wider than tall and one taller than wide: `processor_transform(folder).at_size(S)` is the
 //! config a transformers user gets at S (the one graft's export writes; the script checks that the
 //! folder's own processor class sized to S gives the same pixels), resizes to the size transformers
 //! resizes to and crops where it crops, and its pixels are the slow (PIL) and the fast
-//! (torchvision) processor's `pixel_values` to the bounds `BOUNDS` states. DeiT's layout (a square
-//! resize before the crop) is left out; the golden's `left_out` says why.
+//! (torchvision) processor's `pixel_values` to the bounds `BOUNDS` states.
 
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use graft_data::image::{CropOffset, Preprocess, decode_rgb, load_rgb};
+use graft_data::image::{CropOffset, decode_rgb, load_rgb};
 use graft_model::ImageTransform;
 use image::RgbImage;
 use serde_json::Value;
@@ -80,13 +80,12 @@ fn check_sizes(what: &str, t: &ImageTransform, case: &Value) {
     let config = &case["at_size_config"];
     let size = case["size"].as_u64().unwrap() as usize;
     assert_eq!(t.image_size, size, "{what}");
-    match config["size"].get("shortest_edge") {
-        Some(shortest) => {
-            assert_eq!(
-                config["image_processor_type"], "BitImageProcessor",
-                "{what}"
-            );
+    let processor = config["image_processor_type"].as_str().unwrap();
+    match (config["size"].get("shortest_edge"), processor) {
+        (Some(shortest), _) => {
+            assert_eq!(processor, "BitImageProcessor", "{what}");
             assert_eq!(config["do_center_crop"], true, "{what}");
+            assert!(!t.squash_before_crop, "{what}");
             assert_eq!(
                 t.resize_shorter,
                 Some(shortest.as_u64().unwrap() as usize),
@@ -95,11 +94,17 @@ fn check_sizes(what: &str, t: &ImageTransform, case: &Value) {
             assert_eq!(config["crop_size"]["height"], size, "{what}");
             assert_eq!(config["crop_size"]["width"], size, "{what}");
         }
-        None => {
-            assert_eq!(
-                config["image_processor_type"], "ViTImageProcessor",
-                "{what}"
-            );
+        (None, "DeiTImageProcessor") => {
+            // The whole image squashed to `size` height/width, then the crop.
+            assert_eq!(config["do_center_crop"], true, "{what}");
+            assert!(t.squash_before_crop, "{what}");
+            let side = config["size"]["height"].as_u64().unwrap() as usize;
+            assert_eq!(config["size"]["width"], side, "{what}");
+            assert_eq!(t.resize_shorter, Some(side), "{what}");
+            assert_eq!(config["crop_size"]["height"], size, "{what}");
+        }
+        (None, _) => {
+            assert_eq!(processor, "ViTImageProcessor", "{what}");
             assert_eq!(config["do_center_crop"], false, "{what}");
             assert_eq!(t.resize_shorter, None, "{what}");
             assert_eq!(config["size"]["height"], size, "{what}");
@@ -112,10 +117,14 @@ fn check_sizes(what: &str, t: &ImageTransform, case: &Value) {
     // transformers' `center_crop` starts at int((side - crop) / 2).
     assert_eq!(t.crop_offset, CropOffset::Floor, "{what}");
     if let Some(shorter) = t.resize_shorter {
-        // Preprocess's resize: the shorter side to `shorter`, the longer one truncated.
+        // graft's resize: the shorter side to `shorter`, the longer one truncated (or both
+        // sides to `shorter` when it squashes first).
         let image = photo(case["photo"].as_str().unwrap());
         let (w, h) = (image.width() as usize, image.height() as usize);
-        let side = |n: usize| (shorter * n / w.min(h)).max(size);
+        let side = |n: usize| match t.squash_before_crop {
+            true => shorter.max(size),
+            false => (shorter * n / w.min(h)).max(size),
+        };
         let (nh, nw) = (side(h), side(w));
         let want = |key: &str| -> Vec<usize> { serde_json::from_value(case[key].clone()).unwrap() };
         assert_eq!(vec![nh, nw], want("resized_hw"), "{what}: resized");
@@ -131,7 +140,8 @@ fn check_sizes(what: &str, t: &ImageTransform, case: &Value) {
 /// (the normalization undone) and the mean in normalized units. Measured: graft's resize gives
 /// Pillow's 8-bit pixels exactly on every case (what is left is f32 rounding, at most 2.4e-7);
 /// torchvision's antialiased resize (the fast processor) is 1 or 2 levels from Pillow's on some
-/// pixels (mean at most 2.3e-4, ViT's bilinear at 240).
+/// pixels, and up to 5 (mean 2.7e-3) where DeiT's squash enlarges one side and shrinks the other
+/// (the taller photo at 240), which is torchvision's own difference from Pillow.
 struct Bounds {
     slow_max_255: f64,
     slow_mean: f64,
@@ -142,8 +152,8 @@ struct Bounds {
 const BOUNDS: Bounds = Bounds {
     slow_max_255: 0.0,
     slow_mean: 1e-7,
-    fast_max_255: 2.0,
-    fast_mean: 2.5e-4,
+    fast_max_255: 5.0,
+    fast_mean: 3e-3,
 };
 
 #[test]
@@ -173,15 +183,7 @@ fn processors_at_other_sizes_match_transformers() {
         assert_eq!(folder.image_size, folder_size, "{what}");
         let t = folder.at_size(size, None);
         check_sizes(&what, &t, case);
-        let preprocess = Preprocess {
-            image_size: t.image_size,
-            resize_shorter: t.resize_shorter,
-            mean: t.mean,
-            std: t.std,
-            interpolation: t.interpolation,
-            crop_offset: t.crop_offset,
-        };
-        let ours = preprocess.apply(&photo(photo_name));
+        let ours = t.apply(&photo(photo_name));
         let slow = png(images, case["slow"].as_str().unwrap());
         let delta = png(images, case["fast_minus_slow"].as_str().unwrap());
         let mut fast = slow.clone();
@@ -204,8 +206,7 @@ fn processors_at_other_sizes_match_transformers() {
             failures.push(what);
         }
     }
-    for (layout, reason) in golden["left_out"]["reason"].as_object().unwrap() {
-        eprintln!("left out: {layout}: {reason}");
-    }
+    let left_out = golden["left_out"]["reason"].as_object().unwrap();
+    assert!(left_out.is_empty(), "layouts left out: {left_out:?}");
     assert!(failures.is_empty(), "over the bounds: {failures:?}");
 }

@@ -66,8 +66,8 @@ fn describe_folder(folder: &ModelFolder) -> String {
     let architecture = backbone.architecture();
     let input = Preparation::resolve(folder, &Default::default(), &folder.dir)
         .ok()
-        .and_then(|p| p.image_transform())
-        .map_or(String::new(), |t| format!(", {}px", t.image_size));
+        .and_then(|p| p.image_transform().map(|t| t.image_size))
+        .map_or(String::new(), |size| format!(", {size}px"));
     let classes = architecture.classifier().map_or(String::new(), |fc| {
         format!(", {} classes", fc.weight.dims()[1])
     });

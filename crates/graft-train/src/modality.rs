@@ -7,10 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::DispatchDevice;
 use burn::tensor::{Device, Tensor, TensorData};
-use graft_data::image::{
-    Augment, CropOffset, Interpolation, Preprocess, decode_rgb, read_image_folder, read_rgb,
-    resolve_paths,
-};
+use graft_data::image::{Augment, decode_rgb, read_image_folder, read_rgb, resolve_paths};
 use graft_data::tokenize::Tokens;
 use graft_data::{DataFormat, TextExample, TextTokenizer, TokenBatch, read_texts};
 use graft_model::{
@@ -58,23 +55,7 @@ pub enum Preparation {
         normalize: bool,
         max_length: usize,
     },
-    Image {
-        image_size: usize,
-        /// Resize the shorter side to this, then crop the center; `None`: squash to the square.
-        resize_shorter: Option<usize>,
-        mean: [f32; 3],
-        std: [f32; 3],
-        /// The resizes' filter (bicubic in runs made before it was recorded).
-        #[serde(default)]
-        interpolation: Interpolation,
-        /// With `resize_shorter`: the crop's share of the resized image, as the folder (or
-        /// `[model] crop_pct`) states it; runs made before it was recorded derive it.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        crop_pct: Option<f64>,
-        /// Where the center crop starts (floor in runs made before it was recorded).
-        #[serde(default)]
-        crop_offset: CropOffset,
-    },
+    Image(ImageTransform),
 }
 
 impl Preparation {
@@ -91,14 +72,14 @@ impl Preparation {
                 use_pooler: *use_pooler,
                 normalize: *normalize,
             },
-            Self::Image { .. } => PoolingOptions::default(),
+            Self::Image(_) => PoolingOptions::default(),
         }
     }
 
     pub fn modality(&self) -> Modality {
         match self {
             Self::Text { .. } => Modality::Text,
-            Self::Image { .. } => Modality::Image,
+            Self::Image(_) => Modality::Image,
         }
     }
 
@@ -156,16 +137,7 @@ impl Preparation {
                     return Err(invalid(format!("crop_pct {c} is not in (0, 1]")));
                 }
                 // The folder's crop share at the size asked for, as timm and transformers size it.
-                let t = transform.at_size(image_size, choices.crop_pct);
-                Ok(Self::Image {
-                    image_size: t.image_size,
-                    resize_shorter: t.resize_shorter,
-                    mean: t.mean,
-                    std: t.std,
-                    interpolation: t.interpolation,
-                    crop_pct: t.crop_pct,
-                    crop_offset: t.crop_offset,
-                })
+                Ok(Self::Image(transform.at_size(image_size, choices.crop_pct)))
             }
         }
     }
@@ -219,46 +191,14 @@ impl Preparation {
                     text.vocab_size,
                 )?))
             }
-            Self::Image {
-                image_size,
-                resize_shorter,
-                mean,
-                std,
-                interpolation,
-                crop_offset,
-                ..
-            } => Encoder::Image(Preprocess {
-                image_size: *image_size,
-                resize_shorter: *resize_shorter,
-                mean: *mean,
-                std: *std,
-                interpolation: *interpolation,
-                crop_offset: *crop_offset,
-            }),
+            Self::Image(transform) => Encoder::Image(transform.clone()),
         })
     }
 
-    /// The transform of an image preparation, as a model folder describes one.
-    pub fn image_transform(&self) -> Option<ImageTransform> {
+    /// The transform of an image preparation.
+    pub fn image_transform(&self) -> Option<&ImageTransform> {
         match self {
-            Self::Image {
-                image_size,
-                resize_shorter,
-                mean,
-                std,
-                interpolation,
-                crop_pct,
-                crop_offset,
-            } => Some(ImageTransform {
-                image_size: *image_size,
-                resize_shorter: *resize_shorter,
-                mean: *mean,
-                std: *std,
-                interpolation: *interpolation,
-                crop_pct: crop_pct.or(resize_shorter.map(|r| *image_size as f64 / r as f64)),
-                crop_offset: *crop_offset,
-                crops_below: None,
-            }),
+            Self::Image(transform) => Some(transform),
             Self::Text { .. } => None,
         }
     }
@@ -267,7 +207,7 @@ impl Preparation {
 /// Turns examples into model inputs: a tokenizer or an image transform.
 pub enum Encoder {
     Text(Box<TextTokenizer>),
-    Image(Preprocess),
+    Image(ImageTransform),
 }
 
 impl Encoder {
@@ -335,7 +275,7 @@ pub enum Encoded {
         images: Vec<RgbImage>,
         /// SHA-256 of each image file.
         digests: Vec<[u8; 32]>,
-        preprocess: Preprocess,
+        preprocess: ImageTransform,
     },
 }
 
@@ -568,6 +508,25 @@ fn read_images(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run's image preparation as graft.json stored it before the transform was one type (no
+    /// crop share, filter or crop offset) still reads, with the defaults of then.
+    #[test]
+    fn older_image_preparations_still_read() {
+        let stored = serde_json::json!({"modality": "image", "image_size": 96,
+            "resize_shorter": 110, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]});
+        let preparation: Preparation = serde_json::from_value(stored).unwrap();
+        let t = preparation.image_transform().unwrap();
+        assert_eq!((t.image_size, t.resize_shorter), (96, Some(110)));
+        assert!(!t.squash_before_crop);
+        assert_eq!(t.interpolation, graft_data::image::Interpolation::Bicubic);
+        assert_eq!(t.crop_offset, graft_data::image::CropOffset::Floor);
+        assert_eq!(t.crop_share(), Some(96.0 / 110.0));
+        // And what it writes now reads back the same.
+        let again: Preparation =
+            serde_json::from_value(serde_json::to_value(&preparation).unwrap()).unwrap();
+        assert_eq!(again, preparation);
+    }
 
     fn texts(lengths: &[usize], max_length: usize) -> Encoded {
         let tokens = lengths

@@ -66,7 +66,7 @@ pub(super) fn write(
     if let Some(transform) = m.preparation.image_transform() {
         write_json_atomic(
             &out.join("preprocessor_config.json"),
-            &processor_config(&transform),
+            &processor_config(transform),
         )?;
     }
     let tensors = classifier_tensors(run, target)?;
@@ -80,12 +80,18 @@ pub(super) fn write(
 }
 
 /// The run's image transform as transformers' image processor config: a square resize
-/// (`ViTImageProcessor`), or the shorter side then a center crop (`BitImageProcessor`), with the
-/// run's filter, rescaled by 1/255 and normalized.
+/// (`ViTImageProcessor`), the shorter side then a center crop (`BitImageProcessor`), or a square
+/// resize then a center crop (`DeiTImageProcessor`), with the run's filter, rescaled by 1/255 and
+/// normalized.
 fn processor_config(t: &graft_model::ImageTransform) -> Value {
     let square = |n: usize| json!({"height": n, "width": n});
     let (processor, size, crop) = match t.resize_shorter {
         None => ("ViTImageProcessor", square(t.image_size), None),
+        Some(side) if t.squash_before_crop => (
+            "DeiTImageProcessor",
+            square(side),
+            Some(square(t.image_size)),
+        ),
         Some(shorter) => (
             "BitImageProcessor",
             json!({"shortest_edge": shorter}),

@@ -69,20 +69,24 @@ pub(super) fn write(
             "labels": labels,
             "image_size": transform.image_size,
             "resize_shorter": transform.resize_shorter,
+            "squash_before_crop": transform.squash_before_crop,
             "mean": transform.mean,
             "std": transform.std,
             "interpolation": transform.interpolation.name(),
         }),
     )?;
     if target.format == ExportFormat::Timm {
+        // The folder's share (or `[model] crop_pct`), from which timm sizes the resize; timm's
+        // `squash` squashes to that size before its crop.
         let (crop_mode, crop_pct) = match transform.resize_shorter {
             None => ("squash", 1.0),
-            // The folder's share (or `[model] crop_pct`), from which timm sizes the resize.
-            Some(shorter) => (
-                "center",
-                transform
-                    .crop_pct
-                    .unwrap_or(transform.image_size as f64 / shorter as f64),
+            Some(_) => (
+                if transform.squash_before_crop {
+                    "squash"
+                } else {
+                    "center"
+                },
+                transform.crop_share().unwrap_or(1.0),
             ),
         };
         let size = transform.image_size;
