@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use graft_data::{DataError, TextExample, label_list};
+use graft_data::{DataError, TextExample};
 
 use crate::config::BadRows;
 use crate::error::TrainError;
@@ -151,44 +151,21 @@ pub fn input_problem(example: &TextExample) -> Option<String> {
     (example.bytes.is_none() && example.text.trim().is_empty()).then(|| "empty text".into())
 }
 
-/// What is wrong with a labelled row of `task` before any label set is known: its input, an
-/// empty label where the task needs one, a regression target that is not a number.
+/// What is wrong with a labelled row of `task` before any label set is known: its input, or its
+/// label as the task sees it (an empty label where the task needs one, a regression target that
+/// is not a number).
 pub fn row_problem(task: Task, example: &TextExample) -> Option<String> {
     if let Some(problem) = input_problem(example) {
         return Some(problem);
     }
     let label = example.label.as_deref().map(str::trim).unwrap_or("");
-    match task {
-        Task::MultiLabel => None,
-        _ if label.is_empty() => Some("empty label".into()),
-        Task::Regression => match label.parse::<f64>() {
-            Ok(v) if v.is_finite() => None,
-            _ => Some(format!(
-                "regression target `{label}` is not a finite number"
-            )),
-        },
-        Task::Classification => None,
-    }
+    task.logic().row_problem(label)
 }
 
 /// A label outside `spec`'s labels (classification, multi-label); regression has none.
 pub fn label_problem(spec: &TaskSpec, example: &TextExample) -> Option<String> {
-    let known = |label: &str| spec.labels.iter().any(|l| l == label);
-    let unknown = |label: &str| {
-        Some(format!(
-            "label `{label}` is not one of the training labels ({})",
-            spec.labels.join(", ")
-        ))
-    };
     let raw = example.label.as_deref().unwrap_or("");
-    match spec.task {
-        Task::Classification if !known(raw) => unknown(raw),
-        Task::MultiLabel => match label_list(raw, &spec.separator) {
-            Err(message) => Some(message),
-            Ok(list) => list.iter().find(|l| !known(l)).and_then(|l| unknown(l)),
-        },
-        _ => None,
-    }
+    spec.logic().label_problem(spec, raw)
 }
 
 #[cfg(test)]

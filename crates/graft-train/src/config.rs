@@ -342,33 +342,42 @@ impl Config {
         if t.patience == Some(0) {
             return Err("[train] patience must be at least 1".into());
         }
-        if !task.monitors().contains(&t.monitor.as_str()) {
+        let logic = task.logic();
+        let monitors: Vec<&str> = logic.metrics().iter().map(|m| m.name).collect();
+        if !monitors.contains(&t.monitor.as_str()) {
             return Err(format!(
                 "[train] monitor = \"{}\" is not a validation metric of {} (one of: {})",
                 t.monitor,
-                task.name(),
-                task.monitors().join(", ")
+                logic.problem_type(),
+                monitors.join(", ")
             ));
         }
         let l = &self.loss;
         let kind = l.kind_for(task);
-        if !task.fits(kind) {
+        if !logic.fits(kind) {
             return Err(format!(
                 "[loss] kind = {kind:?} does not fit task = \"{}\"",
-                task.name()
+                logic.problem_type()
             ));
         }
         if !(0.0..1.0).contains(&l.label_smoothing) {
             return Err("[loss] label_smoothing must be in [0, 1)".into());
         }
-        if l.label_smoothing > 0.0 && task != Task::Classification {
-            return Err("[loss] label_smoothing is for task = \"classification\"".into());
+        if l.label_smoothing > 0.0 && !logic.takes_label_smoothing() {
+            let smoothed = Task::ALL
+                .iter()
+                .filter(|t| t.logic().takes_label_smoothing())
+                .map(|t| format!("\"{}\"", t.logic().config_name()));
+            return Err(format!(
+                "[loss] label_smoothing is for task = {}",
+                crate::task::one_of(smoothed)
+            ));
         }
         if l.huber_delta.is_nan() || l.huber_delta <= 0.0 {
             return Err("[loss] huber_delta must be positive".into());
         }
         match &l.class_weights {
-            Some(_) if task == Task::Regression => {
+            Some(_) if !logic.takes_class_weights() => {
                 return Err("[loss] class_weights are for classification tasks".into());
             }
             Some(ClassWeights::Named(name)) if name != "balanced" => {

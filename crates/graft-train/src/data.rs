@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use graft_data::{LabelSet, TextExample, multi_label_set, train_valid_split};
+use graft_data::{LabelSet, TextExample, train_valid_split};
 
 use crate::bad_rows::{Screen, SkippedRows, label_problem, row_problem};
 use crate::config::{ClassWeights, Config};
 use crate::error::{TrainError, TrainError as E};
 use crate::loss::{Targets, TaskLoss, balanced_class_weights, balanced_pos_weight};
-use crate::task::{Task, TaskSpec};
+use crate::task::TaskSpec;
 
 /// The data of a run, read by the modality and encoded for its task.
 pub struct RunData {
@@ -45,16 +45,7 @@ impl RunData {
             screen.apply(path, examples, |e| row_problem(task, e))
         };
         let mut all_train = read(&d.train)?;
-        let labels = match (task, &d.labels) {
-            (Task::Regression, _) => vec![d.label_column.clone()],
-            (_, Some(path)) => LabelSet::from_file(path)?.names().to_vec(),
-            (Task::MultiLabel, None) => multi_label_set(&all_train, &d.label_separator, &d.train)?
-                .names()
-                .to_vec(),
-            (Task::Classification, None) => LabelSet::from_examples(&all_train, &d.train)?
-                .names()
-                .to_vec(),
-        };
+        let labels = task.logic().labels(&all_train, d)?;
         let spec = TaskSpec {
             task,
             labels,
@@ -108,26 +99,12 @@ impl RunData {
             let set = LabelSet::new(spec.labels.clone()).map_err(E::Unsupported)?;
             set.check_all_present(t, &d.train)?;
         }
-        let mut standardization = None;
-        if task == Task::Regression
-            && d.standardize
-            && let Targets::Values(values) = &mut train_targets
-        {
-            let n = values.len().max(1) as f64;
-            let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = values
-                .iter()
-                .map(|&v| (v as f64 - mean).powi(2))
-                .sum::<f64>()
-                / n;
-            let std = if var > 0.0 { var.sqrt() } else { 1.0 };
-            let standardize = |v: &mut f32| *v = ((*v as f64 - mean) / std) as f32;
-            values.iter_mut().for_each(standardize);
-            if let Targets::Values(valid) = &mut valid_targets {
-                valid.iter_mut().for_each(standardize);
-            }
-            standardization = Some((mean, std));
-        }
+        let standardization = if d.standardize {
+            task.logic()
+                .standardize(&mut train_targets, &mut valid_targets)
+        } else {
+            None
+        };
         Ok(Self {
             spec,
             train,
@@ -175,7 +152,7 @@ impl RunData {
             _ => {}
         }
         Ok(TaskLoss {
-            kind: l.kind.unwrap_or(self.spec.task.default_loss()),
+            kind: l.kind_for(self.spec.task),
             weights,
             pos_weight,
             label_smoothing: l.label_smoothing,

@@ -12,12 +12,10 @@ use graft_model::{Modality, ModelFolder, Preprocessing};
 
 use crate::config::Config;
 use crate::error::{TrainError, TrainError as E};
-use crate::task::Task;
+use crate::task::{self, Task};
 
 /// Rows read to detect columns and the task.
 const PREVIEW_ROWS: usize = 10_000;
-/// Integer labels with at most this many distinct values are classes, not a number to regress.
-const MAX_INTEGER_CLASSES: usize = 20;
 
 const TEXT_NAMES: &[&str] = &[
     "text", "sentence", "review", "content", "document", "body", "comment", "question", "title",
@@ -110,10 +108,10 @@ pub fn starter_config(request: &InitRequest) -> Result<StarterConfig, TrainError
     let label = detected.label.as_deref().unwrap_or("the class folders");
     summary.push(format!(
         "{}: `{label}`, {}",
-        if detected.task == Task::Regression {
-            "target"
-        } else {
+        if detected.task.logic().has_label_set() {
             "labels"
+        } else {
+            "target"
         },
         describe_task(&detected)
     ));
@@ -170,22 +168,11 @@ fn typical_side(train: &Path, detected: &Detected) -> Option<usize> {
 }
 
 fn describe_task(d: &Detected) -> String {
-    match d.task {
-        Task::Regression => format!("regression over {} rows", d.rows),
-        Task::Classification => format!(
-            "classification into {} classes ({})",
-            d.classes.len(),
-            counts(&d.classes)
-        ),
-        Task::MultiLabel => format!(
-            "multi-label over {} labels ({})",
-            d.classes.len(),
-            counts(&d.classes)
-        ),
-    }
+    d.task.logic().describe(d.rows, &d.classes)
 }
 
-fn counts(classes: &BTreeMap<String, usize>) -> String {
+/// `a: 3, b: 5, ...`: up to 8 classes with their counts.
+pub(crate) fn class_counts(classes: &BTreeMap<String, usize>) -> String {
     let mut shown: Vec<String> = classes
         .iter()
         .take(8)
@@ -283,9 +270,9 @@ fn detect(train: &Path, modality: Modality) -> Result<Detected, TrainError> {
                 ),
             )
         })?;
-    let (task, separator) = task_of(label);
+    let (task, separator) = task::detect(label);
     let mut classes = BTreeMap::new();
-    if task != Task::Regression {
+    if task.logic().has_label_set() {
         for value in &label.values {
             for name in label_names(value, separator) {
                 *classes.entry(name).or_insert(0) += 1;
@@ -361,7 +348,8 @@ fn is_image(column: &Column) -> bool {
     }) >= 0.9
 }
 
-fn distinct(column: &Column) -> usize {
+/// How many different values a column holds (missing values and bytes aside).
+pub(crate) fn distinct(column: &Column) -> usize {
     let mut seen: Vec<String> = column
         .values
         .iter()
@@ -371,37 +359,6 @@ fn distinct(column: &Column) -> usize {
     seen.sort();
     seen.dedup();
     seen.len()
-}
-
-/// Lists (or `a|b` fields) are multi-label; numbers are a regression unless they are few
-/// integers (ratings, class ids); anything else is classification.
-fn task_of(column: &Column) -> (Task, Option<&'static str>) {
-    let present: Vec<&Value> = column
-        .values
-        .iter()
-        .filter(|v| !matches!(v, Value::Missing))
-        .collect();
-    if present.iter().any(|v| matches!(v, Value::List(_))) {
-        return (Task::MultiLabel, None);
-    }
-    let several = |v: &&Value| matches!(v, Value::Text(t) if t.split('|').filter(|p| !p.trim().is_empty()).count() > 1);
-    if present.iter().any(several) {
-        return (Task::MultiLabel, Some("|"));
-    }
-    let numbers: Vec<f64> = present
-        .iter()
-        .filter_map(|v| match v {
-            Value::Number(n) => Some(*n),
-            _ => None,
-        })
-        .collect();
-    if !numbers.is_empty() && numbers.len() == present.len() {
-        let integers = numbers.iter().all(|n| n.fract() == 0.0);
-        if !(integers && distinct(column) <= MAX_INTEGER_CLASSES) {
-            return (Task::Regression, None);
-        }
-    }
-    (Task::Classification, None)
 }
 
 fn label_names(value: &Value, separator: Option<&str>) -> Vec<String> {
@@ -488,14 +445,13 @@ fn render(
     if let Some(label) = &d.label {
         line(&format!("label_column = {}", quoted(label)));
     }
-    let task = match d.task {
-        Task::Classification => "classification",
-        Task::MultiLabel => "multi_label",
-        Task::Regression => "regression",
-    };
+    let names = Task::ALL
+        .iter()
+        .map(|t| t.logic().config_name().to_string());
     line(&format!(
-        "task = {}     # classification, multi_label or regression",
-        quoted(task)
+        "task = {}     # {}",
+        quoted(d.task.logic().config_name()),
+        task::one_of(names)
     ));
     if let Some(separator) = d.separator {
         line(&format!("label_separator = {}", quoted(separator)));

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::task::Task;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassReport {
     pub label: String,
@@ -264,25 +266,23 @@ impl Report {
         }
     }
 
-    /// The report's numbers as `valid_*` metrics for the training loop.
+    /// The task the report is of.
+    pub fn task(&self) -> Task {
+        match self {
+            Self::Classification(_) => Task::Classification,
+            Self::MultiLabel(_) => Task::MultiLabel,
+            Self::Regression(_) => Task::Regression,
+        }
+    }
+
+    /// The report's numbers as `valid_*` metrics for the training loop (its task's metrics).
     pub fn as_metrics(&self) -> std::collections::BTreeMap<String, f64> {
-        let pairs: Vec<(&str, f64)> = match self {
-            Self::Classification(r) => vec![
-                ("valid_accuracy", r.accuracy),
-                ("valid_macro_f1", r.macro_f1),
-            ],
-            Self::MultiLabel(r) => vec![
-                ("valid_micro_f1", r.micro_f1),
-                ("valid_macro_f1", r.macro_f1),
-                ("valid_hamming", r.hamming_loss),
-            ],
-            Self::Regression(r) => vec![
-                ("valid_mae", r.mae),
-                ("valid_rmse", r.rmse),
-                ("valid_r2", r.r2),
-            ],
-        };
-        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+        self.task()
+            .logic()
+            .metrics()
+            .iter()
+            .filter_map(|m| (m.read)(self).map(|v| (m.name.to_string(), v)))
+            .collect()
     }
 }
 

@@ -22,7 +22,7 @@ use crate::modality::{Encoder, FeatureChoices, Input, Preparation};
 use crate::pipeline::{EmbedOptions, Embeddings, Evaluation};
 use crate::progress::Progress;
 use crate::run_dir;
-use crate::task::{Prediction, Task, TaskSpec};
+use crate::task::{self, Prediction, Task, TaskSpec};
 
 /// One input: a text, or an image's path, with its label(s) when it is labelled.
 pub type Example = TextExample;
@@ -179,8 +179,8 @@ impl Model {
                     Some(name) => Task::named(name).map_err(|_| E::Config {
                         path: folder.config_path(),
                         message: format!(
-                            "problem_type \"{name}\" is not single_label_classification, \
-                             multi_label_classification or regression"
+                            "problem_type \"{name}\" is not {}",
+                            task::problem_types()
                         ),
                     })?,
                     None if native.is_some() && classes == 1 => Task::Regression,

@@ -34,7 +34,7 @@ use crate::model::{Model, ModelSource, check_batch_size};
 use crate::plots;
 use crate::progress::{EpochMetrics, Progress};
 use crate::run_dir::{self, RunManifest};
-use crate::task::{EvaluationPlot, Prediction, Task};
+use crate::task::{EvaluationPlot, Prediction};
 use crate::tracking;
 
 /// What `train` did.
@@ -470,7 +470,7 @@ fn train_run(
         data.test
             .as_ref()
             .map_or(String::new(), |(_, t)| format!(", {} test", t.len())),
-        task.outputs_noun(),
+        task.logic().outputs_noun(),
         data.spec.labels.join(", ")
     ));
     for skipped in &data.skipped {
@@ -643,10 +643,10 @@ fn train_run(
 
     // Artifacts.
     let d = &config.data;
-    let multi_label = task == Task::MultiLabel;
+    let label_lists = task.logic().label_lists();
     let manifest = RunManifest {
         graft_version: env!("CARGO_PKG_VERSION").into(),
-        task: task.name().into(),
+        task: task.logic().problem_type().into(),
         architecture: model.backbone.architecture().describe(),
         labels: data.spec.labels.clone(),
         head: head_spec,
@@ -657,8 +657,8 @@ fn train_run(
         },
         label_column: d.label_column.clone(),
         best_epoch: Some(best_epoch),
-        threshold: multi_label.then_some(data.spec.threshold),
-        label_separator: multi_label.then(|| d.label_separator.clone()),
+        threshold: label_lists.then_some(data.spec.threshold),
+        label_separator: label_lists.then(|| d.label_separator.clone()),
         preparation: source.preparation.clone(),
         lora: lora_spec,
         skipped_rows: bad_rows::counts(&data.skipped),

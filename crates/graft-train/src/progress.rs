@@ -24,9 +24,7 @@ pub struct EpochMetrics {
 impl EpochMetrics {
     /// The task's main validation metric besides the loss, for one-line summaries.
     pub fn headline(&self) -> Option<(&str, f64)> {
-        ["valid_accuracy", "valid_micro_f1", "valid_r2"]
-            .into_iter()
-            .find_map(|k| self.valid.get(k).map(|&v| (k, v)))
+        crate::task::headline_metrics().find_map(|k| self.valid.get(k).map(|&v| (k, v)))
     }
 }
 

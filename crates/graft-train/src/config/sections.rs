@@ -493,7 +493,7 @@ impl Default for LossSection {
 
 impl LossSection {
     pub fn kind_for(&self, task: Task) -> LossKind {
-        self.kind.unwrap_or(task.default_loss())
+        self.kind.unwrap_or(task.logic().default_loss())
     }
 }
 
