@@ -132,8 +132,6 @@ impl Describe for HeadOnly {
 pub struct TensorEntry {
     pub name: String,
     #[serde(skip)]
-    pub path: String,
-    #[serde(skip)]
     pub id: ParamId,
     pub shape: Vec<usize>,
     pub block: Option<usize>,
@@ -228,7 +226,6 @@ impl ModuleVisitor for TableVisitor<'_> {
             buffer: path.ends_with("running_mean") || path.ends_with("running_var"),
             batchnorm: self.describe.is_batchnorm(&path),
             name: place.name,
-            path,
             id: param.id,
             shape,
             block: place.block,

@@ -1,57 +1,66 @@
 //! graft-train: everything between a config and the artifacts of a run, for every backbone.
 //!
 //! [`train`] is the one place that wires things together: config → data + model → training →
-//! run folder (and a test evaluation). [`evaluate`], [`predict`], [`embed`], [`export`] and
-//! [`inspect`] work on what it leaves behind, or on a pretrained folder. There is one path for
-//! all of them ([`pipeline`]): the modality (text, images) sits behind [`modality`], the task
-//! behind [`task`], and the architecture behind graft-model's `Backbone`, so nothing here names an
-//! architecture and adding one does not touch this crate. Nothing here prints; progress goes
-//! through [`Progress`].
+//! run folder (and a test evaluation). [`Model`] opens what it leaves behind, a PEFT adapter or a
+//! pretrained folder once, and predicts, evaluates and embeds examples held in memory;
+//! [`export`] and [`inspect`] work on a run folder. The modality (text, images) sits behind the
+//! preparation of inputs, the task behind one trait with a file per task, and the architecture
+//! behind graft-model's `Backbone`, so nothing here names an architecture and adding one does not
+//! touch this crate. The modules are private: this page is the surface (plus the TOML [`config`]
+//! and the [`bench`] harness). Nothing here prints; progress goes through [`Progress`].
 
-pub mod backend;
-pub mod bad_rows;
 pub mod bench;
-pub mod checkpoint;
-pub mod classifier;
 pub mod config;
-pub mod data;
+
+mod backend;
+mod bad_rows;
+mod checkpoint;
+mod classifier;
+mod data;
 mod error;
-pub mod export;
-pub mod feature_cache;
-pub mod files;
-pub mod fit;
-pub mod freezing;
-pub mod head;
-pub mod init;
-pub mod inspect;
-pub mod lora;
-pub mod loss;
-pub mod metrics;
-pub mod modality;
-pub mod model;
-pub mod pipeline;
-pub mod plots;
-pub mod progress;
-pub mod run_dir;
-pub mod schedule;
-pub mod task;
-pub mod tracking;
+mod export;
+mod feature_cache;
+mod files;
+mod fit;
+mod freezing;
+mod head;
+mod init;
+mod inspect;
+mod lora;
+mod loss;
+mod metrics;
+mod modality;
+mod model;
+mod plots;
+mod progress;
+mod run_dir;
+mod schedule;
+mod task;
+mod tracking;
+mod train;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 
-pub use backend::SelectedDevice;
+pub use backend::{
+    SelectedDevice, prefer_quick_autotune, prepare_headless_runtime, select as select_device,
+};
 pub use config::{Backend, Config};
+pub use files::{write_atomic, write_json_atomic};
 pub use fit::Resume;
+pub use init::{InitRequest, starter_config};
 pub use inspect::{InspectReport, inspect};
 pub use metrics::{EvalReport, MultiLabelReport, RegressionReport, Report};
-pub use modality::Input;
-pub use model::{Example, Model, ModelSource, SourceKind};
-pub use pipeline::{
-    EmbedOptions, Embeddings, Evaluation, TrainOptions, TrainPlan, TrainReport, embed, evaluate,
-    plan, predict, train,
+pub use modality::{Input, read_input};
+pub use model::{
+    EmbedOptions, Embeddings, Evaluation, Example, Model, ModelSource, SourceKind, check_batch_size,
 };
+pub use plots::save_png;
 pub use progress::{EpochMetrics, Progress, Silent, StepMetrics};
-pub use task::{Prediction, Task};
+pub use task::{EvaluationPlot, Prediction, Task, TaskSpec};
+pub use train::{TrainOptions, TrainPlan, TrainReport, plan, train};
 
 /// Writes the export of a run folder to `out` (`merge`: a LoRA run's adapters folded into the
 /// weights; `replace`: replace what is at `out`); see [`export`](mod@export).

@@ -287,10 +287,6 @@ impl Encoded {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The model inputs of the examples at `indices`. With `augment`, image i of epoch e is
     /// transformed with a generator seeded from (seed, e, i), so a resumed run repeats it exactly.
     pub fn batch(

@@ -16,13 +16,15 @@ use crate::bad_rows::{Screen, label_problem, row_problem};
 use crate::classifier::{extract_features, rows_of};
 use crate::config::{HeadKind, LoraSection};
 use crate::error::{TrainError, TrainError as E};
+use crate::files::{TensorBytes, write_safetensors};
 use crate::head::{Head, HeadSpec};
 use crate::lora;
+use crate::metrics::Report;
 use crate::modality::{Encoder, FeatureChoices, Input, Preparation};
-use crate::pipeline::{EmbedOptions, Embeddings, Evaluation};
 use crate::progress::Progress;
 use crate::run_dir;
-use crate::task::{self, Prediction, Task, TaskSpec};
+use crate::task::{self, EvaluationPlot, Prediction, Task, TaskSpec};
+use graft_model::Pooling;
 
 /// One input: a text, or an image's path, with its label(s) when it is labelled.
 pub type Example = TextExample;
@@ -48,6 +50,8 @@ pub struct ModelSource {
     /// A run's input and label columns: the defaults for reading its inputs.
     pub input_column: Option<String>,
     pub label_column: Option<String>,
+    /// A run's task and labels.
+    pub task: Option<TaskSpec>,
 }
 
 impl ModelSource {
@@ -58,15 +62,19 @@ impl ModelSource {
             modality,
             input_column,
             label_column,
+            task: None,
         };
         if run_dir::is_run(path) {
             let manifest = run_dir::read_manifest(path)?;
-            return Ok(source(
-                SourceKind::Run,
-                manifest.preparation.modality(),
-                manifest.input_column,
-                Some(manifest.label_column),
-            ));
+            return Ok(ModelSource {
+                task: Some(manifest.task_spec()?),
+                ..source(
+                    SourceKind::Run,
+                    manifest.preparation.modality(),
+                    manifest.input_column,
+                    Some(manifest.label_column),
+                )
+            });
         }
         if lora::is_adapter(path) {
             return Ok(source(SourceKind::Adapter, Modality::Text, None, None));
@@ -81,6 +89,26 @@ impl ModelSource {
             Preprocessing::Image(_) => Modality::Image,
         };
         Ok(source(SourceKind::Pretrained, modality, None, None))
+    }
+
+    /// A run folder only (what is evaluated): a missing folder, or one that holds no run, is an
+    /// error naming it.
+    pub fn run(path: &Path) -> Result<Self, TrainError> {
+        run_dir::read_manifest(path)?;
+        Self::identify(path)
+    }
+
+    /// Labelled examples checked against the run's task before anything is loaded: see
+    /// [`Model::evaluate`]. Without a known task they are returned as they are.
+    pub fn check_labelled(
+        &self,
+        examples: Vec<Example>,
+        origin: &Path,
+    ) -> Result<Vec<Example>, TrainError> {
+        match &self.task {
+            Some(spec) => screen_labelled(spec, examples, origin),
+            None => Ok(examples),
+        }
     }
 
     /// `input` with the run's input column where it names none.
@@ -364,9 +392,7 @@ impl Model {
     ) -> Result<Evaluation, TrainError> {
         check_batch_size(batch_size)?;
         let (_, spec) = self.head()?;
-        let examples = Screen::inputs().apply(origin, examples, |e| {
-            row_problem(spec.task, e).or_else(|| label_problem(spec, e))
-        })?;
+        let examples = screen_labelled(spec, examples, origin)?;
         let targets = spec.targets(&examples, origin)?;
         let outputs = self.outputs(&examples, batch_size, progress)?;
         let report = spec.report(&outputs, &targets, None);
@@ -426,7 +452,22 @@ impl Model {
     }
 }
 
-pub(crate) fn check_batch_size(batch_size: usize) -> Result<(), TrainError> {
+/// Rows that cannot be scored against `spec` are errors naming `origin` and the line; unknown
+/// labels too.
+fn screen_labelled(
+    spec: &TaskSpec,
+    examples: Vec<Example>,
+    origin: &Path,
+) -> Result<Vec<Example>, TrainError> {
+    let examples = Screen::inputs().apply(origin, examples, |e| {
+        row_problem(spec.task, e).or_else(|| label_problem(spec, e))
+    })?;
+    spec.targets(&examples, origin)?;
+    Ok(examples)
+}
+
+/// A batch size of 0 is an error.
+pub fn check_batch_size(batch_size: usize) -> Result<(), TrainError> {
     if batch_size == 0 {
         return Err(E::Unsupported("the batch size must be at least 1".into()));
     }
@@ -455,4 +496,46 @@ fn id2label(config: &serde_json::Value, classes: usize) -> Vec<String> {
     transformers
         .or_else(timm)
         .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect())
+}
+
+/// An evaluation: the report and its picture (a confusion matrix, one per label for
+/// multi-label, or predicted against true values).
+pub struct Evaluation {
+    pub report: Report,
+    pub plot: Option<EvaluationPlot>,
+}
+
+/// How [`Model::embed`] pools; `None` takes the model folder's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct EmbedOptions {
+    pub pooling: Option<Pooling>,
+    pub normalize: Option<bool>,
+    pub max_length: Option<usize>,
+    pub batch_size: usize,
+}
+
+/// Embeddings `[n, width]`, and how they were pooled.
+pub struct Embeddings {
+    pub n: usize,
+    pub width: usize,
+    /// Row-major `[n, width]`.
+    pub values: Vec<f32>,
+    /// Text: the pooling used; images: the architecture's own.
+    pub pooling: Option<Pooling>,
+    pub normalize: bool,
+}
+
+impl Embeddings {
+    /// Writes one f32 tensor `embeddings` of shape `[n, width]`, atomically.
+    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+        let mut metadata = std::collections::HashMap::from([(
+            "normalize".to_string(),
+            self.normalize.to_string(),
+        )]);
+        if let Some(pooling) = self.pooling {
+            metadata.insert("pooling".into(), pooling.name().into());
+        }
+        let tensor = TensorBytes::f32("embeddings", vec![self.n, self.width], &self.values);
+        write_safetensors(path, &[tensor], Some(metadata))
+    }
 }

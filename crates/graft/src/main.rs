@@ -1,6 +1,7 @@
 //! The `graft` command: a thin clap front end over graft-train. Each subcommand parses its
 //! arguments, calls one library function and prints the result.
 
+mod infer;
 mod render;
 
 use std::io::Write;
@@ -221,8 +222,8 @@ fn main() -> ExitCode {
             report(info)
         }
     }));
-    graft_train::backend::prepare_headless_runtime();
-    graft_train::backend::prefer_quick_autotune();
+    graft_train::prepare_headless_runtime();
+    graft_train::prefer_quick_autotune();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`graft predict ... | head -1`) is the reader's choice, not a failure.
@@ -379,12 +380,9 @@ fn run(cli: Cli) -> Result<()> {
                     out.display()
                 );
             }
-            let starter = graft_train::init::starter_config(&graft_train::init::InitRequest {
-                model,
-                train,
-                test,
-            })?;
-            graft_train::files::write_atomic(&out, starter.text.as_bytes())?;
+            let starter =
+                graft_train::starter_config(&graft_train::InitRequest { model, train, test })?;
+            graft_train::write_atomic(&out, starter.text.as_bytes())?;
             for line in &starter.summary {
                 say!("{line}");
             }
@@ -405,7 +403,7 @@ fn run(cli: Cli) -> Result<()> {
             backend,
         } => {
             let input = Input { path: data, column };
-            let evaluation = graft_train::evaluate(
+            let evaluation = infer::evaluate(
                 &model,
                 &input,
                 label_column.as_deref(),
@@ -418,13 +416,13 @@ fn run(cli: Cli) -> Result<()> {
             let report = &evaluation.report;
             say!("{}", report.to_table());
             if let Some(path) = output {
-                graft_train::files::write_json_atomic(&path, report)?;
+                graft_train::write_json_atomic(&path, report)?;
                 say!("report written to {}", path.display());
             }
             if let Some(drawn) = evaluation.plot {
                 let path = plot.unwrap_or_else(|| model.join(drawn.name));
                 let image = drawn.image.map_err(anyhow::Error::msg)?;
-                graft_train::plots::save_png(&path, &image)?;
+                graft_train::save_png(&path, &image)?;
                 say!("plot written to {}", path.display());
             }
         }
@@ -441,7 +439,7 @@ fn run(cli: Cli) -> Result<()> {
                 column,
             };
             let predictions =
-                graft_train::predict(&model, &input, batch_size as usize, backend, &renderer)
+                infer::predict(&model, &input, batch_size as usize, backend, &renderer)
                     .map_err(|e| with_flags(e, ""))?;
             renderer.clear();
             let mut lines = String::new();
@@ -451,7 +449,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             match output {
                 Some(path) => {
-                    graft_train::files::write_atomic(&path, lines.as_bytes())?;
+                    graft_train::write_atomic(&path, lines.as_bytes())?;
                     eprintln!(
                         "{} predictions written to {}",
                         predictions.len(),
@@ -487,7 +485,7 @@ fn run(cli: Cli) -> Result<()> {
                 path: input,
                 column,
             };
-            let embeddings = graft_train::embed(&model, &input, &options, backend, &renderer)
+            let embeddings = infer::embed(&model, &input, &options, backend, &renderer)
                 .map_err(|e| with_flags(e, ""))?;
             embeddings.save(&output)?;
             renderer.clear();
@@ -592,7 +590,7 @@ fn print_plan(plan: &TrainPlan) -> Result<()> {
 fn read_texts(data: PathBuf, column: Option<String>, limit: Option<usize>) -> Result<Vec<String>> {
     let input = Input { path: data, column };
     let mut texts: Vec<String> =
-        graft_train::modality::read_input(graft_model::Modality::Text, &input, None)?
+        graft_train::read_input(graft_model::Modality::Text, &input, None)?
             .into_iter()
             .map(|e| e.text)
             .collect();

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use graft_data::TextExample;
-use graft_train::run_dir;
+use graft_train::{Model, Silent};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -24,7 +24,14 @@ fn golden_dir(name: &str) -> PathBuf {
 fn rebuild_run(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let backbone = repo().join("models/all-MiniLM-L6-v2");
-    for file in run_dir::BACKBONE_FILES {
+    // The backbone's files a run folder keeps beside its weights.
+    for file in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+    ] {
         if backbone.join(file).is_file() {
             std::fs::copy(backbone.join(file), dir.path().join(file)).unwrap();
         }
@@ -55,17 +62,9 @@ fn golden(name: &str) -> serde_json::Value {
 }
 
 fn graft_logits(run: &Path, texts: &[&str]) -> Vec<Vec<f32>> {
-    let device = Device::flex();
-    let loaded = run_dir::load(run, &device).unwrap();
+    let model = Model::open(run, &Device::flex()).unwrap();
     let examples: Vec<TextExample> = texts.iter().map(|t| TextExample::unlabelled(*t)).collect();
-    let data = loaded.encoder.encode(&examples).unwrap();
-    let all: Vec<usize> = (0..texts.len()).collect();
-    let logits = loaded.model.forward(&data, &all, None, &device);
-    let [n, k] = logits.dims();
-    let values: Vec<f32> = logits.into_data().try_into_vec_as::<f32>().unwrap();
-    (0..n)
-        .map(|i| values[i * k..(i + 1) * k].to_vec())
-        .collect()
+    model.outputs(&examples, texts.len(), &Silent).unwrap()
 }
 
 fn check_logits(name: &str, tolerance: f32) -> tempfile::TempDir {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use graft_train::modality::read_input;
+use graft_train::read_input;
 use graft_train::{Backend, Input, Model, Silent};
 
 mod common;
@@ -28,7 +28,7 @@ fn train_run(dir: &Path) -> std::path::PathBuf {
 }
 
 fn flex() -> burn::tensor::Device {
-    graft_train::backend::select(Backend::Flex).unwrap().device
+    graft_train::select_device(Backend::Flex).unwrap().device
 }
 
 fn embeddings(path: &Path) -> Vec<f32> {

@@ -5,16 +5,16 @@
 
 use std::path::PathBuf;
 
+use crate::Silent;
+use crate::config::{FreezeSection, LossKind, OptimizerKind, Schedule, TrainSection};
+use crate::fit::{FitSpec, Resume, Split, clip_global_norm, fit, optimizer};
+use crate::freezing::{HeadOnly, ParamTable};
+use crate::loss::{Targets, TaskLoss, balanced_class_weights};
+use crate::schedule::ScheduleShape;
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
-use graft_train::Silent;
-use graft_train::config::{FreezeSection, LossKind, OptimizerKind, Schedule, TrainSection};
-use graft_train::fit::{FitSpec, Resume, Split, clip_global_norm, fit, optimizer};
-use graft_train::freezing::{HeadOnly, ParamTable};
-use graft_train::loss::{Targets, TaskLoss, balanced_class_weights};
-use graft_train::schedule::ScheduleShape;
 use serde_json::Value;
 
 fn golden(name: &str) -> Value {
@@ -431,19 +431,16 @@ fn classes(shift: usize) -> Targets {
 fn fit_head(
     config: &TrainSection,
     valid: &Targets,
-) -> (
-    graft_train::fit::FitOutcome<graft_train::head::Head>,
-    tempfile::TempDir,
-) {
+) -> (crate::fit::FitOutcome<crate::head::Head>, tempfile::TempDir) {
     #[allow(deprecated)]
     let device = Device::flex();
     let train_device = device.clone().autodiff();
     let features = features(&device);
-    let head_section = graft_train::config::HeadSection {
+    let head_section = crate::config::HeadSection {
         dropout: 0.0,
         ..Default::default()
     };
-    let head = graft_train::head::HeadSpec::new(&head_section, 8, 3, None).init(1, &train_device);
+    let head = crate::head::HeadSpec::new(&head_section, 8, 3, None).init(1, &train_device);
     let run_dir = tempfile::tempdir().unwrap();
     let metrics = |_: &[Vec<f32>]| Default::default();
     let spec = FitSpec {
@@ -526,9 +523,8 @@ fn early_stopping_restores_the_best_epoch() {
     let checkpoint = run_dir
         .path()
         .join(format!("checkpoints/best-{:04}.bpk", outcome.best_epoch));
-    let template =
-        graft_train::head::HeadSpec::new(&Default::default(), 8, 3, None).init(0, &device);
-    let saved = graft_train::checkpoint::load_model(template, &checkpoint).unwrap();
+    let template = crate::head::HeadSpec::new(&Default::default(), 8, 3, None).init(0, &device);
+    let saved = crate::checkpoint::load_model(template, &checkpoint).unwrap();
     assert_eq!(
         values(saved.layers[0].weight.val()),
         values(outcome.model.layers[0].weight.val())

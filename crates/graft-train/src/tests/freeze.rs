@@ -6,22 +6,22 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::checkpoint::{Checkpoints, load_model};
+use crate::classifier::Classifier;
+use crate::config::{
+    BlockSelection, FreezeSection, HeadSection, LossKind, TrainSection, UnfreezeStep,
+};
+use crate::fit::{FitSpec, Resume, Split, fit};
+use crate::freezing::{ClassifierLayout, Describe};
+use crate::head::HeadSpec;
+use crate::loss::{Targets, TaskLoss};
+use crate::modality::{Encoded, Preparation};
+use crate::{EpochMetrics, Progress};
 use burn::module::Module;
 use burn::store::ModuleSnapshot;
 use burn::tensor::Device;
 use graft_data::{DataFormat, LabelSet, read_texts};
 use graft_model::{Backbone, ModelFolder, Pooling, PoolingOptions};
-use graft_train::checkpoint::{Checkpoints, load_model};
-use graft_train::classifier::Classifier;
-use graft_train::config::{
-    BlockSelection, FreezeSection, HeadSection, LossKind, TrainSection, UnfreezeStep,
-};
-use graft_train::fit::{FitSpec, Resume, Split, fit};
-use graft_train::freezing::{ClassifierLayout, Describe};
-use graft_train::head::HeadSpec;
-use graft_train::loss::{Targets, TaskLoss};
-use graft_train::modality::{Encoded, Preparation};
-use graft_train::{EpochMetrics, Progress};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

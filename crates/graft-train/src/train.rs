@@ -1,8 +1,8 @@
-//! The one path every backbone and modality takes: plan (`--dry-run`), train, evaluate, predict
-//! and embed. What differs between text and images is behind [`crate::modality`], what differs
-//! between tasks behind [`crate::task`], and what differs between architectures behind
-//! graft-model's `Backbone`. Configs and inputs are read before a device is probed, so a typo
-//! fails fast.
+//! The one training path every backbone and modality takes: plan (`--dry-run`) and train, from a
+//! config to a run folder. What differs between text and images is behind [`crate::modality`],
+//! what differs between tasks behind [`crate::task`], and what differs between architectures
+//! behind graft-model's `Backbone`; inference on what it leaves is [`crate::model`]. Configs and
+//! inputs are read before a device is probed, so a typo fails fast.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,30 +11,26 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use graft_data::TextExample;
 use graft_data::image::Augment;
-use graft_model::{Backbone, Modality, ModelFolder, NativeHead, Pooling};
+use graft_model::{Backbone, Modality, ModelFolder, NativeHead};
 use serde::Serialize;
 
 use crate::backend::{self, SelectedDevice};
-use crate::bad_rows::{self, Screen, label_problem, row_problem};
+use crate::bad_rows;
 use crate::classifier::{Classifier, extract_features, rows_of, select_rows};
 use crate::config::{Backend, CacheMode, Config, HeadKind};
 use crate::data::RunData;
 use crate::error::{TrainError, TrainError as E};
 use crate::feature_cache::{self, CacheStats, FeatureCache};
-use crate::files::{self, TensorBytes, write_atomic, write_json_atomic, write_safetensors};
+use crate::files::{self, write_atomic, write_json_atomic, write_safetensors};
 use crate::fit::{FitSpec, Resume, Split, fit, lr_groups, steps_per_epoch};
 use crate::freezing::{ClassifierLayout, Describe, FreezeState, HeadOnly, ParamTable, stable_ids};
 use crate::head::{Head, HeadSpec};
 use crate::lora::{self, LoraSpec};
 use crate::metrics::Report;
-use crate::modality::{
-    Encoded, EpochAugment, FeatureChoices, Input, Preparation, read_input, read_split,
-};
-use crate::model::{Model, ModelSource, check_batch_size};
+use crate::modality::{Encoded, EpochAugment, FeatureChoices, Preparation, read_split};
 use crate::plots;
 use crate::progress::{EpochMetrics, Progress};
 use crate::run_dir::{self, RunManifest};
-use crate::task::{EvaluationPlot, Prediction};
 use crate::tracking;
 
 /// What `train` did.
@@ -724,13 +720,6 @@ fn outputs_of(
     rows_of(model.head.forward(features))
 }
 
-/// Selects the device and says which it is.
-fn device_for(backend: Backend, progress: &dyn Progress) -> Result<Device, TrainError> {
-    let selected = backend::select(backend)?;
-    progress.info(&format!("device: {}", selected.description));
-    Ok(selected.device)
-}
-
 /// Features must be finite: a NaN or infinite feature (weights that overflow, a cached shard
 /// damaged on disk) is an error naming the example's file and line.
 fn check_features(
@@ -777,103 +766,5 @@ pub fn save_plot(path: &Path, image: Result<image::RgbImage, String>, progress: 
         .and_then(|image| plots::save_png(path, &image))
     {
         progress.info(&format!("warning: no {}: {message}", path.display()));
-    }
-}
-
-/// An evaluation: the report and its picture (a confusion matrix, one per label for
-/// multi-label, or predicted against true values).
-pub struct Evaluation {
-    pub report: Report,
-    pub plot: Option<EvaluationPlot>,
-}
-
-/// Scores a run on labelled data (the run's input and label columns unless given).
-pub fn evaluate(
-    run_dir: &Path,
-    input: &Input,
-    label_column: Option<&str>,
-    batch_size: usize,
-    backend: Backend,
-    progress: &dyn Progress,
-) -> Result<Evaluation, TrainError> {
-    check_batch_size(batch_size)?;
-    let manifest = run_dir::read_manifest(run_dir)?;
-    let source = ModelSource::identify(run_dir)?;
-    let input = source.input(input);
-    let label_column = label_column.unwrap_or(&manifest.label_column);
-    let examples = read_input(source.modality, &input, Some(label_column))?;
-    // The rows are checked before a device is probed.
-    let spec = manifest.task_spec()?;
-    let examples = Screen::inputs().apply(&input.path, examples, |e| {
-        row_problem(spec.task, e).or_else(|| label_problem(&spec, e))
-    })?;
-    spec.targets(&examples, &input.path)?;
-    let device = device_for(backend, progress)?;
-    let model = Model::open(run_dir, &device)?;
-    model.evaluate(examples, &input.path, batch_size, progress)
-}
-
-/// Predictions for every input, in order: from a run, a PEFT adapter, or a pretrained model
-/// folder's own classifier (its classes named by `id2label`, or by index).
-pub fn predict(
-    dir: &Path,
-    input: &Input,
-    batch_size: usize,
-    backend: Backend,
-    progress: &dyn Progress,
-) -> Result<Vec<Prediction>, TrainError> {
-    check_batch_size(batch_size)?;
-    let source = ModelSource::identify(dir)?;
-    let examples = read_input(source.modality, &source.input(input), None)?;
-    let device = device_for(backend, progress)?;
-    Model::open(dir, &device)?.predict(&examples, batch_size, progress)
-}
-
-/// How `embed` pools; `None` takes the model folder's defaults.
-#[derive(Debug, Clone, Default)]
-pub struct EmbedOptions {
-    pub pooling: Option<Pooling>,
-    pub normalize: Option<bool>,
-    pub max_length: Option<usize>,
-    pub batch_size: usize,
-}
-
-pub struct Embeddings {
-    pub n: usize,
-    pub width: usize,
-    /// Row-major `[n, width]`.
-    pub values: Vec<f32>,
-    /// Text: the pooling used; images: the architecture's own.
-    pub pooling: Option<Pooling>,
-    pub normalize: bool,
-}
-
-/// Embeds the inputs with a model folder's backbone as it is (no head): see [`Model::embed`].
-pub fn embed(
-    model_dir: &Path,
-    input: &Input,
-    options: &EmbedOptions,
-    backend: Backend,
-    progress: &dyn Progress,
-) -> Result<Embeddings, TrainError> {
-    check_batch_size(options.batch_size)?;
-    let source = ModelSource::identify(model_dir)?;
-    let examples = read_input(source.modality, input, None)?;
-    let device = device_for(backend, progress)?;
-    Model::open(model_dir, &device)?.embed(&examples, options, progress)
-}
-
-impl Embeddings {
-    /// Writes one f32 tensor `embeddings` of shape `[n, width]`, atomically.
-    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
-        let mut metadata = std::collections::HashMap::from([(
-            "normalize".to_string(),
-            self.normalize.to_string(),
-        )]);
-        if let Some(pooling) = self.pooling {
-            metadata.insert("pooling".into(), pooling.name().into());
-        }
-        let tensor = TensorBytes::f32("embeddings", vec![self.n, self.width], &self.values);
-        write_safetensors(path, &[tensor], Some(metadata))
     }
 }
