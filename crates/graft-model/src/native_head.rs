@@ -102,7 +102,8 @@ impl TransformSpec {
 }
 
 impl HeadTransform {
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+    /// The transform over the last dimension: pooled rows, or per-token states.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let x = self.activation.apply(self.dense.forward(x));
         match &self.norm {
             Some(norm) => norm.forward(x),

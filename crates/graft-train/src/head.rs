@@ -130,8 +130,10 @@ impl Head {
         self
     }
 
-    /// Logits `[batch, classes]` from features `[batch, input]`.
-    pub fn forward(&self, features: Tensor<2>) -> Tensor<2> {
+    /// Logits over the last dimension: `[batch, classes]` from pooled features `[batch, input]`,
+    /// or `[batch, seq, classes]` from per-token states `[batch, seq, input]` (a token-level
+    /// head: the same layers on every token).
+    pub fn forward<const D: usize>(&self, features: Tensor<D>) -> Tensor<D> {
         let last = self.layers.len() - 1;
         let mut x = features;
         if let Some(transform) = &self.transform {
@@ -147,5 +149,40 @@ impl Head {
             }
         }
         x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Tensor};
+
+    use super::*;
+    use crate::config::HeadSection;
+
+    /// A head over per-token states `[batch, seq, input]` is the same head on every token.
+    #[test]
+    fn a_head_runs_over_pooled_rows_and_over_tokens() {
+        #[allow(deprecated)]
+        let device = Device::flex();
+        let section = HeadSection {
+            kind: crate::config::HeadKind::Mlp,
+            hidden: vec![5],
+            dropout: 0.0,
+            ..Default::default()
+        };
+        let head = HeadSpec::new(&section, 4, 3, None).init(7, &device);
+        let tokens = Tensor::<3>::random(
+            [2, 6, 4],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let per_token = head.forward(tokens.clone());
+        assert_eq!(per_token.dims(), [2, 6, 3]);
+        let rows = head.forward(tokens.reshape([12, 4]));
+        let diff = (per_token.reshape([12, 3]) - rows)
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(diff <= 1e-6, "{diff}");
     }
 }
