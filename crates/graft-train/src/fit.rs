@@ -29,8 +29,9 @@ use crate::checkpoint::{CheckpointState, Checkpoints, changed_keys, load_model};
 use crate::config::{FreezeSection, OptimizerKind, TrainSection};
 use crate::error::TrainError;
 use crate::files::write_atomic;
-use crate::freezing::{ParamTable, stable_ids};
+use crate::freezing::{FreezeState, ParamTable, stable_ids};
 use crate::loss::{Targets, TaskLoss};
+use crate::plots::History;
 use crate::progress::{EpochMetrics, Progress, StepMetrics};
 use crate::schedule::{ScheduleShape, ScheduledLr};
 use crate::task::higher_is_better;
@@ -82,6 +83,8 @@ pub struct FitOutcome<M> {
     /// The model of the best epoch, in inference mode.
     pub model: M,
     pub history: Vec<EpochMetrics>,
+    /// Every optimizer step's metrics, those of epochs before a resume included.
+    pub steps: Vec<StepMetrics>,
     pub best_epoch: usize,
     /// Set when early stopping ended the run before its last epoch.
     pub stopped_early: bool,
@@ -270,7 +273,7 @@ pub fn steps_per_epoch(n: usize, config: &TrainSection) -> usize {
     n.div_ceil(config.batch_size).div_ceil(config.accumulate)
 }
 
-fn trainable_count(table: &ParamTable, state: &crate::freezing::FreezeState) -> usize {
+fn trainable_count(table: &ParamTable, state: &FreezeState) -> usize {
     table
         .tensors
         .iter()
@@ -303,6 +306,65 @@ fn write_metrics(run_dir: &Path, lines: &[String]) -> Result<(), TrainError> {
     write_atomic(&run_dir.join("metrics.jsonl"), text.as_bytes())
 }
 
+/// What the loop carries from one epoch to the next; a checkpoint keeps it.
+struct LoopState<M> {
+    /// The first epoch still to train.
+    next_epoch: usize,
+    global_step: usize,
+    history: Vec<EpochMetrics>,
+    /// Every optimizer step's metrics, those of epochs before a resume included.
+    steps: Vec<StepMetrics>,
+    /// The lines of `metrics.jsonl` so far.
+    lines: Vec<String>,
+    /// The best epoch so far: its monitored value, its number and its model in inference mode.
+    best: Option<(f64, usize, M)>,
+    /// Epochs since the best one.
+    since_best: usize,
+    /// The best model's file in the checkpoints folder.
+    best_file: String,
+    /// The freeze state the model is in (none before this run's first epoch).
+    frozen: Option<FreezeState>,
+}
+
+impl<M> LoopState<M> {
+    fn fresh() -> Self {
+        Self {
+            next_epoch: 1,
+            global_step: 0,
+            history: Vec::new(),
+            steps: Vec::new(),
+            lines: Vec::new(),
+            best: None,
+            since_best: 0,
+            best_file: String::new(),
+            frozen: None,
+        }
+    }
+}
+
+/// What an epoch's training leaves for its metrics.
+struct EpochTraining {
+    train_loss: f64,
+    /// The head's learning rate at the epoch's last step.
+    last_lr: f64,
+}
+
+/// What stays fixed through one [`fit`]: the spec, the forward pass, the model's tensors and
+/// where checkpoints go.
+struct Trainer<'a, 's, F> {
+    spec: &'a FitSpec<'s>,
+    forward: F,
+    device: &'a Device,
+    progress: &'a dyn Progress,
+    table: ParamTable,
+    checkpoints: Checkpoints,
+    /// Optimizer steps per epoch.
+    per_epoch: usize,
+    /// The tensor whose learning rate the step metrics report as the backbone's: the top
+    /// block's, when the backbone has learning rates of its own.
+    backbone_lr_param: Option<ParamId>,
+}
+
 /// Trains `model` on `device` (an autodiff device). `forward(model, split, indices)` returns the
 /// outputs of those examples.
 pub fn fit<M, F>(
@@ -317,10 +379,9 @@ where
     F: Fn(&M, Split, &[usize]) -> Tensor<2>,
 {
     let config = spec.train;
-    let n_train = spec.train_targets.len();
-    let mut model = stable_ids(model);
+    let model = stable_ids(model);
     let table = ParamTable::of(&model, spec.describe);
-    let per_epoch = steps_per_epoch(n_train, config);
+    let per_epoch = steps_per_epoch(spec.train_targets.len(), config);
     let shape = ScheduleShape::new(
         config.schedule,
         per_epoch * config.epochs,
@@ -332,25 +393,97 @@ where
     } else {
         table.ids_where(|t| t.is_bias_or_norm())
     };
-    let mut optim = optimizer(config, no_decay);
-    let checkpoints = Checkpoints::in_run(spec.run_dir);
+    let separate_backbone_lr = config.backbone_lr.is_some() || config.layer_decay.is_some();
+    let top_block_id = table
+        .tensors
+        .iter()
+        .rev()
+        .find(|t| t.block.is_some())
+        .map(|t| t.id);
+    let trainer = Trainer {
+        spec,
+        forward,
+        device,
+        progress,
+        checkpoints: Checkpoints::in_run(spec.run_dir),
+        per_epoch,
+        backbone_lr_param: top_block_id.filter(|_| separate_backbone_lr),
+        table,
+    };
+    let (mut model, mut optim, mut state) = trainer.start(model, optimizer(config, no_decay))?;
+    let mut sched = scheduler(config, &trainer.table, shape, state.global_step);
+    let mut stopped_early = false;
+    for epoch in state.next_epoch..=config.epochs {
+        if config.patience.is_some_and(|p| state.since_best >= p) {
+            stopped_early = true;
+            break;
+        }
+        let started = Instant::now();
+        model = trainer.apply_freeze(epoch, model, &mut state)?;
+        let trained;
+        (model, trained) = trainer.train_epoch(epoch, model, &mut optim, &mut sched, &mut state)?;
+        let (metrics, is_best) =
+            trainer.validate_epoch(epoch, &model, trained, started, &mut state)?;
+        trainer.save_checkpoint(epoch, &model, &optim, &state)?;
+        // Reported once the epoch is saved.
+        progress.epoch(&metrics, is_best);
+    }
+    if stopped_early {
+        progress.info(&format!(
+            "early stopping: {} has not improved for {} epochs",
+            config.monitor,
+            config.patience.unwrap_or(0)
+        ));
+    }
+    let (_, best_epoch, model) = state.best.ok_or_else(|| {
+        TrainError::Unsupported("training ran no epoch (the checkpoint is already complete)".into())
+    })?;
+    Ok(FitOutcome {
+        model,
+        history: state.history,
+        steps: state.steps,
+        best_epoch,
+        stopped_early,
+    })
+}
 
-    // Where to start: a fresh run, or the last complete checkpoint.
-    let mut start_epoch = 1;
-    let mut global_step = 0;
-    let mut history = Vec::new();
-    let mut lines: Vec<String> = Vec::new();
-    let mut best: Option<(f64, usize, M)> = None;
-    let mut since_best = 0;
-    let mut best_file = String::new();
-    if spec.resume != Resume::No {
+impl<F> Trainer<'_, '_, F> {
+    /// A fresh run's start (an earlier run's checkpoints in the folder removed), or with
+    /// `resume`, the last complete checkpoint's.
+    fn start<M: Module>(
+        &self,
+        model: M,
+        optim: ModuleOptimizer,
+    ) -> Result<(M, ModuleOptimizer, LoopState<M>), TrainError> {
+        if self.spec.resume != Resume::No {
+            return self.resume(model, optim);
+        }
+        let dir = &self.checkpoints.dir;
+        if dir.exists() {
+            // A fresh run replaces an earlier run's checkpoints in this folder.
+            std::fs::remove_dir_all(dir).map_err(|source| TrainError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok((model, optim, LoopState::fresh()))
+    }
+
+    /// The model, optimizer and loop state of the last complete checkpoint; a changed config is
+    /// refused unless the resume is forced.
+    fn resume<M: Module>(
+        &self,
+        model: M,
+        optim: ModuleOptimizer,
+    ) -> Result<(M, ModuleOptimizer, LoopState<M>), TrainError> {
+        let (spec, checkpoints, progress) = (self.spec, &self.checkpoints, self.progress);
         let Some(folder) = checkpoints.latest()? else {
             return Err(TrainError::NothingToResume {
                 path: checkpoints.dir.clone(),
             });
         };
-        let state = Checkpoints::read_state(&folder)?;
-        let changed = changed_keys(&state.config, &spec.config_text);
+        let saved = Checkpoints::read_state(&folder)?;
+        let changed = changed_keys(&saved.config, &spec.config_text);
         if !changed.is_empty() && spec.resume != Resume::Force {
             return Err(TrainError::ConfigChanged {
                 path: folder.join("state.json"),
@@ -363,71 +496,91 @@ where
                 changed.join(", ")
             ));
         }
-        model = stable_ids(load_model(model, &folder.join("model.bpk"))?);
-        optim = Checkpoints::load_optimizer(&folder, optim)?;
+        let model = stable_ids(load_model(model, &folder.join("model.bpk"))?);
+        let optim = Checkpoints::load_optimizer(&folder, optim)?;
         let best_model = stable_ids(load_model(
             model.clone(),
-            &checkpoints.dir.join(&state.best_file),
+            &checkpoints.dir.join(&saved.best_file),
         )?);
-        best = Some((
-            f64::from_bits(state.best_value_bits),
-            state.best_epoch,
-            best_model.valid(),
-        ));
-        since_best = state.epoch - state.best_epoch;
-        best_file = state.best_file.clone();
-        start_epoch = state.epoch + 1;
-        global_step = state.global_step;
-        history = state.history;
-        lines = state.metrics_lines;
+        let steps = match History::parse(&saved.metrics_lines.join("\n")) {
+            Ok(earlier) => earlier.steps,
+            Err(message) => {
+                progress.info(&format!(
+                    "warning: the checkpoint's step metrics are unreadable, so the training \
+                     plot leaves them out: {message}"
+                ));
+                Vec::new()
+            }
+        };
         progress.info(&format!(
-            "resumed from {} (epoch {}, step {global_step})",
+            "resumed from {} (epoch {}, step {})",
             folder.display(),
-            state.epoch
+            saved.epoch,
+            saved.global_step
         ));
-    } else if checkpoints.dir.exists() {
-        // A fresh run replaces an earlier run's checkpoints in this folder.
-        std::fs::remove_dir_all(&checkpoints.dir).map_err(|source| TrainError::Io {
-            path: checkpoints.dir.clone(),
-            source,
-        })?;
+        let state = LoopState {
+            next_epoch: saved.epoch + 1,
+            global_step: saved.global_step,
+            history: saved.history,
+            steps,
+            lines: saved.metrics_lines,
+            best: Some((
+                f64::from_bits(saved.best_value_bits),
+                saved.best_epoch,
+                best_model.valid(),
+            )),
+            since_best: saved.epoch - saved.best_epoch,
+            best_file: saved.best_file,
+            frozen: None,
+        };
+        Ok((model, optim, state))
     }
-    let mut sched = scheduler(config, &table, shape, global_step);
-    let top_block_id = table
-        .tensors
-        .iter()
-        .rev()
-        .find(|t| t.block.is_some())
-        .map(|t| t.id);
-    let separate_backbone_lr = config.backbone_lr.is_some() || config.layer_decay.is_some();
 
-    let mut stopped_early = false;
-    let mut current_state = None;
-    for epoch in start_epoch..=config.epochs {
-        if config.patience.is_some_and(|p| since_best >= p) {
-            stopped_early = true;
-            break;
-        }
-        let started = Instant::now();
-        let state = table
-            .frozen_at(spec.freeze, epoch)
+    /// Puts `model` in epoch `epoch`'s freeze state, saying so when layers unfreeze.
+    fn apply_freeze<M: Module>(
+        &self,
+        epoch: usize,
+        model: M,
+        state: &mut LoopState<M>,
+    ) -> Result<M, TrainError> {
+        let frozen = self
+            .table
+            .frozen_at(self.spec.freeze, epoch)
             .map_err(|message| TrainError::Config {
-                path: spec.run_dir.join("config.toml"),
+                path: self.spec.run_dir.join("config.toml"),
                 message,
             })?;
-        if current_state.as_ref() != Some(&state) {
-            if current_state.is_some() {
-                progress.info(&format!(
-                    "epoch {epoch}: unfreezing; {} trainable values",
-                    trainable_count(&table, &state)
-                ));
-            }
-            model = state.apply(model);
-            current_state = Some(state.clone());
+        if state.frozen.as_ref() == Some(&frozen) {
+            return Ok(model);
         }
-        device.seed(epoch_seed(config.seed, epoch));
-        let order = epoch_order(n_train, config.seed, epoch);
-        progress.stage(&format!("epoch {epoch}/{}", config.epochs), per_epoch);
+        if state.frozen.is_some() {
+            self.progress.info(&format!(
+                "epoch {epoch}: unfreezing; {} trainable values",
+                trainable_count(&self.table, &frozen)
+            ));
+        }
+        let model = frozen.apply(model);
+        state.frozen = Some(frozen);
+        Ok(model)
+    }
+
+    /// Epoch `epoch`'s optimizer steps over the shuffled batches (accumulated, clipped, at the
+    /// scheduled learning rates), each step recorded in `state`.
+    fn train_epoch<M: Module>(
+        &self,
+        epoch: usize,
+        mut model: M,
+        optim: &mut ModuleOptimizer,
+        sched: &mut ModuleLrScheduler,
+        state: &mut LoopState<M>,
+    ) -> Result<(M, EpochTraining), TrainError>
+    where
+        F: Fn(&M, Split, &[usize]) -> Tensor<2>,
+    {
+        let (spec, config, progress) = (self.spec, self.spec.train, self.progress);
+        self.device.seed(epoch_seed(config.seed, epoch));
+        let order = epoch_order(spec.train_targets.len(), config.seed, epoch);
+        progress.stage(&format!("epoch {epoch}/{}", config.epochs), self.per_epoch);
         // Summed on the device and read once per epoch: no host round trip per step. Each
         // step's loss is kept too, to name the step where a diverging loss went non-finite.
         let mut loss_total: Option<Tensor<1>> = None;
@@ -437,50 +590,28 @@ where
         let batches: Vec<&[usize]> = batches.iter().map(Vec::as_slice).collect();
         for group in batches.chunks(config.accumulate) {
             if let Some(signal) = progress.interrupted() {
-                return Err(interrupted(signal, &history));
+                return Err(interrupted(signal, &state.history));
             }
-            let denominator = spec
-                .loss
-                .weight(spec.train_targets, &group.concat())
-                .max(f64::MIN_POSITIVE);
-            let mut accumulator = GradientsAccumulator::<M>::new();
-            let mut single = None;
-            let mut step_loss = None;
-            for batch in group {
-                let outputs = forward(&model, Split::Train { epoch }, batch);
-                let loss = spec.loss.sum(outputs, spec.train_targets, batch) / denominator;
-                loss_total = add(loss_total, loss.clone().without_autodiff() * denominator);
-                step_loss = add(step_loss, loss.clone().without_autodiff());
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                if group.len() == 1 {
-                    single = Some(grads);
-                } else {
-                    accumulator.accumulate(&model, grads);
-                }
-            }
-            let mut grads = single.unwrap_or_else(|| accumulator.grads());
+            let (mut grads, step_loss) = self.gradients(&model, epoch, group, &mut loss_total);
             if let Some(max_norm) = config.clip_grad_norm {
                 clip_global_norm(&model, &mut grads, max_norm);
             }
             let lrs: ModuleLearningRate = sched.step();
             last_lr = lrs.base();
-            let backbone_lr = separate_backbone_lr
-                .then(|| top_block_id.map(|id| lrs.lr_from_param(id, None)))
-                .flatten();
+            let backbone_lr = self.backbone_lr_param.map(|id| lrs.lr_from_param(id, None));
             model = optim.step(lrs, model, grads);
-            global_step += 1;
+            state.global_step += 1;
             if let Some(loss) = step_loss {
-                step_losses.push((global_step, last_lr, loss));
+                step_losses.push((state.global_step, last_lr, loss));
             }
-            lines.push(metrics_line(
-                "step",
-                &StepMetrics {
-                    step: global_step,
-                    epoch,
-                    lr: last_lr,
-                    backbone_lr,
-                },
-            ));
+            let step = StepMetrics {
+                step: state.global_step,
+                epoch,
+                lr: last_lr,
+                backbone_lr,
+            };
+            state.lines.push(metrics_line("step", &step));
+            state.steps.push(step);
             progress.advance(1);
         }
         progress.finish_stage();
@@ -491,112 +622,161 @@ where
                 .weight(spec.train_targets, &order)
                 .max(f64::MIN_POSITIVE);
         if !train_loss.is_finite() {
-            let (steps, losses): (Vec<(usize, f64)>, Vec<Tensor<1>>) = step_losses
-                .into_iter()
-                .map(|(step, lr, loss)| ((step, lr), loss))
-                .unzip();
-            let values: Vec<f32> = match losses.is_empty() {
-                true => Vec::new(),
-                false => Tensor::cat(losses, 0)
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .unwrap_or_default(),
-            };
-            let steps = steps.into_iter().zip(values).map(|((s, lr), v)| (s, lr, v));
-            return Err(diverged("training loss", epoch, steps.collect(), &history));
+            return Err(training_diverged(epoch, step_losses, &state.history));
         }
+        Ok((
+            model,
+            EpochTraining {
+                train_loss,
+                last_lr,
+            },
+        ))
+    }
+
+    /// One optimizer step's gradients over `group`'s batches (each batch's loss divided by the
+    /// group's weight, so they sum to the group's mean) and the step's loss; each batch's
+    /// weighted loss is added to `loss_total` as well.
+    fn gradients<M: Module>(
+        &self,
+        model: &M,
+        epoch: usize,
+        group: &[&[usize]],
+        loss_total: &mut Option<Tensor<1>>,
+    ) -> (GradientsParams, Option<Tensor<1>>)
+    where
+        F: Fn(&M, Split, &[usize]) -> Tensor<2>,
+    {
+        let spec = self.spec;
+        let denominator = spec
+            .loss
+            .weight(spec.train_targets, &group.concat())
+            .max(f64::MIN_POSITIVE);
+        let mut accumulator = GradientsAccumulator::<M>::new();
+        let mut single = None;
+        let mut step_loss = None;
+        for batch in group {
+            let outputs = (self.forward)(model, Split::Train { epoch }, batch);
+            let loss = spec.loss.sum(outputs, spec.train_targets, batch) / denominator;
+            *loss_total = add(
+                loss_total.take(),
+                loss.clone().without_autodiff() * denominator,
+            );
+            step_loss = add(step_loss, loss.clone().without_autodiff());
+            let grads = GradientsParams::from_grads(loss.backward(), model);
+            if group.len() == 1 {
+                single = Some(grads);
+            } else {
+                accumulator.accumulate(model, grads);
+            }
+        }
+        (single.unwrap_or_else(|| accumulator.grads()), step_loss)
+    }
+
+    /// Validates the epoch's model, keeps it when it is the best so far (with checkpoints, its
+    /// file too), and appends the epoch to the history and `metrics.jsonl`. Returns the epoch's
+    /// metrics and whether it is the best.
+    fn validate_epoch<M: Module>(
+        &self,
+        epoch: usize,
+        model: &M,
+        trained: EpochTraining,
+        started: Instant,
+        state: &mut LoopState<M>,
+    ) -> Result<(EpochMetrics, bool), TrainError>
+    where
+        F: Fn(&M, Split, &[usize]) -> Tensor<2>,
+    {
+        let config = self.spec.train;
         let inference = model.valid();
-        let (valid_loss, valid) = validate(&inference, &forward, spec);
+        let (valid_loss, valid) = validate(&inference, &self.forward, self.spec);
         if !valid_loss.is_finite() {
-            let last = vec![(global_step, last_lr, valid_loss as f32)];
-            return Err(diverged("validation loss", epoch, last, &history));
+            let last = vec![(state.global_step, trained.last_lr, valid_loss as f32)];
+            return Err(diverged("validation loss", epoch, last, &state.history));
         }
         let metrics = EpochMetrics {
             epoch,
-            train_loss,
+            train_loss: trained.train_loss,
             valid_loss,
             valid,
-            lr: last_lr,
-            trainable_parameters: current_state
+            lr: trained.last_lr,
+            trainable_parameters: state
+                .frozen
                 .as_ref()
-                .map_or(0, |s| trainable_count(&table, s)),
+                .map_or(0, |s| trainable_count(&self.table, s)),
             seconds: started.elapsed().as_secs_f64(),
         };
-        let value = if config.monitor == "valid_loss" {
-            valid_loss
-        } else {
-            metrics
-                .valid
-                .get(&config.monitor)
-                .copied()
-                .unwrap_or(f64::NAN)
-        };
+        let value = monitored(&config.monitor, &metrics);
         let is_best = improved(
             &config.monitor,
             value,
-            best.as_ref().map(|b| b.0),
+            state.best.as_ref().map(|b| b.0),
             config.min_delta,
         );
         if is_best {
             if config.checkpoints {
-                best_file = checkpoints.save_best(&model, epoch)?;
+                state.best_file = self.checkpoints.save_best(model, epoch)?;
             }
-            best = Some((value, epoch, inference));
-            since_best = 0;
+            state.best = Some((value, epoch, inference));
+            state.since_best = 0;
         } else {
-            since_best += 1;
+            state.since_best += 1;
         }
-        lines.push(metrics_line("epoch", &metrics));
-        history.push(metrics.clone());
-        write_metrics(spec.run_dir, &lines)?;
-        if config.checkpoints {
-            let (best_value, best_epoch) = best.as_ref().map(|b| (b.0, b.1)).unwrap_or_default();
-            let frozen = current_state
-                .as_ref()
-                .map(|s| {
-                    table
-                        .tensors
-                        .iter()
-                        .filter(|t| s.is_frozen(&t.id))
-                        .map(|t| t.name.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            checkpoints.save(
-                &model,
-                &optim,
-                &CheckpointState {
-                    epoch,
-                    global_step,
-                    history: history.clone(),
-                    metrics_lines: lines.clone(),
-                    best_epoch,
-                    best_value_bits: best_value.to_bits(),
-                    best_file: best_file.clone(),
-                    frozen,
-                    config: spec.config_text.clone(),
-                },
-            )?;
+        state.lines.push(metrics_line("epoch", &metrics));
+        state.history.push(metrics.clone());
+        write_metrics(self.spec.run_dir, &state.lines)?;
+        Ok((metrics, is_best))
+    }
+
+    /// Saves epoch `epoch`'s checkpoint (model, optimizer, the loop's state), when
+    /// `[train] checkpoints` is on.
+    fn save_checkpoint<M: Module>(
+        &self,
+        epoch: usize,
+        model: &M,
+        optim: &ModuleOptimizer,
+        state: &LoopState<M>,
+    ) -> Result<(), TrainError> {
+        if !self.spec.train.checkpoints {
+            return Ok(());
         }
-        // Reported once the epoch is saved.
-        progress.epoch(&metrics, is_best);
+        let (best_value, best_epoch) = state.best.as_ref().map(|b| (b.0, b.1)).unwrap_or_default();
+        let frozen = state
+            .frozen
+            .as_ref()
+            .map(|s| {
+                self.table
+                    .tensors
+                    .iter()
+                    .filter(|t| s.is_frozen(&t.id))
+                    .map(|t| t.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.checkpoints.save(
+            model,
+            optim,
+            &CheckpointState {
+                epoch,
+                global_step: state.global_step,
+                history: state.history.clone(),
+                metrics_lines: state.lines.clone(),
+                best_epoch,
+                best_value_bits: best_value.to_bits(),
+                best_file: state.best_file.clone(),
+                frozen,
+                config: self.spec.config_text.clone(),
+            },
+        )
     }
-    if stopped_early {
-        progress.info(&format!(
-            "early stopping: {} has not improved for {} epochs",
-            config.monitor,
-            config.patience.unwrap_or(0)
-        ));
+}
+
+/// The monitored metric's value among an epoch's metrics (NaN when it has none).
+fn monitored(monitor: &str, metrics: &EpochMetrics) -> f64 {
+    if monitor == "valid_loss" {
+        metrics.valid_loss
+    } else {
+        metrics.valid.get(monitor).copied().unwrap_or(f64::NAN)
     }
-    let (_, best_epoch, model) = best.ok_or_else(|| {
-        TrainError::Unsupported("training ran no epoch (the checkpoint is already complete)".into())
-    })?;
-    Ok(FitOutcome {
-        model,
-        history,
-        best_epoch,
-        stopped_early,
-    })
 }
 
 /// Which checkpoint a stopped run keeps, for messages.
@@ -616,6 +796,28 @@ fn interrupted(signal: &'static str, history: &[EpochMetrics]) -> TrainError {
         kept: kept(history),
         resumable: !history.is_empty(),
     }
+}
+
+/// The error for a training loss that became NaN or infinite: `step_losses` holds each step of
+/// the epoch (global step, its learning rate, its loss on the device).
+fn training_diverged(
+    epoch: usize,
+    step_losses: Vec<(usize, f64, Tensor<1>)>,
+    history: &[EpochMetrics],
+) -> TrainError {
+    let (steps, losses): (Vec<(usize, f64)>, Vec<Tensor<1>>) = step_losses
+        .into_iter()
+        .map(|(step, lr, loss)| ((step, lr), loss))
+        .unzip();
+    let values: Vec<f32> = match losses.is_empty() {
+        true => Vec::new(),
+        false => Tensor::cat(losses, 0)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap_or_default(),
+    };
+    let steps = steps.into_iter().zip(values).map(|((s, lr), v)| (s, lr, v));
+    diverged("training loss", epoch, steps.collect(), history)
 }
 
 /// The error for a loss that became NaN or infinite: the first such step among `steps`

@@ -216,141 +216,168 @@ pub fn training_plot(history: &History, monitor: &str) -> Result<RgbImage, Strin
             .iter()
             .map(|&e| e as f64)
             .collect();
-        let epochs = epoch_range(history);
-        let dots = history.epochs.len() < 40;
-
-        let y = range(
-            history
-                .epochs
-                .iter()
-                .flat_map(|e| [e.train_loss, e.valid_loss]),
-        );
-        let mut chart = ChartBuilder::on(&losses)
-            .caption("Loss per epoch", (FONT, 24))
-            .margin(14)
-            .x_label_area_size(48)
-            .y_label_area_size(80)
-            .build_cartesian_2d(epochs.clone(), y.clone())
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("loss")
-            .x_labels(history.epochs.len().clamp(2, 12))
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .label_style((FONT, 15))
-            .axis_desc_style((FONT, 17))
-            .draw()
-            .map_err(|e| e.to_string())?;
-        let points = |f: fn(&EpochMetrics) -> f64| -> Vec<(f64, f64)> {
-            history
-                .epochs
-                .iter()
-                .map(|e| (e.epoch as f64, f(e)))
-                .collect()
-        };
-        line(
-            &mut chart,
-            points(|e| e.train_loss),
-            TRAIN_COLOR,
-            "train",
-            dots,
-        )?;
-        line(
-            &mut chart,
-            points(|e| e.valid_loss),
-            VALID_COLOR,
-            "valid",
-            dots,
-        )?;
-        mark_epochs(&mut chart, &unfreeze, y)?;
-        legend(&mut chart)?;
-
+        loss_panel(&losses, history, &unfreeze)?;
         if let Some(name) = plotted_metric(history, monitor) {
-            let values: Vec<(f64, f64)> = history
-                .epochs
-                .iter()
-                .filter_map(|e| e.valid.get(&name).map(|&v| (e.epoch as f64, v)))
-                .collect();
-            let y = range(values.iter().map(|p| p.1));
-            let caption = if name == monitor {
-                format!("{name} (monitored)")
-            } else {
-                name.clone()
-            };
-            let mut chart = ChartBuilder::on(&metric)
-                .caption(caption, (FONT, 24))
-                .margin(14)
-                .x_label_area_size(48)
-                .y_label_area_size(80)
-                .build_cartesian_2d(epochs, y.clone())
-                .map_err(|e| e.to_string())?;
-            chart
-                .configure_mesh()
-                .x_desc("epoch")
-                .y_desc(name.as_str())
-                .x_labels(history.epochs.len().clamp(2, 12))
-                .x_label_formatter(&|x| format!("{x:.0}"))
-                .y_label_formatter(&|v| format!("{v:.3}"))
-                .label_style((FONT, 15))
-                .axis_desc_style((FONT, 17))
-                .draw()
-                .map_err(|e| e.to_string())?;
-            line(&mut chart, values, VALID_COLOR, &name, dots)?;
-            mark_epochs(&mut chart, &unfreeze, y)?;
-            legend(&mut chart)?;
+            metric_panel(&metric, history, &name, monitor, &unfreeze)?;
         }
-
-        let steps = &history.steps;
-        let last_step = steps.last().map_or(1, |s| s.step) as f64;
-        let y = range(
-            steps
-                .iter()
-                .flat_map(|s| [Some(s.lr), s.backbone_lr])
-                .flatten()
-                .chain([0.0]),
-        );
-        let mut chart = ChartBuilder::on(&bottom)
-            .caption("Learning rate per step", (FONT, 24))
-            .margin(14)
-            .x_label_area_size(48)
-            .y_label_area_size(80)
-            .build_cartesian_2d(0.0..last_step.max(1.0) + 0.5, y.clone())
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("optimizer step")
-            .y_desc("learning rate")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|v| format!("{v:.1e}"))
-            .label_style((FONT, 15))
-            .axis_desc_style((FONT, 17))
-            .draw()
-            .map_err(|e| e.to_string())?;
-        let head: Vec<(f64, f64)> = steps.iter().map(|s| (s.step as f64, s.lr)).collect();
-        line(&mut chart, head, TRAIN_COLOR, "head", false)?;
-        let backbone: Vec<(f64, f64)> = steps
-            .iter()
-            .filter_map(|s| s.backbone_lr.map(|lr| (s.step as f64, lr)))
-            .collect();
-        if !backbone.is_empty() {
-            line(
-                &mut chart,
-                backbone,
-                BACKBONE_COLOR,
-                "backbone (top block)",
-                false,
-            )?;
-        }
-        let unfreeze_steps: Vec<f64> = history
-            .unfreeze_epochs()
-            .iter()
-            .filter_map(|&epoch| steps.iter().find(|s| s.epoch == epoch))
-            .map(|s| s.step as f64)
-            .collect();
-        mark_epochs(&mut chart, &unfreeze_steps, y)?;
-        legend(&mut chart)
+        learning_rate_panel(&bottom, history)
     })
+}
+
+/// A part of the picture that one panel is drawn on.
+type Area<'b> = DrawingArea<BitMapBackend<'b>, Shift>;
+
+/// A chart of one value per epoch on `area`, its mesh drawn (the y axis over `y`, named
+/// `y_desc`); `y_format` formats the y labels when given.
+fn epoch_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    history: &History,
+    caption: &str,
+    y: std::ops::Range<f64>,
+    y_desc: &str,
+    y_format: Option<&dyn Fn(&f64) -> String>,
+) -> Result<Chart<'a, 'b>, String> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 24))
+        .margin(14)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(epoch_range(history), y)
+        .map_err(|e| e.to_string())?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc("epoch")
+        .y_desc(y_desc)
+        .x_labels(history.epochs.len().clamp(2, 12))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 17));
+    if let Some(format) = y_format {
+        mesh.y_label_formatter(format);
+    }
+    mesh.draw().map_err(|e| e.to_string())?;
+    Ok(chart)
+}
+
+/// The top left panel: training and validation loss per epoch.
+fn loss_panel(area: &Area, history: &History, unfreeze: &[f64]) -> Result<(), String> {
+    let dots = history.epochs.len() < 40;
+    let y = range(
+        history
+            .epochs
+            .iter()
+            .flat_map(|e| [e.train_loss, e.valid_loss]),
+    );
+    let mut chart = epoch_chart(area, history, "Loss per epoch", y.clone(), "loss", None)?;
+    let points = |f: fn(&EpochMetrics) -> f64| -> Vec<(f64, f64)> {
+        history
+            .epochs
+            .iter()
+            .map(|e| (e.epoch as f64, f(e)))
+            .collect()
+    };
+    line(
+        &mut chart,
+        points(|e| e.train_loss),
+        TRAIN_COLOR,
+        "train",
+        dots,
+    )?;
+    line(
+        &mut chart,
+        points(|e| e.valid_loss),
+        VALID_COLOR,
+        "valid",
+        dots,
+    )?;
+    mark_epochs(&mut chart, unfreeze, y)?;
+    legend(&mut chart)
+}
+
+/// The top right panel: the validation metric `name` per epoch.
+fn metric_panel(
+    area: &Area,
+    history: &History,
+    name: &str,
+    monitor: &str,
+    unfreeze: &[f64],
+) -> Result<(), String> {
+    let values: Vec<(f64, f64)> = history
+        .epochs
+        .iter()
+        .filter_map(|e| e.valid.get(name).map(|&v| (e.epoch as f64, v)))
+        .collect();
+    let y = range(values.iter().map(|p| p.1));
+    let caption = if name == monitor {
+        format!("{name} (monitored)")
+    } else {
+        name.to_string()
+    };
+    let three_places = |v: &f64| format!("{v:.3}");
+    let mut chart = epoch_chart(
+        area,
+        history,
+        &caption,
+        y.clone(),
+        name,
+        Some(&three_places),
+    )?;
+    let dots = history.epochs.len() < 40;
+    line(&mut chart, values, VALID_COLOR, name, dots)?;
+    mark_epochs(&mut chart, unfreeze, y)?;
+    legend(&mut chart)
+}
+
+/// The bottom panel: the head's (and the top backbone block's) learning rate per step.
+fn learning_rate_panel(area: &Area, history: &History) -> Result<(), String> {
+    let steps = &history.steps;
+    let last_step = steps.last().map_or(1, |s| s.step) as f64;
+    let y = range(
+        steps
+            .iter()
+            .flat_map(|s| [Some(s.lr), s.backbone_lr])
+            .flatten()
+            .chain([0.0]),
+    );
+    let mut chart = ChartBuilder::on(area)
+        .caption("Learning rate per step", (FONT, 24))
+        .margin(14)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..last_step.max(1.0) + 0.5, y.clone())
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("optimizer step")
+        .y_desc("learning rate")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|v| format!("{v:.1e}"))
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 17))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let head: Vec<(f64, f64)> = steps.iter().map(|s| (s.step as f64, s.lr)).collect();
+    line(&mut chart, head, TRAIN_COLOR, "head", false)?;
+    let backbone: Vec<(f64, f64)> = steps
+        .iter()
+        .filter_map(|s| s.backbone_lr.map(|lr| (s.step as f64, lr)))
+        .collect();
+    if !backbone.is_empty() {
+        line(
+            &mut chart,
+            backbone,
+            BACKBONE_COLOR,
+            "backbone (top block)",
+            false,
+        )?;
+    }
+    let unfreeze_steps: Vec<f64> = history
+        .unfreeze_epochs()
+        .iter()
+        .filter_map(|&epoch| steps.iter().find(|s| s.epoch == epoch))
+        .map(|s| s.step as f64)
+        .collect();
+    mark_epochs(&mut chart, &unfreeze_steps, y)?;
+    legend(&mut chart)
 }
 
 /// White to dark blue, as matplotlib's "Blues".

@@ -51,7 +51,8 @@ pub const WEIGHTS: &str = "model.safetensors";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunManifest {
     pub graft_version: String,
-    pub task: String,
+    #[serde(with = "crate::task::as_problem_type")]
+    pub task: Task,
     /// The backbone, as its architecture describes itself (`bert (6 layers)`).
     pub architecture: String,
     pub labels: Vec<String>,
@@ -83,7 +84,7 @@ pub struct RunManifest {
 impl RunManifest {
     pub fn task_spec(&self) -> Result<TaskSpec, TrainError> {
         Ok(TaskSpec {
-            task: Task::named(&self.task)?,
+            task: self.task,
             labels: self.labels.clone(),
             threshold: self.threshold.unwrap_or(0.5),
             separator: self.label_separator.clone().unwrap_or_else(|| "|".into()),

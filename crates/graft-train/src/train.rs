@@ -516,7 +516,7 @@ fn train_run(
     let mut cache_stats = CacheStats::default();
     let mut test_features = None;
     let mut lora_spec = None;
-    let (mut model, history, best_epoch, stopped_early) = if cached {
+    let (mut model, history, steps, best_epoch, stopped_early) = if cached {
         // The frozen backbone computes the same features every epoch: compute them once.
         let cache = source.cache(config, encoder.key())?;
         progress.info(&format!(
@@ -566,6 +566,7 @@ fn train_run(
         (
             model,
             outcome.history,
+            outcome.steps,
             outcome.best_epoch,
             outcome.stopped_early,
         )
@@ -616,6 +617,7 @@ fn train_run(
         (
             outcome.model,
             outcome.history,
+            outcome.steps,
             outcome.best_epoch,
             outcome.stopped_early,
         )
@@ -624,7 +626,11 @@ fn train_run(
         "best epoch: {best_epoch} (by {})",
         config.train.monitor
     ));
-    write_training_plot(out, &config.train.monitor, progress);
+    let plotted = plots::History {
+        epochs: history.clone(),
+        steps,
+    };
+    write_training_plot(out, &plotted, &config.train.monitor, progress);
     // A LoRA run keeps its adapters in PEFT's layout and the merged backbone as its model.
     let adapter_tensors = lora_spec
         .as_ref()
@@ -642,7 +648,7 @@ fn train_run(
     let label_lists = task.logic().label_lists();
     let manifest = RunManifest {
         graft_version: env!("CARGO_PKG_VERSION").into(),
-        task: task.logic().problem_type().into(),
+        task,
         architecture: model.backbone.architecture().describe(),
         labels: data.spec.labels.clone(),
         head: head_spec,
@@ -748,14 +754,15 @@ fn check_features(
     })
 }
 
-/// `training.png` in the run folder, from its `metrics.jsonl`. A picture that cannot be drawn
-/// costs a warning, never the run.
-fn write_training_plot(run_dir: &Path, monitor: &str, progress: &dyn Progress) {
-    let path = run_dir.join("metrics.jsonl");
-    let image = std::fs::read_to_string(&path)
-        .map_err(|e| e.to_string())
-        .and_then(|text| plots::History::parse(&text))
-        .and_then(|history| plots::training_plot(&history, monitor));
+/// `training.png` in the run folder, from the run's epoch and step metrics. A picture that
+/// cannot be drawn costs a warning, never the run.
+fn write_training_plot(
+    run_dir: &Path,
+    history: &plots::History,
+    monitor: &str,
+    progress: &dyn Progress,
+) {
+    let image = plots::training_plot(history, monitor);
     save_plot(&run_dir.join(plots::TRAINING_PLOT), image, progress);
 }
 

@@ -60,7 +60,7 @@ pub(super) fn write(
         object.insert("id2label".into(), Value::Object(id2label));
         object.insert("label2id".into(), Value::Object(label2id));
         // transformers' names for the tasks are graft's.
-        object.insert("problem_type".into(), json!(m.task));
+        object.insert("problem_type".into(), json!(m.task.logic().problem_type()));
     }
     write_json_atomic(&out.join("config.json"), &config)?;
     if let Some(transform) = m.preparation.image_transform() {

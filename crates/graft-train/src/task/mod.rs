@@ -70,6 +70,27 @@ impl Task {
     }
 }
 
+/// A task as `graft.json` spells it: transformers' `problem_type`.
+pub mod as_problem_type {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Task;
+
+    pub fn serialize<S: Serializer>(task: &Task, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(task.logic().problem_type())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Task, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Task::named(&name).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "unknown task `{name}` (one of {})",
+                super::problem_types()
+            ))
+        })
+    }
+}
+
 /// Everything a task decides. Implemented by one unit struct per task file.
 pub trait TaskLogic: Sync {
     /// Its name in a config (`[data] task`), as serde spells the [`Task`] variant.
@@ -341,6 +362,26 @@ fn sigmoid(x: f32) -> f32 {
 mod tests {
     use super::*;
     use crate::metrics::{EvalReport, MultiLabelReport, RegressionReport};
+
+    /// graft.json keeps the task as transformers' `problem_type`; anything else is refused.
+    #[test]
+    fn graft_json_spells_tasks_as_problem_types() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Manifest {
+            #[serde(with = "as_problem_type")]
+            task: Task,
+        }
+        for task in Task::ALL {
+            let text = serde_json::to_string(&Manifest { task: *task }).unwrap();
+            assert!(text.contains(task.logic().problem_type()), "{text}");
+            assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap().task, *task);
+        }
+        let error = serde_json::from_str::<Manifest>(r#"{"task": "ranking"}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("unknown task `ranking`"), "{error}");
+    }
 
     #[test]
     fn config_names_are_serdes_and_names_round_trip() {
