@@ -153,12 +153,7 @@ impl BertConfig {
     /// Builds a randomly initialised encoder; `with_pooler` adds the `pooler.dense` layer.
     pub fn init(&self, with_pooler: bool, device: &Device) -> Bert {
         let h = self.hidden_size;
-        let layer_norm = || {
-            LayerNormConfig::new(h)
-                .with_epsilon(self.layer_norm_eps)
-                .init(device)
-        };
-        let hidden_dropout = || DropoutConfig::new(self.hidden_dropout_prob).init();
+        let (norm_eps, dropout_prob) = (self.layer_norm_eps, self.hidden_dropout_prob);
         let layers = (0..self.num_hidden_layers)
             .map(|_| BertLayer {
                 attention: BertAttention {
@@ -169,22 +164,12 @@ impl BertConfig {
                         dropout: DropoutConfig::new(self.attention_probs_dropout_prob).init(),
                         num_heads: self.num_attention_heads,
                     },
-                    output: BertOutput {
-                        dense: LinearConfig::new(h, h).init(device),
-                        layer_norm: layer_norm(),
-                        dropout: hidden_dropout(),
-                        layer_norm_eps: self.layer_norm_eps,
-                    },
+                    output: BertOutput::new(h, h, norm_eps, dropout_prob, device),
                 },
                 intermediate: BertIntermediate {
                     dense: LinearConfig::new(h, self.intermediate_size).init(device),
                 },
-                output: BertOutput {
-                    dense: LinearConfig::new(self.intermediate_size, h).init(device),
-                    layer_norm: layer_norm(),
-                    dropout: hidden_dropout(),
-                    layer_norm_eps: self.layer_norm_eps,
-                },
+                output: BertOutput::new(self.intermediate_size, h, norm_eps, dropout_prob, device),
                 act: self.hidden_act(),
             })
             .collect();
@@ -194,8 +179,10 @@ impl BertConfig {
                 position_embeddings: EmbeddingConfig::new(self.max_position_embeddings, h)
                     .init(device),
                 token_type_embeddings: EmbeddingConfig::new(self.type_vocab_size, h).init(device),
-                layer_norm: layer_norm(),
-                dropout: hidden_dropout(),
+                layer_norm: LayerNormConfig::new(h)
+                    .with_epsilon(self.layer_norm_eps)
+                    .init(device),
+                dropout: DropoutConfig::new(self.hidden_dropout_prob).init(),
             },
             encoder: BertEncoder { layer: layers },
             pooler: with_pooler.then(|| BertPooler {
@@ -318,6 +305,20 @@ fn attention_dropout(dropout: &Dropout, q: &Tensor<3>) -> bool {
     dropout.prob > 0.0 && dropout.training.is_enabled() && q.device().is_autodiff()
 }
 
+/// That `hidden_size` splits into `num_attention_heads` heads (MPNet's and DeBERTa's check).
+pub(crate) fn check_heads(hidden_size: usize, num_attention_heads: usize) -> Result<(), String> {
+    if hidden_size == 0
+        || num_attention_heads == 0
+        || !hidden_size.is_multiple_of(num_attention_heads)
+    {
+        return Err(format!(
+            "hidden_size {hidden_size} must be a positive multiple of num_attention_heads \
+             {num_attention_heads}"
+        ));
+    }
+    Ok(())
+}
+
 /// The layer index in a path under `prefix` (`encoder.layer.` + `3.attention...` gives 3).
 pub fn layer_index(path: &str, prefix: &str) -> Option<usize> {
     path.strip_prefix(prefix)?.split('.').next()?.parse().ok()
@@ -335,6 +336,24 @@ pub struct BertOutput {
 }
 
 impl BertOutput {
+    /// `dense` from `input` to `output` features, then dropout and a layer norm of `output`.
+    pub fn new(
+        input: usize,
+        output: usize,
+        layer_norm_eps: f64,
+        dropout: f64,
+        device: &Device,
+    ) -> Self {
+        Self {
+            dense: LinearConfig::new(input, output).init(device),
+            layer_norm: LayerNormConfig::new(output)
+                .with_epsilon(layer_norm_eps)
+                .init(device),
+            dropout: DropoutConfig::new(dropout).init(),
+            layer_norm_eps,
+        }
+    }
+
     /// `layer_norm` as the fused kernels take it.
     fn norm_params(&self) -> graft_kernels::LayerNormParams {
         norm_params(&self.layer_norm, self.layer_norm_eps)
@@ -479,16 +498,22 @@ impl BertEncoder {
         x
     }
 
-    /// The block of a parameter path inside an encoder of this layout: the embeddings are block
-    /// 0, layer i is block i + 1, and the pooler counts with the last layer.
+    /// The block of a parameter path inside an encoder of this layout (see [`block_of`]).
     pub fn block_of(&self, path: &str) -> usize {
-        if path.starts_with("embeddings.") {
-            0
-        } else if path.starts_with("encoder.layer.") {
-            layer_index(path, "encoder.layer.").map_or(0, |i| i + 1)
-        } else {
-            self.layer.len()
-        }
+        block_of(path, "encoder.layer.", self.layer.len())
+    }
+}
+
+/// The block of a parameter path in an encoder whose layers are under `layers`
+/// (`encoder.layer.`): the embeddings are block 0, layer i is block i + 1, and anything else (a
+/// pooler, a final norm) counts with the last layer.
+pub fn block_of(path: &str, layers: &str, num_layers: usize) -> usize {
+    if path.starts_with("embeddings.") {
+        0
+    } else if path.starts_with(layers) {
+        layer_index(path, layers).map_or(0, |i| i + 1)
+    } else {
+        num_layers
     }
 }
 
@@ -542,18 +567,23 @@ impl Bert {
     }
 }
 
-/// Upstream name segments that differ from this module tree (`self` is a keyword; burn's fields
-/// are snake case). Everything else is named as upstream.
+/// Module path segments that upstream spells otherwise (`self` is a keyword; burn's fields are
+/// snake case), and upstream's spelling. Everything else is named as upstream.
 const RENAMES: &[(&str, &str)] = &[
-    (".attention.self.", ".attention.self_attn."),
-    (".LayerNorm.", ".layer_norm."),
+    (".attention.self_attn.", ".attention.self."),
+    (".layer_norm.", ".LayerNorm."),
 ];
 
 /// Maps a module path (`encoder.layer.0.attention.self_attn.query.weight`) to its upstream name.
 pub fn upstream_name(module_path: &str) -> String {
-    RENAMES
+    rename_segments(module_path, RENAMES)
+}
+
+/// `path` with every `(ours, upstream)` segment of `renames` replaced, in order.
+pub fn rename_segments(path: &str, renames: &[(&str, &str)]) -> String {
+    renames
         .iter()
-        .fold(module_path.to_string(), |name, (upstream, ours)| {
+        .fold(path.to_string(), |name, (ours, upstream)| {
             name.replace(ours, upstream)
         })
 }
@@ -610,6 +640,34 @@ pub fn pool_tokens(
         .forward_tokens(inputs)
         .expect("a text family gives per-token states");
     pool(hidden, attention_mask, pooler, pooling)
+}
+
+/// A text family's export layouts: when `sequence_classifier` names one (its class and the
+/// backbone's prefix in it, `("BertForSequenceClassification", "bert.")`), transformers' sequence
+/// classifier whose head is one linear `classifier` on graft's features; then sentence-transformers
+/// over transformers' bare encoder class `base_model` (`BertModel`).
+pub fn text_exports(
+    base_model: &str,
+    sequence_classifier: Option<(&str, &str)>,
+) -> Vec<ExportTarget> {
+    let transformers = sequence_classifier.map(|(model, prefix)| ExportTarget {
+        format: ExportFormat::Transformers,
+        model: model.into(),
+        prefix: prefix.into(),
+        classifier: "classifier".into(),
+        classifier_copies: Vec::new(),
+    });
+    let sentence_transformers = ExportTarget {
+        format: ExportFormat::SentenceTransformers,
+        model: base_model.into(),
+        prefix: String::new(),
+        classifier: String::new(),
+        classifier_copies: Vec::new(),
+    };
+    transformers
+        .into_iter()
+        .chain([sentence_transformers])
+        .collect()
 }
 
 impl Architecture for Bert {
@@ -703,23 +761,13 @@ impl Architecture for Bert {
         &["query", "value"]
     }
 
+    /// transformers' `BertForSequenceClassification` (its pooler, then a linear classifier), and
+    /// sentence-transformers.
     fn exports(&self) -> Vec<ExportTarget> {
-        vec![
-            ExportTarget {
-                format: ExportFormat::Transformers,
-                model: "BertForSequenceClassification".into(),
-                prefix: "bert.".into(),
-                classifier: "classifier".into(),
-                classifier_copies: Vec::new(),
-            },
-            ExportTarget {
-                format: ExportFormat::SentenceTransformers,
-                model: "BertModel".into(),
-                prefix: String::new(),
-                classifier: String::new(),
-                classifier_copies: Vec::new(),
-            },
-        ]
+        text_exports(
+            "BertModel",
+            Some(("BertForSequenceClassification", "bert.")),
+        )
     }
 }
 

@@ -21,9 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::adapters;
-use crate::backbone::{
-    Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
-};
+use crate::backbone::{Architecture, ExportTarget, Inputs, Preprocessing, TextTransform};
 use crate::bert::{self, BertIntermediate, BertOutput, HiddenAct};
 use crate::native_head;
 use crate::weights;
@@ -102,15 +100,7 @@ impl DebertaV2Config {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.hidden_size == 0
-            || self.num_attention_heads == 0
-            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
-        {
-            return Err(format!(
-                "hidden_size {} must be a positive multiple of num_attention_heads {}",
-                self.hidden_size, self.num_attention_heads
-            ));
-        }
+        bert::check_heads(self.hidden_size, self.num_attention_heads)?;
         if self
             .attention_head_size
             .is_some_and(|size| size * self.num_attention_heads != self.hidden_size)
@@ -194,12 +184,9 @@ impl DebertaV2Config {
     pub fn init(&self, device: &Device) -> Deberta {
         let h = self.hidden_size;
         let e = self.embedding_size.unwrap_or(h);
-        let layer_norm = || {
-            LayerNormConfig::new(h)
-                .with_epsilon(self.layer_norm_eps)
-                .init(device)
-        };
-        let dropout = || DropoutConfig::new(self.hidden_dropout_prob).init();
+        let (norm_eps, dropout_prob) = (self.layer_norm_eps, self.hidden_dropout_prob);
+        let layer_norm = || LayerNormConfig::new(h).with_epsilon(norm_eps).init(device);
+        let dropout = || DropoutConfig::new(dropout_prob).init();
         let kinds = self.pos_att_types().unwrap_or_default();
         let (c2p, p2c) = (
             kinds.iter().any(|k| k == "c2p"),
@@ -224,22 +211,12 @@ impl DebertaV2Config {
                         c2p: self.relative_attention && c2p,
                         p2c: self.relative_attention && p2c,
                     },
-                    output: BertOutput {
-                        dense: LinearConfig::new(h, h).init(device),
-                        layer_norm: layer_norm(),
-                        dropout: dropout(),
-                        layer_norm_eps: self.layer_norm_eps,
-                    },
+                    output: BertOutput::new(h, h, norm_eps, dropout_prob, device),
                 },
                 intermediate: BertIntermediate {
                     dense: LinearConfig::new(h, self.intermediate_size).init(device),
                 },
-                output: BertOutput {
-                    dense: LinearConfig::new(self.intermediate_size, h).init(device),
-                    layer_norm: layer_norm(),
-                    dropout: dropout(),
-                    layer_norm_eps: self.layer_norm_eps,
-                },
+                output: BertOutput::new(self.intermediate_size, h, norm_eps, dropout_prob, device),
                 act,
             })
             .collect();
@@ -630,13 +607,7 @@ impl Architecture for Deberta {
     /// Sentence-transformers only: transformers' `DebertaV2ForSequenceClassification` head is
     /// its ContextPooler + classifier, not a linear layer on graft's features.
     fn exports(&self) -> Vec<ExportTarget> {
-        vec![ExportTarget {
-            format: ExportFormat::SentenceTransformers,
-            model: "DebertaV2Model".into(),
-            prefix: String::new(),
-            classifier: String::new(),
-            classifier_copies: Vec::new(),
-        }]
+        bert::text_exports("DebertaV2Model", None)
     }
 }
 

@@ -13,9 +13,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::backbone::{
-    Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
-};
+use crate::backbone::{Architecture, ExportTarget, Inputs, Preprocessing, TextTransform};
 use crate::bert::HiddenAct;
 use crate::bert::{self, BertConfig, BertEncoder};
 use crate::weights;
@@ -248,13 +246,7 @@ impl Architecture for DistilBert {
     /// Sentence-transformers only: transformers' `DistilBertForSequenceClassification` head is
     /// pre_classifier + ReLU + classifier, not a linear layer on graft's features.
     fn exports(&self) -> Vec<ExportTarget> {
-        vec![ExportTarget {
-            format: ExportFormat::SentenceTransformers,
-            model: "DistilBertModel".into(),
-            prefix: String::new(),
-            classifier: String::new(),
-            classifier_copies: Vec::new(),
-        }]
+        bert::text_exports("DistilBertModel", None)
     }
 }
 

@@ -9,9 +9,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde_json::Value;
 
 use crate::adapters;
-use crate::backbone::{
-    Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
-};
+use crate::backbone::{Architecture, ExportTarget, Inputs, Preprocessing, TextTransform};
 use crate::bert::HiddenAct;
 use crate::bert::{self, BertConfig, BertEmbeddings, BertEncoder};
 use crate::weights;
@@ -163,12 +161,6 @@ impl Architecture for Electra {
     /// Sentence-transformers only: transformers' `ElectraForSequenceClassification` head is its
     /// own (dense + GELU + out_proj), not a linear layer on graft's features.
     fn exports(&self) -> Vec<ExportTarget> {
-        vec![ExportTarget {
-            format: ExportFormat::SentenceTransformers,
-            model: "ElectraModel".into(),
-            prefix: String::new(),
-            classifier: String::new(),
-            classifier_copies: Vec::new(),
-        }]
+        bert::text_exports("ElectraModel", None)
     }
 }

@@ -19,9 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::adapters;
-use crate::backbone::{
-    Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
-};
+use crate::backbone::{Architecture, ExportTarget, Inputs, Preprocessing, TextTransform};
 use crate::bert::{self, HiddenAct};
 use crate::native_head;
 use crate::weights;
@@ -471,11 +469,7 @@ const RENAMES: &[(&str, &str)] = &[
 
 /// Maps a module path (`layers.1.attn.wqkv.weight`) to its upstream name (`layers.1.attn.Wqkv.weight`).
 pub fn upstream_name(path: &str) -> String {
-    RENAMES
-        .iter()
-        .fold(path.to_string(), |name, (ours, upstream)| {
-            name.replace(ours, upstream)
-        })
+    bert::rename_segments(path, RENAMES)
 }
 
 /// What a `ModernBertForSequenceClassification` or `...ForMaskedLM` checkpoint puts before the
@@ -570,13 +564,7 @@ impl Architecture for ModernBert {
 
     /// The embeddings are block 0, layer i is block i + 1, the final norm counts with the last.
     fn block_of(&self, path: &str) -> usize {
-        if path.starts_with("embeddings.") {
-            0
-        } else if path.starts_with("layers.") {
-            bert::layer_index(path, "layers.").map_or(0, |i| i + 1)
-        } else {
-            self.layers.len()
-        }
+        bert::block_of(path, "layers.", self.layers.len())
     }
 
     fn num_blocks(&self) -> usize {
@@ -591,13 +579,7 @@ impl Architecture for ModernBert {
     /// Sentence-transformers only: transformers' `ModernBertForSequenceClassification` head is
     /// its own (dense + activation + norm), not a linear layer on graft's features.
     fn exports(&self) -> Vec<ExportTarget> {
-        vec![ExportTarget {
-            format: ExportFormat::SentenceTransformers,
-            model: "ModernBertModel".into(),
-            prefix: String::new(),
-            classifier: String::new(),
-            classifier_copies: Vec::new(),
-        }]
+        bert::text_exports("ModernBertModel", None)
     }
 }
 

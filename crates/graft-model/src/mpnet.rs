@@ -18,9 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::adapters;
-use crate::backbone::{
-    Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
-};
+use crate::backbone::{Architecture, ExportTarget, Inputs, Preprocessing, TextTransform};
 use crate::bert::{self, BertIntermediate, BertOutput, BertPooler, HiddenAct};
 use crate::weights::{self, WeightsIndex};
 use crate::{ModelError, ModelFolder, NativeHead, PoolingOptions};
@@ -72,15 +70,7 @@ impl MpnetConfig {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.hidden_size == 0
-            || self.num_attention_heads == 0
-            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
-        {
-            return Err(format!(
-                "hidden_size {} must be a positive multiple of num_attention_heads {}",
-                self.hidden_size, self.num_attention_heads
-            ));
-        }
+        bert::check_heads(self.hidden_size, self.num_attention_heads)?;
         if self.max_position_embeddings <= PADDING_IDX + 1 {
             return Err(format!(
                 "max_position_embeddings {} leaves no position after the padding index",
@@ -100,12 +90,9 @@ impl MpnetConfig {
 
     pub fn init(&self, with_pooler: bool, device: &Device) -> Mpnet {
         let h = self.hidden_size;
-        let layer_norm = || {
-            LayerNormConfig::new(h)
-                .with_epsilon(self.layer_norm_eps)
-                .init(device)
-        };
-        let dropout = || DropoutConfig::new(self.hidden_dropout_prob).init();
+        let (norm_eps, dropout_prob) = (self.layer_norm_eps, self.hidden_dropout_prob);
+        let layer_norm = || LayerNormConfig::new(h).with_epsilon(norm_eps).init(device);
+        let dropout = || DropoutConfig::new(dropout_prob).init();
         let act = bert::HiddenAct::parse(&self.hidden_act).unwrap_or(HiddenAct::Gelu);
         let layer = (0..self.num_hidden_layers)
             .map(|_| MpnetLayer {
@@ -125,12 +112,7 @@ impl MpnetConfig {
                 intermediate: BertIntermediate {
                     dense: LinearConfig::new(h, self.intermediate_size).init(device),
                 },
-                output: BertOutput {
-                    dense: LinearConfig::new(self.intermediate_size, h).init(device),
-                    layer_norm: layer_norm(),
-                    dropout: dropout(),
-                    layer_norm_eps: self.layer_norm_eps,
-                },
+                output: BertOutput::new(self.intermediate_size, h, norm_eps, dropout_prob, device),
                 act,
             })
             .collect();
@@ -421,12 +403,10 @@ impl Architecture for Mpnet {
     /// The embeddings and the shared relative attention bias are block 0; layer i is block
     /// i + 1; the pooler counts with the last layer.
     fn block_of(&self, path: &str) -> usize {
-        if path.starts_with("embeddings.") || path.starts_with("encoder.relative_attention_bias") {
+        if path.starts_with("encoder.relative_attention_bias") {
             0
-        } else if path.starts_with("encoder.layer.") {
-            bert::layer_index(path, "encoder.layer.").map_or(0, |i| i + 1)
         } else {
-            self.num_layers()
+            bert::block_of(path, "encoder.layer.", self.num_layers())
         }
     }
 
@@ -442,13 +422,7 @@ impl Architecture for Mpnet {
     /// Sentence-transformers only: transformers' `MPNetForSequenceClassification` head is dense +
     /// tanh + out_proj on `<s>`, not a linear layer on graft's features.
     fn exports(&self) -> Vec<ExportTarget> {
-        vec![ExportTarget {
-            format: ExportFormat::SentenceTransformers,
-            model: "MPNetModel".into(),
-            prefix: String::new(),
-            classifier: String::new(),
-            classifier_copies: Vec::new(),
-        }]
+        bert::text_exports("MPNetModel", None)
     }
 }
 

@@ -10,9 +10,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
 use serde_json::Value;
 
-use crate::backbone::{
-    Architecture, ExportFormat, ExportTarget, Inputs, Preprocessing, TextTransform,
-};
+use crate::backbone::{Architecture, ExportTarget, Inputs, Preprocessing, TextTransform};
 use crate::bert::HiddenAct;
 use crate::bert::{self, BertConfig, BertEmbeddings, BertEncoder, BertPooler};
 use crate::weights::{self, WeightsIndex};
@@ -244,13 +242,7 @@ impl Architecture for Roberta {
     /// Sentence-transformers only: transformers' `RobertaForSequenceClassification` head is dense +
     /// tanh + out_proj on `<s>`, not BERT's pooler + linear, so a pooler run has no such export.
     fn exports(&self) -> Vec<ExportTarget> {
-        vec![ExportTarget {
-            format: ExportFormat::SentenceTransformers,
-            model: self.family.model_class().into(),
-            prefix: String::new(),
-            classifier: String::new(),
-            classifier_copies: Vec::new(),
-        }]
+        bert::text_exports(self.family.model_class(), None)
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::ModelError;
-use crate::weights::{TensorBytes, serialize};
+use crate::weights::{self, TensorBytes, WeightsIndex, serialize};
 
 pub const SAFETENSORS: &str = "model.safetensors";
 const SAFETENSORS_INDEX: &str = "model.safetensors.index.json";
@@ -137,7 +137,9 @@ fn gather(sources: &[PathBuf], output: &Path) -> Result<(), ModelError> {
         let read = if from_pytorch {
             crate::pth::read_tensors(source, Some(""))?.0
         } else {
-            safetensors_tensors(source)?
+            // The header is checked first, so a truncated shard is an error naming it.
+            WeightsIndex::read(source)?;
+            weights::read_tensors(source)?
         };
         for tensor in read {
             if let Some(first) = seen.insert(tensor.name.clone(), source.clone()) {
@@ -163,28 +165,4 @@ fn gather(sources: &[PathBuf], output: &Path) -> Result<(), ModelError> {
         path: output.to_path_buf(),
         source,
     })
-}
-
-fn safetensors_tensors(path: &Path) -> Result<Vec<TensorBytes>, ModelError> {
-    // The header is checked first, so a truncated shard is an error naming it.
-    crate::weights::WeightsIndex::read(path)?;
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let file =
-        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ModelError::CorruptWeights {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    Ok(file
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| TensorBytes {
-            name,
-            shape: view.shape().to_vec(),
-            bytes: view.data().to_vec(),
-            dtype: view.dtype(),
-        })
-        .collect())
 }

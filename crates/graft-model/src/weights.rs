@@ -380,6 +380,33 @@ impl TensorBytes {
     }
 }
 
+/// Every tensor of the safetensors file at `path`, as stored, sorted by name: graft's one
+/// safetensors reader (gathered shards, PEFT adapters). An error names the file: [`ModelError::Io`]
+/// when it cannot be read, [`ModelError::CorruptWeights`] when it is not safetensors.
+pub fn read_tensors(path: &Path) -> Result<Vec<TensorBytes>, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file =
+        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ModelError::CorruptWeights {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let mut tensors: Vec<TensorBytes> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| TensorBytes {
+            name,
+            shape: view.shape().to_vec(),
+            bytes: view.data().to_vec(),
+            dtype: view.dtype(),
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(tensors)
+}
+
 /// Tensors as the bytes of one safetensors file; an error names the tensor.
 pub fn serialize(
     tensors: &[TensorBytes],
