@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{Lora, Module, ModuleMapper, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::tensor::{DType, Tensor, TensorData};
-use graft_model::{Backbone, ExportFormat, HeadTransform, NativeHead, TransformSpec};
+use graft_model::{Backbone, ExportFormat, HeadTransform, ModelError, NativeHead, TransformSpec};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -349,7 +349,7 @@ pub struct PeftAdapter {
     pub target_modules: Vec<String>,
     pub base_model: Option<String>,
     /// Module name → (`lora_A [r, in]`, `lora_B [out, r]`).
-    factors: BTreeMap<String, (Values, Values)>,
+    factors: SavedFactors,
     /// Everything else in the file, by name after `base_model.model.` (the saved modules, e.g.
     /// `classifier.weight`).
     pub saved: BTreeMap<String, Values>,
@@ -405,67 +405,7 @@ impl PeftAdapter {
     /// Reads `dir`. Factors are keyed by their module's name inside the classifier
     /// (`bert.encoder...`) until [`PeftAdapter::under`] takes the backbone's prefix off.
     pub fn read(dir: &Path) -> Result<Self, TrainError> {
-        let config_path = dir.join(ADAPTER_CONFIG);
-        let bad = |path: &Path, message: String| E::Config {
-            path: path.to_path_buf(),
-            message,
-        };
-        let text = std::fs::read_to_string(&config_path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                E::NotFound {
-                    path: config_path.clone(),
-                }
-            } else {
-                E::Io {
-                    path: config_path.clone(),
-                    source,
-                }
-            }
-        })?;
-        let config: Value =
-            serde_json::from_str(&text).map_err(|e| bad(&config_path, e.to_string()))?;
-        let field = |key: &str| config.get(key).filter(|v| !v.is_null());
-        if field("peft_type").and_then(Value::as_str) != Some("LORA") {
-            return Err(bad(
-                &config_path,
-                format!(
-                    "peft_type is {}; graft reads LoRA adapters only",
-                    field("peft_type").map_or("missing".into(), Value::to_string)
-                ),
-            ));
-        }
-        for (key, what) in [("use_dora", "DoRA"), ("use_rslora", "rank-stabilized LoRA")] {
-            if field(key).and_then(Value::as_bool) == Some(true) {
-                return Err(bad(&config_path, format!("{key}: {what} is not supported")));
-            }
-        }
-        for key in ["rank_pattern", "alpha_pattern"] {
-            if field(key)
-                .and_then(Value::as_object)
-                .is_some_and(|o| !o.is_empty())
-            {
-                return Err(bad(
-                    &config_path,
-                    format!("{key}: per-layer ranks and alphas are not supported"),
-                ));
-            }
-        }
-        let r = field("r")
-            .and_then(Value::as_u64)
-            .filter(|&r| r > 0)
-            .ok_or_else(|| bad(&config_path, "r: expected a positive integer".into()))?
-            as usize;
-        let alpha = field("lora_alpha")
-            .and_then(Value::as_f64)
-            .ok_or_else(|| bad(&config_path, "lora_alpha: expected a number".into()))?;
-        let target_modules = match field("target_modules") {
-            Some(Value::String(pattern)) => vec![pattern.clone()],
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        };
+        let config = AdapterConfig::read(&dir.join(ADAPTER_CONFIG))?;
         let weights = dir.join(ADAPTER_WEIGHTS);
         if !weights.is_file() {
             let message = if dir.join("adapter_model.bin").is_file() {
@@ -476,37 +416,45 @@ impl PeftAdapter {
             };
             return Err(bad(&weights, message.into()));
         }
-        let bytes = std::fs::read(&weights).map_err(|source| E::Io {
-            path: weights.clone(),
-            source,
-        })?;
-        let file = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| bad(&weights, format!("not a safetensors file: {e}")))?;
+        let (factors, saved) = Self::read_weights(&weights, config.r)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            weights,
+            r: config.r,
+            alpha: config.alpha,
+            dropout: config.dropout,
+            target_modules: config.target_modules,
+            base_model: config.base_model,
+            factors,
+            saved,
+        })
+    }
+
+    /// The LoRA factors (pairs of `lora_A`, `lora_B` of rank `r`, by module) and the other saved
+    /// tensors (`modules_to_save`) of `adapter_model.safetensors`, as f32.
+    fn read_weights(
+        weights: &Path,
+        r: usize,
+    ) -> Result<(SavedFactors, BTreeMap<String, Values>), TrainError> {
         let mut a_factors = BTreeMap::new();
         let mut b_factors = BTreeMap::new();
         let mut saved = BTreeMap::new();
-        for (name, view) in file.tensors() {
-            let dtype = match view.dtype() {
+        for tensor in Self::tensors_of(weights)? {
+            let name = tensor.name;
+            let dtype = match tensor.dtype {
                 safetensors::Dtype::F32 => DType::F32,
                 safetensors::Dtype::F16 => DType::F16,
                 safetensors::Dtype::BF16 => DType::BF16,
                 other => {
-                    return Err(bad(
-                        &weights,
-                        format!("{name}: unsupported dtype {other:?}"),
-                    ));
+                    return Err(bad(weights, format!("{name}: unsupported dtype {other:?}")));
                 }
             };
             let data = Values {
-                shape: view.shape().to_vec(),
-                values: TensorData::from_bytes_vec(
-                    view.data().to_vec(),
-                    view.shape().to_vec(),
-                    dtype,
-                )
-                .convert_dtype(DType::F32)
-                .try_into_vec::<f32>()
-                .map_err(|e| bad(&weights, format!("{name}: {e:?}")))?,
+                shape: tensor.shape.clone(),
+                values: TensorData::from_bytes_vec(tensor.bytes, tensor.shape, dtype)
+                    .convert_dtype(DType::F32)
+                    .try_into_vec::<f32>()
+                    .map_err(|e| bad(weights, format!("{name}: {e:?}")))?,
             };
             let key = name.strip_prefix(PEFT_PREFIX).unwrap_or(&name);
             let factor = [
@@ -517,8 +465,8 @@ impl PeftAdapter {
             .find_map(|(suffix, map)| key.strip_suffix(suffix).map(|m| (m, map)));
             match factor {
                 Some((module, map)) => {
-                    if view.shape().len() != 2 {
-                        return Err(bad(&weights, format!("{name}: expected a matrix")));
+                    if data.shape.len() != 2 {
+                        return Err(bad(weights, format!("{name}: expected a matrix")));
                     }
                     map.insert(module.to_string(), data);
                 }
@@ -530,11 +478,11 @@ impl PeftAdapter {
         let mut factors = BTreeMap::new();
         for (module, a) in a_factors {
             let Some(b) = b_factors.remove(&module) else {
-                return Err(bad(&weights, format!("{module}: lora_A without lora_B")));
+                return Err(bad(weights, format!("{module}: lora_A without lora_B")));
             };
             if a.shape[0] != r || b.shape[1] != r {
                 return Err(bad(
-                    &weights,
+                    weights,
                     format!(
                         "{module}: lora_A {:?} and lora_B {:?} do not have rank r = {r}",
                         a.shape, b.shape
@@ -544,27 +492,12 @@ impl PeftAdapter {
             factors.insert(module, (a, b));
         }
         if let Some(module) = b_factors.keys().next() {
-            return Err(bad(&weights, format!("{module}: lora_B without lora_A")));
+            return Err(bad(weights, format!("{module}: lora_B without lora_A")));
         }
         if factors.is_empty() {
-            return Err(bad(&weights, "holds no LoRA factors".into()));
+            return Err(bad(weights, "holds no LoRA factors".into()));
         }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            weights,
-            r,
-            alpha,
-            dropout: field("lora_dropout")
-                .and_then(Value::as_f64)
-                .filter(|p| (0.0..1.0).contains(p))
-                .unwrap_or(0.0),
-            target_modules,
-            base_model: field("base_model_name_or_path")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            factors,
-            saved,
-        })
+        Ok((factors, saved))
     }
 
     /// The same adapter with its factors named as the backbone's `layers`: whatever the saved
@@ -662,28 +595,17 @@ impl PeftAdapter {
         Some(transform)
     }
 
-    /// The tensors of an adapter file, as stored.
+    /// The tensors of an adapter file, as stored, sorted by name (graft-model's safetensors
+    /// reader); a file that is not safetensors is an error saying so.
     pub fn tensors_of(path: &Path) -> Result<Vec<TensorBytes>, TrainError> {
-        let bytes = std::fs::read(path).map_err(|source| E::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| E::Config {
-            path: path.to_path_buf(),
-            message: format!("not a safetensors file: {e}"),
-        })?;
-        let mut tensors: Vec<TensorBytes> = file
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| TensorBytes {
-                name,
-                shape: view.shape().to_vec(),
-                bytes: view.data().to_vec(),
-                dtype: view.dtype(),
-            })
-            .collect();
-        tensors.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(tensors)
+        graft_model::weights::read_tensors(path).map_err(|e| match e {
+            ModelError::Io { path, source } => E::Io { path, source },
+            ModelError::CorruptWeights { path, message } => E::Config {
+                path,
+                message: format!("not a safetensors file: {message}"),
+            },
+            other => E::Model(other),
+        })
     }
 
     /// The local folder of the base model: `base_model_name_or_path` as given, or relative to
@@ -768,6 +690,100 @@ impl PeftAdapter {
             }),
             None => Ok(backbone),
         }
+    }
+}
+
+/// LoRA factors by module: `lora_A` `[r, in]` and `lora_B` `[out, r]`.
+type SavedFactors = BTreeMap<String, (Values, Values)>;
+
+/// An error about `path`.
+fn bad(path: &Path, message: String) -> TrainError {
+    E::Config {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// What graft reads of `adapter_config.json`: a plain LoRA adapter's rank, scale, dropout,
+/// target modules and base model.
+struct AdapterConfig {
+    r: usize,
+    alpha: f64,
+    dropout: f64,
+    target_modules: Vec<String>,
+    base_model: Option<String>,
+}
+
+impl AdapterConfig {
+    fn read(config_path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(config_path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                E::NotFound {
+                    path: config_path.to_path_buf(),
+                }
+            } else {
+                E::Io {
+                    path: config_path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        let config: Value =
+            serde_json::from_str(&text).map_err(|e| bad(config_path, e.to_string()))?;
+        let field = |key: &str| config.get(key).filter(|v| !v.is_null());
+        if field("peft_type").and_then(Value::as_str) != Some("LORA") {
+            return Err(bad(
+                config_path,
+                format!(
+                    "peft_type is {}; graft reads LoRA adapters only",
+                    field("peft_type").map_or("missing".into(), Value::to_string)
+                ),
+            ));
+        }
+        for (key, what) in [("use_dora", "DoRA"), ("use_rslora", "rank-stabilized LoRA")] {
+            if field(key).and_then(Value::as_bool) == Some(true) {
+                return Err(bad(config_path, format!("{key}: {what} is not supported")));
+            }
+        }
+        for key in ["rank_pattern", "alpha_pattern"] {
+            if field(key)
+                .and_then(Value::as_object)
+                .is_some_and(|o| !o.is_empty())
+            {
+                return Err(bad(
+                    config_path,
+                    format!("{key}: per-layer ranks and alphas are not supported"),
+                ));
+            }
+        }
+        let r = field("r")
+            .and_then(Value::as_u64)
+            .filter(|&r| r > 0)
+            .ok_or_else(|| bad(config_path, "r: expected a positive integer".into()))?
+            as usize;
+        let alpha = field("lora_alpha")
+            .and_then(Value::as_f64)
+            .ok_or_else(|| bad(config_path, "lora_alpha: expected a number".into()))?;
+        let target_modules = match field("target_modules") {
+            Some(Value::String(pattern)) => vec![pattern.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            r,
+            alpha,
+            dropout: field("lora_dropout")
+                .and_then(Value::as_f64)
+                .filter(|p| (0.0..1.0).contains(p))
+                .unwrap_or(0.0),
+            target_modules,
+            base_model: field("base_model_name_or_path")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
     }
 }
 

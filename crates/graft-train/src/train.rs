@@ -27,9 +27,9 @@ use crate::freezing::{ClassifierLayout, Describe, FreezeState, HeadOnly, ParamTa
 use crate::head::{Head, HeadSpec};
 use crate::lora::{self, LoraSpec};
 use crate::metrics::Report;
-use crate::modality::{Encoded, EpochAugment, FeatureChoices, Preparation, read_split};
+use crate::modality::{Encoded, Encoder, EpochAugment, FeatureChoices, Preparation, read_split};
 use crate::plots;
-use crate::progress::{EpochMetrics, Progress};
+use crate::progress::{EpochMetrics, Progress, StepMetrics};
 use crate::run_dir::{self, RunManifest};
 use crate::tracking;
 
@@ -438,7 +438,8 @@ fn replacement_dir(dir: &Path) -> Result<PathBuf, TrainError> {
     Ok(staging)
 }
 
-/// [`train`] once the folder is held and tracking started.
+/// [`train`] once the folder is held and tracking started: data and model, training, the run
+/// folder, the test report.
 fn train_run(
     config: &Config,
     out: &Path,
@@ -458,33 +459,12 @@ fn train_run(
     // The weights are checked against config.json before the tokenizer is.
     let backbone = source.load(&device)?;
     let encoder = source.preparation.encoder(&source.folder)?;
-    let task = data.spec.task;
-    progress.info(&format!(
-        "data: {} train, {} valid{}; {}: {}",
-        data.train.len(),
-        data.valid.len(),
-        data.test
-            .as_ref()
-            .map_or(String::new(), |(_, t)| format!(", {} test", t.len())),
-        task.logic().outputs_noun(),
-        data.spec.labels.join(", ")
-    ));
-    for skipped in &data.skipped {
-        progress.info(&skipped.summary());
-    }
-    progress.stage("reading inputs", 0);
-    let train_data = encoder.encode(&data.train)?;
-    let valid_data = encoder.encode(&data.valid)?;
-    let test_data = match &data.test {
-        Some((_, examples)) => Some(encoder.encode(examples)?),
-        None => None,
-    };
-    progress.finish_stage();
+    say_data(&data, progress);
+    let splits = Splits::encode(&encoder, &data, progress)?;
 
     let loss = data.loss(config)?;
     let metrics = |outputs: &[Vec<f32>]| data.valid_metrics(outputs);
     let head_spec = source.head_spec(config, backbone.feature_size(), data.spec.labels.len());
-    let train_device = device.clone().autodiff();
     std::fs::create_dir_all(out).map_err(TrainError::io(out))?;
     let layout = ClassifierLayout::of(&backbone);
     if layout.has_batchnorm() {
@@ -495,7 +475,7 @@ fn train_run(
             "frozen blocks keep their BatchNorm running statistics unchanged (inference mode)"
         });
     }
-    let lengths = train_data.lengths();
+    let lengths = splits.train.lengths();
     let cached = uses_cache(config);
     let describe: &dyn Describe = if cached { &HeadOnly } else { &layout };
     let spec = FitSpec {
@@ -511,71 +491,198 @@ fn train_run(
         config_text: toml::to_string_pretty(config).expect("config serializes"),
         resume: options.resume,
     };
-    let eval_batch = config.train.eval_batch_size;
-    let mut feature_seconds = 0.0;
-    let mut cache_stats = CacheStats::default();
-    let mut test_features = None;
-    let mut lora_spec = None;
-    let (mut model, history, steps, best_epoch, stopped_early) = if cached {
-        // The frozen backbone computes the same features every epoch: compute them once.
-        let cache = source.cache(config, encoder.key())?;
+    let run = Run {
+        config,
+        source: &source,
+        data: &data,
+        splits: &splits,
+        head_spec: &head_spec,
+        spec: &spec,
+        device: &device,
+        progress,
+    };
+    let mut trained = if cached {
+        run.fit_on_features(backbone, &encoder)?
+    } else {
+        run.fit_end_to_end(backbone)?
+    };
+    progress.info(&format!(
+        "best epoch: {} (by {})",
+        trained.best_epoch, config.train.monitor
+    ));
+    let plotted = plots::History {
+        epochs: trained.history.clone(),
+        steps: std::mem::take(&mut trained.steps),
+    };
+    write_training_plot(out, &plotted, &config.train.monitor, progress);
+    run.save(out, &mut trained)?;
+    let test = run.test_report(out, &trained)?;
+    Ok(TrainReport {
+        run_dir: out.to_path_buf(),
+        device: description,
+        history: trained.history,
+        best_epoch: trained.best_epoch,
+        stopped_early: trained.stopped_early,
+        test,
+        feature_seconds: trained.feature_seconds,
+        cache: trained.cache,
+        total_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The data's size and labels, and the rows left out.
+fn say_data(data: &RunData, progress: &dyn Progress) {
+    progress.info(&format!(
+        "data: {} train, {} valid{}; {}: {}",
+        data.train.len(),
+        data.valid.len(),
+        data.test
+            .as_ref()
+            .map_or(String::new(), |(_, t)| format!(", {} test", t.len())),
+        data.spec.task.logic().outputs_noun(),
+        data.spec.labels.join(", ")
+    ));
+    for skipped in &data.skipped {
+        progress.info(&skipped.summary());
+    }
+}
+
+/// The run's splits, encoded once (tokenized, or images decoded).
+struct Splits {
+    train: Encoded,
+    valid: Encoded,
+    test: Option<Encoded>,
+}
+
+impl Splits {
+    fn encode(
+        encoder: &Encoder,
+        data: &RunData,
+        progress: &dyn Progress,
+    ) -> Result<Self, TrainError> {
+        progress.stage("reading inputs", 0);
+        let splits = Splits {
+            train: encoder.encode(&data.train)?,
+            valid: encoder.encode(&data.valid)?,
+            test: match &data.test {
+                Some((_, examples)) => Some(encoder.encode(examples)?),
+                None => None,
+            },
+        };
+        progress.finish_stage();
+        Ok(splits)
+    }
+}
+
+/// What training left: the best epoch's model and how it got there.
+struct Trained {
+    model: Classifier,
+    history: Vec<EpochMetrics>,
+    steps: Vec<StepMetrics>,
+    best_epoch: usize,
+    stopped_early: bool,
+    /// A run on cached features: the test split's, computed with the others.
+    test_features: Option<Tensor<2>>,
+    feature_seconds: f64,
+    cache: CacheStats,
+    /// A LoRA run's adapters.
+    lora: Option<LoraSpec>,
+}
+
+/// What every step of one training run reads.
+struct Run<'a> {
+    config: &'a Config,
+    source: &'a Source,
+    data: &'a RunData,
+    splits: &'a Splits,
+    head_spec: &'a HeadSpec,
+    spec: &'a FitSpec<'a>,
+    device: &'a Device,
+    progress: &'a dyn Progress,
+}
+
+impl Run<'_> {
+    /// A frozen backbone computes the same features every epoch: compute them once (or read
+    /// them from the cache) and train the head on them.
+    fn fit_on_features(
+        &self,
+        backbone: Backbone,
+        encoder: &Encoder,
+    ) -> Result<Trained, TrainError> {
+        let (config, progress, device) = (self.config, self.progress, self.device);
+        let cache = self.source.cache(config, encoder.key())?;
         progress.info(&format!(
             "backbone frozen: features computed once, cached under {}",
             cache.root_dir().display()
         ));
         let feature_start = Instant::now();
+        let splits = self.splits;
         let total =
-            train_data.len() + valid_data.len() + test_data.as_ref().map_or(0, Encoded::len);
+            splits.train.len() + splits.valid.len() + splits.test.as_ref().map_or(0, Encoded::len);
         progress.stage("features", total);
+        let mut cache_stats = CacheStats::default();
+        let eval_batch = config.train.eval_batch_size;
         let mut lookup = |encoded: &Encoded| {
             let (features, stats) =
-                cache.features(&backbone, encoded, eval_batch, &device, progress)?;
+                cache.features(&backbone, encoded, eval_batch, device, progress)?;
             cache_stats += stats;
             Ok::<_, TrainError>(features)
         };
-        let d = &config.data;
-        let train_x = lookup(&train_data)?;
+        let (d, data) = (&config.data, self.data);
+        let train_x = lookup(&splits.train)?;
         check_features(&train_x, &data.train, &d.train)?;
-        let valid_x = lookup(&valid_data)?;
+        let valid_x = lookup(&splits.valid)?;
         check_features(&valid_x, &data.valid, d.valid.as_ref().unwrap_or(&d.train))?;
-        if let (Some(encoded), Some((path, examples))) = (&test_data, &data.test) {
+        let mut test_features = None;
+        if let (Some(encoded), Some((path, examples))) = (&splits.test, &data.test) {
             let features = lookup(encoded)?;
             check_features(&features, examples, path)?;
             test_features = Some(features);
         }
         progress.finish_stage();
-        feature_seconds = feature_start.elapsed().as_secs_f64();
+        let feature_seconds = feature_start.elapsed().as_secs_f64();
         progress.info(&format!(
             "features: {} computed, {} read from the cache ({feature_seconds:.1}s)",
             cache_stats.computed, cache_stats.reused
         ));
+        let train_device = device.clone().autodiff();
         let outcome = fit(
-            source.initial_head(&head_spec, config.train.seed, &train_device)?,
+            self.source
+                .initial_head(self.head_spec, config.train.seed, &train_device)?,
             |head, split, idx| match split {
-                Split::Train { .. } => head.forward(select_rows(&train_x, idx, &device)),
-                Split::Valid => head.forward(select_rows(&valid_x, idx, &device)),
+                Split::Train { .. } => head.forward(select_rows(&train_x, idx, device)),
+                Split::Valid => head.forward(select_rows(&valid_x, idx, device)),
             },
-            &spec,
+            self.spec,
             &train_device,
             progress,
         )?;
-        let model = Classifier {
-            backbone,
-            head: outcome.model,
-        };
-        (
-            model,
-            outcome.history,
-            outcome.steps,
-            outcome.best_epoch,
-            outcome.stopped_early,
-        )
-    } else {
+        Ok(Trained {
+            model: Classifier {
+                backbone,
+                head: outcome.model,
+            },
+            history: outcome.history,
+            steps: outcome.steps,
+            best_epoch: outcome.best_epoch,
+            stopped_early: outcome.stopped_early,
+            test_features,
+            feature_seconds,
+            cache: cache_stats,
+            lora: None,
+        })
+    }
+
+    /// The backbone trains (in part, or through LoRA adapters), or augmentation changes the
+    /// inputs every epoch: backbone and head run on every batch.
+    fn fit_end_to_end(&self, backbone: Backbone) -> Result<Trained, TrainError> {
+        let (config, progress, device) = (self.config, self.progress, self.device);
         if config.train.cache == CacheMode::Auto && !config.freeze.always_frozen() {
             progress.info("feature cache off: the backbone trains, so its features change");
         } else if config.augment.is_active() {
             progress.info("feature cache off: augmentation changes the inputs every epoch");
         }
+        let train_device = device.clone().autodiff();
         let (backbone, adapters) = with_lora(backbone, config)?;
         let backbone = backbone.to_device(&train_device);
         // The adapters are made on the loading device; `train` puts them (and the base) under
@@ -585,18 +692,20 @@ fn train_run(
         } else {
             backbone
         };
-        lora_spec = adapters;
         let adapter = config.lora.as_ref().and_then(|l| l.adapter.as_deref());
-        let head = match adapter.map(|dir| lora::saved_head(dir, &head_spec, &train_device)) {
+        let head = match adapter.map(|dir| lora::saved_head(dir, self.head_spec, &train_device)) {
             Some(Some(head)) => {
                 progress.info("head: the adapter's saved classifier (modules_to_save)");
                 head
             }
-            _ => source.initial_head(&head_spec, config.train.seed, &train_device)?,
+            _ => self
+                .source
+                .initial_head(self.head_spec, config.train.seed, &train_device)?,
         };
         let model = Classifier { backbone, head };
         let augment = augment_of(config);
         let seed = config.train.seed;
+        let (train_data, valid_data) = (&self.splits.train, &self.splits.valid);
         let outcome = fit(
             model,
             |model, split, idx| match split {
@@ -606,111 +715,105 @@ fn train_run(
                         seed,
                         epoch,
                     });
-                    model.forward(&train_data, idx, augment, &train_device)
+                    model.forward(train_data, idx, augment, &train_device)
                 }
-                Split::Valid => model.forward(&valid_data, idx, None, &device),
+                Split::Valid => model.forward(valid_data, idx, None, device),
             },
-            &spec,
+            self.spec,
             &train_device,
             progress,
         )?;
-        (
-            outcome.model,
-            outcome.history,
-            outcome.steps,
-            outcome.best_epoch,
-            outcome.stopped_early,
-        )
-    };
-    progress.info(&format!(
-        "best epoch: {best_epoch} (by {})",
-        config.train.monitor
-    ));
-    let plotted = plots::History {
-        epochs: history.clone(),
-        steps,
-    };
-    write_training_plot(out, &plotted, &config.train.monitor, progress);
-    // A LoRA run keeps its adapters in PEFT's layout and the merged backbone as its model.
-    let adapter_tensors = lora_spec
-        .as_ref()
-        .map(|_| lora::peft_tensors(&model.backbone, head_spec.native.as_ref()));
-    if lora_spec.is_some() {
-        model.backbone = model.backbone.materialize();
-    }
-    if let Some((mean, std)) = data.standardization {
-        // The saved model predicts raw values: fold the standardization into the last layer.
-        model.head = model.head.rescale_output(std, mean);
+        Ok(Trained {
+            model: outcome.model,
+            history: outcome.history,
+            steps: outcome.steps,
+            best_epoch: outcome.best_epoch,
+            stopped_early: outcome.stopped_early,
+            test_features: None,
+            feature_seconds: 0.0,
+            cache: CacheStats::default(),
+            lora: adapters,
+        })
     }
 
-    // Artifacts.
-    let d = &config.data;
-    let label_lists = task.logic().label_lists();
-    let manifest = RunManifest {
-        graft_version: env!("CARGO_PKG_VERSION").into(),
-        task,
-        architecture: model.backbone.architecture().describe(),
-        labels: data.spec.labels.clone(),
-        head: head_spec,
-        backbone_source: config.model.backbone.clone(),
-        input_column: match source.preparation.modality() {
-            Modality::Text => Some(d.text_column.clone()),
-            Modality::Image => d.image_column.clone(),
-        },
-        label_column: d.label_column.clone(),
-        best_epoch: Some(best_epoch),
-        threshold: label_lists.then_some(data.spec.threshold),
-        label_separator: label_lists.then(|| d.label_separator.clone()),
-        preparation: source.preparation.clone(),
-        lora: lora_spec,
-        skipped_rows: bad_rows::counts(&data.skipped),
-    };
-    run_dir::save(out, &manifest, &model, &source.folder.dir)?;
-    let adapter_path = out.join(lora::ADAPTER_WEIGHTS);
-    match adapter_tensors {
-        Some(tensors) => write_safetensors(&adapter_path, &tensors, None)?,
-        None if adapter_path.exists() => {
-            std::fs::remove_file(&adapter_path).map_err(|source| E::Io {
-                path: adapter_path.clone(),
-                source,
-            })?
+    /// The run folder: the model (a LoRA run's backbone merged, its adapters in PEFT's layout
+    /// beside it), `graft.json` and the config.
+    fn save(&self, out: &Path, trained: &mut Trained) -> Result<(), TrainError> {
+        let (config, data, source) = (self.config, self.data, self.source);
+        let model = &mut trained.model;
+        let adapter_tensors = trained
+            .lora
+            .as_ref()
+            .map(|_| lora::peft_tensors(&model.backbone, self.head_spec.native.as_ref()));
+        if trained.lora.is_some() {
+            model.backbone = model.backbone.clone().materialize();
         }
-        None => {}
-    }
-    write_atomic(&out.join("config.toml"), spec.config_text.as_bytes())?;
-
-    let test = match (&data.test, &test_data) {
-        (Some((path, examples)), Some(encoded)) => {
-            let targets = data.spec.targets(examples, path)?;
-            let outputs = match test_features {
-                Some(features) => rows_of(model.head.valid().forward(features)),
-                None => {
-                    progress.stage("test", encoded.len());
-                    let outputs = outputs_of(&model, encoded, eval_batch, &device, progress);
-                    progress.finish_stage();
-                    outputs
-                }
-            };
-            let report = data.spec.report(&outputs, &targets, None);
-            write_json_atomic(&out.join("eval.json"), &report)?;
-            if let Some(plot) = data.spec.evaluation_plot(&report, &outputs, &targets) {
-                save_plot(&out.join(plot.name), plot.image, progress);
+        if let Some((mean, std)) = data.standardization {
+            // The saved model predicts raw values: fold the standardization into the last layer.
+            model.head = model.head.clone().rescale_output(std, mean);
+        }
+        let d = &config.data;
+        let task = data.spec.task;
+        let label_lists = task.logic().label_lists();
+        let manifest = RunManifest {
+            graft_version: env!("CARGO_PKG_VERSION").into(),
+            task,
+            architecture: model.backbone.architecture().describe(),
+            labels: data.spec.labels.clone(),
+            head: self.head_spec.clone(),
+            backbone_source: config.model.backbone.clone(),
+            input_column: match source.preparation.modality() {
+                Modality::Text => Some(d.text_column.clone()),
+                Modality::Image => d.image_column.clone(),
+            },
+            label_column: d.label_column.clone(),
+            best_epoch: Some(trained.best_epoch),
+            threshold: label_lists.then_some(data.spec.threshold),
+            label_separator: label_lists.then(|| d.label_separator.clone()),
+            preparation: source.preparation.clone(),
+            lora: trained.lora.clone(),
+            skipped_rows: bad_rows::counts(&data.skipped),
+        };
+        run_dir::save(out, &manifest, model, &source.folder.dir)?;
+        let adapter_path = out.join(lora::ADAPTER_WEIGHTS);
+        match adapter_tensors {
+            Some(tensors) => write_safetensors(&adapter_path, &tensors, None)?,
+            None if adapter_path.exists() => {
+                std::fs::remove_file(&adapter_path).map_err(|source| E::Io {
+                    path: adapter_path.clone(),
+                    source,
+                })?
             }
-            Some(report)
+            None => {}
         }
-        _ => None,
-    };
-    Ok(TrainReport {
-        run_dir: out.to_path_buf(),
-        device: description,
-        history,
-        best_epoch,
-        stopped_early,
-        test,
-        feature_seconds,
-        cache: cache_stats,
-        total_seconds: started.elapsed().as_secs_f64(),
-    })
+        write_atomic(&out.join("config.toml"), self.spec.config_text.as_bytes())
+    }
+
+    /// The test split's report (`eval.json`) and its picture, if the config has a test file.
+    fn test_report(&self, out: &Path, trained: &Trained) -> Result<Option<Report>, TrainError> {
+        let (Some((path, examples)), Some(encoded)) = (&self.data.test, &self.splits.test) else {
+            return Ok(None);
+        };
+        let (spec, progress) = (&self.data.spec, self.progress);
+        let targets = spec.targets(examples, path)?;
+        let model = &trained.model;
+        let outputs = match &trained.test_features {
+            Some(features) => rows_of(model.head.valid().forward(features.clone())),
+            None => {
+                progress.stage("test", encoded.len());
+                let eval_batch = self.config.train.eval_batch_size;
+                let outputs = outputs_of(model, encoded, eval_batch, self.device, progress);
+                progress.finish_stage();
+                outputs
+            }
+        };
+        let report = spec.report(&outputs, &targets, None);
+        write_json_atomic(&out.join("eval.json"), &report)?;
+        if let Some(plot) = spec.evaluation_plot(&report, &outputs, &targets) {
+            save_plot(&out.join(plot.name), plot.image, progress);
+        }
+        Ok(Some(report))
+    }
 }
 
 /// Raw outputs `[n][k]` for every example, in order.
