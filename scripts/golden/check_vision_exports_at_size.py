@@ -13,9 +13,9 @@ relative to where this script runs). Each image file is opened with Pillow and c
 (as the libraries' own examples do), then:
 
   - a timm export (`config.json` with `architecture`) is loaded as timm loads a local folder,
-    `timm.create_model("local-dir:EXPORT", pretrained=True)` (strict loading; a ViT or DeiT also
-    gets `dynamic_img_size=True` when the run's size is not the checkpoint's grid, as
-    `model_args.img_size` keeps the checkpoint's), and the image goes through
+    `timm.create_model("local-dir:EXPORT", pretrained=True)` (strict loading; a ViT or DeiT export
+    states `model_args.img_size` at the run's size, and timm resamples the checkpoint's position
+    embeddings to it as it loads them), and the image goes through
     `timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))`, i.e. the
     export's `pretrained_cfg` (input size, crop_pct, crop_mode, interpolation, mean, std);
   - a transformers export (`preprocessor_config.json`) is loaded with
@@ -103,13 +103,13 @@ def check_timm(name, export, rows, images):
     config = json.load(open(os.path.join(export, "config.json")))
     architecture = config["architecture"]
     size = config["pretrained_cfg"]["input_size"][-1]
-    kwargs = {}
+    # A ViT export states `model_args.img_size` at the run's size; timm resamples the
+    # checkpoint's position embeddings to it as it loads them.
     grid = config.get("model_args", {}).get("img_size")
     if architecture.startswith(("vit", "deit")) and grid is not None:
         grid = grid if isinstance(grid, int) else grid[-1]
-        if grid != size:
-            kwargs["dynamic_img_size"] = True
-    model = timm.create_model(f"local-dir:{export}", pretrained=True, **kwargs).eval()
+        assert grid == size, (name, "model_args.img_size", grid, "input_size", size)
+    model = timm.create_model(f"local-dir:{export}", pretrained=True).eval()
     data_config = timm.data.resolve_data_config({}, model=model)
     transform = timm.data.create_transform(**data_config)
     x = torch.stack([transform(image) for image in images])

@@ -215,6 +215,12 @@ pub trait Architecture {
     }
     /// The folder layouts this architecture exports to.
     fn exports(&self) -> Vec<ExportTarget>;
+    /// `model_args` a timm export states so that timm builds this network at an input side
+    /// (a ViT's `img_size`: timm then resamples the checkpoint's position embeddings to that grid
+    /// as it loads them, as graft does). Default: none.
+    fn timm_model_args(&self, _image_size: usize) -> serde_json::Map<String, Value> {
+        serde_json::Map::new()
+    }
     /// The linear layers LoRA adapts when the config names none: PEFT's default for the
     /// family (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`) where it has one, else the
     /// attention's query and value projections by the family's names.

@@ -1345,6 +1345,17 @@ impl Architecture for Vit {
         self.blocks.len() + 1
     }
 
+    fn timm_model_args(&self, image_size: usize) -> serde_json::Map<String, Value> {
+        let mut args = serde_json::Map::new();
+        if self.config.layout == VitLayout::Timm {
+            args.insert(
+                "img_size".into(),
+                serde_json::json!([image_size, image_size]),
+            );
+        }
+        args
+    }
+
     fn exports(&self) -> Vec<ExportTarget> {
         let c = &self.config;
         match c.layout {

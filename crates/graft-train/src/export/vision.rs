@@ -29,6 +29,27 @@ pub(super) fn write(
     if let Some(args) = model_args.as_object_mut() {
         args.remove("num_classes");
     }
+    let transform = run
+        .manifest
+        .preparation
+        .image_transform()
+        .ok_or_else(|| E::Unsupported("vision exports are for image runs".into()))?;
+    // What timm must be told to build the network at the run's input size (a ViT's `img_size`).
+    if target.format == ExportFormat::Timm {
+        let sized = run
+            .model
+            .backbone
+            .architecture()
+            .timm_model_args(transform.image_size);
+        if !sized.is_empty() {
+            if !model_args.is_object() {
+                model_args = Value::Object(Default::default());
+            }
+            if let Some(args) = model_args.as_object_mut() {
+                args.extend(sized);
+            }
+        }
+    }
     let kwargs: String = model_args
         .as_object()
         .map(|args| {
@@ -48,11 +69,6 @@ pub(super) fn write(
         ),
     };
     require_linear_head(run, &format!("{layout}'s"))?;
-    let transform = run
-        .manifest
-        .preparation
-        .image_transform()
-        .ok_or_else(|| E::Unsupported(format!("{layout} exports are for image runs")))?;
     let tensors = classifier_tensors(run, target)?;
     write_safetensors(&out.join("model.safetensors"), &tensors, None)?;
     let labels = &run.manifest.labels;
