@@ -185,14 +185,16 @@ impl FeatureCache {
 
 /// The shard's values if it is there, readable and of the expected shape.
 fn read_shard(path: &Path, rows: usize, hidden: usize) -> Option<Vec<f32>> {
-    let bytes = std::fs::read(path).ok()?;
-    let file = safetensors::SafeTensors::deserialize(&bytes).ok()?;
-    let view = file.tensor("features").ok()?;
-    if view.shape() != [rows, hidden] || view.dtype() != safetensors::Dtype::F32 {
+    let tensor = graft_model::weights::read_tensors(path)
+        .ok()?
+        .into_iter()
+        .find(|t| t.name == "features")?;
+    if tensor.shape != [rows, hidden] || tensor.dtype != safetensors::Dtype::F32 {
         return None;
     }
     Some(
-        view.data()
+        tensor
+            .bytes
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect(),
