@@ -25,31 +25,12 @@ pub(super) fn write(
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or(Value::Null);
-    let mut model_args = source.get("model_args").cloned().unwrap_or(Value::Null);
-    if let Some(args) = model_args.as_object_mut() {
-        args.remove("num_classes");
-    }
     let transform = run
         .manifest
         .preparation
         .image_transform()
         .ok_or_else(|| E::Unsupported("vision exports are for image runs".into()))?;
-    // What timm must be told to build the network at the run's input size (a ViT's `img_size`).
-    if target.format == ExportFormat::Timm {
-        let sized = run
-            .model
-            .backbone
-            .architecture()
-            .timm_model_args(transform.image_size);
-        if !sized.is_empty() {
-            if !model_args.is_object() {
-                model_args = Value::Object(Default::default());
-            }
-            if let Some(args) = model_args.as_object_mut() {
-                args.extend(sized);
-            }
-        }
-    }
+    let model_args = model_args_of(&source, run, target, transform.image_size);
     let kwargs: String = model_args
         .as_object()
         .map(|args| {
@@ -138,6 +119,28 @@ pub(super) fn write(
 }
 
 /// A JSON value as Python source (`true` → `True`, `null` → `None`).
+/// The export's `model_args`: the source folder's (less `num_classes`), and for timm what it must
+/// be told to build the network at the run's input size (a ViT's `img_size`).
+fn model_args_of(source: &Value, run: &LoadedRun, target: &ExportTarget, size: usize) -> Value {
+    let mut model_args = source.get("model_args").cloned().unwrap_or(Value::Null);
+    if let Some(args) = model_args.as_object_mut() {
+        args.remove("num_classes");
+    }
+    if target.format != ExportFormat::Timm {
+        return model_args;
+    }
+    let sized = run.model.backbone.architecture().timm_model_args(size);
+    if !sized.is_empty() {
+        if !model_args.is_object() {
+            model_args = Value::Object(Default::default());
+        }
+        if let Some(args) = model_args.as_object_mut() {
+            args.extend(sized);
+        }
+    }
+    model_args
+}
+
 fn python_literal(value: &Value) -> String {
     match value {
         Value::Bool(true) => "True".into(),
