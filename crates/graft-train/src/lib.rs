@@ -8,6 +8,18 @@
 //! behind graft-model's `Backbone`, so nothing here names an architecture and adding one does not
 //! touch this crate. The modules are private: this page is the surface (plus the TOML [`config`]
 //! and the [`bench`] harness). Nothing here prints; progress goes through [`Progress`].
+//!
+//! ```no_run
+//! use graft_train::{Backend, Example, Model, Silent, select_device};
+//!
+//! let device = select_device(Backend::Flex)?.device;
+//! let model = Model::open("runs/fine-foods".as_ref(), &device)?;
+//! let texts = [Example::unlabelled("Rich and smooth."), Example::unlabelled("Stale.")];
+//! for prediction in model.predict(&texts, 32, &Silent)? {
+//!     println!("{:?} {:?}", prediction.label, prediction.probabilities);
+//! }
+//! # Ok::<(), graft_train::TrainError>(())
+//! ```
 
 pub mod bench;
 pub mod config;

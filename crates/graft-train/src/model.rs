@@ -6,6 +6,7 @@
 //! and call these, and a server holds one `Model` for its lifetime.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
 use burn::tensor::Device;
@@ -133,7 +134,12 @@ pub struct Model {
     encoder: Encoder,
     /// The head and how to read its outputs; `None` for a pretrained folder without a classifier.
     head: Option<(Head, TaskSpec)>,
+    /// The embedding options last used, with their preparation and encoder.
+    embedder: Mutex<Option<(EmbedKey, Preparation, Arc<Encoder>)>>,
 }
+
+/// What of [`EmbedOptions`] changes how inputs are prepared.
+type EmbedKey = (Option<Pooling>, Option<bool>, Option<usize>);
 
 impl Model {
     /// Opens a run folder, a PEFT adapter or a pretrained folder onto `device`.
@@ -157,6 +163,7 @@ impl Model {
             backbone: model.backbone,
             encoder: run.encoder,
             head: Some((model.head, spec)),
+            embedder: Mutex::new(None),
         })
     }
 
@@ -237,6 +244,7 @@ impl Model {
             backbone,
             encoder,
             head,
+            embedder: Mutex::new(None),
         })
     }
 
@@ -317,6 +325,7 @@ impl Model {
             backbone,
             encoder,
             head: Some((head, task)),
+            embedder: Mutex::new(None),
         })
     }
 
@@ -411,14 +420,7 @@ impl Model {
         progress: &dyn Progress,
     ) -> Result<Embeddings, TrainError> {
         check_batch_size(options.batch_size)?;
-        let choices = FeatureChoices {
-            pooling: options.pooling,
-            normalize: options.normalize,
-            max_length: options.max_length,
-            pooler: Some(false),
-            ..FeatureChoices::default()
-        };
-        let preparation = Preparation::resolve(&self.folder, &choices, &self.folder.dir)?;
+        let (preparation, encoder) = self.embedder(options)?;
         let mut pooling = preparation.pooling();
         if let Some(normalize) = options.normalize {
             pooling.normalize = normalize;
@@ -426,7 +428,7 @@ impl Model {
         let mut backbone = self.backbone.clone();
         backbone.pooling = pooling;
         backbone.embedding = true;
-        let data = preparation.encoder(&self.folder)?.encode(examples)?;
+        let data = encoder.encode(examples)?;
         progress.stage("embedding", data.len());
         let features = extract_features(
             &backbone,
@@ -449,6 +451,32 @@ impl Model {
             pooling: (self.source.modality == Modality::Text).then_some(pooling.pooling),
             normalize: pooling.normalize,
         })
+    }
+}
+
+impl Model {
+    /// How `options` prepare the inputs of embeddings, and their encoder: resolved against the
+    /// folder once and kept for the next call with the same options (a server's requests do not
+    /// read the tokenizer again).
+    fn embedder(&self, options: &EmbedOptions) -> Result<(Preparation, Arc<Encoder>), TrainError> {
+        let key = (options.pooling, options.normalize, options.max_length);
+        let mut kept = self.embedder.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, preparation, encoder)) = kept.as_ref()
+            && *k == key
+        {
+            return Ok((preparation.clone(), encoder.clone()));
+        }
+        let choices = FeatureChoices {
+            pooling: options.pooling,
+            normalize: options.normalize,
+            max_length: options.max_length,
+            pooler: Some(false),
+            ..FeatureChoices::default()
+        };
+        let preparation = Preparation::resolve(&self.folder, &choices, &self.folder.dir)?;
+        let encoder = Arc::new(preparation.encoder(&self.folder)?);
+        *kept = Some((key, preparation.clone(), encoder.clone()));
+        Ok((preparation, encoder))
     }
 }
 

@@ -85,6 +85,32 @@ enum Command {
         #[arg(long, default_value = "auto")]
         backend: Backend,
     },
+    /// Serve a run, a PEFT adapter or a model folder over HTTP: text-embeddings-inference's
+    /// POST /embed and /predict, GET /health, /info and /metrics, and OpenAI's
+    /// POST /v1/embeddings; requests are batched together; SIGTERM finishes what was accepted.
+    Serve {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// 0: any free port (the address is printed).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        #[arg(long, default_value = "auto")]
+        backend: Backend,
+        /// Inputs in one model call at most, across requests.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+        max_batch: u64,
+        /// How long a request waits for others to share its model call.
+        #[arg(long, default_value_t = 5)]
+        max_wait_ms: u64,
+        /// Requests waiting for the model at most; more are answered 429.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+        queue: u64,
+        /// Inputs in one request at most; more are answered 413.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+        max_inputs: u64,
+    },
     /// Embed texts with a pretrained model folder as it is.
     Embed {
         #[arg(long)]
@@ -425,6 +451,35 @@ fn run(cli: Cli) -> Result<()> {
                 graft_train::save_png(&path, &image)?;
                 say!("plot written to {}", path.display());
             }
+        }
+        Command::Serve {
+            model,
+            host,
+            port,
+            backend,
+            max_batch,
+            max_wait_ms,
+            queue,
+            max_inputs,
+        } => {
+            graft_train::ModelSource::identify(&model).map_err(|e| with_flags(e, ""))?;
+            let selected = graft_train::select_device(backend)?;
+            eprintln!("device: {}", selected.description);
+            let opened = graft_train::Model::open(&model, &selected.device)
+                .map_err(|e| with_flags(e, ""))?;
+            let options = graft_serve::ServeOptions {
+                address: std::net::SocketAddr::new(host, port),
+                max_batch: max_batch as usize,
+                max_wait: std::time::Duration::from_millis(max_wait_ms),
+                queue: queue as usize,
+                max_inputs: max_inputs as usize,
+                ..Default::default()
+            };
+            let id = model.display().to_string();
+            graft_serve::serve(opened, &id, &options, |address| {
+                eprintln!("serving {id} on http://{address}");
+            })?;
+            eprintln!("stopped");
         }
         Command::Predict {
             model,

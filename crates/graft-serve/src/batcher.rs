@@ -1,0 +1,158 @@
+//! The one thread that owns the model: requests queue up in a bounded channel (a full queue is
+//! the caller's 429), and the thread takes them in dynamic batches, as many inputs as the batch
+//! holds or as arrive within the wait, one model call per kind of request.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use graft_train::{EmbedOptions, Example, Model, Prediction, Silent};
+use tokio::sync::oneshot;
+
+use crate::metrics::Metrics;
+
+/// What a request asks of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Embeddings, normalized or not (`None`: the folder's default).
+    Embed {
+        normalize: Option<bool>,
+    },
+    Predict,
+}
+
+/// A request's answer: one row per input, in order.
+pub enum Answer {
+    Embeddings(Vec<Vec<f32>>),
+    Predictions(Vec<Prediction>),
+}
+
+struct Job {
+    work: Work,
+    inputs: Vec<Example>,
+    reply: oneshot::Sender<Result<Answer, String>>,
+}
+
+/// How requests are batched.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Inputs in one model call at most.
+    pub max_batch: usize,
+    /// How long the first request of a batch waits for others.
+    pub max_wait: Duration,
+    /// Requests waiting at most; more are refused.
+    pub queue: usize,
+}
+
+/// The sending side, shared by the request handlers.
+#[derive(Clone)]
+pub struct Batcher {
+    jobs: SyncSender<Job>,
+}
+
+/// Why a request got no answer.
+pub enum Refusal {
+    /// The queue is full.
+    Busy,
+    /// The model failed on these inputs (the message says why).
+    Failed(String),
+}
+
+impl Batcher {
+    /// Starts the thread that owns `model`; it ends when every `Batcher` is dropped.
+    pub fn start(model: Model, batching: Batching, metrics: Metrics) -> (Self, JoinHandle<()>) {
+        let (jobs, queue) = sync_channel(batching.queue.max(1));
+        let worker = std::thread::Builder::new()
+            .name("graft-model".into())
+            .spawn(move || run(model, queue, batching, metrics))
+            .expect("the model thread starts");
+        (Batcher { jobs }, worker)
+    }
+
+    /// Queues `inputs` and waits for their answer.
+    pub async fn ask(&self, work: Work, inputs: Vec<Example>) -> Result<Answer, Refusal> {
+        let (reply, answer) = oneshot::channel();
+        match self.jobs.try_send(Job {
+            work,
+            inputs,
+            reply,
+        }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(Refusal::Busy),
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(Refusal::Failed("the model thread has stopped".into()));
+            }
+        }
+        match answer.await {
+            Ok(result) => result.map_err(Refusal::Failed),
+            Err(_) => Err(Refusal::Failed("the model thread has stopped".into())),
+        }
+    }
+}
+
+fn run(model: Model, queue: Receiver<Job>, batching: Batching, metrics: Metrics) {
+    while let Ok(first) = queue.recv() {
+        // The batch: the first job, then whatever arrives within the wait, up to the batch size.
+        let deadline = Instant::now() + batching.max_wait;
+        let mut size = first.inputs.len();
+        let mut batch = vec![first];
+        while size < batching.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match queue.recv_timeout(left) {
+                Ok(job) => {
+                    size += job.inputs.len();
+                    batch.push(job);
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // One model call per kind of work, the jobs' inputs one after another.
+        while let Some(work) = batch.first().map(|job| job.work) {
+            let (same, rest): (Vec<Job>, Vec<Job>) =
+                batch.into_iter().partition(|job| job.work == work);
+            batch = rest;
+            answer(&model, work, same, batching.max_batch, &metrics);
+        }
+    }
+}
+
+fn answer(model: &Model, work: Work, jobs: Vec<Job>, max_batch: usize, metrics: &Metrics) {
+    let inputs: Vec<Example> = jobs.iter().flat_map(|job| job.inputs.clone()).collect();
+    metrics.batch(inputs.len());
+    let rows = match work {
+        Work::Embed { normalize } => {
+            let options = EmbedOptions {
+                normalize,
+                batch_size: max_batch,
+                ..EmbedOptions::default()
+            };
+            model.embed(&inputs, &options, &Silent).map(|e| {
+                let rows: Vec<Vec<f32>> = e.values.chunks(e.width).map(<[f32]>::to_vec).collect();
+                Answer::Embeddings(rows)
+            })
+        }
+        Work::Predict => model
+            .predict(&inputs, max_batch, &Silent)
+            .map(Answer::Predictions),
+    };
+    match rows {
+        Ok(Answer::Embeddings(mut rows)) => {
+            for job in jobs.into_iter().rev() {
+                let mine = rows.split_off(rows.len() - job.inputs.len());
+                let _ = job.reply.send(Ok(Answer::Embeddings(mine)));
+            }
+        }
+        Ok(Answer::Predictions(mut rows)) => {
+            for job in jobs.into_iter().rev() {
+                let mine = rows.split_off(rows.len() - job.inputs.len());
+                let _ = job.reply.send(Ok(Answer::Predictions(mine)));
+            }
+        }
+        Err(error) => {
+            let message = error.to_string();
+            for job in jobs {
+                let _ = job.reply.send(Err(message.clone()));
+            }
+        }
+    }
+}

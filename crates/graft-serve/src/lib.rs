@@ -1,0 +1,387 @@
+//! graft-serve: one opened [`graft_train::Model`] behind HTTP. Routes follow Hugging Face's
+//! text-embeddings-inference where they overlap (`POST /embed`, `POST /predict`, `GET /health`,
+//! `GET /info`, `GET /metrics`), so its clients work unchanged, plus OpenAI's
+//! `POST /v1/embeddings`. Requests from all clients are batched together on the one thread that
+//! owns the model ([`batcher`]); a full queue answers 429, a body over the limit 413, input that
+//! is not what a route takes 422 with a message. SIGTERM or Ctrl-C stops accepting and finishes
+//! what was accepted.
+
+mod batcher;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use graft_train::{Example, Model, Prediction, SourceKind};
+use serde_json::{Value, json};
+
+use crate::batcher::{Answer, Batcher, Batching, Refusal, Work};
+use crate::metrics::Metrics;
+
+/// Where and how the server runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The address to listen on (port 0: any free port; `ready` is told which).
+    pub address: SocketAddr,
+    /// Inputs in one model call at most, across requests.
+    pub max_batch: usize,
+    /// How long a request waits for others to share its model call.
+    pub max_wait: Duration,
+    /// Requests waiting for the model at most; more get 429.
+    pub queue: usize,
+    /// Inputs in one request at most (more: 413).
+    pub max_inputs: usize,
+    /// Bytes in one request body at most (more: 413).
+    pub max_body: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_batch: 32,
+            max_wait: Duration::from_millis(5),
+            queue: 256,
+            max_inputs: 256,
+            max_body: 2 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+struct Shared {
+    batcher: Batcher,
+    metrics: Metrics,
+    info: Value,
+    image: bool,
+    max_inputs: usize,
+}
+
+/// Serves `model` until SIGTERM or Ctrl-C; `ready` gets the address once it listens.
+pub fn serve(
+    model: Model,
+    model_id: &str,
+    options: &ServeOptions,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let source = model.source().clone();
+    let task = model.task().cloned();
+    let info = json!({
+        "model_id": model_id,
+        "model_kind": match source.kind {
+            SourceKind::Run => "run",
+            SourceKind::Adapter => "adapter",
+            SourceKind::Pretrained => "pretrained",
+        },
+        "modality": format!("{:?}", source.modality).to_lowercase(),
+        "task": task.as_ref().map(|t| t.task.logic().problem_type()),
+        "labels": task.as_ref().map(|t| t.labels.clone()),
+        "max_batch_size": options.max_batch,
+        "max_client_batch_size": options.max_inputs,
+        "max_concurrent_requests": options.queue,
+        "max_wait_ms": options.max_wait.as_millis() as u64,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    let metrics = Metrics::default();
+    let batching = Batching {
+        max_batch: options.max_batch.max(1),
+        max_wait: options.max_wait,
+        queue: options.queue,
+    };
+    let (batcher, worker) = Batcher::start(model, batching, metrics.clone());
+    let shared = Shared {
+        batcher,
+        metrics,
+        info,
+        image: source.modality == graft_model::Modality::Image,
+        max_inputs: options.max_inputs.max(1),
+    };
+    let app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/info", get(model_info))
+        .route("/metrics", get(metrics_text))
+        .route("/embed", post(embed))
+        .route("/predict", post(predict))
+        .route("/v1/embeddings", post(openai_embeddings))
+        .layer(DefaultBodyLimit::max(options.max_body))
+        .with_state(shared);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(options.address)
+            .await
+            .map_err(|source| ServeError::Listen {
+                address: options.address,
+                source,
+            })?;
+        ready(listener.local_addr()?);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop_signal())
+            .await?;
+        Ok(())
+    });
+    // The router (and with it the last sender) is gone: the model thread ends.
+    drop(runtime);
+    let _ = worker.join();
+    result
+}
+
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// An error answer, boxed (a response is large to carry through `Result`s).
+type Refused = Box<Response>;
+
+/// An error answer: TEI's `{"error", "error_type"}`.
+fn refuse(status: StatusCode, kind: &str, message: impl Into<String>) -> Refused {
+    let body = json!({"error": message.into(), "error_type": kind});
+    Box::new((status, Json(body)).into_response())
+}
+
+/// A request body read as JSON, or the reason it is not (413 over the size limit, else 422).
+fn body(request: Result<Json<Value>, JsonRejection>) -> Result<Value, Refused> {
+    request.map(|Json(value)| value).map_err(|rejection| {
+        let status = match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        refuse(status, "validation", rejection.body_text())
+    })
+}
+
+impl Shared {
+    /// The model inputs of a request's `key` (a string or a list of strings; for an image model,
+    /// base64-encoded image files).
+    fn inputs(&self, request: &Value, key: &str) -> Result<Vec<Example>, Refused> {
+        let invalid =
+            |message: String| refuse(StatusCode::UNPROCESSABLE_ENTITY, "validation", message);
+        let texts: Vec<&str> = match request.get(key) {
+            Some(Value::String(text)) => vec![text.as_str()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    item.as_str().ok_or_else(|| {
+                        invalid(format!("{key}[{i}]: expected a string, got {item}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "{key}: expected a string or a list of strings, got {other}"
+                )));
+            }
+            None => return Err(invalid(format!("the request has no `{key}`"))),
+        };
+        if texts.is_empty() {
+            return Err(invalid(format!("{key} is empty")));
+        }
+        if texts.len() > self.max_inputs {
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "validation",
+                format!(
+                    "batch size {} > maximum allowed batch size {}",
+                    texts.len(),
+                    self.max_inputs
+                ),
+            ));
+        }
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                if text.trim().is_empty() {
+                    return Err(invalid(format!("{key}[{i}] is empty")));
+                }
+                if !self.image {
+                    return Ok(Example::unlabelled(*text));
+                }
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(text.trim())
+                    .map_err(|e| invalid(format!("{key}[{i}]: not a base64 image: {e}")))?;
+                Ok(Example {
+                    bytes: Some(bytes.into()),
+                    ..Example::unlabelled(format!("{key}[{i}]"))
+                })
+            })
+            .collect()
+    }
+
+    async fn ask(&self, work: Work, inputs: Vec<Example>) -> Result<Answer, Refused> {
+        self.batcher
+            .ask(work, inputs)
+            .await
+            .map_err(|refusal| match refusal {
+                Refusal::Busy => refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "overloaded",
+                    "the model's queue is full; retry later",
+                ),
+                Refusal::Failed(message) => {
+                    refuse(StatusCode::UNPROCESSABLE_ENTITY, "backend", message)
+                }
+            })
+    }
+
+    /// Counts the request and its time.
+    fn answered(&self, endpoint: &str, started: Instant, response: Response) -> Response {
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics
+            .request(endpoint, response.status().as_u16(), seconds);
+        response
+    }
+}
+
+async fn model_info(State(shared): State<Shared>) -> Json<Value> {
+    Json(shared.info.clone())
+}
+
+async fn metrics_text(State(shared): State<Shared>) -> String {
+    shared.metrics.render()
+}
+
+/// TEI's `/embed`: `{"inputs": str | [str], "normalize": bool?}` → `[[f32]]`.
+async fn embed(
+    State(shared): State<Shared>,
+    request: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let started = Instant::now();
+    let response = async {
+        let request = body(request)?;
+        let inputs = shared.inputs(&request, "inputs")?;
+        let normalize = request.get("normalize").and_then(Value::as_bool);
+        match shared.ask(Work::Embed { normalize }, inputs).await? {
+            Answer::Embeddings(rows) => Ok::<_, Refused>(Json(rows).into_response()),
+            Answer::Predictions(_) => unreachable!("embeddings were asked"),
+        }
+    }
+    .await
+    .unwrap_or_else(|refusal| *refusal);
+    shared.answered("/embed", started, response)
+}
+
+/// OpenAI's `/v1/embeddings`: `{"input": str | [str], "model": str?}`.
+async fn openai_embeddings(
+    State(shared): State<Shared>,
+    request: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let started = Instant::now();
+    let response = async {
+        let request = body(request)?;
+        let inputs = shared.inputs(&request, "input")?;
+        let n = inputs.len();
+        let rows = match shared.ask(Work::Embed { normalize: None }, inputs).await? {
+            Answer::Embeddings(rows) => rows,
+            Answer::Predictions(_) => unreachable!("embeddings were asked"),
+        };
+        let data: Vec<Value> = rows
+            .into_iter()
+            .enumerate()
+            .map(|(index, embedding)| json!({"object": "embedding", "embedding": embedding, "index": index}))
+            .collect();
+        let model = request
+            .get("model")
+            .cloned()
+            .unwrap_or_else(|| shared.info["model_id"].clone());
+        Ok::<_, Refused>(
+            Json(json!({
+                "object": "list",
+                "data": data,
+                "model": model,
+                "usage": {"prompt_tokens": 0, "total_tokens": 0, "inputs": n},
+            }))
+            .into_response(),
+        )
+    }
+    .await
+    .unwrap_or_else(|refusal| *refusal);
+    shared.answered("/v1/embeddings", started, response)
+}
+
+/// TEI's `/predict`: `{"inputs": str | [str]}` → `[{"label", "score"}]` for one input (every
+/// label, highest first), a list of those for a list.
+async fn predict(
+    State(shared): State<Shared>,
+    request: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let started = Instant::now();
+    let response = async {
+        let request = body(request)?;
+        let one = request.get("inputs").is_some_and(Value::is_string);
+        let inputs = shared.inputs(&request, "inputs")?;
+        let predictions = match shared.ask(Work::Predict, inputs).await? {
+            Answer::Predictions(predictions) => predictions,
+            Answer::Embeddings(_) => unreachable!("predictions were asked"),
+        };
+        let labels = shared.info["labels"].clone();
+        let mut scored: Vec<Value> = predictions.iter().map(|p| scores(p, &labels)).collect();
+        let body = if one {
+            scored.remove(0)
+        } else {
+            Value::Array(scored)
+        };
+        Ok::<_, Refused>(Json(body).into_response())
+    }
+    .await
+    .unwrap_or_else(|refusal| *refusal);
+    shared.answered("/predict", started, response)
+}
+
+/// A prediction as TEI's scores: every label with its probability, highest first; a regression's
+/// value under its target's name.
+fn scores(prediction: &Prediction, labels: &Value) -> Value {
+    if let Some(probabilities) = &prediction.probabilities {
+        let mut pairs: Vec<(&String, f64)> = probabilities
+            .iter()
+            .map(|(label, p)| (label, p.as_f64().unwrap_or(0.0)))
+            .collect();
+        pairs.sort_by(|a, b| b.1.total_cmp(&a.1));
+        return Value::Array(
+            pairs
+                .into_iter()
+                .map(|(label, score)| json!({"label": label, "score": score}))
+                .collect(),
+        );
+    }
+    let target = labels
+        .get(0)
+        .and_then(Value::as_str)
+        .unwrap_or("value")
+        .to_string();
+    json!([{"label": target, "score": prediction.value}])
+}

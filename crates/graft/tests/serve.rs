@@ -1,0 +1,395 @@
+//! `graft serve` as a real process on 127.0.0.1: embeddings and predictions equal to `graft embed`
+//! and `graft predict`'s, concurrent clients batched together, bad requests answered 4xx with a
+//! message while the server stays up, a full queue answered 429, and SIGTERM finishing the
+//! request it accepted. Every client loop is bounded in count and every wait in time.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+mod common;
+
+use common::{command, ok, repo, write};
+
+/// A `graft serve` process and the address it listens on.
+struct Server {
+    child: Child,
+    address: String,
+    /// The server's stderr lines after the address.
+    log: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(model: &Path, extra: &[&str]) -> Server {
+        let model = model.to_str().unwrap();
+        let mut args = vec![
+            "serve",
+            "--model",
+            model,
+            "--port",
+            "0",
+            "--backend",
+            "flex",
+        ];
+        args.extend_from_slice(extra);
+        let mut child = command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("graft serve starts");
+        let stderr = child.stderr.take().unwrap();
+        let (lines, log) = mpsc::channel();
+        // Held from here on, so that a failed start still stops the process (`Drop`).
+        let mut server = Server {
+            child,
+            address: String::new(),
+            log,
+        };
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = server
+                .log
+                .recv_timeout(left)
+                .expect("graft serve says where it listens");
+            if let Some(address) = line.split(" on http://").nth(1) {
+                assert!(address.starts_with("127.0.0.1:"), "{line}");
+                server.address = address.trim().to_string();
+                return server;
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// A POST of `body` as JSON: the status and the answer.
+    fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let request = ureq::post(&self.url(path))
+            .timeout(Duration::from_secs(120))
+            .set("content-type", "application/json");
+        let response = match request.send_string(body) {
+            Ok(response) => response,
+            Err(ureq::Error::Status(_, response)) => response,
+            Err(e) => panic!("POST {path}: {e}"),
+        };
+        let status = response.status();
+        let text = response.into_string().unwrap();
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("POST {path}: {status} and not JSON: {text}"));
+        (status, value)
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let response = match ureq::get(&self.url(path))
+            .timeout(Duration::from_secs(30))
+            .call()
+        {
+            Ok(response) => response,
+            Err(ureq::Error::Status(_, response)) => response,
+            Err(e) => panic!("GET {path}: {e}"),
+        };
+        (response.status(), response.into_string().unwrap())
+    }
+
+    /// SIGTERM, then the exit status within a minute.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "graft serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TEXTS: [&str; 3] = [
+    "This coffee is absolutely wonderful, rich and smooth.",
+    "Stale and bitter; I threw the bag away.",
+    "ok",
+];
+
+fn floats(value: &Value) -> Vec<f32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// `graft embed`'s rows for the texts.
+fn embed_rows(model: &Path, dir: &Path) -> Vec<Vec<f32>> {
+    let input = write(dir, "texts.txt", &TEXTS.join("\n"));
+    let out = dir.join("e.safetensors");
+    ok(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--backend",
+        "flex",
+    ]);
+    let bytes = std::fs::read(&out).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = file.tensor("embeddings").unwrap();
+    let width = view.shape()[1];
+    let values: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    values.chunks(width).map(<[f32]>::to_vec).collect()
+}
+
+#[test]
+fn embeddings_and_predictions_are_the_commands_and_clients_share_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let minilm = repo().join("models/all-MiniLM-L6-v2");
+    let want = embed_rows(&minilm, tmp.path());
+    let server = Server::start(&minilm, &["--max-wait-ms", "20"]);
+    assert_eq!(server.get("/health"), (200, "ok".to_string()));
+    let (status, info) = server.get("/info");
+    assert_eq!(status, 200);
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["modality"], "text", "{info}");
+
+    let (status, rows) = server.post("/embed", &json!({"inputs": TEXTS}).to_string());
+    assert_eq!(status, 200, "{rows}");
+    let rows: Vec<Vec<f32>> = rows.as_array().unwrap().iter().map(floats).collect();
+    for (row, want) in rows.iter().zip(&want) {
+        assert!(max_diff(row, want) <= 1e-5, "{}", max_diff(row, want));
+    }
+    // One string gives one row.
+    let (_, one) = server.post("/embed", &json!({"inputs": TEXTS[1]}).to_string());
+    assert!(max_diff(&floats(&one[0]), &want[1]) <= 1e-5);
+    // OpenAI's shape, the same numbers.
+    let (status, openai) = server.post("/v1/embeddings", &json!({"input": TEXTS}).to_string());
+    assert_eq!(status, 200, "{openai}");
+    assert_eq!(openai["object"], "list");
+    for (i, item) in openai["data"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(item["index"], i);
+        assert!(max_diff(&floats(&item["embedding"]), &want[i]) <= 1e-5);
+    }
+
+    // Eight clients, four requests each, at once: every answer is the command's.
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let url = server.url("/embed");
+            let want = want.clone();
+            std::thread::spawn(move || {
+                for r in 0..4 {
+                    let i = (c + r) % TEXTS.len();
+                    let body = json!({"inputs": [TEXTS[i]]}).to_string();
+                    let answer: Value = serde_json::from_str(
+                        &ureq::post(&url)
+                            .timeout(Duration::from_secs(120))
+                            .set("content-type", "application/json")
+                            .send_string(&body)
+                            .unwrap()
+                            .into_string()
+                            .unwrap(),
+                    )
+                    .unwrap();
+                    assert!(max_diff(&floats(&answer[0]), &want[i]) <= 1e-5);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let (_, metrics) = server.get("/metrics");
+    let count = |name: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(
+        count("graft_requests_total{endpoint=\"/embed\",status=\"200\"}"),
+        34.0
+    );
+    // Requests arriving together share model calls.
+    assert!(count("graft_batches_total") < 35.0, "{metrics}");
+
+    // A model without a classifier says so, and the server stays up.
+    let (status, error) = server.post("/predict", &json!({"inputs": "hi"}).to_string());
+    assert_eq!(status, 422, "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("no classifier"),
+        "{error}"
+    );
+    assert_eq!(server.get("/health").0, 200);
+}
+
+#[test]
+fn predictions_are_graft_predicts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = repo().join("crates/graft-model/tests/golden/native_heads/bert");
+    let input = write(tmp.path(), "texts.txt", &TEXTS.join("\n"));
+    let want: Vec<Value> = ok(&[
+        "predict",
+        "--model",
+        folder.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--backend",
+        "flex",
+    ])
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    let server = Server::start(&folder, &[]);
+    let (status, answer) = server.post("/predict", &json!({"inputs": TEXTS}).to_string());
+    assert_eq!(status, 200, "{answer}");
+    for (scores, want) in answer.as_array().unwrap().iter().zip(&want) {
+        let scores = scores.as_array().unwrap();
+        // Every label, highest first: the top one is graft predict's label.
+        assert_eq!(scores[0]["label"], want["label"]);
+        for pair in scores.windows(2) {
+            assert!(pair[0]["score"].as_f64() >= pair[1]["score"].as_f64());
+        }
+        for score in scores {
+            let label = score["label"].as_str().unwrap();
+            let p = want["probabilities"][label].as_f64().unwrap();
+            assert!((score["score"].as_f64().unwrap() - p).abs() <= 1e-5);
+        }
+    }
+    // One string: one list of scores.
+    let (_, one) = server.post("/predict", &json!({"inputs": TEXTS[0]}).to_string());
+    assert_eq!(one[0]["label"], want[0]["label"]);
+}
+
+#[test]
+fn bad_requests_get_4xx_with_a_message_and_the_server_stays_up() {
+    let minilm = repo().join("models/all-MiniLM-L6-v2");
+    let server = Server::start(&minilm, &["--max-inputs", "4"]);
+    let cases: [(&str, u16, &str); 6] = [
+        ("{not json", 422, ""),
+        (r#"{"inputs": 5}"#, 422, "inputs"),
+        (r#"{"inputs": []}"#, 422, "empty"),
+        (r#"{"inputs": ["fine", "  "]}"#, 422, "inputs[1]"),
+        (r#"{"text": "where are the inputs"}"#, 422, "inputs"),
+        (
+            r#"{"inputs": ["a", "b", "c", "d", "e"]}"#,
+            413,
+            "batch size 5",
+        ),
+    ];
+    for (body, status, says) in cases {
+        let (got, error) = server.post("/embed", body);
+        assert_eq!(got, status, "{body}: {error}");
+        let message = error["error"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty() && message.contains(says),
+            "{body}: {error}"
+        );
+    }
+    // A body over the size limit (2 MiB) is refused before it is read whole.
+    let huge = json!({"inputs": "word ".repeat(600_000)}).to_string();
+    assert_eq!(server.post("/embed", &huge).0, 413);
+    // Not JSON at all.
+    let wrong_type = ureq::post(&server.url("/embed"))
+        .set("content-type", "text/plain")
+        .send_string("hello");
+    assert!(matches!(wrong_type, Err(ureq::Error::Status(415, _))));
+    assert_eq!(server.get("/health").0, 200);
+}
+
+#[test]
+fn a_full_queue_answers_429_and_sigterm_finishes_what_was_accepted() {
+    let minilm = repo().join("models/all-MiniLM-L6-v2");
+    let mut server = Server::start(
+        &minilm,
+        &["--queue", "1", "--max-batch", "8", "--max-wait-ms", "0"],
+    );
+    let long: Vec<String> = (0..64)
+        .map(|i| format!("review number {i}: {}", TEXTS[i % 3]))
+        .collect();
+    let body = json!({"inputs": long}).to_string();
+    let clients: Vec<_> = (0..12)
+        .map(|_| {
+            let (url, body) = (server.url("/embed"), body.clone());
+            std::thread::spawn(move || {
+                match ureq::post(&url)
+                    .timeout(Duration::from_secs(300))
+                    .set("content-type", "application/json")
+                    .send_string(&body)
+                {
+                    Ok(response) => response.status(),
+                    Err(ureq::Error::Status(status, _)) => status,
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(
+        statuses.iter().all(|s| [200, 429].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&200) && statuses.contains(&429),
+        "{statuses:?}"
+    );
+
+    // SIGTERM while a request is being answered: it is answered, then the server exits 0.
+    let (url, body) = (server.url("/embed"), body.clone());
+    let in_flight = std::thread::spawn(move || {
+        ureq::post(&url)
+            .timeout(Duration::from_secs(300))
+            .set("content-type", "application/json")
+            .send_string(&body)
+            .map(|r| r.status())
+            .unwrap_or(0)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let status = server.terminate();
+    assert_eq!(in_flight.join().unwrap(), 200);
+    assert!(status.success(), "{status}");
+    let said: Vec<String> = server.log.try_iter().collect();
+    assert!(said.iter().any(|l| l.contains("stopped")), "{said:?}");
+}
