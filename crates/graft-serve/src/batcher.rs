@@ -148,6 +148,13 @@ fn answer(model: &Model, work: Work, jobs: Vec<Job>, max_batch: usize, metrics: 
                 let _ = job.reply.send(Ok(Answer::Predictions(mine)));
             }
         }
+        // One request's bad input (an image that does not decode) must not fail the others
+        // batched with it: each is answered on its own.
+        Err(_) if jobs.len() > 1 => {
+            for job in jobs {
+                answer(model, work, vec![job], max_batch, metrics);
+            }
+        }
         Err(error) => {
             let message = error.to_string();
             for job in jobs {

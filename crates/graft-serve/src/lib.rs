@@ -9,6 +9,7 @@
 mod batcher;
 mod metrics;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -258,8 +259,32 @@ impl Shared {
             })
     }
 
-    /// Counts the request and its time.
-    fn answered(&self, endpoint: &str, started: Instant, response: Response) -> Response {
+    async fn embeddings(
+        &self,
+        inputs: Vec<Example>,
+        normalize: Option<bool>,
+    ) -> Result<Vec<Vec<f32>>, Refused> {
+        match self.ask(Work::Embed { normalize }, inputs).await? {
+            Answer::Embeddings(rows) => Ok(rows),
+            Answer::Predictions(_) => unreachable!("embeddings were asked"),
+        }
+    }
+
+    async fn predictions(&self, inputs: Vec<Example>) -> Result<Vec<Prediction>, Refused> {
+        match self.ask(Work::Predict, inputs).await? {
+            Answer::Predictions(predictions) => Ok(predictions),
+            Answer::Embeddings(_) => unreachable!("predictions were asked"),
+        }
+    }
+
+    /// `work`'s answer or refusal, counted under `endpoint` with its time.
+    async fn answer(
+        &self,
+        endpoint: &str,
+        work: impl Future<Output = Result<Response, Refused>>,
+    ) -> Response {
+        let started = Instant::now();
+        let response = work.await.unwrap_or_else(|refusal| *refusal);
         let seconds = started.elapsed().as_secs_f64();
         self.metrics
             .request(endpoint, response.status().as_u16(), seconds);
@@ -280,19 +305,13 @@ async fn embed(
     State(shared): State<Shared>,
     request: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let response = async {
+    let work = async {
         let request = body(request)?;
         let inputs = shared.inputs(&request, "inputs")?;
         let normalize = request.get("normalize").and_then(Value::as_bool);
-        match shared.ask(Work::Embed { normalize }, inputs).await? {
-            Answer::Embeddings(rows) => Ok::<_, Refused>(Json(rows).into_response()),
-            Answer::Predictions(_) => unreachable!("embeddings were asked"),
-        }
-    }
-    .await
-    .unwrap_or_else(|refusal| *refusal);
-    shared.answered("/embed", started, response)
+        Ok(Json(shared.embeddings(inputs, normalize).await?).into_response())
+    };
+    shared.answer("/embed", work).await
 }
 
 /// OpenAI's `/v1/embeddings`: `{"input": str | [str], "model": str?}`.
@@ -300,37 +319,28 @@ async fn openai_embeddings(
     State(shared): State<Shared>,
     request: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let response = async {
+    let work = async {
         let request = body(request)?;
         let inputs = shared.inputs(&request, "input")?;
         let n = inputs.len();
-        let rows = match shared.ask(Work::Embed { normalize: None }, inputs).await? {
-            Answer::Embeddings(rows) => rows,
-            Answer::Predictions(_) => unreachable!("embeddings were asked"),
-        };
-        let data: Vec<Value> = rows
+        let data: Vec<Value> = shared
+            .embeddings(inputs, None)
+            .await?
             .into_iter()
             .enumerate()
-            .map(|(index, embedding)| json!({"object": "embedding", "embedding": embedding, "index": index}))
+            .map(|(index, embedding)| {
+                json!({"object": "embedding", "embedding": embedding, "index": index})
+            })
             .collect();
         let model = request
             .get("model")
             .cloned()
             .unwrap_or_else(|| shared.info["model_id"].clone());
-        Ok::<_, Refused>(
-            Json(json!({
-                "object": "list",
-                "data": data,
-                "model": model,
-                "usage": {"prompt_tokens": 0, "total_tokens": 0, "inputs": n},
-            }))
-            .into_response(),
-        )
-    }
-    .await
-    .unwrap_or_else(|refusal| *refusal);
-    shared.answered("/v1/embeddings", started, response)
+        let usage = json!({"prompt_tokens": 0, "total_tokens": 0, "inputs": n});
+        let body = json!({"object": "list", "data": data, "model": model, "usage": usage});
+        Ok(Json(body).into_response())
+    };
+    shared.answer("/v1/embeddings", work).await
 }
 
 /// TEI's `/predict`: `{"inputs": str | [str]}` → `[{"label", "score"}]` for one input (every
@@ -339,27 +349,21 @@ async fn predict(
     State(shared): State<Shared>,
     request: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let response = async {
+    let work = async {
         let request = body(request)?;
         let one = request.get("inputs").is_some_and(Value::is_string);
         let inputs = shared.inputs(&request, "inputs")?;
-        let predictions = match shared.ask(Work::Predict, inputs).await? {
-            Answer::Predictions(predictions) => predictions,
-            Answer::Embeddings(_) => unreachable!("predictions were asked"),
-        };
-        let labels = shared.info["labels"].clone();
-        let mut scored: Vec<Value> = predictions.iter().map(|p| scores(p, &labels)).collect();
+        let predictions = shared.predictions(inputs).await?;
+        let labels = &shared.info["labels"];
+        let mut scored: Vec<Value> = predictions.iter().map(|p| scores(p, labels)).collect();
         let body = if one {
             scored.remove(0)
         } else {
             Value::Array(scored)
         };
-        Ok::<_, Refused>(Json(body).into_response())
-    }
-    .await
-    .unwrap_or_else(|refusal| *refusal);
-    shared.answered("/predict", started, response)
+        Ok(Json(body).into_response())
+    };
+    shared.answer("/predict", work).await
 }
 
 /// A prediction as TEI's scores: every label with its probability, highest first; a regression's

@@ -304,6 +304,88 @@ fn predictions_are_graft_predicts() {
 }
 
 #[test]
+fn image_models_take_base64_image_files() {
+    use base64::Engine;
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = repo().join("crates/graft-model/tests/golden/vit/timm-vit");
+    let photos = repo().join("crates/graft-model/tests/golden/vision");
+    let names = ["chelsea.png", "coffee.png"];
+    let table = write(
+        tmp.path(),
+        "images.csv",
+        &format!(
+            "path\n{}\n",
+            names
+                .iter()
+                .map(|n| photos.join(n).display().to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    );
+    let want: Vec<Value> = ok(&[
+        "predict",
+        "--model",
+        folder.to_str().unwrap(),
+        "--input",
+        table.to_str().unwrap(),
+        "--column",
+        "path",
+        "--backend",
+        "flex",
+    ])
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    let encoded: Vec<String> = names
+        .iter()
+        .map(|n| {
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(photos.join(n)).unwrap())
+        })
+        .collect();
+    // A long wait, so that requests sent together share a model call.
+    let server = Server::start(&folder, &["--max-wait-ms", "300"]);
+    let (status, answer) = server.post("/predict", &json!({"inputs": encoded}).to_string());
+    assert_eq!(status, 200, "{answer}");
+    for (scores, want) in answer.as_array().unwrap().iter().zip(&want) {
+        assert_eq!(scores[0]["label"], want["label"]);
+        for score in scores.as_array().unwrap() {
+            let p = want["probabilities"][score["label"].as_str().unwrap()]
+                .as_f64()
+                .unwrap();
+            assert!((score["score"].as_f64().unwrap() - p).abs() <= 1e-5);
+        }
+    }
+    // Not base64, or not an image: 422 naming the input.
+    let (status, error) = server.post("/predict", &json!({"inputs": ["%%%"]}).to_string());
+    assert_eq!(status, 422, "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("inputs[0]"),
+        "{error}"
+    );
+    // An image that does not decode fails its own request, not the one batched with it.
+    let not_an_image = base64::engine::general_purpose::STANDARD.encode(b"hello");
+    let send = |inputs: Value| {
+        let url = server.url("/predict");
+        std::thread::spawn(move || {
+            match ureq::post(&url)
+                .timeout(Duration::from_secs(120))
+                .set("content-type", "application/json")
+                .send_string(&json!({ "inputs": inputs }).to_string())
+            {
+                Ok(response) => response.status(),
+                Err(ureq::Error::Status(status, _)) => status,
+                Err(e) => panic!("{e}"),
+            }
+        })
+    };
+    let bad = send(json!([not_an_image]));
+    let good = send(json!([encoded[0]]));
+    assert_eq!(bad.join().unwrap(), 422);
+    assert_eq!(good.join().unwrap(), 200);
+    assert_eq!(server.get("/health").0, 200);
+}
+
+#[test]
 fn bad_requests_get_4xx_with_a_message_and_the_server_stays_up() {
     let minilm = repo().join("models/all-MiniLM-L6-v2");
     let server = Server::start(&minilm, &["--max-inputs", "4"]);
