@@ -4,7 +4,7 @@
 
 use graft_train::{
     Backend, EmbedOptions, Embeddings, Evaluation, Input, Model, ModelSource, Prediction, Progress,
-    TrainError, read_input, select_device,
+    TrainError, check_batch_size, read_input, select_device,
 };
 
 /// Selects the device and says which it is.
@@ -12,15 +12,6 @@ fn device(backend: Backend, progress: &dyn Progress) -> Result<burn::tensor::Dev
     let selected = select_device(backend)?;
     progress.info(&format!("device: {}", selected.description));
     Ok(selected.device)
-}
-
-fn check_batch_size(batch_size: usize) -> Result<(), TrainError> {
-    if batch_size == 0 {
-        return Err(TrainError::Unsupported(
-            "the batch size must be at least 1".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Scores a run on a labelled file (the run's input and label columns unless given).
