@@ -4,13 +4,20 @@
 # and MiniLM's tokenizer (the GPU runs use random weights of the real shapes: speed does not
 # depend on the weights, and the 87 MB checkpoint need not travel). Run on a CPU build machine
 # with network, from anywhere; writes .gpu-bundle/ (about 25 MB: the binary travels xz-compressed)
-# in the repository root.
+# in the repository root. The binary is built with graft's `vulkan` feature (SPIR-V kernels on
+# Vulkan: cooperative matrices, f16 and bf16) into a target folder of its own, so the default
+# build's dependencies are not rebuilt; VULKAN=0 builds the default (WGSL) binary instead.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/graft-target}"
 bundle=.gpu-bundle
 rm -rf "$bundle" && mkdir -p "$bundle/gl" "$bundle/tokenizer" /tmp/graft-apt-amd64/partial
-cargo build --release --workspace
+if [ "${VULKAN:-1}" = 1 ]; then
+  export CARGO_TARGET_DIR="$CARGO_TARGET_DIR-vulkan"
+  cargo build --release --workspace --features graft/vulkan
+else
+  cargo build --release --workspace
+fi
 strip -o "$bundle/graft" "$CARGO_TARGET_DIR/release/graft"
 xz -T0 -6 "$bundle/graft"
 for f in tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json; do

@@ -5,7 +5,9 @@
 #   2. a frozen run: embed the 4000 fine-food reviews once, then 20 epochs of a linear head
 #      (graft train, cache cold, against pytorch_bench.py cached);
 #   3. an unfrozen run: one epoch in which every backbone weight trains (graft train with
-#      [freeze] backbone = false, against pytorch_bench.py finetune).
+#      [freeze] backbone = false, against pytorch_bench.py finetune);
+#   4. each of 1 and 3 in f16 and bf16 as well (graft --precision against PyTorch's autocast,
+#      with GradScaler for f16 training).
 # graft runs at its own autotune level (cubecl's `minimal`); the embedding rows and the frozen run
 # are repeated at cubecl's default (`CUBECL_AUTOTUNE_LEVEL=balanced`) to show what that costs.
 # The models get random weights of the real shapes (accuracies are therefore meaningless here).
@@ -52,15 +54,21 @@ test_data="$work/test.csv"
 head -n "$(( train_rows / 4 + 1 ))" datasets/fine-foods/testing_data.csv > "$test_data"
 
 # 1. Embedding throughput.
+precisions=(f32 f16 bf16)
 for size in minilm base; do
   for seq in "${seqs[@]}"; do
-    for level in minimal balanced; do
-      CUBECL_AUTOTUNE_LEVEL=$level "$graft" bench forward --backend "$backend" --model "$work/$size" \
-        --data datasets/fine-foods/training_data.csv --column review --seq-len "$seq" --repeats "$repeats" |
-        sed "s/^{/{\"model\": \"$size\", \"autotune\": \"$level\", /" | tee -a "$out/forward.jsonl"
+    for precision in "${precisions[@]}"; do
+      levels=(minimal); [ "$precision" = f32 ] && levels=(minimal balanced)
+      for level in "${levels[@]}"; do
+        CUBECL_AUTOTUNE_LEVEL=$level "$graft" bench forward --backend "$backend" --model "$work/$size" \
+          --data datasets/fine-foods/training_data.csv --column review --seq-len "$seq" \
+          --repeats "$repeats" --precision "$precision" |
+          sed "s/^{/{\"model\": \"$size\", \"autotune\": \"$level\", /" | tee -a "$out/forward.jsonl" || true
+      done
+      "$python" scripts/bench/reference_forward.py torch --device "$torch_device" --model "$work/$size" \
+        --seq-len "$seq" --repeats "$repeats" --precision "$precision" |
+        sed "s#\"model\": \"[^\"]*\"#\"model\": \"$size\"#" | tee -a "$out/forward.jsonl"
     done
-    "$python" scripts/bench/reference_forward.py torch --device "$torch_device" --model "$work/$size" \
-      --seq-len "$seq" --repeats "$repeats" | sed "s#\"model\": \"[^\"]*\"#\"model\": \"$size\"#" | tee -a "$out/forward.jsonl"
   done
 done
 
@@ -116,29 +124,36 @@ sed "s#$work/cache#$work/cache-balanced#; s#$work/frozen\"#$work/frozen-balanced
 CUBECL_AUTOTUNE_LEVEL=balanced timed graft-frozen-balanced "$graft" train "$work/frozen-balanced.toml"
 timed pytorch-frozen "$python" scripts/bench/pytorch_bench.py cached --device "$torch_device" \
   --model "$work/minilm" --train "$data" --test "$test_data" --epochs "$head_epochs"
-timed graft-unfrozen "$graft" train "$work/unfrozen.toml"
-timed pytorch-unfrozen "$python" scripts/bench/pytorch_bench.py finetune --device "$torch_device" \
-  --model "$work/minilm" --train "$data" --test "$test_data" --epochs 1
+for precision in "${precisions[@]}"; do
+  sed "s#$work/unfrozen\"#$work/unfrozen-$precision\"#" "$work/unfrozen.toml" > "$work/unfrozen-$precision.toml"
+  timed "graft-unfrozen-$precision" "$graft" train "$work/unfrozen-$precision.toml" --precision "$precision" || true
+  timed "pytorch-unfrozen-$precision" "$python" scripts/bench/pytorch_bench.py finetune \
+    --device "$torch_device" --model "$work/minilm" --train "$data" --test "$test_data" --epochs 1 \
+    --precision "$precision"
+done
 
 "$python" - "$out" <<'PY'
 import json, sys, os
 out = sys.argv[1]
 rows = [json.loads(l) for l in open(os.path.join(out, "forward.jsonl"))]
 print("\nembedding throughput (sequences/s, batch 32)")
-print(f"{'model':<8} {'tokens':>6} {'graft':>11} {'balanced':>9} {'pytorch':>9} {'graft ÷ pytorch':>16}")
-graft = {(r["model"], r["seq_len"]): r for r in rows if r.get("autotune") == "minimal"}
-balanced = {(r["model"], r["seq_len"]): r for r in rows if r.get("autotune") == "balanced"}
-torch = {(r["model"], r["seq_len"]): r for r in rows if r.get("runtime") == "pytorch"}
-for key in graft:
-    g, t = graft[key]["sequences_per_second"], torch[key]["sequences_per_second"]
-    b = balanced[key]["sequences_per_second"]
-    print(f"{key[0]:<8} {key[1]:>6} {g:>11.1f} {b:>9.1f} {t:>9.1f} {g / t:>16.2f}")
-print("device:", next(iter(graft.values()))["device"])
-print("graft: cubecl's minimal autotune level (graft's default); balanced: cubecl's default")
+print(f"{'model':<8} {'tokens':>6} {'precision':>9} {'graft':>11} {'balanced':>9} {'pytorch':>9} {'graft ÷ pytorch':>16}")
+key = lambda r: (r["model"], r["seq_len"], r.get("precision", "f32"))
+graft = {key(r): r for r in rows if r.get("autotune") == "minimal"}
+balanced = {key(r): r for r in rows if r.get("autotune") == "balanced"}
+torch = {key(r): r for r in rows if r.get("runtime") == "pytorch"}
+for k, t in torch.items():
+    g = graft[k]["sequences_per_second"] if k in graft else float("nan")
+    b = balanced[k]["sequences_per_second"] if k in balanced else float("nan")
+    t = t["sequences_per_second"]
+    print(f"{k[0]:<8} {k[1]:>6} {k[2]:>9} {g:>11.1f} {b:>9.1f} {t:>9.1f} {g / t:>16.2f}")
+print("device:", next(iter(graft.values()))["device"] if graft else "?")
+print("graft: cubecl's minimal autotune level (graft's default); balanced: cubecl's default (f32)")
+print("pytorch f16/bf16: autocast; nan: graft refused the precision on this device")
 runs = {r["run"]: r["wall_seconds"] for r in map(json.loads, open(os.path.join(out, "train.jsonl")))}
 print("\ntraining, whole process (s)")
-for kind in ("frozen", "unfrozen"):
-    g, t = runs[f"graft-{kind}"], runs[f"pytorch-{kind}"]
-    print(f"{kind:<9} graft {g:8.1f}   pytorch {t:8.1f}   graft ÷ pytorch {g / t:5.2f}")
+for kind in ("frozen", "unfrozen-f32", "unfrozen-f16", "unfrozen-bf16"):
+    g, t = runs.get(f"graft-{kind}", float("nan")), runs[f"pytorch-{kind}"]
+    print(f"{kind:<14} graft {g:8.1f}   pytorch {t:8.1f}   graft ÷ pytorch {g / t:5.2f}")
 print(f"frozen at cubecl's default autotune level: graft {runs['graft-frozen-balanced']:.1f}")
 PY

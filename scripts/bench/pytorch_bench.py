@@ -174,15 +174,21 @@ def finetune(args):
         out = model(**batch).last_hidden_state
         return head(F.normalize(mean_pool(out, batch["attention_mask"]), dim=1))
 
+    # f16/bf16: autocast with f32 weights, and GradScaler for f16 (PyTorch's AMP recipe).
+    amp = {"f16": torch.float16, "bf16": torch.bfloat16}.get(args.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     epoch_times = []
     for _ in range(args.epochs):
         t0 = time.perf_counter()
         order = torch.tensor(tr)[torch.randperm(len(tr), generator=g)]
         for idx in order.split(32):
-            loss = F.cross_entropy(logits(idx.tolist(), enc), y[idx].to(device))
+            with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
+                out = logits(idx.tolist(), enc)
+            loss = F.cross_entropy(out.float(), y[idx].to(device))
             opt.zero_grad()
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         if device.type == "cuda":
             torch.cuda.synchronize()
         epoch_times.append(time.perf_counter() - t0)
@@ -205,6 +211,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="f32", choices=["f32", "f16", "bf16"],
+                    help="finetune: autocast (and GradScaler for f16)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.epochs is None:

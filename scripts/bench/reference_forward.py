@@ -78,13 +78,18 @@ def torch_forward(args, batch):
     model = SentenceTransformer(args.model, device=args.device)[0].auto_model.eval()
     inputs = {k: torch.from_numpy(v).to(args.device) for k, v in batch.items()}
 
+    amp = {"f16": torch.float16, "bf16": torch.bfloat16}.get(args.precision)
+
     def run():
-        with torch.inference_mode():
-            out = model(**inputs).last_hidden_state
+        # f16/bf16: PyTorch's automatic mixed precision (autocast), the peer of graft's --precision.
+        with torch.inference_mode(), torch.autocast(
+                device_type=torch.device(args.device).type, dtype=amp, enabled=amp is not None):
+            out = model(**inputs).last_hidden_state.float()
             mask = inputs["attention_mask"].unsqueeze(-1).to(out.dtype)
             mean = (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             torch.nn.functional.normalize(mean, dim=1).cpu()
-    return run, {"runtime": "pytorch", "version": torch.__version__, "device": args.device}
+    return run, {"runtime": "pytorch", "version": torch.__version__, "device": args.device,
+                 "precision": args.precision}
 
 
 def onnx_forward(args, batch):
@@ -151,6 +156,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="torch only: cpu or cuda")
+    ap.add_argument("--precision", default="f32", choices=["f32", "f16", "bf16"],
+                    help="torch only: f16/bf16 run under autocast")
     ap.add_argument("--onnx-cache", default="bench-results/onnx")
     ap.add_argument("--size", default="base", choices=["base", "minilm"])
     ap.add_argument("--tokenizer", default="models/all-MiniLM-L6-v2")

@@ -1,10 +1,17 @@
-//! graft's fused CPU kernels for transformer encoders, added to burn's Flex backend through
-//! burn's backend extension (`#[backend_extension(Flex)]`).
+//! graft's fused kernels for transformer encoders, added to burn through its backend extension:
+//! CPU kernels on the Flex backend (`#[backend_extension(Flex)]`) and CubeCL kernels, forward and
+//! backward, on the Cube backend over wgpu ([`cube`]).
 //!
-//! The functions below take and return ordinary `Tensor`s. On a Flex device without autodiff
-//! (inference: embedding, feature extraction, prediction) they run the fused kernels; on every
-//! other device (wgpu, ndarray, and anything training through autodiff) they compose burn's
-//! differentiable ops, so results and gradients there are burn's own.
+//! The functions below take and return ordinary `Tensor`s and pick their kernels from the device
+//! ([`kernel_for`]):
+//! - on a Flex device without autodiff (inference: embedding, feature extraction, prediction)
+//!   they run the fused Flex kernels;
+//! - on a wgpu device, with or without autodiff, [`gelu`], [`add_layer_norm`] and [`attention`]
+//!   run the Cube kernels, and under autodiff their gradients come from the Cube backward
+//!   kernels; [`linear`], [`feed_forward`] and [`self_attention`] compose burn's matmul with
+//!   those three;
+//! - everywhere else (ndarray, Flex training through autodiff) they compose burn's
+//!   differentiable ops, so results and gradients there are burn's own.
 //!
 //! - [`gelu`]: exact GELU with a vectorized `erf` (absolute error ≤ 1e-7), optionally adding a
 //!   bias first, in place.
@@ -19,9 +26,11 @@
 //!   (views of one QKV product) with an online softmax; see [`attention`](mod@attention).
 //!
 //! In-place kernels write into their input's buffer when nothing else holds it, so a layer's
-//! activations reuse the gemm's output instead of allocating per op.
+//! activations reuse the gemm's output instead of allocating per op (Flex; the Cube kernels
+//! write new buffers).
 
 pub mod attention;
+pub mod cube;
 pub mod dense;
 pub mod feed_forward;
 pub mod math;
@@ -31,18 +40,53 @@ pub mod self_attention;
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::{BoolTensor, FloatTensor};
-use burn::backend::{Backend, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Device, Shape, Tensor, TensorData, activation};
+use cube::CubeFusedOps;
 
-/// Whether the fused kernels serve `device`: Flex, not recording gradients, unless the
-/// environment sets `GRAFT_FUSED_KERNELS=0` (burn's ops everywhere, for comparisons).
+/// Whether the fused kernels serve `device` (see [`kernel_for`]).
 pub fn serves(device: &Device) -> bool {
+    kernels(device) != Kernels::Burn
+}
+
+/// Which kernels the public functions run on `device`: `"flex"` (the Flex kernels: a Flex device
+/// not recording gradients), `"cube"` (the Cube kernels: a wgpu device, with or without
+/// autodiff) or `"burn"` (burn's own ops: anything else, or everywhere when the environment sets
+/// `GRAFT_FUSED_KERNELS=0`, for comparisons). Operands that are not all f32 take burn's ops
+/// wherever this says.
+pub fn kernel_for(device: &Device) -> &'static str {
+    match kernels(device) {
+        Kernels::Flex => "flex",
+        Kernels::Cube => "cube",
+        Kernels::Burn => "burn",
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kernels {
+    Flex,
+    Cube,
+    Burn,
+}
+
+fn kernels(device: &Device) -> Kernels {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let enabled =
         *ENABLED.get_or_init(|| std::env::var("GRAFT_FUSED_KERNELS").as_deref() != Ok("0"));
-    enabled && matches!(device.as_dispatch(), DispatchDevice::Flex(_))
+    if !enabled {
+        return Kernels::Burn;
+    }
+    match device.as_dispatch() {
+        DispatchDevice::Flex(_) => Kernels::Flex,
+        DispatchDevice::Cube(cubecl::Device::Wgpu(_)) => Kernels::Cube,
+        DispatchDevice::Autodiff(_) => match device.clone().without_autodiff().as_dispatch() {
+            DispatchDevice::Cube(cubecl::Device::Wgpu(_)) => Kernels::Cube,
+            _ => Kernels::Burn,
+        },
+        _ => Kernels::Burn,
+    }
 }
 
 /// The operations graft adds to Flex. An optional operand that is absent travels as a tensor with
@@ -110,6 +154,15 @@ fn all_f32(dtypes: &[Option<DType>]) -> bool {
     dtypes.iter().flatten().all(|&dtype| dtype == DType::F32)
 }
 
+/// The kernels for operands of `dtypes` on `device`: burn's ops unless all are f32.
+fn kernels_for(device: &Device, dtypes: &[Option<DType>]) -> Kernels {
+    if all_f32(dtypes) {
+        kernels(device)
+    } else {
+        Kernels::Burn
+    }
+}
+
 /// An optional operand for [`FusedOps`]: the tensor, or one with no elements on `device`.
 fn operand<const D: usize, K: burn::tensor::kind::Basic>(
     tensor: Option<Tensor<D, K>>,
@@ -128,12 +181,15 @@ fn absent(t: FlexTensor) -> Option<FlexTensor> {
 /// Exact GELU of `x + bias` (bias over the last dimension).
 pub fn gelu<const D: usize>(x: Tensor<D>, bias: Option<Tensor<1>>) -> Tensor<D> {
     let dtypes = [Some(x.dtype()), bias.as_ref().map(Tensor::dtype)];
-    if serves(&x.device()) && all_f32(&dtypes) {
-        let device = x.device();
-        let out = <burn::backend::Dispatch as FusedOps>::bias_gelu(
-            x.into_dispatch(),
-            operand(bias, &device),
-        );
+    let device = x.device();
+    let kernels = kernels_for(&device, &dtypes);
+    if kernels != Kernels::Burn {
+        let (x, bias) = (x.into_dispatch(), operand(bias, &device));
+        let out = if kernels == Kernels::Flex {
+            <Dispatch as FusedOps>::bias_gelu(x, bias)
+        } else {
+            <Dispatch as CubeFusedOps>::bias_gelu(x, bias)
+        };
         return Tensor::from_dispatch(out);
     }
     let x = match bias {
@@ -175,9 +231,9 @@ fn linear_into<const D: usize>(
         bias.as_ref().map(Tensor::dtype),
         into.as_ref().map(Tensor::dtype),
     ];
-    if serves(&x.device()) && all_f32(&dtypes) && D >= 2 {
+    if kernels_for(&x.device(), &dtypes) == Kernels::Flex && D >= 2 {
         let device = x.device();
-        let out = <burn::backend::Dispatch as FusedOps>::linear(
+        let out = <Dispatch as FusedOps>::linear(
             x.into_dispatch(),
             weight.into_dispatch(),
             operand(bias, &device),
@@ -208,16 +264,21 @@ pub fn add_layer_norm<const D: usize>(
         Some(gamma.dtype()),
         beta.as_ref().map(Tensor::dtype),
     ];
-    if serves(&x.device()) && all_f32(&dtypes) {
-        let device = x.device();
-        let out = <burn::backend::Dispatch as FusedOps>::add_layer_norm(
+    let device = x.device();
+    let kernels = kernels_for(&device, &dtypes);
+    if kernels != Kernels::Burn {
+        let (x, bias, residual, gamma, beta) = (
             x.into_dispatch(),
             operand(bias, &device),
             operand(residual, &device),
             gamma.into_dispatch(),
             operand(beta, &device),
-            epsilon,
         );
+        let out = if kernels == Kernels::Flex {
+            <Dispatch as FusedOps>::add_layer_norm(x, bias, residual, gamma, beta, epsilon)
+        } else {
+            <Dispatch as CubeFusedOps>::add_layer_norm(x, bias, residual, gamma, beta, epsilon)
+        };
         return Tensor::from_dispatch(out);
     }
     let mut x = x;
@@ -262,9 +323,9 @@ pub fn feed_forward<const D: usize>(
         Some(norm.gamma.dtype()),
         norm.beta.as_ref().map(Tensor::dtype),
     ];
-    if serves(&x.device()) && all_f32(&dtypes) && D >= 2 {
+    if kernels_for(&x.device(), &dtypes) == Kernels::Flex && D >= 2 {
         let device = x.device();
-        let out = <burn::backend::Dispatch as FusedOps>::feed_forward(
+        let out = <Dispatch as FusedOps>::feed_forward(
             x.into_dispatch(),
             up.weight.into_dispatch(),
             operand(up.bias, &device),
@@ -276,9 +337,11 @@ pub fn feed_forward<const D: usize>(
         );
         return Tensor::from_dispatch(out);
     }
-    let inner = activation::gelu(module::linear(x.clone(), up.weight, up.bias));
-    let y = module::linear(inner, down.weight, down.bias);
-    module::layer_norm(x + y, norm.gamma, norm.beta, norm.epsilon)
+    // Elsewhere: burn's matmul between the public GELU and layer norm, which run the Cube
+    // kernels on wgpu and burn's ops otherwise.
+    let inner = gelu(module::linear(x.clone(), up.weight, None), up.bias);
+    let y = module::linear(inner, down.weight, None);
+    add_layer_norm(y, down.bias, Some(x), norm.gamma, norm.beta, norm.epsilon)
 }
 
 /// A post-norm encoder layer's self-attention: its four `[hidden, hidden]` projections and heads.
@@ -315,7 +378,7 @@ pub fn self_attention(
             bias.as_ref().map(Tensor::dtype),
         ])
         .collect();
-    if serves(&x.device()) && all_f32(&dtypes) {
+    if kernels_for(&x.device(), &dtypes) == Kernels::Flex {
         let device = x.device();
         let SelfAttention {
             query,
@@ -324,7 +387,7 @@ pub fn self_attention(
             output,
             heads,
         } = layer;
-        let out = <burn::backend::Dispatch as FusedOps>::self_attention(
+        let out = <Dispatch as FusedOps>::self_attention(
             x.into_dispatch(),
             query.weight.into_dispatch(),
             operand(query.bias, &device),
@@ -347,9 +410,18 @@ pub fn self_attention(
     let q = project(layer.query, x.clone());
     let k = project(layer.key, x.clone());
     let v = project(layer.value, x.clone());
+    // Elsewhere: burn's matmuls around the public attention and layer norm, which run the
+    // Cube kernels on wgpu and burn's ops otherwise.
     let context = attention(q, k, v, layer.heads, mask, bias, None);
-    let y = project(layer.output, context);
-    module::layer_norm(x + y, norm.gamma, norm.beta, norm.epsilon)
+    let y = module::linear(context, layer.output.weight, None);
+    add_layer_norm(
+        y,
+        layer.output.bias,
+        Some(x),
+        norm.gamma,
+        norm.beta,
+        norm.epsilon,
+    )
 }
 
 /// Scaled dot-product attention over queries `[batch, seq_q, heads·head_dim]` and keys and values
@@ -375,17 +447,16 @@ pub fn attention(
         Some(v.dtype()),
         bias.as_ref().map(Tensor::dtype),
     ];
-    if serves(&q.device()) && all_f32(&dtypes) {
-        let device = q.device();
-        let out = <burn::backend::Dispatch as FusedOps>::attention(
-            q.into_dispatch(),
-            k.into_dispatch(),
-            v.into_dispatch(),
-            heads,
-            operand(mask, &device),
-            operand(bias, &device),
-            scale,
-        );
+    let device = q.device();
+    let kernels = kernels_for(&device, &dtypes);
+    if kernels != Kernels::Burn {
+        let (q, k, v) = (q.into_dispatch(), k.into_dispatch(), v.into_dispatch());
+        let (mask, bias) = (operand(mask, &device), operand(bias, &device));
+        let out = if kernels == Kernels::Flex {
+            <Dispatch as FusedOps>::attention(q, k, v, heads, mask, bias, scale)
+        } else {
+            <Dispatch as CubeFusedOps>::attention(q, k, v, mask, bias, heads, scale)
+        };
         return Tensor::from_dispatch(out);
     }
     let split = |x: Tensor<3>, seq: usize| x.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);

@@ -11,10 +11,10 @@ use rayon::prelude::*;
 
 type F32s<S> = Vector<S, f32>;
 
-const ERF_SPLIT: f32 = 0.75;
-const ERF_ONE: f32 = 3.92;
+pub(crate) const ERF_SPLIT: f32 = 0.75;
+pub(crate) const ERF_ONE: f32 = 3.92;
 /// `erf(x) / x = A0 + x²·(A1 + x²·(...))` on `[0, 0.75]`.
-const ERF_SMALL: [f32; 7] = [
+pub(crate) const ERF_SMALL: [f32; 7] = [
     std::f32::consts::FRAC_2_SQRT_PI,
     -0.376_126_38,
     0.112_837_784,
@@ -24,7 +24,7 @@ const ERF_SMALL: [f32; 7] = [
     9.458_729_6e-5,
 ];
 /// `erfc(x)·e^(x²)` as a polynomial in `t = (1/x − ERFC_CENTER) / ERFC_HALF_WIDTH` on `[0.75, 3.92]`.
-const ERFC_SCALED: [f32; 11] = [
+pub(crate) const ERFC_SCALED: [f32; 11] = [
     0.365_931_33,
     0.176_824_93,
     -0.043_011_546,
@@ -37,8 +37,8 @@ const ERFC_SCALED: [f32; 11] = [
     9.184_847e-6,
     -1.940_952_6e-5,
 ];
-const ERFC_CENTER: f32 = 0.794_217_7;
-const ERFC_HALF_WIDTH: f32 = 0.539_115_67;
+pub(crate) const ERFC_CENTER: f32 = 0.794_217_7;
+pub(crate) const ERFC_HALF_WIDTH: f32 = 0.539_115_67;
 
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split so that `n·LN2_HI` is exact for the `n` that occur (Cody and Waite).

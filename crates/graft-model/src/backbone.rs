@@ -9,9 +9,9 @@
 
 use std::path::PathBuf;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::Linear;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{DType, Device, FloatDType, Int, Tensor};
 use serde_json::Value;
 
 use crate::pooling::{PoolingOptions, l2_normalize};
@@ -343,6 +343,19 @@ impl ArchitectureId {
     }
 }
 
+/// `module` with its float tensors cast to `dtype` (a half-precision copy, say). Where the module
+/// records gradients the casts are recorded too, so gradients reach the original tensors.
+pub fn cast_floats<M: Module>(module: &M, dtype: FloatDType) -> M {
+    struct Cast(FloatDType);
+    impl ModuleMapper for Cast {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let dtype = self.0;
+            param.map(|tensor| tensor.cast(dtype))
+        }
+    }
+    module.clone().map(&mut Cast(dtype))
+}
+
 /// A loaded backbone: an architecture's network and how its outputs become features.
 #[derive(Module, Debug)]
 pub struct Backbone {
@@ -385,6 +398,11 @@ impl Backbone {
 
     /// Features `[batch, feature_size]`, L2-normalized when the pooling options say so.
     pub fn forward(&self, inputs: Inputs) -> Tensor<2> {
+        // Images arrive in f32; a backbone cast to half precision reads them in its own type.
+        let inputs = match inputs {
+            Inputs::Image(images) => Inputs::Image(images.cast(self.float_dtype())),
+            text => text,
+        };
         let features = crate::adapters::with_dropout(self.lora_dropout, || {
             if self.embedding {
                 self.architecture().forward_embedding(inputs, self.pooling)
@@ -405,6 +423,19 @@ impl Backbone {
         crate::adapters::with_dropout(self.lora_dropout, || {
             self.architecture().forward_tokens(inputs)
         })
+    }
+
+    /// The float type of the backbone's weights: f32, unless it was cast to half precision.
+    pub fn float_dtype(&self) -> DType {
+        struct First(Option<DType>);
+        impl ModuleVisitor for First {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0.get_or_insert_with(|| param.val().dtype());
+            }
+        }
+        let mut first = First(None);
+        self.visit(&mut first);
+        first.0.unwrap_or(DType::F32)
     }
 
     pub fn feature_size(&self) -> usize {

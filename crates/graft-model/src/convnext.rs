@@ -133,9 +133,10 @@ impl ConvNextBlock {
             Some(gamma) => x * gamma.val().reshape([1, channels, 1, 1]),
             None => x,
         };
-        let keep = self
-            .drop_path
-            .forward(Tensor::<4>::ones([batch, 1, 1, 1], &x.device()));
+        let keep = self.drop_path.forward(Tensor::<4>::ones(
+            [batch, 1, 1, 1],
+            (&x.device(), x.dtype()),
+        ));
         x * keep + input
     }
 }

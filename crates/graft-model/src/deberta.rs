@@ -285,7 +285,8 @@ impl DebertaEmbeddings {
         let mut x = self.layer_norm.forward(x);
         if let Some(mask) = attention_mask {
             // Padded positions are zeroed, as transformers does.
-            x = x * mask.clone().float().unsqueeze_dim(2);
+            let dtype = x.dtype();
+            x = x * mask.clone().float().cast(dtype).unsqueeze_dim(2);
         }
         self.dropout.forward(x)
     }

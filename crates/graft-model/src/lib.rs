@@ -35,7 +35,7 @@ use std::path::PathBuf;
 
 pub use backbone::{
     Architecture, ArchitectureId, Backbone, ExportFormat, ExportTarget, ImageTransform, Inputs,
-    Modality, Naming, Preprocessing, TextTransform,
+    Modality, Naming, Preprocessing, TextTransform, cast_floats,
 };
 pub use folder::{ModelFolder, SentenceTransformerDefaults};
 pub use native_head::{HeadTransform, NativeHead, TransformSpec};

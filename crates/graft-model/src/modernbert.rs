@@ -303,7 +303,12 @@ impl ModernBertAttention {
                 .narrow(2, i, 1)
                 .reshape([batch, seq_len, self.num_heads, head_dim])
         };
-        let (cos, sin) = (cos.swap_dims(1, 2), sin.swap_dims(1, 2));
+        // The tables are f32; a model cast to half precision rotates in its own type.
+        let dtype = qkv.dtype();
+        let (cos, sin) = (
+            cos.swap_dims(1, 2).cast(dtype),
+            sin.swap_dims(1, 2).cast(dtype),
+        );
         let rotate = |t: Tensor<4>| {
             let rotated = t.clone() * cos.clone() + rotate_half(t) * sin.clone();
             rotated.reshape([batch, seq_len, hidden])

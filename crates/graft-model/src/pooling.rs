@@ -43,7 +43,10 @@ impl Pooling {
         match self {
             Self::Cls => hidden.narrow(1, 0, 1).reshape([batch, width]),
             Self::Mean => {
-                let mask = attention_mask.float().reshape([batch, seq_len, 1]);
+                let mask = attention_mask
+                    .float()
+                    .cast(hidden.dtype())
+                    .reshape([batch, seq_len, 1]);
                 let summed = (hidden * mask.clone()).sum_dim(1).reshape([batch, width]);
                 let counts = mask.sum_dim(1).reshape([batch, 1]).clamp_min(1e-9);
                 summed / counts

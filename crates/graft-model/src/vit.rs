@@ -1041,12 +1041,13 @@ impl Vit {
         let [_, total, width] = pos.dims();
         let covered = total - c.grid * c.grid;
         let device = pos.device();
+        let dtype = pos.dtype();
         let prefix = (covered > 0).then(|| pos.clone().narrow(1, 0, covered));
         let grid = pos.narrow(1, covered, c.grid * c.grid);
         let matrix = |out: usize| {
             Tensor::<2>::from_data(
                 TensorData::new(resample_weights(c.grid, out, c.resample), [out, c.grid]),
-                &device,
+                (&device, dtype),
             )
         };
         // Rows, then columns: [g, g*w] → [rows, g*w] → [g, rows*w] → [cols, rows*w].

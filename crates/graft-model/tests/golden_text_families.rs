@@ -15,11 +15,11 @@
 
 mod common;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use common::*;
 use graft_data::TokenBatch;
 use graft_data::tokenize::Tokens;
-use graft_model::{Backbone, Inputs, ModelFolder};
+use graft_model::{Backbone, Inputs, ModelFolder, cast_floats};
 
 /// Each family's folder under `tests/golden`, the architecture graft detects, and whether it has
 /// a pooler: the families as shipped configs have them, then configs that differ from those in
@@ -45,6 +45,10 @@ const FAMILIES: [(&str, &str, bool); 17] = [
 ];
 const CPU_TOLERANCE: f32 = 1e-5;
 const WGPU_TOLERANCE: f32 = 1e-3;
+/// How far the backbones cast to f16 and bf16 may land from the f32 goldens (measured worst:
+/// text f16 1.9e-3, bf16 1.6e-2; vision f16 2.8e-3, bf16 1.5e-2; RoBERTa f16 on wgpu 6.5e-4).
+const HALF_TOLERANCE: f32 = 5e-3;
+const BF16_TOLERANCE: f32 = 3e-2;
 
 #[test]
 fn token_ids_equal_the_tokenizers_library() {
@@ -234,4 +238,71 @@ fn camembert_matches_transformers_on_cpu_backends() {
             );
         }
     }
+}
+
+/// Every family with its backbone cast to f16 and bf16 (what `--precision` does): the padded
+/// batch's features, every pooling, stay within the stated distance of transformers' f32 ones on
+/// flex.
+#[test]
+fn half_precision_stays_near_the_f32_goldens() {
+    #[allow(deprecated)]
+    let device = Device::flex();
+    for (dtype, tolerance) in [
+        (FloatDType::F16, HALF_TOLERANCE),
+        (FloatDType::BF16, BF16_TOLERANCE),
+    ] {
+        let mut worst = 0.0f32;
+        for (family, _, has_pooler) in FAMILIES {
+            let golden = golden(&format!("{family}.json"));
+            let folder = text_family(family);
+            let tokenizer = family_tokenizer(&folder);
+            let tokens = tokenizer.tokenize(&golden_texts(&golden)).unwrap();
+            let batch = TokenBatch::pad(&tokens.iter().collect::<Vec<_>>());
+            for (key, options) in poolings(has_pooler) {
+                let backbone = Backbone::load(&folder, options, false, &device).unwrap();
+                let backbone = cast_floats(&backbone, dtype);
+                let (out, width) = features(&backbone, &batch, &device);
+                for (i, want) in golden["batch"][key].as_array().unwrap().iter().enumerate() {
+                    let diff = max_abs_diff(&out[i * width..(i + 1) * width], &floats(want));
+                    assert!(
+                        diff <= tolerance,
+                        "{family} {dtype:?} {key}: batch row {i}: max abs diff {diff}"
+                    );
+                    worst = worst.max(diff);
+                }
+            }
+        }
+        eprintln!("{dtype:?}: worst max abs diff {worst:e}");
+    }
+}
+
+/// f16 on wgpu (software Vulkan in CI): RoBERTa's padded batch, mean pooled, within the f16
+/// tolerance of transformers' f32 features.
+#[test]
+fn half_precision_runs_on_wgpu() {
+    let Some(device) = wgpu_device() else { return };
+    assert!(
+        device.supports_dtype(FloatDType::F16),
+        "wgpu's Vulkan adapter should offer f16 arithmetic"
+    );
+    let family = "text_families/roberta";
+    let golden = golden(&format!("{family}.json"));
+    let folder = text_family(family);
+    let tokens = family_tokenizer(&folder)
+        .tokenize(&golden_texts(&golden))
+        .unwrap();
+    let batch = TokenBatch::pad(&tokens.iter().collect::<Vec<_>>());
+    let (key, options) = poolings(false).remove(0);
+    let backbone = Backbone::load(&folder, options, false, &device).unwrap();
+    let backbone = cast_floats(&backbone, FloatDType::F16);
+    let (out, width) = features(&backbone, &batch, &device);
+    let mut worst = 0.0f32;
+    for (i, want) in golden["batch"][key].as_array().unwrap().iter().enumerate() {
+        worst = worst.max(max_abs_diff(
+            &out[i * width..(i + 1) * width],
+            &floats(want),
+        ));
+    }
+    eprintln!("{family} wgpu F16: max abs diff {worst:e}");
+    assert!(worst <= HALF_TOLERANCE, "max abs diff {worst}");
 }

@@ -15,9 +15,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use common::{cpu_devices, floats, max_abs_diff, wgpu_device};
-use graft_model::{Backbone, Inputs, ModelFolder, PoolingOptions};
+use graft_model::{Backbone, Inputs, ModelFolder, PoolingOptions, cast_floats};
 
 /// Golden group, folder, and how graft describes the model.
 const FOLDERS: [(&str, &str, &str); 15] = [
@@ -62,6 +62,11 @@ const FOLDERS: [(&str, &str, &str); 15] = [
     ),
 ];
 
+/// How far the backbones cast to f16 and bf16 may land from the f32 goldens (measured worst:
+/// text f16 1.9e-3, bf16 1.6e-2; vision f16 2.8e-3, bf16 1.5e-2; RoBERTa f16 on wgpu 6.5e-4).
+const HALF_TOLERANCE: f32 = 5e-3;
+const BF16_TOLERANCE: f32 = 3e-2;
+
 fn dir(group: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
@@ -89,8 +94,19 @@ fn load(group: &str, name: &str, device: &Device) -> Result<Backbone, String> {
 
 /// The worst difference of features and logits over every golden case on `device`.
 fn worst_diff(group: &str, name: &str, described: &str, device: &Device) -> f32 {
+    worst_diff_in(group, name, described, device, FloatDType::F32)
+}
+
+/// [`worst_diff`] with the backbone cast to `dtype` (the outputs read back as f32).
+fn worst_diff_in(
+    group: &str,
+    name: &str,
+    described: &str,
+    device: &Device,
+    dtype: FloatDType,
+) -> f32 {
     let golden = common::golden(&format!("{group}/{name}.json"));
-    let backbone = load(group, name, device).unwrap();
+    let backbone = cast_floats(&load(group, name, device).unwrap(), dtype);
     assert_eq!(backbone.architecture().describe(), described);
     let mut worst = 0.0f32;
     for case in golden["cases"].as_array().unwrap() {
@@ -203,5 +219,26 @@ fn vision_transformers_match_on_wgpu() {
         let worst = worst_diff(group, name, described, &device);
         eprintln!("{name} wgpu: worst max abs diff {worst:e}");
         assert!(worst <= 1e-3, "{name} wgpu: max abs diff {worst}");
+    }
+}
+
+/// Every folder with its backbone cast to f16 and bf16 (what `--precision` does) stays within
+/// the stated distance of timm's and transformers' f32 outputs on flex.
+#[test]
+fn half_precision_stays_near_the_f32_goldens() {
+    #[allow(deprecated)]
+    let device = Device::flex();
+    for (dtype, tolerance) in [
+        (FloatDType::F16, HALF_TOLERANCE),
+        (FloatDType::BF16, BF16_TOLERANCE),
+    ] {
+        let mut worst = 0.0f32;
+        for (group, name, described) in FOLDERS {
+            let diff = worst_diff_in(group, name, described, &device, dtype);
+            eprintln!("{name} {dtype:?}: max abs diff {diff:e}");
+            assert!(diff <= tolerance, "{name} {dtype:?}: max abs diff {diff}");
+            worst = worst.max(diff);
+        }
+        eprintln!("{dtype:?}: worst max abs diff {worst:e}");
     }
 }

@@ -56,6 +56,36 @@ pub fn select(backend: Backend) -> Result<SelectedDevice, TrainError> {
     }
 }
 
+/// The devices data parallel adds to `selected` for `devices` in all: on a GPU, the next GPUs
+/// wgpu offers (an error naming how many it has when they are too few); on the CPU or a software
+/// adapter, the same device again, whose shards then run one after another, which checks the
+/// arithmetic of data parallel training but is no faster.
+pub fn replicas(selected: &SelectedDevice, devices: usize) -> Result<Vec<Device>, TrainError> {
+    if devices <= 1 {
+        return Ok(Vec::new());
+    }
+    if selected.backend != Backend::Wgpu || !is_real_gpu(&selected.device) {
+        return Ok(vec![selected.device.clone(); devices - 1]);
+    }
+    (1..devices)
+        .map(|index| {
+            let gpu = std::panic::catch_unwind(|| {
+                Device::wgpu_options()
+                    .device_kind(DeviceKind::DiscreteGpu(index))
+                    .init()
+                    .ok()
+            })
+            .ok()
+            .flatten();
+            gpu.filter(is_real_gpu).ok_or_else(|| {
+                TrainError::Backend(format!(
+                    "[train] devices = {devices}, but wgpu offers only {index} GPU(s)"
+                ))
+            })
+        })
+        .collect()
+}
+
 fn cpu(backend: Backend, description: String) -> SelectedDevice {
     #[allow(deprecated)] // ndarray stays selectable for comparison
     let device = match backend {

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::backend;
 use crate::classifier::extract_features;
-use crate::config::Backend;
+use crate::config::{Backend, Precision};
 use crate::error::TrainError;
 use crate::modality::{Encoded, FeatureChoices, Preparation, sequence_multiple};
 use crate::progress::Silent;
@@ -21,6 +21,8 @@ use crate::progress::Silent;
 pub struct ForwardBench {
     pub backend: String,
     pub device: String,
+    /// The float type of the pass (f32, f16 or bf16).
+    pub precision: String,
     pub batch: usize,
     pub seq_len: usize,
     pub seconds: Vec<f64>,
@@ -98,9 +100,12 @@ pub fn forward_throughput(
     batch: usize,
     seq_len: usize,
     repeats: usize,
+    precision: Precision,
 ) -> Result<ForwardBench, TrainError> {
     let selected = backend::select(backend)?;
+    crate::precision::check_supported(&selected.device, precision)?;
     let (backbone, encoded) = load(model_dir, texts, seq_len, &selected.device)?;
+    let backbone = crate::precision::cast_model(&backbone, precision);
     let Encoded::Text { tokens, .. } = &encoded else {
         return Err(TrainError::Unsupported(
             "the forward bench is for text models".into(),
@@ -134,6 +139,7 @@ pub fn forward_throughput(
     Ok(ForwardBench {
         backend: format!("{backend:?}").to_lowercase(),
         device: selected.description,
+        precision: precision.to_string(),
         batch,
         seq_len,
         sequences_per_second: batch as f64 / median_seconds,

@@ -46,6 +46,9 @@ pub struct CheckpointState {
     pub frozen: Vec<String>,
     /// The resolved config the run was started with, as TOML.
     pub config: String,
+    /// f16's loss scale at the end of `epoch`.
+    #[serde(default)]
+    pub loss_scaler: Option<crate::precision::LossScaler>,
 }
 
 fn record_error(path: &Path) -> impl Fn(burn::store::RecordError) -> TrainError + '_ {

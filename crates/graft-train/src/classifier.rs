@@ -29,8 +29,8 @@ impl Classifier {
     }
 }
 
-/// Features `[n, width]` of the examples at `indices` (all of them when `None`), in that order,
-/// computed in the modality's batches on `device` without gradients.
+/// Features `[n, width]` (f32) of the examples at `indices` (all of them when `None`), in that
+/// order, computed in the modality's batches on `device` without gradients.
 pub fn extract_features(
     backbone: &Backbone,
     data: &Encoded,
@@ -56,7 +56,8 @@ pub fn extract_features(
         chunks.push(backbone.forward(data.batch(bucket, None, device)));
         progress.advance(bucket.len());
     }
-    let sorted = Tensor::cat(chunks, 0);
+    // Features are f32 whatever type the backbone computes in.
+    let sorted = crate::precision::to_f32(Tensor::cat(chunks, 0));
     // Row k of `sorted` is example order[k]; put each back at its own position.
     let order: Vec<usize> = buckets.concat();
     let place: std::collections::HashMap<usize, usize> =

@@ -336,6 +336,9 @@ impl Config {
         if t.accumulate == 0 {
             return Err("[train] accumulate must be at least 1".into());
         }
+        if t.devices == 0 {
+            return Err("[train] devices must be at least 1".into());
+        }
         if t.nesterov && (t.optimizer != OptimizerKind::Sgd || t.momentum <= 0.0) {
             return Err("[train] nesterov needs optimizer = \"sgd\" and momentum > 0".into());
         }

@@ -26,12 +26,13 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use crate::checkpoint::{CheckpointState, Checkpoints, changed_keys, load_model};
-use crate::config::{FreezeSection, OptimizerKind, TrainSection};
+use crate::config::{FreezeSection, OptimizerKind, Precision, TrainSection};
 use crate::error::TrainError;
 use crate::files::write_atomic;
 use crate::freezing::{FreezeState, ParamTable, stable_ids};
 use crate::loss::{Targets, TaskLoss};
 use crate::plots::History;
+use crate::precision::{LossScaler, cast_model, to_f32};
 use crate::progress::{EpochMetrics, Progress, StepMetrics};
 use crate::schedule::{ScheduleShape, ScheduledLr};
 use crate::task::higher_is_better;
@@ -66,6 +67,9 @@ pub struct FitSpec<'a> {
     /// The resolved config, stored in checkpoints and compared on resume.
     pub config_text: String,
     pub resume: Resume,
+    /// More autodiff devices each training batch is split over (data parallel), besides
+    /// [`fit`]'s own; their gradients are summed on that one.
+    pub replicas: &'a [Device],
 }
 
 /// Whether to continue from the run folder's last checkpoint.
@@ -219,6 +223,20 @@ pub fn clip_global_norm<M: Module>(
     Some(norm)
 }
 
+/// `batch` cut into `n` contiguous shards whose sizes differ by at most one (the first ones
+/// larger), as PyTorch's `DistributedSampler` splits evenly.
+fn shards(batch: &[usize], n: usize) -> Vec<&[usize]> {
+    let (base, extra) = (batch.len() / n, batch.len() % n);
+    let mut rest = batch;
+    (0..n)
+        .map(|i| {
+            let (shard, tail) = rest.split_at(base + usize::from(i < extra));
+            rest = tail;
+            shard
+        })
+        .collect()
+}
+
 /// `Some(sum + value)`, or `Some(value)` for the first value.
 fn add(sum: Option<Tensor<1>>, value: Tensor<1>) -> Option<Tensor<1>> {
     Some(match sum {
@@ -324,10 +342,12 @@ struct LoopState<M> {
     best_file: String,
     /// The freeze state the model is in (none before this run's first epoch).
     frozen: Option<FreezeState>,
+    /// f16's loss scale.
+    scaler: Option<LossScaler>,
 }
 
 impl<M> LoopState<M> {
-    fn fresh() -> Self {
+    fn fresh(precision: Precision) -> Self {
         Self {
             next_epoch: 1,
             global_step: 0,
@@ -338,6 +358,7 @@ impl<M> LoopState<M> {
             since_best: 0,
             best_file: String::new(),
             frozen: None,
+            scaler: LossScaler::for_precision(precision),
         }
     }
 }
@@ -365,8 +386,8 @@ struct Trainer<'a, 's, F> {
     backbone_lr_param: Option<ParamId>,
 }
 
-/// Trains `model` on `device` (an autodiff device). `forward(model, split, indices)` returns the
-/// outputs of those examples.
+/// Trains `model` on `device` (an autodiff device). `forward(model, split, indices, device)`
+/// returns the outputs of those examples, with the inputs put on `device` (the model's).
 pub fn fit<M, F>(
     model: M,
     forward: F,
@@ -376,7 +397,7 @@ pub fn fit<M, F>(
 ) -> Result<FitOutcome<M>, TrainError>
 where
     M: Module,
-    F: Fn(&M, Split, &[usize]) -> Tensor<2>,
+    F: Fn(&M, Split, &[usize], &Device) -> Tensor<2> + Sync,
 {
     let config = spec.train;
     let model = stable_ids(model);
@@ -466,7 +487,7 @@ impl<F> Trainer<'_, '_, F> {
                 source,
             })?;
         }
-        Ok((model, optim, LoopState::fresh()))
+        Ok((model, optim, LoopState::fresh(self.spec.train.precision)))
     }
 
     /// The model, optimizer and loop state of the last complete checkpoint; a changed config is
@@ -532,6 +553,9 @@ impl<F> Trainer<'_, '_, F> {
             since_best: saved.epoch - saved.best_epoch,
             best_file: saved.best_file,
             frozen: None,
+            scaler: saved
+                .loss_scaler
+                .or_else(|| LossScaler::for_precision(spec.train.precision)),
         };
         Ok((model, optim, state))
     }
@@ -575,7 +599,7 @@ impl<F> Trainer<'_, '_, F> {
         state: &mut LoopState<M>,
     ) -> Result<(M, EpochTraining), TrainError>
     where
-        F: Fn(&M, Split, &[usize]) -> Tensor<2>,
+        F: Fn(&M, Split, &[usize], &Device) -> Tensor<2> + Sync,
     {
         let (spec, config, progress) = (self.spec, self.spec.train, self.progress);
         self.device.seed(epoch_seed(config.seed, epoch));
@@ -588,18 +612,34 @@ impl<F> Trainer<'_, '_, F> {
         let mut last_lr = config.lr;
         let batches = batches_of(&order, config, spec.lengths);
         let batches: Vec<&[usize]> = batches.iter().map(Vec::as_slice).collect();
+        let mut skipped = 0;
         for group in batches.chunks(config.accumulate) {
             if let Some(signal) = progress.interrupted() {
                 return Err(interrupted(signal, &state.history));
             }
-            let (mut grads, step_loss) = self.gradients(&model, epoch, group, &mut loss_total);
-            if let Some(max_norm) = config.clip_grad_norm {
+            let scale = state.scaler.map(|s| s.scale);
+            let (mut grads, step_loss) =
+                self.gradients(&model, epoch, group, &mut loss_total, scale);
+            let finite = match &mut state.scaler {
+                Some(scaler) => {
+                    let finite = scaler.unscale(&model, &mut grads);
+                    scaler.update(finite);
+                    finite
+                }
+                None => true,
+            };
+            if let Some(max_norm) = config.clip_grad_norm.filter(|_| finite) {
                 clip_global_norm(&model, &mut grads, max_norm);
             }
             let lrs: ModuleLearningRate = sched.step();
             last_lr = lrs.base();
             let backbone_lr = self.backbone_lr_param.map(|id| lrs.lr_from_param(id, None));
-            model = optim.step(lrs, model, grads);
+            if finite {
+                model = optim.step(lrs, model, grads);
+            } else {
+                // GradScaler's rule: a step whose gradients overflowed is not taken.
+                skipped += 1;
+            }
             state.global_step += 1;
             if let Some(loss) = step_loss {
                 step_losses.push((state.global_step, last_lr, loss));
@@ -615,6 +655,13 @@ impl<F> Trainer<'_, '_, F> {
             progress.advance(1);
         }
         progress.finish_stage();
+        if let Some(scaler) = state.scaler.filter(|_| skipped > 0) {
+            progress.info(&format!(
+                "f16: {skipped} step(s) skipped because their gradients overflowed; loss scale \
+                 now {}",
+                scaler.scale
+            ));
+        }
 
         let train_loss = loss_total.map_or(0.0, |t| t.into_scalar::<f32>() as f64)
             / spec
@@ -635,41 +682,112 @@ impl<F> Trainer<'_, '_, F> {
 
     /// One optimizer step's gradients over `group`'s batches (each batch's loss divided by the
     /// group's weight, so they sum to the group's mean) and the step's loss; each batch's
-    /// weighted loss is added to `loss_total` as well.
+    /// weighted loss is added to `loss_total` as well. With replicas, each batch is split into
+    /// one shard per device and the shards' gradients summed on the model's device; with a
+    /// `scale`, the gradients are those of the loss times the scale.
     fn gradients<M: Module>(
         &self,
         model: &M,
         epoch: usize,
         group: &[&[usize]],
         loss_total: &mut Option<Tensor<1>>,
+        scale: Option<f64>,
     ) -> (GradientsParams, Option<Tensor<1>>)
     where
-        F: Fn(&M, Split, &[usize]) -> Tensor<2>,
+        F: Fn(&M, Split, &[usize], &Device) -> Tensor<2> + Sync,
     {
         let spec = self.spec;
         let denominator = spec
             .loss
             .weight(spec.train_targets, &group.concat())
             .max(f64::MIN_POSITIVE);
+        let devices: Vec<&Device> = std::iter::once(self.device)
+            .chain(spec.replicas.iter())
+            .collect();
         let mut accumulator = GradientsAccumulator::<M>::new();
         let mut single = None;
         let mut step_loss = None;
+        let split = Split::Train { epoch };
+        let parts = group.len() * devices.len();
         for batch in group {
-            let outputs = (self.forward)(model, Split::Train { epoch }, batch);
-            let loss = spec.loss.sum(outputs, spec.train_targets, batch) / denominator;
-            *loss_total = add(
-                loss_total.take(),
-                loss.clone().without_autodiff() * denominator,
-            );
-            step_loss = add(step_loss, loss.clone().without_autodiff());
-            let grads = GradientsParams::from_grads(loss.backward(), model);
-            if group.len() == 1 {
-                single = Some(grads);
-            } else {
-                accumulator.accumulate(model, grads);
+            // Replicas are made afresh from the model for each batch: a fork is a copy with
+            // gradients of its own.
+            let models = devices
+                .iter()
+                .enumerate()
+                .map(|(i, &device)| {
+                    let copy = if i == 0 {
+                        model.clone()
+                    } else {
+                        model.clone().fork(device)
+                    };
+                    (copy, device.clone())
+                })
+                .collect();
+            let shards = shards(batch, devices.len());
+            let results = self.shard_gradients(models, &shards, split, denominator, scale);
+            for (grads, loss) in results {
+                let grads = grads.to_device(self.device, model);
+                let loss = loss.to_device(self.device);
+                *loss_total = add(loss_total.take(), loss.clone() * denominator);
+                step_loss = add(step_loss, loss);
+                if parts == 1 {
+                    single = Some(grads);
+                } else {
+                    accumulator.accumulate(model, grads);
+                }
             }
         }
         (single.unwrap_or_else(|| accumulator.grads()), step_loss)
+    }
+
+    /// Each shard's gradients (and loss, without autodiff) on its model's device: in parallel
+    /// threads when the devices differ, one after another when a device repeats (a shared
+    /// device's random draws then keep one order).
+    fn shard_gradients<M: Module>(
+        &self,
+        models: Vec<(M, Device)>,
+        shards: &[&[usize]],
+        split: Split,
+        denominator: f64,
+        scale: Option<f64>,
+    ) -> Vec<(GradientsParams, Tensor<1>)>
+    where
+        F: Fn(&M, Split, &[usize], &Device) -> Tensor<2> + Sync,
+    {
+        let (forward, spec) = (&self.forward, self.spec);
+        let (precision, loss_of, targets) = (spec.train.precision, spec.loss, spec.train_targets);
+        let one = move |(model, device): (M, Device), shard: &[usize]| {
+            let compute = cast_model(&model, precision);
+            let outputs = to_f32(forward(&compute, split, shard, &device));
+            let loss = loss_of.sum(outputs, targets, shard) / denominator;
+            let scaled = match scale {
+                Some(scale) => loss.clone() * scale,
+                None => loss.clone(),
+            };
+            let grads = GradientsParams::from_grads(scaled.backward(), &model);
+            (grads, loss.without_autodiff())
+        };
+        let distinct = models
+            .iter()
+            .enumerate()
+            .all(|(i, (_, d))| models[..i].iter().all(|(_, other)| other != d));
+        let pairs = models
+            .into_iter()
+            .zip(shards.iter().copied())
+            .filter(|(_, shard)| !shard.is_empty());
+        if !distinct || shards.len() == 1 {
+            return pairs.map(|(m, shard)| one(m, shard)).collect();
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = pairs
+                .map(|(m, shard)| scope.spawn(move || one(m, shard)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
     }
 
     /// Validates the epoch's model, keeps it when it is the best so far (with checkpoints, its
@@ -684,11 +802,12 @@ impl<F> Trainer<'_, '_, F> {
         state: &mut LoopState<M>,
     ) -> Result<(EpochMetrics, bool), TrainError>
     where
-        F: Fn(&M, Split, &[usize]) -> Tensor<2>,
+        F: Fn(&M, Split, &[usize], &Device) -> Tensor<2> + Sync,
     {
         let config = self.spec.train;
         let inference = model.valid();
-        let (valid_loss, valid) = validate(&inference, &self.forward, self.spec);
+        let inference_device = self.device.clone().without_autodiff();
+        let (valid_loss, valid) = validate(&inference, &self.forward, self.spec, &inference_device);
         if !valid_loss.is_finite() {
             let last = vec![(state.global_step, trained.last_lr, valid_loss as f32)];
             return Err(diverged("validation loss", epoch, last, &state.history));
@@ -765,6 +884,7 @@ impl<F> Trainer<'_, '_, F> {
                 best_file: state.best_file.clone(),
                 frozen,
                 config: self.spec.config_text.clone(),
+                loss_scaler: state.scaler,
             },
         )
     }
@@ -852,15 +972,23 @@ fn diverged(
 }
 
 /// Mean validation loss and the task's metrics, for `model` in inference mode.
-fn validate<M, F>(model: &M, forward: &F, spec: &FitSpec) -> (f64, BTreeMap<String, f64>)
+fn validate<M, F>(
+    model: &M,
+    forward: &F,
+    spec: &FitSpec,
+    device: &Device,
+) -> (f64, BTreeMap<String, f64>)
 where
-    F: Fn(&M, Split, &[usize]) -> Tensor<2>,
+    M: Module,
+    F: Fn(&M, Split, &[usize], &Device) -> Tensor<2> + Sync,
 {
     let indices: Vec<usize> = (0..spec.valid_targets.len()).collect();
     let mut loss_sum = None;
     let mut outputs = Vec::with_capacity(indices.len());
+    let precision = spec.train.precision;
+    let compute = cast_model(model, precision);
     for batch in indices.chunks(spec.train.eval_batch_size) {
-        let out = forward(model, Split::Valid, batch);
+        let out = to_f32(forward(&compute, Split::Valid, batch, device));
         let [_, k] = out.dims();
         let values: Vec<f32> = out
             .clone()

@@ -135,7 +135,8 @@ impl Head {
     /// head: the same layers on every token).
     pub fn forward<const D: usize>(&self, features: Tensor<D>) -> Tensor<D> {
         let last = self.layers.len() - 1;
-        let mut x = features;
+        // Features in another float type (a half-precision backbone's) are read in the head's.
+        let mut x = features.cast(self.layers[0].weight.val().dtype());
         if let Some(transform) = &self.transform {
             if transform.dropout_before {
                 x = self.dropout.forward(x);

@@ -44,6 +44,7 @@ mod metrics;
 mod modality;
 mod model;
 mod plots;
+mod precision;
 mod progress;
 mod run_dir;
 mod schedule;
@@ -59,7 +60,7 @@ use std::path::Path;
 pub use backend::{
     SelectedDevice, prefer_quick_autotune, prepare_headless_runtime, select as select_device,
 };
-pub use config::{Backend, Config};
+pub use config::{Backend, Config, Precision};
 pub use files::{write_atomic, write_json_atomic};
 pub use fit::Resume;
 pub use init::{InitRequest, starter_config};

@@ -15,7 +15,7 @@ use graft_model::{Backbone, Modality, ModelFolder, Preprocessing};
 
 use crate::bad_rows::{Screen, label_problem, row_problem};
 use crate::classifier::{extract_features, rows_of};
-use crate::config::{HeadKind, LoraSection};
+use crate::config::{HeadKind, LoraSection, Precision};
 use crate::error::{TrainError, TrainError as E};
 use crate::files::{TensorBytes, write_safetensors};
 use crate::head::{Head, HeadSpec};
@@ -327,6 +327,15 @@ impl Model {
             head: Some((head, task)),
             embedder: Mutex::new(None),
         })
+    }
+
+    /// The model with its backbone computing in `precision` (f16 or bf16 halve the memory its
+    /// weights and activations take; the head and the outputs stay f32). Fails when the device
+    /// has no such arithmetic.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Model, TrainError> {
+        crate::precision::check_supported(&self.device, precision)?;
+        self.backbone = crate::precision::cast_model(&self.backbone, precision);
+        Ok(self)
     }
 
     /// What the model was opened from.

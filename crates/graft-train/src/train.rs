@@ -200,7 +200,11 @@ impl Source {
         if let Ok(graft_model::Preprocessing::Text(text)) = self.folder.preprocessing() {
             files.push(text.tokenizer);
         }
-        let settings = format!("{:?};{key}", self.preparation.pooling());
+        let precision = match config.train.precision {
+            crate::config::Precision::F32 => String::new(),
+            other => format!(";precision={other}"),
+        };
+        let settings = format!("{:?};{key}{precision}", self.preparation.pooling());
         FeatureCache::new(
             &root,
             &files,
@@ -449,12 +453,33 @@ fn train_run(
     let started = Instant::now();
     let source = Source::open(config)?;
     let data = source.read_data(config)?;
+    let selected = backend::select(options.backend.unwrap_or(config.train.backend))?;
+    let replicas = backend::replicas(&selected, config.train.devices)?;
     let SelectedDevice {
         device,
         description,
         ..
-    } = backend::select(options.backend.unwrap_or(config.train.backend))?;
+    } = selected;
     progress.info(&format!("device: {description}"));
+    if !replicas.is_empty() {
+        progress.info(&format!(
+            "data parallel: each batch split over {} devices",
+            config.train.devices
+        ));
+    }
+    crate::precision::check_supported(&device, config.train.precision)?;
+    if config.train.precision != crate::config::Precision::F32 {
+        progress.info(&format!(
+            "precision: {} compute, f32 weights{}",
+            config.train.precision,
+            if config.train.precision == crate::config::Precision::F16 {
+                ", dynamic loss scaling"
+            } else {
+                ""
+            }
+        ));
+    }
+    let replicas: Vec<Device> = replicas.into_iter().map(Device::autodiff).collect();
     device.seed(config.train.seed);
     // The weights are checked against config.json before the tokenizer is.
     let backbone = source.load(&device)?;
@@ -490,6 +515,7 @@ fn train_run(
         lengths: lengths.as_deref(),
         config_text: toml::to_string_pretty(config).expect("config serializes"),
         resume: options.resume,
+        replicas: &replicas,
     };
     let run = Run {
         config,
@@ -622,9 +648,11 @@ impl Run<'_> {
         progress.stage("features", total);
         let mut cache_stats = CacheStats::default();
         let eval_batch = config.train.eval_batch_size;
+        // The features are computed in the run's precision (and cached apart from f32's).
+        let computing = crate::precision::cast_model(&backbone, config.train.precision);
         let mut lookup = |encoded: &Encoded| {
             let (features, stats) =
-                cache.features(&backbone, encoded, eval_batch, device, progress)?;
+                cache.features(&computing, encoded, eval_batch, device, progress)?;
             cache_stats += stats;
             Ok::<_, TrainError>(features)
         };
@@ -649,8 +677,15 @@ impl Run<'_> {
         let outcome = fit(
             self.source
                 .initial_head(self.head_spec, config.train.seed, &train_device)?,
-            |head, split, idx| match split {
-                Split::Train { .. } => head.forward(select_rows(&train_x, idx, device)),
+            |head, split, idx, on| match split {
+                Split::Train { .. } => {
+                    let rows = select_rows(&train_x, idx, device);
+                    head.forward(if on == device {
+                        rows
+                    } else {
+                        rows.to_device(on)
+                    })
+                }
                 Split::Valid => head.forward(select_rows(&valid_x, idx, device)),
             },
             self.spec,
@@ -708,14 +743,14 @@ impl Run<'_> {
         let (train_data, valid_data) = (&self.splits.train, &self.splits.valid);
         let outcome = fit(
             model,
-            |model, split, idx| match split {
+            |model, split, idx, on| match split {
                 Split::Train { epoch } => {
                     let augment = augment.as_ref().map(|augment| EpochAugment {
                         augment,
                         seed,
                         epoch,
                     });
-                    model.forward(train_data, idx, augment, &train_device)
+                    model.forward(train_data, idx, augment, on)
                 }
                 Split::Valid => model.forward(valid_data, idx, None, device),
             },

@@ -3,15 +3,32 @@
 //! does the work on the examples in memory.
 
 use graft_train::{
-    Backend, EmbedOptions, Embeddings, Evaluation, Input, Model, ModelSource, Prediction, Progress,
-    TrainError, check_batch_size, read_input, select_device,
+    Backend, EmbedOptions, Embeddings, Evaluation, Input, Model, ModelSource, Precision,
+    Prediction, Progress, TrainError, check_batch_size, read_input, select_device,
 };
 
-/// Selects the device and says which it is.
-fn device(backend: Backend, progress: &dyn Progress) -> Result<burn::tensor::Device, TrainError> {
-    let selected = select_device(backend)?;
-    progress.info(&format!("device: {}", selected.description));
-    Ok(selected.device)
+/// Where and in what float type the model runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Compute {
+    pub backend: Backend,
+    pub precision: Precision,
+}
+
+impl Compute {
+    /// Selects the device, says which it is, and opens `path` on it in the precision.
+    pub fn open(
+        &self,
+        path: &std::path::Path,
+        progress: &dyn Progress,
+    ) -> Result<Model, TrainError> {
+        let selected = select_device(self.backend)?;
+        let precision = match self.precision {
+            Precision::F32 => String::new(),
+            other => format!(", {other}"),
+        };
+        progress.info(&format!("device: {}{precision}", selected.description));
+        Model::open(path, &selected.device)?.with_precision(self.precision)
+    }
 }
 
 /// Scores a run on a labelled file (the run's input and label columns unless given).
@@ -20,7 +37,7 @@ pub fn evaluate(
     input: &Input,
     label_column: Option<&str>,
     batch_size: usize,
-    backend: Backend,
+    compute: Compute,
     progress: &dyn Progress,
 ) -> Result<Evaluation, TrainError> {
     check_batch_size(batch_size)?;
@@ -29,7 +46,7 @@ pub fn evaluate(
     let label_column = label_column.or(source.label_column.as_deref());
     let examples = read_input(source.modality, &input, label_column)?;
     let examples = source.check_labelled(examples, &input.path)?;
-    let model = Model::open(run, &device(backend, progress)?)?;
+    let model = compute.open(run, progress)?;
     model.evaluate(examples, &input.path, batch_size, progress)
 }
 
@@ -39,13 +56,13 @@ pub fn predict(
     model: &std::path::Path,
     input: &Input,
     batch_size: usize,
-    backend: Backend,
+    compute: Compute,
     progress: &dyn Progress,
 ) -> Result<Vec<Prediction>, TrainError> {
     check_batch_size(batch_size)?;
     let source = ModelSource::identify(model)?;
     let examples = read_input(source.modality, &source.input(input), None)?;
-    let model = Model::open(model, &device(backend, progress)?)?;
+    let model = compute.open(model, progress)?;
     model.predict(&examples, batch_size, progress)
 }
 
@@ -54,12 +71,12 @@ pub fn embed(
     model: &std::path::Path,
     input: &Input,
     options: &EmbedOptions,
-    backend: Backend,
+    compute: Compute,
     progress: &dyn Progress,
 ) -> Result<Embeddings, TrainError> {
     check_batch_size(options.batch_size)?;
     let source = ModelSource::identify(model)?;
     let examples = read_input(source.modality, input, None)?;
-    let model = Model::open(model, &device(backend, progress)?)?;
+    let model = compute.open(model, progress)?;
     model.embed(&examples, options, progress)
 }

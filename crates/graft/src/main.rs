@@ -11,8 +11,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use graft_model::Pooling;
-use graft_train::{Backend, Config, EmbedOptions, Input, Resume, TrainOptions, TrainPlan};
+use graft_train::{
+    Backend, Config, EmbedOptions, Input, Precision, Resume, TrainOptions, TrainPlan,
+};
 
+use crate::infer::Compute;
 use crate::render::Renderer;
 
 #[derive(Parser)]
@@ -44,6 +47,12 @@ enum Command {
         /// Print every tensor as trainable or frozen, with counts, and exit without training.
         #[arg(long)]
         dry_run: bool,
+        /// Overrides the config's `train.precision` (f32, f16 or bf16).
+        #[arg(long)]
+        precision: Option<Precision>,
+        /// Overrides the config's `train.devices`: split each batch over this many devices.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        devices: Option<u64>,
     },
     /// Score a trained run on labelled data: accuracy, macro-F1, per-class report, confusion matrix.
     Eval {
@@ -68,6 +77,9 @@ enum Command {
         batch_size: u64,
         #[arg(long, default_value = "auto")]
         backend: Backend,
+        /// Float type of the backbone's pass: f32, f16 or bf16 (the outputs are f32).
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
     },
     /// Predict labels: one JSON line per input text, in order.
     Predict {
@@ -84,6 +96,9 @@ enum Command {
         batch_size: u64,
         #[arg(long, default_value = "auto")]
         backend: Backend,
+        /// Float type of the backbone's pass: f32, f16 or bf16 (the outputs are f32).
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
     },
     /// Serve a run, a PEFT adapter or a model folder over HTTP: text-embeddings-inference's
     /// POST /embed and /predict, GET /health, /info and /metrics, and OpenAI's
@@ -98,6 +113,9 @@ enum Command {
         port: u16,
         #[arg(long, default_value = "auto")]
         backend: Backend,
+        /// Float type of the backbone's pass: f32, f16 or bf16 (the outputs are f32).
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
         /// Inputs in one model call at most, across requests.
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
         max_batch: u64,
@@ -137,6 +155,9 @@ enum Command {
         batch_size: u64,
         #[arg(long, default_value = "auto")]
         backend: Backend,
+        /// Float type of the backbone's pass: f32, f16 or bf16 (the outputs are f32).
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
     },
     /// Export a trained run as a transformers, sentence-transformers, timm or torchvision folder, or a LoRA run as a PEFT adapter folder.
     Export {
@@ -208,6 +229,9 @@ enum BenchCommand {
         seq_len: usize,
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Float type of the pass: f32, f16 or bf16.
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
         /// CPU threads (default: one per core). The references get the same count.
         #[arg(long)]
         threads: Option<usize>,
@@ -351,8 +375,16 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             force,
             dry_run,
+            precision,
+            devices,
         } => {
-            let parsed = Config::from_file(&config)?;
+            let mut parsed = Config::from_file(&config)?;
+            if let Some(precision) = precision {
+                parsed.train.precision = precision;
+            }
+            if let Some(devices) = devices {
+                parsed.train.devices = devices as usize;
+            }
             if dry_run {
                 let plan = graft_train::plan(&parsed)
                     .with_context(|| format!("planning {}", config.display()))?;
@@ -427,6 +459,7 @@ fn run(cli: Cli) -> Result<()> {
             label_column,
             batch_size,
             backend,
+            precision,
         } => {
             let input = Input { path: data, column };
             let evaluation = infer::evaluate(
@@ -434,7 +467,7 @@ fn run(cli: Cli) -> Result<()> {
                 &input,
                 label_column.as_deref(),
                 batch_size as usize,
-                backend,
+                Compute { backend, precision },
                 &renderer,
             )
             .map_err(|e| with_flags(e, ""))?;
@@ -461,11 +494,11 @@ fn run(cli: Cli) -> Result<()> {
             max_wait_ms,
             queue,
             max_inputs,
+            precision,
         } => {
             graft_train::ModelSource::identify(&model).map_err(|e| with_flags(e, ""))?;
-            let selected = graft_train::select_device(backend)?;
-            eprintln!("device: {}", selected.description);
-            let opened = graft_train::Model::open(&model, &selected.device)
+            let opened = Compute { backend, precision }
+                .open(&model, &renderer)
                 .map_err(|e| with_flags(e, ""))?;
             let options = graft_serve::ServeOptions {
                 address: std::net::SocketAddr::new(host, port),
@@ -488,13 +521,15 @@ fn run(cli: Cli) -> Result<()> {
             column,
             batch_size,
             backend,
+            precision,
         } => {
             let input = Input {
                 path: input,
                 column,
             };
+            let compute = Compute { backend, precision };
             let predictions =
-                infer::predict(&model, &input, batch_size as usize, backend, &renderer)
+                infer::predict(&model, &input, batch_size as usize, compute, &renderer)
                     .map_err(|e| with_flags(e, ""))?;
             renderer.clear();
             let mut lines = String::new();
@@ -525,6 +560,7 @@ fn run(cli: Cli) -> Result<()> {
             max_length,
             batch_size,
             backend,
+            precision,
         } => {
             let options = EmbedOptions {
                 pooling,
@@ -540,7 +576,8 @@ fn run(cli: Cli) -> Result<()> {
                 path: input,
                 column,
             };
-            let embeddings = infer::embed(&model, &input, &options, backend, &renderer)
+            let compute = Compute { backend, precision };
+            let embeddings = infer::embed(&model, &input, &options, compute, &renderer)
                 .map_err(|e| with_flags(e, ""))?;
             embeddings.save(&output)?;
             renderer.clear();
@@ -666,6 +703,7 @@ fn bench(what: BenchCommand) -> Result<()> {
             batch,
             seq_len,
             repeats,
+            precision,
             threads,
             compare,
         } => {
@@ -674,8 +712,9 @@ fn bench(what: BenchCommand) -> Result<()> {
             }
             let texts = read_texts(data.clone(), column.clone(), None)?;
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let graft =
-                bench::forward_throughput(&model, &texts, backend, batch, seq_len, repeats)?;
+            let graft = bench::forward_throughput(
+                &model, &texts, backend, batch, seq_len, repeats, precision,
+            )?;
             let Some(python) = compare else {
                 return report(serde_json::to_value(graft)?);
             };

@@ -389,3 +389,78 @@ dir = "{run}"
     );
     assert!(run.join("graft.json").is_file());
 }
+
+fn frozen_config(out_dir: &Path) -> String {
+    format!(
+        r#"[model]
+backbone = "models/all-MiniLM-L6-v2"
+max_length = 64
+
+{FINE_FOODS_MINI}
+[head]
+dropout = 0.0
+
+[train]
+epochs = 2
+batch_size = 7
+lr = 0.01
+clip_grad_norm = 1.0
+backend = "flex"
+
+[output]
+dir = "{}"
+"#,
+        out_dir.display()
+    )
+}
+
+/// `--devices 2` splits every batch in two and sums the gradients: the same losses as one device.
+/// `--precision bf16` computes the features in bf16 (the log says so) and trains close to f32.
+#[test]
+fn devices_and_precision_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, flags: &[&str]| {
+        let out_dir = dir.path().join(name);
+        let config = write(
+            dir.path(),
+            &format!("{name}.toml"),
+            &frozen_config(&out_dir),
+        );
+        let mut args = vec!["train", config.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let out = command(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "graft {args:?} failed:\n{stderr}");
+        let losses: Vec<(f64, f64)> = epoch_lines(&out_dir)
+            .iter()
+            .map(|l| {
+                (
+                    l["train_loss"].as_f64().unwrap(),
+                    l["valid_loss"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        (losses, stderr)
+    };
+    let (one, _) = run("one", &[]);
+    let (two, log) = run("two", &["--devices", "2"]);
+    assert!(
+        log.contains("data parallel: each batch split over 2 devices"),
+        "{log}"
+    );
+    for ((a, b), (c, d)) in one.iter().zip(&two) {
+        assert!(
+            (a - c).abs() < 1e-6 && (b - d).abs() < 1e-6,
+            "{one:?} vs {two:?}"
+        );
+    }
+    let (half, log) = run("bf16", &["--precision", "bf16"]);
+    assert!(log.contains("precision: bf16"), "{log}");
+    for ((a, b), (c, d)) in one.iter().zip(&half) {
+        assert!(
+            (a - c).abs() < 0.05 && (b - d).abs() < 0.05,
+            "{one:?} vs {half:?}"
+        );
+    }
+    assert_ne!(one, half, "bf16 features should not be f32's");
+}

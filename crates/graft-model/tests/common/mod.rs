@@ -70,8 +70,10 @@ pub fn wgpu_device() -> Option<Device> {
         eprintln!("GRAFT_SKIP_WGPU is set: skipping the wgpu check");
         return None;
     }
-    match Device::wgpu_options().init() {
-        Ok(device) => Some(device),
+    // Starting wgpu twice in one process is an error: the tests of a file share one device.
+    static DEVICE: std::sync::OnceLock<Result<Device, String>> = std::sync::OnceLock::new();
+    match DEVICE.get_or_init(|| Device::wgpu_options().init().map_err(|e| e.to_string())) {
+        Ok(device) => Some(device.clone()),
         Err(e) => {
             panic!("wgpu did not start ({e}); install mesa-vulkan-drivers or set GRAFT_SKIP_WGPU=1")
         }

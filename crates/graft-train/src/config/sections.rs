@@ -295,6 +295,41 @@ impl std::str::FromStr for Backend {
     }
 }
 
+/// The float type a model computes in (its weights stay f32 where it trains).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(format!(
+                "unknown precision \"{other}\" (expected f32, f16 or bf16)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        })
+    }
+}
+
 /// Whether a frozen backbone's features are computed once, stored on disk, and reused for every
 /// epoch and every later run with the same backbone, settings and texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -371,6 +406,13 @@ pub struct TrainSection {
     pub seed: u64,
     #[serde(default)]
     pub backend: Backend,
+    /// The float type of the forward and backward passes: `f32`, or `f16`/`bf16` with f32
+    /// master weights (and dynamic loss scaling for `f16`), as PyTorch's autocast does.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Devices each batch is split over (data parallel): gradients are summed on the first.
+    #[serde(default = "one")]
+    pub devices: usize,
     #[serde(default)]
     pub cache: CacheMode,
     /// Where the feature cache lives (default: `$GRAFT_CACHE_DIR`, else `~/.cache/graft`).
@@ -402,6 +444,9 @@ fn default_optimizer() -> OptimizerKind {
 fn default_weight_decay() -> f64 {
     0.01
 }
+fn one() -> usize {
+    1
+}
 fn default_seed() -> u64 {
     42
 }
@@ -432,6 +477,8 @@ impl Default for TrainSection {
             checkpoints: true,
             seed: default_seed(),
             backend: Backend::Auto,
+            precision: Precision::F32,
+            devices: 1,
             cache: CacheMode::Auto,
             cache_dir: None,
         }

@@ -139,6 +139,7 @@ fn train_epochs(
         lengths: None,
         config_text: String::new(),
         resume: Resume::No,
+        replicas: &[],
     };
     let progress = EpochSnapshots {
         run_dir: run_dir.to_path_buf(),
@@ -148,8 +149,8 @@ fn train_epochs(
     let data = &s.data;
     fit(
         s.model.clone(),
-        |m, split, idx| match split {
-            Split::Train { .. } => m.forward(data, idx, None, &train_device),
+        |m, split, idx, on| match split {
+            Split::Train { .. } => m.forward(data, idx, None, on),
             Split::Valid => m.forward(data, idx, None, &device),
         },
         &spec,

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::Silent;
-use crate::config::{FreezeSection, LossKind, OptimizerKind, Schedule, TrainSection};
+use crate::config::{FreezeSection, LossKind, OptimizerKind, Precision, Schedule, TrainSection};
 use crate::fit::{FitSpec, Resume, Split, clip_global_norm, fit, optimizer};
 use crate::freezing::{HeadOnly, ParamTable};
 use crate::loss::{Targets, TaskLoss, balanced_class_weights};
@@ -432,6 +432,15 @@ fn fit_head(
     config: &TrainSection,
     valid: &Targets,
 ) -> (crate::fit::FitOutcome<crate::head::Head>, tempfile::TempDir) {
+    fit_head_on(config, valid, &[])
+}
+
+/// [`fit_head`] with each batch split over `replicas` too.
+fn fit_head_on(
+    config: &TrainSection,
+    valid: &Targets,
+    replicas: &[Device],
+) -> (crate::fit::FitOutcome<crate::head::Head>, tempfile::TempDir) {
     #[allow(deprecated)]
     let device = Device::flex();
     let train_device = device.clone().autodiff();
@@ -455,6 +464,7 @@ fn fit_head(
         lengths: None,
         config_text: String::new(),
         resume: Resume::No,
+        replicas,
     };
     let rows = |idx: &[usize]| {
         let idx: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
@@ -465,7 +475,7 @@ fn fit_head(
     };
     let outcome = fit(
         head,
-        |head, _split: Split, idx| head.forward(rows(idx)),
+        |head, _split: Split, idx, on: &Device| head.forward(rows(idx).to_device(on)),
         &spec,
         &train_device,
         &Silent,
@@ -542,4 +552,62 @@ fn accumulation_averages_to_the_large_batch_update() {
         differs,
         "batch 8 without accumulation should train differently"
     );
+}
+
+/// A head trained for three epochs of 5 steps with clipping and a schedule: its weights and
+/// per-epoch losses.
+fn train_head_with(precision: Precision, replicas: &[Device]) -> (Vec<f32>, Vec<f64>) {
+    let config = TrainSection {
+        epochs: 3,
+        batch_size: 13,
+        lr: 0.05,
+        checkpoints: false,
+        schedule: Schedule::Cosine,
+        warmup_steps: Some(1),
+        clip_grad_norm: Some(0.5),
+        precision,
+        devices: replicas.len() + 1,
+        ..TrainSection::default()
+    };
+    let (outcome, _run_dir) = fit_head_on(&config, &classes(0), replicas);
+    let weight = outcome.model.layers[0].weight.val();
+    assert_eq!(
+        weight.dtype(),
+        burn::tensor::DType::F32,
+        "master weights stay f32"
+    );
+    let losses = outcome.history.iter().map(|m| m.train_loss).collect();
+    (values(outcome.model.layers[0].weight.val()), losses)
+}
+
+#[test]
+fn data_parallel_gives_the_single_device_curve() {
+    #[allow(deprecated)]
+    let flex = Device::flex().autodiff();
+    let (one, one_losses) = train_head_with(Precision::F32, &[]);
+    // Batches of 13 split in shards of 7 + 6 and 5 + 4 + 4: the summed gradients are the
+    // batch's, so the weights and the loss curve are the single device's up to rounding.
+    for replicas in [vec![flex.clone()], vec![flex.clone(), flex.clone()]] {
+        let (split, split_losses) = train_head_with(Precision::F32, &replicas);
+        assert_close("weights", &split, &one, 1e-6);
+        for (a, b) in split_losses.iter().zip(&one_losses) {
+            assert!((a - b).abs() < 1e-6, "loss {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn half_precision_training_follows_f32_with_f32_weights() {
+    let (f32_weights, f32_losses) = train_head_with(Precision::F32, &[]);
+    for (precision, tol) in [(Precision::Bf16, 3e-2), (Precision::F16, 3e-3)] {
+        let (weights, losses) = train_head_with(precision, &[]);
+        assert_close(&format!("{precision} weights"), &weights, &f32_weights, tol);
+        for (a, b) in losses.iter().zip(&f32_losses) {
+            assert!(
+                (a - b).abs() < tol as f64,
+                "{precision} loss {a} vs f32 {b}"
+            );
+        }
+        assert_ne!(losses, f32_losses, "{precision} ran in f32");
+    }
 }
