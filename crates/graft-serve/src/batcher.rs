@@ -1,6 +1,7 @@
 //! The one thread that owns the model: requests queue up in a bounded channel (a full queue is
 //! the caller's 429), and the thread takes them in dynamic batches, as many inputs as the batch
-//! holds or as arrive within the wait, one model call per kind of request.
+//! holds (in inputs, and in padded tokens when a token budget is set) or as arrive within the
+//! wait, one model call per kind of request.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
@@ -42,6 +43,44 @@ pub struct Batching {
     pub max_wait: Duration,
     /// Requests waiting at most; more are refused.
     pub queue: usize,
+    /// Padded tokens in one model call at most (inputs × the longest input's tokens), as
+    /// text-embeddings-inference's `--max-batch-tokens`; a request over it runs alone.
+    pub max_tokens: Option<usize>,
+}
+
+/// What a batch holds so far: inputs, and the longest input's tokens.
+#[derive(Default, Clone, Copy)]
+struct Load {
+    inputs: usize,
+    longest: usize,
+}
+
+impl Load {
+    fn of(model: &Model, job: &Job, budget: Option<usize>) -> Self {
+        let longest = budget
+            .and_then(|_| model.token_lengths(&job.inputs))
+            .and_then(|lengths| lengths.into_iter().max())
+            .unwrap_or(0);
+        Load {
+            inputs: job.inputs.len(),
+            longest,
+        }
+    }
+
+    fn with(self, other: Load) -> Load {
+        Load {
+            inputs: self.inputs + other.inputs,
+            longest: self.longest.max(other.longest),
+        }
+    }
+
+    /// Whether a batch of this load stays within `batching`'s limits.
+    fn fits(self, batching: &Batching) -> bool {
+        self.inputs <= batching.max_batch
+            && batching
+                .max_tokens
+                .is_none_or(|budget| self.inputs * self.longest <= budget)
+    }
 }
 
 /// The sending side, shared by the request handlers.
@@ -91,16 +130,33 @@ impl Batcher {
 }
 
 fn run(model: Model, queue: Receiver<Job>, batching: Batching, metrics: Metrics) {
-    while let Ok(first) = queue.recv() {
-        // The batch: the first job, then whatever arrives within the wait, up to the batch size.
+    // A job that did not fit the last batch opens the next one.
+    let mut held: Option<(Job, Load)> = None;
+    loop {
+        let (first, first_load) = match held.take() {
+            Some(held) => held,
+            None => match queue.recv() {
+                Ok(job) => {
+                    let load = Load::of(&model, &job, batching.max_tokens);
+                    (job, load)
+                }
+                Err(_) => break,
+            },
+        };
+        // The batch: the first job, then whatever arrives within the wait and fits.
         let deadline = Instant::now() + batching.max_wait;
-        let mut size = first.inputs.len();
+        let mut load = first_load;
         let mut batch = vec![first];
-        while size < batching.max_batch {
+        while load.inputs < batching.max_batch {
             let left = deadline.saturating_duration_since(Instant::now());
             match queue.recv_timeout(left) {
                 Ok(job) => {
-                    size += job.inputs.len();
+                    let job_load = Load::of(&model, &job, batching.max_tokens);
+                    if !load.with(job_load).fits(&batching) {
+                        held = Some((job, job_load));
+                        break;
+                    }
+                    load = load.with(job_load);
                     batch.push(job);
                 }
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,

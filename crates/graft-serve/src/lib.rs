@@ -1,8 +1,9 @@
 //! graft-serve: one opened [`graft_train::Model`] behind HTTP. Routes follow Hugging Face's
 //! text-embeddings-inference where they overlap (`POST /embed`, `POST /predict`, `GET /health`,
 //! `GET /info`, `GET /metrics`), so its clients work unchanged, plus OpenAI's
-//! `POST /v1/embeddings`. Requests from all clients are batched together on the one thread that
-//! owns the model ([`batcher`]); a full queue answers 429, a body over the limit 413, input that
+//! `POST /v1/embeddings`. Image models take base64 image files or a multipart upload. Requests from
+//! all clients are batched together on the one thread that owns the model ([`batcher`]), within
+//! an input count and optionally a token budget; a full queue answers 429, a body over the limit 413, input that
 //! is not what a route takes 422 with a message. SIGTERM or Ctrl-C stops accepting and finishes
 //! what was accepted.
 
@@ -14,8 +15,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -33,6 +35,8 @@ pub struct ServeOptions {
     pub address: SocketAddr,
     /// Inputs in one model call at most, across requests.
     pub max_batch: usize,
+    /// Padded tokens (inputs × the longest input's tokens) in one model call at most.
+    pub max_batch_tokens: Option<usize>,
     /// How long a request waits for others to share its model call.
     pub max_wait: Duration,
     /// Requests waiting for the model at most; more get 429.
@@ -48,6 +52,7 @@ impl Default for ServeOptions {
         Self {
             address: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_batch: 32,
+            max_batch_tokens: None,
             max_wait: Duration::from_millis(5),
             queue: 256,
             max_inputs: 256,
@@ -75,6 +80,7 @@ struct Shared {
     info: Value,
     image: bool,
     max_inputs: usize,
+    max_body: usize,
 }
 
 /// Serves `model` until SIGTERM or Ctrl-C; `ready` gets the address once it listens.
@@ -97,6 +103,7 @@ pub fn serve(
         "task": task.as_ref().map(|t| t.task.logic().problem_type()),
         "labels": task.as_ref().map(|t| t.labels.clone()),
         "max_batch_size": options.max_batch,
+        "max_batch_tokens": options.max_batch_tokens,
         "max_client_batch_size": options.max_inputs,
         "max_concurrent_requests": options.queue,
         "max_wait_ms": options.max_wait.as_millis() as u64,
@@ -107,6 +114,7 @@ pub fn serve(
         max_batch: options.max_batch.max(1),
         max_wait: options.max_wait,
         queue: options.queue,
+        max_tokens: options.max_batch_tokens,
     };
     let (batcher, worker) = Batcher::start(model, batching, metrics.clone());
     let shared = Shared {
@@ -115,6 +123,7 @@ pub fn serve(
         info,
         image: source.modality == graft_model::Modality::Image,
         max_inputs: options.max_inputs.max(1),
+        max_body: options.max_body,
     };
     let app = Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -184,7 +193,118 @@ fn body(request: Result<Json<Value>, JsonRejection>) -> Result<Value, Refused> {
     })
 }
 
+/// What a request sends: JSON, or a multipart form whose file parts are images.
+enum Payload {
+    Json(Value),
+    Form {
+        files: Vec<(String, Vec<u8>)>,
+        normalize: Option<bool>,
+    },
+}
+
+/// The request's payload, or why it is refused (413 over the size limit, without reading a body
+/// whose announced length is over it; else 422).
+async fn payload(request: Request, max_body: usize) -> Result<Payload, Refused> {
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    if let Some(length) = announced.filter(|&length| length > max_body) {
+        return Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "validation",
+            format!("the body is {length} bytes; the limit is {max_body}"),
+        ));
+    }
+    let multipart = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("multipart/form-data"));
+    if !multipart {
+        return body(Json::<Value>::from_request(request, &()).await).map(Payload::Json);
+    }
+    let invalid = |status: StatusCode, message: String| refuse(status, "validation", message);
+    let mut form = Multipart::from_request(request, &())
+        .await
+        .map_err(|r| invalid(r.status(), r.body_text()))?;
+    let mut files = Vec::new();
+    let mut normalize = None;
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| invalid(e.status(), e.body_text()))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        let file = field.file_name().map(str::to_string);
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| invalid(e.status(), e.body_text()))?;
+        match (file, name.as_str()) {
+            (Some(file), _) => files.push((file, bytes.to_vec())),
+            (None, "normalize") => {
+                let text = String::from_utf8_lossy(&bytes);
+                normalize = Some(text.trim().parse().map_err(|_| {
+                    invalid(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!("normalize: expected true or false, got {text:?}"),
+                    )
+                })?);
+            }
+            (None, other) => {
+                return Err(invalid(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("form field `{other}` is not a file (send images as file parts)"),
+                ));
+            }
+        }
+    }
+    Ok(Payload::Form { files, normalize })
+}
+
 impl Shared {
+    /// The images of a multipart form, one input each, named by their file names.
+    fn files(&self, files: Vec<(String, Vec<u8>)>) -> Result<Vec<Example>, Refused> {
+        if !self.image {
+            return Err(refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "validation",
+                "multipart uploads are for image models; send this text model JSON",
+            ));
+        }
+        if files.is_empty() {
+            return Err(refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "the form has no file parts",
+            ));
+        }
+        self.check_count(files.len())?;
+        Ok(files
+            .into_iter()
+            .map(|(name, bytes)| Example {
+                bytes: Some(bytes.into()),
+                ..Example::unlabelled(name)
+            })
+            .collect())
+    }
+
+    /// 413 when a request holds more inputs than allowed.
+    fn check_count(&self, n: usize) -> Result<(), Refused> {
+        if n > self.max_inputs {
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "validation",
+                format!(
+                    "batch size {n} > maximum allowed batch size {}",
+                    self.max_inputs
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The model inputs of a request's `key` (a string or a list of strings; for an image model,
     /// base64-encoded image files).
     fn inputs(&self, request: &Value, key: &str) -> Result<Vec<Example>, Refused> {
@@ -211,17 +331,7 @@ impl Shared {
         if texts.is_empty() {
             return Err(invalid(format!("{key} is empty")));
         }
-        if texts.len() > self.max_inputs {
-            return Err(refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "validation",
-                format!(
-                    "batch size {} > maximum allowed batch size {}",
-                    texts.len(),
-                    self.max_inputs
-                ),
-            ));
-        }
+        self.check_count(texts.len())?;
         texts
             .iter()
             .enumerate()
@@ -300,15 +410,17 @@ async fn metrics_text(State(shared): State<Shared>) -> String {
     shared.metrics.render()
 }
 
-/// TEI's `/embed`: `{"inputs": str | [str], "normalize": bool?}` → `[[f32]]`.
-async fn embed(
-    State(shared): State<Shared>,
-    request: Result<Json<Value>, JsonRejection>,
-) -> Response {
+/// TEI's `/embed`: `{"inputs": str | [str], "normalize": bool?}` → `[[f32]]`; image models also
+/// take a multipart form of image files (and a `normalize` field).
+async fn embed(State(shared): State<Shared>, request: Request) -> Response {
     let work = async {
-        let request = body(request)?;
-        let inputs = shared.inputs(&request, "inputs")?;
-        let normalize = request.get("normalize").and_then(Value::as_bool);
+        let (inputs, normalize) = match payload(request, shared.max_body).await? {
+            Payload::Json(request) => (
+                shared.inputs(&request, "inputs")?,
+                request.get("normalize").and_then(Value::as_bool),
+            ),
+            Payload::Form { files, normalize } => (shared.files(files)?, normalize),
+        };
         Ok(Json(shared.embeddings(inputs, normalize).await?).into_response())
     };
     shared.answer("/embed", work).await
@@ -344,15 +456,17 @@ async fn openai_embeddings(
 }
 
 /// TEI's `/predict`: `{"inputs": str | [str]}` → `[{"label", "score"}]` for one input (every
-/// label, highest first), a list of those for a list.
-async fn predict(
-    State(shared): State<Shared>,
-    request: Result<Json<Value>, JsonRejection>,
-) -> Response {
+/// label, highest first), a list of those for a list; image models also take a multipart form of
+/// image files (a list, one per file).
+async fn predict(State(shared): State<Shared>, request: Request) -> Response {
     let work = async {
-        let request = body(request)?;
-        let one = request.get("inputs").is_some_and(Value::is_string);
-        let inputs = shared.inputs(&request, "inputs")?;
+        let (one, inputs) = match payload(request, shared.max_body).await? {
+            Payload::Json(request) => (
+                request.get("inputs").is_some_and(Value::is_string),
+                shared.inputs(&request, "inputs")?,
+            ),
+            Payload::Form { files, .. } => (false, shared.files(files)?),
+        };
         let predictions = shared.predictions(inputs).await?;
         let labels = &shared.info["labels"];
         let mut scored: Vec<Value> = predictions.iter().map(|p| scores(p, labels)).collect();

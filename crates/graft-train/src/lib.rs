@@ -68,7 +68,8 @@ pub use inspect::{InspectReport, inspect};
 pub use metrics::{EvalReport, MultiLabelReport, RegressionReport, Report};
 pub use modality::{Input, read_input};
 pub use model::{
-    EmbedOptions, Embeddings, Evaluation, Example, Model, ModelSource, SourceKind, check_batch_size,
+    EmbedOptions, Embeddings, EmbeddingsFile, Evaluation, Example, Model, ModelSource, SourceKind,
+    WINDOW, check_batch_size,
 };
 pub use plots::save_png;
 pub use progress::{EpochMetrics, Progress, Silent, StepMetrics};

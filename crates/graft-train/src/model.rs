@@ -338,6 +338,17 @@ impl Model {
         Ok(self)
     }
 
+    /// The number of tokens of each text as the model reads it (truncated to its length), for a
+    /// server's token budget; `None` for images, or texts the tokenizer refuses.
+    pub fn token_lengths(&self, examples: &[Example]) -> Option<Vec<usize>> {
+        let Encoder::Text(tokenizer) = &self.encoder else {
+            return None;
+        };
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let tokens = tokenizer.tokenize(&texts).ok()?;
+        Some(tokens.iter().map(|t| t.ids.len()).collect())
+    }
+
     /// What the model was opened from.
     pub fn source(&self) -> &ModelSource {
         &self.source
@@ -357,7 +368,8 @@ impl Model {
         })
     }
 
-    /// The head's raw outputs `[n][k]` for every example, in order.
+    /// The head's raw outputs `[n][k]` for every example, in order. The examples are encoded and
+    /// run one window of [`WINDOW`] at a time, so memory holds one window's tokens or pixels.
     pub fn outputs(
         &self,
         examples: &[Example],
@@ -366,18 +378,22 @@ impl Model {
     ) -> Result<Vec<Vec<f32>>, TrainError> {
         check_batch_size(batch_size)?;
         let (head, _) = self.head()?;
-        let data = self.encoder.encode(examples)?;
-        progress.stage("running", data.len());
-        let features = extract_features(
-            &self.backbone,
-            &data,
-            None,
-            batch_size,
-            &self.device,
-            progress,
-        );
+        progress.stage("running", examples.len());
+        let mut rows = Vec::with_capacity(examples.len());
+        for window in examples.chunks(WINDOW) {
+            let data = self.encoder.encode(window)?;
+            let features = extract_features(
+                &self.backbone,
+                &data,
+                None,
+                batch_size,
+                &self.device,
+                progress,
+            );
+            rows.extend(rows_of(head.forward(features)));
+        }
         progress.finish_stage();
-        Ok(rows_of(head.forward(features)))
+        Ok(rows)
     }
 
     /// Predictions for every example, in order (images name their input).
@@ -428,6 +444,26 @@ impl Model {
         options: &EmbedOptions,
         progress: &dyn Progress,
     ) -> Result<Embeddings, TrainError> {
+        let mut values = Vec::new();
+        let shape = self.embed_windows(examples, options, progress, |_, _, rows| {
+            values.extend_from_slice(rows);
+            Ok(())
+        })?;
+        Ok(Embeddings { values, ..shape })
+    }
+
+    /// [`embed`](Self::embed) one window of [`WINDOW`] examples at a time:
+    /// `write(shape, first, rows)` gets each window's rows (row-major) as soon as they are
+    /// computed, in input order, with the first row's index and the whole output's shape and
+    /// settings, so memory holds one window's work and not the whole output. Returns that shape,
+    /// with no values.
+    pub fn embed_windows(
+        &self,
+        examples: &[Example],
+        options: &EmbedOptions,
+        progress: &dyn Progress,
+        mut write: impl FnMut(&Embeddings, usize, &[f32]) -> Result<(), TrainError>,
+    ) -> Result<Embeddings, TrainError> {
         check_batch_size(options.batch_size)?;
         let (preparation, encoder) = self.embedder(options)?;
         let mut pooling = preparation.pooling();
@@ -437,31 +473,39 @@ impl Model {
         let mut backbone = self.backbone.clone();
         backbone.pooling = pooling;
         backbone.embedding = true;
-        let data = encoder.encode(examples)?;
-        progress.stage("embedding", data.len());
-        let features = extract_features(
-            &backbone,
-            &data,
-            None,
-            options.batch_size,
-            &self.device,
-            progress,
-        );
-        progress.finish_stage();
-        let [n, width] = features.dims();
-        let values = features
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .expect("f32 data");
-        Ok(Embeddings {
-            n,
-            width,
-            values,
+        let shape = Embeddings {
+            n: examples.len(),
+            width: backbone.feature_size(),
+            values: Vec::new(),
             pooling: (self.source.modality == Modality::Text).then_some(pooling.pooling),
             normalize: pooling.normalize,
-        })
+        };
+        progress.stage("embedding", examples.len());
+        for (i, window) in examples.chunks(WINDOW).enumerate() {
+            let data = encoder.encode(window)?;
+            let features = extract_features(
+                &backbone,
+                &data,
+                None,
+                options.batch_size,
+                &self.device,
+                progress,
+            );
+            let values = features
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .expect("f32 data");
+            write(&shape, i * WINDOW, &values)?;
+        }
+        progress.finish_stage();
+        Ok(shape)
     }
 }
+
+/// Examples encoded and run at a time by [`Model::outputs`] and [`Model::embed_windows`]: large
+/// enough that sorting by length inside it keeps padding low, small enough that its tokens,
+/// pixels and features stay a bounded share of memory.
+pub const WINDOW: usize = 4096;
 
 impl Model {
     /// How `options` prepare the inputs of embeddings, and their encoder: resolved against the
@@ -565,6 +609,12 @@ pub struct Embeddings {
 impl Embeddings {
     /// Writes one f32 tensor `embeddings` of shape `[n, width]`, atomically.
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+        let tensor = TensorBytes::f32("embeddings", vec![self.n, self.width], &self.values);
+        write_safetensors(path, &[tensor], Some(self.metadata()))
+    }
+
+    /// The file's `__metadata__`: the pooling and whether the rows are normalized.
+    fn metadata(&self) -> std::collections::HashMap<String, String> {
         let mut metadata = std::collections::HashMap::from([(
             "normalize".to_string(),
             self.normalize.to_string(),
@@ -572,7 +622,86 @@ impl Embeddings {
         if let Some(pooling) = self.pooling {
             metadata.insert("pooling".into(), pooling.name().into());
         }
-        let tensor = TensorBytes::f32("embeddings", vec![self.n, self.width], &self.values);
-        write_safetensors(path, &[tensor], Some(metadata))
+        metadata
+    }
+}
+
+/// The file [`Embeddings::save`] writes, filled a window of rows at a time: the header for
+/// `[n, width]` first, then each window's rows in place, so the rows never all sit in memory. It
+/// replaces `path` only once every row is written (an interrupted run leaves an earlier file as
+/// it was).
+pub struct EmbeddingsFile {
+    path: std::path::PathBuf,
+    staging: std::path::PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    width: usize,
+    /// The next row the file expects.
+    next_row: usize,
+    rows: usize,
+}
+
+impl EmbeddingsFile {
+    /// Starts the file of `shape` (its values are not read) beside `path`.
+    pub fn create(path: &Path, shape: &Embeddings) -> Result<Self, TrainError> {
+        let bytes = shape.n * shape.width * 4;
+        let header = serde_json::json!({
+            "__metadata__": shape.metadata(),
+            "embeddings": {
+                "dtype": "F32",
+                "shape": [shape.n, shape.width],
+                "data_offsets": [0, bytes],
+            },
+        })
+        .to_string();
+        // safetensors pads the header with spaces to a multiple of 8 bytes.
+        let header = format!("{header:<width$}", width = header.len().div_ceil(8) * 8);
+        let name = path
+            .file_name()
+            .map_or("embeddings".into(), |n| n.to_string_lossy().to_string());
+        let staging = path.with_file_name(format!(".{name}.graft-partial"));
+        let mut file = std::fs::File::create(&staging)
+            .map(std::io::BufWriter::new)
+            .map_err(TrainError::io(&staging))?;
+        use std::io::Write;
+        file.write_all(&(header.len() as u64).to_le_bytes())
+            .and_then(|()| file.write_all(header.as_bytes()))
+            .map_err(TrainError::io(&staging))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            staging,
+            file,
+            width: shape.width,
+            next_row: 0,
+            rows: shape.n,
+        })
+    }
+
+    /// Writes the rows from `first` on (row-major `values`); windows come in order.
+    pub fn write_rows(&mut self, first: usize, values: &[f32]) -> Result<(), TrainError> {
+        use std::io::Write;
+        debug_assert_eq!(first, self.next_row, "windows arrive in order");
+        let mut bytes = Vec::with_capacity(values.len() * 4);
+        for value in values {
+            bytes.extend_from_slice(&value.to_le_bytes());
+        }
+        self.file
+            .write_all(&bytes)
+            .map_err(TrainError::io(&self.staging))?;
+        self.next_row = first + values.len() / self.width.max(1);
+        Ok(())
+    }
+
+    /// Checks every row was written, then puts the file in place of `path`.
+    pub fn finish(self) -> Result<(), TrainError> {
+        if self.next_row != self.rows {
+            return Err(TrainError::Write {
+                path: self.path.clone(),
+                message: format!("{} of {} rows were written", self.next_row, self.rows),
+            });
+        }
+        let io = TrainError::io(&self.staging);
+        let file = self.file.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(&io)?;
+        std::fs::rename(&self.staging, &self.path).map_err(TrainError::io(&self.path))
     }
 }

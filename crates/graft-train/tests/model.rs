@@ -152,3 +152,61 @@ fn evaluation_scores_examples_in_memory_and_names_a_bad_one() {
         "{err}"
     );
 }
+
+/// Outputs and embeddings run a window of `WINDOW` examples at a time: across a window's edge
+/// the rows stay in input order and equal each example run on its own, and the embeddings file
+/// written a window at a time holds what `Embeddings::save` writes.
+#[test]
+fn windows_keep_order_and_values_across_their_edge() {
+    let family = "bert";
+    let golden = read_json(&golden_dir().join(format!("native_heads/{family}.json")));
+    let model = Model::open(&golden_dir().join("native_heads").join(family), &flex()).unwrap();
+    let texts: Vec<String> = golden["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
+    let n = graft_train::WINDOW + 3;
+    let examples: Vec<TextExample> = (0..n)
+        .map(|i| TextExample::unlabelled(texts[i % texts.len()].clone()))
+        .collect();
+    let outputs = model.outputs(&examples, 64, &Silent).unwrap();
+    assert_eq!(outputs.len(), n);
+    let alone = model.outputs(&examples[..texts.len()], 1, &Silent).unwrap();
+    for (i, row) in outputs.iter().enumerate().skip(n - 2 * texts.len()) {
+        assert!(max_diff(row, &alone[i % texts.len()]) <= 1e-5, "row {i}");
+    }
+    let options = EmbedOptions {
+        batch_size: 64,
+        ..EmbedOptions::default()
+    };
+    let embeddings = model.embed(&examples, &options, &Silent).unwrap();
+    assert_eq!(embeddings.values.len(), n * embeddings.width);
+    let dir = tempfile::tempdir().unwrap();
+    let (saved, streamed) = (dir.path().join("saved.st"), dir.path().join("streamed.st"));
+    embeddings.save(&saved).unwrap();
+    let mut file = None;
+    model
+        .embed_windows(&examples, &options, &Silent, |shape, first, rows| {
+            let file = match &mut file {
+                Some(file) => file,
+                None => file.insert(graft_train::EmbeddingsFile::create(&streamed, shape)?),
+            };
+            file.write_rows(first, rows)
+        })
+        .unwrap();
+    file.unwrap().finish().unwrap();
+    let read = |path: &Path| {
+        let bytes = std::fs::read(path).unwrap();
+        let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let view = tensors.tensor("embeddings").unwrap();
+        (
+            view.shape().to_vec(),
+            view.data().to_vec(),
+            metadata.metadata().clone(),
+        )
+    };
+    assert_eq!(read(&streamed), read(&saved));
+}

@@ -1,10 +1,11 @@
 //! `eval`, `predict` and `embed` on a file: the inputs are read and checked first (a typo fails
 //! before a device is probed), then the device is chosen and said, and one `graft_train::Model`
-//! does the work on the examples in memory.
+//! does the work a window of examples at a time (embeddings go to their file as each window is
+//! done).
 
 use graft_train::{
-    Backend, EmbedOptions, Embeddings, Evaluation, Input, Model, ModelSource, Precision,
-    Prediction, Progress, TrainError, check_batch_size, read_input, select_device,
+    Backend, EmbedOptions, Embeddings, EmbeddingsFile, Evaluation, Input, Model, ModelSource,
+    Precision, Prediction, Progress, TrainError, check_batch_size, read_input, select_device,
 };
 
 /// Where and in what float type the model runs.
@@ -66,17 +67,33 @@ pub fn predict(
     model.predict(&examples, batch_size, progress)
 }
 
-/// Embeddings of every input of a file, in order, with a model folder's backbone as it is.
+/// Embeddings of every input of a file, in order, with a model folder's backbone as it is,
+/// written to `output` a window at a time (memory holds one window's work, not every row).
+/// Returns the embeddings' shape and settings, without values.
 pub fn embed(
     model: &std::path::Path,
     input: &Input,
     options: &EmbedOptions,
     compute: Compute,
+    output: &std::path::Path,
     progress: &dyn Progress,
 ) -> Result<Embeddings, TrainError> {
     check_batch_size(options.batch_size)?;
     let source = ModelSource::identify(model)?;
     let examples = read_input(source.modality, input, None)?;
     let model = compute.open(model, progress)?;
-    model.embed(&examples, options, progress)
+    let mut file: Option<EmbeddingsFile> = None;
+    let shape = model.embed_windows(&examples, options, progress, |shape, first, rows| {
+        if file.is_none() {
+            file = Some(EmbeddingsFile::create(output, shape)?);
+        }
+        file.as_mut()
+            .expect("created above")
+            .write_rows(first, rows)
+    })?;
+    match file {
+        Some(file) => file.finish()?,
+        None => shape.save(output)?,
+    }
+    Ok(shape)
 }

@@ -119,6 +119,10 @@ enum Command {
         /// Inputs in one model call at most, across requests.
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
         max_batch: u64,
+        /// Padded tokens in one model call at most (inputs × the longest input's tokens), as
+        /// text-embeddings-inference's; a request over it runs alone.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max_batch_tokens: Option<u64>,
         /// How long a request waits for others to share its model call.
         #[arg(long, default_value_t = 5)]
         max_wait_ms: u64,
@@ -491,6 +495,7 @@ fn run(cli: Cli) -> Result<()> {
             port,
             backend,
             max_batch,
+            max_batch_tokens,
             max_wait_ms,
             queue,
             max_inputs,
@@ -503,6 +508,7 @@ fn run(cli: Cli) -> Result<()> {
             let options = graft_serve::ServeOptions {
                 address: std::net::SocketAddr::new(host, port),
                 max_batch: max_batch as usize,
+                max_batch_tokens: max_batch_tokens.map(|t| t as usize),
                 max_wait: std::time::Duration::from_millis(max_wait_ms),
                 queue: queue as usize,
                 max_inputs: max_inputs as usize,
@@ -577,9 +583,8 @@ fn run(cli: Cli) -> Result<()> {
                 column,
             };
             let compute = Compute { backend, precision };
-            let embeddings = infer::embed(&model, &input, &options, compute, &renderer)
+            let embeddings = infer::embed(&model, &input, &options, compute, &output, &renderer)
                 .map_err(|e| with_flags(e, ""))?;
-            embeddings.save(&output)?;
             renderer.clear();
             say!(
                 "{} embeddings of width {} ({} pooling{}) written to {}",
