@@ -83,20 +83,22 @@ impl TextTokenizer {
 
     /// Tokenizes texts (with `[CLS]`/`[SEP]` or whatever the tokenizer's post-processor adds).
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokens>, DataError> {
-        let encodings = guarded(|| {
-            self.tokenizer
-                .encode_batch(texts.to_vec(), true)
-                .map_err(|e| e.to_string())
-        })
-        .map_err(|e| {
-            DataError::Invalid(format!(
-                "tokenization with {} failed: {e}",
-                self.path.display()
-            ))
-        })?;
-        encodings
-            .into_iter()
-            .map(|encoding| {
+        // In chunks: the tokenizers crate's encodings hold each token's string, offsets and masks
+        // (some 80 bytes a token), so a whole data set at once would peak far above the ids kept.
+        let mut tokens = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(TOKENIZE_CHUNK) {
+            let encodings = guarded(|| {
+                self.tokenizer
+                    .encode_batch(chunk.to_vec(), true)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| {
+                DataError::Invalid(format!(
+                    "tokenization with {} failed: {e}",
+                    self.path.display()
+                ))
+            })?;
+            for encoding in encodings {
                 if let Some(&id) = encoding
                     .get_ids()
                     .iter()
@@ -107,14 +109,18 @@ impl TextTokenizer {
                         vocab_size: self.vocab_size,
                     });
                 }
-                Ok(Tokens {
+                tokens.push(Tokens {
                     ids: encoding.get_ids().to_vec(),
                     type_ids: encoding.get_type_ids().to_vec(),
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok(tokens)
     }
 }
+
+/// Texts the tokenizers crate encodes at a time (in parallel within the chunk).
+const TOKENIZE_CHUNK: usize = 1024;
 
 impl TokenBatch {
     /// Pads `tokens` with id 0 to the longest of them.

@@ -53,7 +53,75 @@ pub struct FeatureCache {
     root: PathBuf,
     model_key: String,
     rebuild: bool,
+    /// Compute the shards a sharded pass left missing instead of refusing.
+    compute_missing: bool,
 }
+
+/// The I-th of N workers of a sharded feature pass (`I/N`, 0-based): it computes the cache
+/// shards whose number is I modulo N, so N workers fill every shard once, whatever the split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// `I/N`; `auto` reads a Slurm array task (`SLURM_ARRAY_TASK_ID` less `SLURM_ARRAY_TASK_MIN`,
+    /// of `SLURM_ARRAY_TASK_COUNT`); `auto/N` a Kubernetes Indexed Job's `JOB_COMPLETION_INDEX`.
+    /// `env` looks a variable up.
+    pub fn parse(spec: &str, env: impl Fn(&str) -> Option<String>) -> Result<Shard, String> {
+        let number = |name: &str| -> Result<usize, String> {
+            let value = env(name).ok_or_else(|| format!("--shard {spec}: {name} is not set"))?;
+            value
+                .trim()
+                .parse()
+                .map_err(|_| format!("--shard {spec}: {name} is {value:?}, not a number"))
+        };
+        let (index, count) = match spec.split_once('/') {
+            None if spec == "auto" => {
+                let min = env("SLURM_ARRAY_TASK_MIN")
+                    .map_or(Ok(0), |_| number("SLURM_ARRAY_TASK_MIN"))?;
+                let id = number("SLURM_ARRAY_TASK_ID")?;
+                let index = id.checked_sub(min).ok_or_else(|| {
+                    format!(
+                        "--shard auto: SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}"
+                    )
+                })?;
+                (index, number("SLURM_ARRAY_TASK_COUNT")?)
+            }
+            Some(("auto", count)) => (
+                number("JOB_COMPLETION_INDEX")?,
+                count
+                    .parse()
+                    .map_err(|_| format!("--shard {spec}: {count:?} is not a count"))?,
+            ),
+            Some((index, count)) => (
+                index
+                    .parse()
+                    .map_err(|_| format!("--shard {spec}: {index:?} is not an index"))?,
+                count
+                    .parse()
+                    .map_err(|_| format!("--shard {spec}: {count:?} is not a count"))?,
+            ),
+            None => return Err(format!("--shard {spec}: expected I/N, auto or auto/N")),
+        };
+        if count == 0 || index >= count {
+            return Err(format!(
+                "--shard {spec}: the index must be below the count (0-based: 0/{count} to {}/{count})",
+                count.max(1) - 1
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+
+    fn takes(&self, cache_shard: usize) -> bool {
+        cache_shard % self.count == self.index
+    }
+}
+
+/// Written into an entry's folder by a sharded pass: the head job then refuses a cache with
+/// shards missing, naming them, instead of computing them where it runs.
+const SHARDED_MARKER: &str = "sharded.json";
 
 fn hash_file(hasher: &mut Sha256, path: &Path) -> Result<(), TrainError> {
     let io = |source| TrainError::Io {
@@ -97,7 +165,59 @@ impl FeatureCache {
             root: root.join("features"),
             model_key: hex(hasher.finalize()),
             rebuild,
+            compute_missing: false,
         })
+    }
+
+    /// With `true`, a sharded entry's missing shards are computed where the lookup runs.
+    pub fn compute_missing(mut self, compute: bool) -> Self {
+        self.compute_missing = compute;
+        self
+    }
+
+    /// Computes and stores `shard`'s share of `data`'s cache shards (those already stored and
+    /// readable are kept), holding one cache shard's features at a time, and marks the entry as
+    /// filled by a sharded pass.
+    pub fn fill(
+        &self,
+        backbone: &Backbone,
+        data: &Encoded,
+        batch_size: usize,
+        device: &Device,
+        progress: &dyn Progress,
+        shard: Shard,
+    ) -> Result<CacheStats, TrainError> {
+        let dir = self.entry(data);
+        let n = data.len();
+        let width = backbone.feature_size();
+        let shards = n.div_ceil(SHARD_SIZE);
+        std::fs::create_dir_all(&dir).map_err(TrainError::io(&dir))?;
+        let marker = serde_json::json!({"rows": n, "shards": shards, "format": FORMAT_VERSION});
+        crate::files::write_atomic(&dir.join(SHARDED_MARKER), marker.to_string().as_bytes())?;
+        let mut stats = CacheStats::default();
+        for cache_shard in (0..shards).filter(|&k| shard.takes(k)) {
+            if let Some(signal) = progress.interrupted() {
+                return Err(TrainError::Interrupted {
+                    signal,
+                    resumable: false,
+                    kept: "; the finished shards are cached for the next run".into(),
+                });
+            }
+            let start = cache_shard * SHARD_SIZE;
+            let end = (start + SHARD_SIZE).min(n);
+            let path = dir.join(shard_file(cache_shard));
+            if !self.rebuild && read_shard(&path, end - start, width).is_some() {
+                stats.reused += end - start;
+                progress.advance(end - start);
+                continue;
+            }
+            let indices: Vec<usize> = (start..end).collect();
+            let features =
+                extract_features(backbone, data, Some(&indices), batch_size, device, progress);
+            write_shard(&path, features)?;
+            stats.computed += end - start;
+        }
+        Ok(stats)
     }
 
     /// The folder under which the entries live.
@@ -136,8 +256,27 @@ impl FeatureCache {
                 source,
             })?;
         }
+        if dir.join(SHARDED_MARKER).exists() && !self.compute_missing {
+            let absent: Vec<String> = (0..shards)
+                .filter(|&k| {
+                    let rows = (n - k * SHARD_SIZE).min(SHARD_SIZE);
+                    read_shard(&dir.join(shard_file(k)), rows, width).is_none()
+                })
+                .map(|k| dir.join(shard_file(k)).display().to_string())
+                .collect();
+            if !absent.is_empty() {
+                return Err(TrainError::Unsupported(format!(
+                    "the sharded feature cache lacks {} of {shards} shards (missing, unreadable or \
+                     of the wrong shape): {}; run the `graft features --shard` workers that \
+                     compute them, or train with --compute-missing to compute them here",
+                    absent.len(),
+                    absent.join(", ")
+                )));
+            }
+        }
         let mut stats = CacheStats::default();
-        let mut parts = Vec::with_capacity(shards);
+        // One buffer for every row, filled shard by shard: the features are held once.
+        let mut all: Vec<f32> = Vec::with_capacity(n * width);
         for shard in 0..shards {
             if let Some(signal) = progress.interrupted() {
                 return Err(TrainError::Interrupted {
@@ -150,17 +289,20 @@ impl FeatureCache {
             }
             let start = shard * SHARD_SIZE;
             let end = (start + SHARD_SIZE).min(n);
-            let path = dir.join(format!("shard-{shard:05}.safetensors"));
+            let path = dir.join(shard_file(shard));
             match read_shard(&path, end - start, width) {
                 Some(values) => {
                     stats.reused += end - start;
                     progress.advance(end - start);
-                    parts.push(Tensor::<2>::from_data(
-                        TensorData::new(values, [end - start, width]),
-                        device,
-                    ));
+                    all.extend_from_slice(&values);
                 }
                 None => {
+                    if path.exists() {
+                        progress.info(&format!(
+                            "warning: {} is unreadable or of the wrong shape; computing it again",
+                            path.display()
+                        ));
+                    }
                     let indices: Vec<usize> = (start..end).collect();
                     let features = extract_features(
                         backbone,
@@ -170,17 +312,20 @@ impl FeatureCache {
                         device,
                         progress,
                     );
-                    write_shard(&path, &features)?;
+                    let values = write_shard(&path, features)?;
                     stats.computed += end - start;
-                    parts.push(features);
+                    all.extend_from_slice(&values);
                 }
             }
         }
-        if parts.is_empty() {
-            return Ok((Tensor::zeros([0, width], device), stats));
-        }
-        Ok((Tensor::cat(parts, 0), stats))
+        let features = Tensor::<2>::from_data(TensorData::new(all, [n, width]), device);
+        Ok((features, stats))
     }
+}
+
+/// The file of cache shard `k` in an entry's folder.
+fn shard_file(k: usize) -> String {
+    format!("shard-{k:05}.safetensors")
 }
 
 /// The shard's values if it is there, readable and of the expected shape.
@@ -201,16 +346,18 @@ fn read_shard(path: &Path, rows: usize, hidden: usize) -> Option<Vec<f32>> {
     )
 }
 
-fn write_shard(path: &Path, features: &Tensor<2>) -> Result<(), TrainError> {
+/// Writes a shard's features and gives back their values.
+fn write_shard(path: &Path, features: Tensor<2>) -> Result<Vec<f32>, TrainError> {
     let [rows, width] = features.dims();
-    let values: Vec<f32> = features
-        .clone()
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| TrainError::Write {
-            path: path.to_path_buf(),
-            message: format!("{e:?}"),
-        })?;
+    let values: Vec<f32> =
+        features
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| TrainError::Write {
+                path: path.to_path_buf(),
+                message: format!("{e:?}"),
+            })?;
     let tensor = TensorBytes::f32("features", vec![rows, width], &values);
-    write_safetensors(path, &[tensor], None)
+    write_safetensors(path, &[tensor], None)?;
+    Ok(values)
 }

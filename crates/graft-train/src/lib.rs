@@ -61,6 +61,7 @@ pub use backend::{
     SelectedDevice, prefer_quick_autotune, prepare_headless_runtime, select as select_device,
 };
 pub use config::{Backend, Config, Precision};
+pub use feature_cache::Shard;
 pub use files::{write_atomic, write_json_atomic};
 pub use fit::Resume;
 pub use init::{InitRequest, starter_config};
@@ -68,13 +69,15 @@ pub use inspect::{InspectReport, inspect};
 pub use metrics::{EvalReport, MultiLabelReport, RegressionReport, Report};
 pub use modality::{Input, read_input};
 pub use model::{
-    EmbedOptions, Embeddings, EmbeddingsFile, Evaluation, Example, Model, ModelSource, SourceKind,
-    WINDOW, check_batch_size,
+    EmbedOptions, EmbeddingShards, Embeddings, EmbeddingsFile, Evaluation, Example, Model,
+    ModelSource, SourceKind, WINDOW, check_batch_size,
 };
 pub use plots::save_png;
 pub use progress::{EpochMetrics, Progress, Silent, StepMetrics};
 pub use task::{EvaluationPlot, Prediction, Task, TaskSpec};
-pub use train::{TrainOptions, TrainPlan, TrainReport, plan, train};
+pub use train::{
+    FeaturesReport, TrainOptions, TrainPlan, TrainReport, compute_features, plan, train,
+};
 
 /// Writes the export of a run folder to `out` (`merge`: a LoRA run's adapters folded into the
 /// weights; `replace`: replace what is at `out`); see [`export`](mod@export).

@@ -626,6 +626,99 @@ impl Embeddings {
     }
 }
 
+/// Embeddings computed by N workers (`graft embed --shard I/N`): worker I embeds the I-th of N
+/// contiguous slices of the inputs into its own file, and `manifest.json` lists the files with
+/// their rows in input order, so graft ([`EmbeddingShards::read`]) or Python's safetensors
+/// (concatenating the files in the manifest's order) stitch them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingShards {
+    pub rows: usize,
+    pub count: usize,
+}
+
+impl EmbeddingShards {
+    pub fn new(rows: usize, count: usize) -> Self {
+        Self { rows, count }
+    }
+
+    /// The rows of slice `index`: the same split every worker computes.
+    pub fn rows(&self, index: usize) -> std::ops::Range<usize> {
+        (index * self.rows / self.count)..((index + 1) * self.rows / self.count)
+    }
+
+    /// The file of slice `index` in the output folder.
+    pub fn file(&self, index: usize) -> String {
+        format!("embeddings-{index:05}-of-{:05}.safetensors", self.count)
+    }
+
+    /// Writes `manifest.json` (each worker writes the same one, atomically).
+    pub fn write_manifest(&self, dir: &Path, width: usize) -> Result<(), TrainError> {
+        let shards: Vec<serde_json::Value> = (0..self.count)
+            .map(|i| {
+                let rows = self.rows(i);
+                serde_json::json!({"file": self.file(i), "first_row": rows.start, "rows": rows.len()})
+            })
+            .collect();
+        let manifest = serde_json::json!({
+            "tensor": "embeddings",
+            "rows": self.rows,
+            "width": width,
+            "shards": shards,
+        });
+        crate::files::write_json_atomic(&dir.join("manifest.json"), &manifest)
+    }
+
+    /// The whole `[rows, width]` from a folder the workers filled, in input order; a missing or
+    /// short shard is an error naming its file.
+    pub fn read(dir: &Path) -> Result<Vec<f32>, TrainError> {
+        let manifest_path = dir.join("manifest.json");
+        let text =
+            std::fs::read_to_string(&manifest_path).map_err(TrainError::io(&manifest_path))?;
+        let bad = |message: String| E::Config {
+            path: manifest_path.clone(),
+            message,
+        };
+        let manifest: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let width = manifest["width"]
+            .as_u64()
+            .ok_or_else(|| bad("no width".into()))? as usize;
+        let mut values = Vec::new();
+        for shard in manifest["shards"]
+            .as_array()
+            .ok_or_else(|| bad("no shards".into()))?
+        {
+            let file = dir.join(
+                shard["file"]
+                    .as_str()
+                    .ok_or_else(|| bad("a shard without a file".into()))?,
+            );
+            let rows = shard["rows"].as_u64().unwrap_or(0) as usize;
+            let tensor = graft_model::weights::read_tensors(&file)
+                .map_err(|e| E::Config {
+                    path: file.clone(),
+                    message: e.to_string(),
+                })?
+                .into_iter()
+                .find(|t| t.name == "embeddings")
+                .filter(|t| t.shape == [rows, width] && t.dtype == safetensors::Dtype::F32)
+                .ok_or_else(|| E::Config {
+                    path: file.clone(),
+                    message: format!(
+                        "expected an f32 tensor `embeddings` of shape [{rows}, {width}]"
+                    ),
+                })?;
+            values.extend(
+                tensor
+                    .bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+        Ok(values)
+    }
+}
+
 /// The file [`Embeddings::save`] writes, filled a window of rows at a time: the header for
 /// `[n, width]` first, then each window's rows in place, so the rows never all sit in memory. It
 /// replaces `path` only once every row is written (an interrupted run leaves an earlier file as

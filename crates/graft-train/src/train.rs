@@ -20,7 +20,7 @@ use crate::classifier::{Classifier, extract_features, rows_of, select_rows};
 use crate::config::{Backend, CacheMode, Config, HeadKind};
 use crate::data::RunData;
 use crate::error::{TrainError, TrainError as E};
-use crate::feature_cache::{self, CacheStats, FeatureCache};
+use crate::feature_cache::{self, CacheStats, FeatureCache, Shard};
 use crate::files::{self, write_atomic, write_json_atomic, write_safetensors};
 use crate::fit::{FitSpec, Resume, Split, fit, lr_groups, steps_per_epoch};
 use crate::freezing::{ClassifierLayout, Describe, FreezeState, HeadOnly, ParamTable, stable_ids};
@@ -56,6 +56,8 @@ pub struct TrainOptions {
     pub resume: Resume,
     /// Replace a run already in the output folder (never done unasked).
     pub replace: bool,
+    /// Compute the features a sharded pass left missing instead of refusing to train.
+    pub compute_missing: bool,
 }
 
 /// What `graft train --dry-run` shows: every tensor, trainable or frozen at the start, and how
@@ -216,6 +218,71 @@ impl Source {
 
 /// Whether a config trains the head on cached features: a backbone frozen for the whole run,
 /// no augmentation, and the cache not off.
+/// What one worker of a sharded feature pass did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeaturesReport {
+    pub shard: String,
+    /// The cache folder the features went to.
+    pub cache_dir: PathBuf,
+    pub computed: usize,
+    pub reused: usize,
+    pub device: String,
+}
+
+/// The feature pass of a frozen-backbone config, only its `shard`'s share (for one worker of N,
+/// on a cluster): the features go to the config's cache, where `graft train` on the same config
+/// finds them and trains the head without running the backbone.
+pub fn compute_features(
+    config: &Config,
+    shard: Shard,
+    backend: Option<Backend>,
+    progress: &dyn Progress,
+) -> Result<FeaturesReport, TrainError> {
+    if !uses_cache(config) {
+        return Err(TrainError::Unsupported(
+            "graft features needs a config whose backbone stays frozen for the whole run, \
+             without augmentation and with [train] cache on: otherwise its features change and \
+             are not cached"
+                .into(),
+        ));
+    }
+    let source = Source::open(config)?;
+    let data = source.read_data(config)?;
+    let selected = backend::select(backend.unwrap_or(config.train.backend))?;
+    progress.info(&format!("device: {}", selected.description));
+    crate::precision::check_supported(&selected.device, config.train.precision)?;
+    let device = selected.device;
+    let backbone = source.load(&device)?;
+    let encoder = source.preparation.encoder(&source.folder)?;
+    let splits = Splits::encode(&encoder, &data, progress)?;
+    let cache = source.cache(config, encoder.key())?;
+    let computing = crate::precision::cast_model(&backbone, config.train.precision);
+    let mut stats = CacheStats::default();
+    let eval_batch = config.train.eval_batch_size;
+    progress.stage(
+        &format!("features, shard {}/{}", shard.index, shard.count),
+        0,
+    );
+    for encoded in [
+        Some(&splits.train),
+        Some(&splits.valid),
+        splits.test.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        stats += cache.fill(&computing, encoded, eval_batch, &device, progress, shard)?;
+    }
+    progress.finish_stage();
+    Ok(FeaturesReport {
+        shard: format!("{}/{}", shard.index, shard.count),
+        cache_dir: cache.root_dir().to_path_buf(),
+        computed: stats.computed,
+        reused: stats.reused,
+        device: selected.description,
+    })
+}
+
 fn uses_cache(config: &Config) -> bool {
     config.freeze.always_frozen()
         && !config.augment.is_active()
@@ -526,6 +593,7 @@ fn train_run(
         spec: &spec,
         device: &device,
         progress,
+        compute_missing: options.compute_missing,
     };
     let mut trained = if cached {
         run.fit_on_features(backbone, &encoder)?
@@ -625,6 +693,7 @@ struct Run<'a> {
     spec: &'a FitSpec<'a>,
     device: &'a Device,
     progress: &'a dyn Progress,
+    compute_missing: bool,
 }
 
 impl Run<'_> {
@@ -636,7 +705,10 @@ impl Run<'_> {
         encoder: &Encoder,
     ) -> Result<Trained, TrainError> {
         let (config, progress, device) = (self.config, self.progress, self.device);
-        let cache = self.source.cache(config, encoder.key())?;
+        let cache = self
+            .source
+            .cache(config, encoder.key())?
+            .compute_missing(self.compute_missing);
         progress.info(&format!(
             "backbone frozen: features computed once, cached under {}",
             cache.root_dir().display()

@@ -4,8 +4,9 @@
 //! done).
 
 use graft_train::{
-    Backend, EmbedOptions, Embeddings, EmbeddingsFile, Evaluation, Input, Model, ModelSource,
-    Precision, Prediction, Progress, TrainError, check_batch_size, read_input, select_device,
+    Backend, EmbedOptions, EmbeddingShards, Embeddings, EmbeddingsFile, Evaluation, Input, Model,
+    ModelSource, Precision, Prediction, Progress, Shard, TrainError, check_batch_size, read_input,
+    select_device,
 };
 
 /// Where and in what float type the model runs.
@@ -69,23 +70,39 @@ pub fn predict(
 
 /// Embeddings of every input of a file, in order, with a model folder's backbone as it is,
 /// written to `output` a window at a time (memory holds one window's work, not every row).
-/// Returns the embeddings' shape and settings, without values.
+/// With a `shard` I/N, only the I-th of N contiguous slices of the inputs, into the folder
+/// `output` as `embeddings-I-of-N.safetensors` beside a `manifest.json` that lists every shard's
+/// file and rows in order. Returns the embeddings' shape and settings, without values.
 pub fn embed(
     model: &std::path::Path,
     input: &Input,
     options: &EmbedOptions,
     compute: Compute,
     output: &std::path::Path,
+    shard: Option<Shard>,
     progress: &dyn Progress,
 ) -> Result<Embeddings, TrainError> {
     check_batch_size(options.batch_size)?;
     let source = ModelSource::identify(model)?;
-    let examples = read_input(source.modality, input, None)?;
+    let mut examples = read_input(source.modality, input, None)?;
+    let mut path = output.to_path_buf();
+    let mut manifest = None;
+    if let Some(shard) = shard {
+        let slices = EmbeddingShards::new(examples.len(), shard.count);
+        let rows = slices.rows(shard.index);
+        examples = examples.drain(rows).collect();
+        std::fs::create_dir_all(output).map_err(|source| TrainError::Io {
+            path: output.to_path_buf(),
+            source,
+        })?;
+        path = output.join(slices.file(shard.index));
+        manifest = Some(slices);
+    }
     let model = compute.open(model, progress)?;
     let mut file: Option<EmbeddingsFile> = None;
     let shape = model.embed_windows(&examples, options, progress, |shape, first, rows| {
         if file.is_none() {
-            file = Some(EmbeddingsFile::create(output, shape)?);
+            file = Some(EmbeddingsFile::create(&path, shape)?);
         }
         file.as_mut()
             .expect("created above")
@@ -93,7 +110,10 @@ pub fn embed(
     })?;
     match file {
         Some(file) => file.finish()?,
-        None => shape.save(output)?,
+        None => shape.save(&path)?,
+    }
+    if let Some(slices) = manifest {
+        slices.write_manifest(output, shape.width)?;
     }
     Ok(shape)
 }

@@ -53,6 +53,23 @@ enum Command {
         /// Overrides the config's `train.devices`: split each batch over this many devices.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         devices: Option<u64>,
+        /// Compute the features that `graft features --shard` workers left missing from the
+        /// cache, instead of refusing to train.
+        #[arg(long)]
+        compute_missing: bool,
+    },
+    /// One worker's share of a frozen-backbone config's feature pass, into its cache: run N of
+    /// them (a Kubernetes Indexed Job, a Slurm array, or N processes), then `graft train` on the
+    /// same config trains the head on the cached features.
+    Features {
+        config: PathBuf,
+        /// I/N (0-based), `auto` (a Slurm array task) or `auto/N` (a Kubernetes Indexed Job's
+        /// JOB_COMPLETION_INDEX).
+        #[arg(long, default_value = "0/1")]
+        shard: String,
+        /// Overrides the config's `train.backend`.
+        #[arg(long)]
+        backend: Option<Backend>,
     },
     /// Score a trained run on labelled data: accuracy, macro-F1, per-class report, confusion matrix.
     Eval {
@@ -139,9 +156,14 @@ enum Command {
         model: PathBuf,
         #[arg(long)]
         input: PathBuf,
-        /// A .safetensors file with one f32 tensor `embeddings` [N, hidden].
+        /// A .safetensors file with one f32 tensor `embeddings` [N, hidden]; with --shard, a
+        /// folder for the shard's file and `manifest.json`.
         #[arg(long)]
         output: PathBuf,
+        /// Embed only the I-th of N contiguous slices of the inputs (0-based; `auto` or
+        /// `auto/N` read a Slurm array task or a Kubernetes Indexed Job), for N workers.
+        #[arg(long)]
+        shard: Option<String>,
         #[arg(long)]
         column: Option<String>,
         /// Default: the folder's sentence-transformers pooling, else mean.
@@ -369,7 +391,10 @@ macro_rules! say {
 
 fn run(cli: Cli) -> Result<()> {
     let mut renderer = Renderer::new();
-    if matches!(cli.command, Command::Train { dry_run: false, .. }) {
+    if matches!(
+        cli.command,
+        Command::Train { dry_run: false, .. } | Command::Features { .. }
+    ) {
         renderer.catch_signals()?;
     }
     match cli.command {
@@ -381,6 +406,7 @@ fn run(cli: Cli) -> Result<()> {
             dry_run,
             precision,
             devices,
+            compute_missing,
         } => {
             let mut parsed = Config::from_file(&config)?;
             if let Some(precision) = precision {
@@ -403,6 +429,7 @@ fn run(cli: Cli) -> Result<()> {
                     (true, true) => Resume::Force,
                 },
                 replace: force && !resume,
+                compute_missing,
             };
             let report = graft_train::train(&parsed, &options, &renderer)
                 .map_err(|e| {
@@ -452,6 +479,25 @@ fn run(cli: Cli) -> Result<()> {
                 "wrote {}; train with: graft train {}",
                 out.display(),
                 out.display()
+            );
+        }
+        Command::Features {
+            config,
+            shard,
+            backend,
+        } => {
+            let parsed = Config::from_file(&config)?;
+            let shard = graft_train::Shard::parse(&shard, |name| std::env::var(name).ok())
+                .map_err(anyhow::Error::msg)?;
+            let report = graft_train::compute_features(&parsed, shard, backend, &renderer)
+                .with_context(|| format!("computing the features of {}", config.display()))?;
+            renderer.clear();
+            say!(
+                "shard {}: {} features computed, {} already cached, under {}",
+                report.shard,
+                report.computed,
+                report.reused,
+                report.cache_dir.display()
             );
         }
         Command::Eval {
@@ -567,7 +613,12 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
             backend,
             precision,
+            shard,
         } => {
+            let shard = shard
+                .map(|spec| graft_train::Shard::parse(&spec, |name| std::env::var(name).ok()))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             let options = EmbedOptions {
                 pooling,
                 normalize: match (normalize, no_normalize) {
@@ -583,8 +634,9 @@ fn run(cli: Cli) -> Result<()> {
                 column,
             };
             let compute = Compute { backend, precision };
-            let embeddings = infer::embed(&model, &input, &options, compute, &output, &renderer)
-                .map_err(|e| with_flags(e, ""))?;
+            let embeddings =
+                infer::embed(&model, &input, &options, compute, &output, shard, &renderer)
+                    .map_err(|e| with_flags(e, ""))?;
             renderer.clear();
             say!(
                 "{} embeddings of width {} ({} pooling{}) written to {}",
