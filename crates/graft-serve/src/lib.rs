@@ -230,6 +230,9 @@ async fn payload(request: Request, max_body: usize) -> Result<Payload, Refused> 
         .map_err(|r| invalid(r.status(), r.body_text()))?;
     let mut files = Vec::new();
     let mut normalize = None;
+    // A bad field is answered once the whole form is read (at most the body limit): answering
+    // mid-body would close the connection on a client still sending.
+    let mut refusal = None;
     while let Some(field) = form
         .next_field()
         .await
@@ -245,20 +248,30 @@ async fn payload(request: Request, max_body: usize) -> Result<Payload, Refused> 
             (Some(file), _) => files.push((file, bytes.to_vec())),
             (None, "normalize") => {
                 let text = String::from_utf8_lossy(&bytes);
-                normalize = Some(text.trim().parse().map_err(|_| {
-                    invalid(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        format!("normalize: expected true or false, got {text:?}"),
-                    )
-                })?);
+                match text.trim().parse() {
+                    Ok(value) => normalize = Some(value),
+                    Err(_) => {
+                        refusal.get_or_insert_with(|| {
+                            invalid(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                format!("normalize: expected true or false, got {text:?}"),
+                            )
+                        });
+                    }
+                }
             }
             (None, other) => {
-                return Err(invalid(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("form field `{other}` is not a file (send images as file parts)"),
-                ));
+                refusal.get_or_insert_with(|| {
+                    invalid(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!("form field `{other}` is not a file (send images as file parts)"),
+                    )
+                });
             }
         }
+    }
+    if let Some(refusal) = refusal {
+        return Err(refusal);
     }
     Ok(Payload::Form { files, normalize })
 }
