@@ -71,6 +71,14 @@ pub enum TrainError {
     },
     #[error("backend: {0}")]
     Backend(String),
+    /// A cache filled by sharded workers lacks shards (missing, unreadable or of the wrong shape).
+    #[error(
+        "the sharded feature cache lacks {} of {total} shards (missing, unreadable or of the \
+         wrong shape): {}; run the workers that compute them, or compute them in this run",
+        files.len(),
+        files.join(", ")
+    )]
+    ShardsMissing { files: Vec<String>, total: usize },
     #[error("{0}")]
     Unsupported(String),
     #[error(transparent)]

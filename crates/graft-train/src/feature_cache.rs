@@ -71,11 +71,11 @@ impl Shard {
     /// `env` looks a variable up.
     pub fn parse(spec: &str, env: impl Fn(&str) -> Option<String>) -> Result<Shard, String> {
         let number = |name: &str| -> Result<usize, String> {
-            let value = env(name).ok_or_else(|| format!("--shard {spec}: {name} is not set"))?;
+            let value = env(name).ok_or_else(|| format!("{spec}: {name} is not set"))?;
             value
                 .trim()
                 .parse()
-                .map_err(|_| format!("--shard {spec}: {name} is {value:?}, not a number"))
+                .map_err(|_| format!("{spec}: {name} is {value:?}, not a number"))
         };
         let (index, count) = match spec.split_once('/') {
             None if spec == "auto" => {
@@ -83,9 +83,7 @@ impl Shard {
                     .map_or(Ok(0), |_| number("SLURM_ARRAY_TASK_MIN"))?;
                 let id = number("SLURM_ARRAY_TASK_ID")?;
                 let index = id.checked_sub(min).ok_or_else(|| {
-                    format!(
-                        "--shard auto: SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}"
-                    )
+                    format!("auto: SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}")
                 })?;
                 (index, number("SLURM_ARRAY_TASK_COUNT")?)
             }
@@ -93,21 +91,21 @@ impl Shard {
                 number("JOB_COMPLETION_INDEX")?,
                 count
                     .parse()
-                    .map_err(|_| format!("--shard {spec}: {count:?} is not a count"))?,
+                    .map_err(|_| format!("{spec}: {count:?} is not a count"))?,
             ),
             Some((index, count)) => (
                 index
                     .parse()
-                    .map_err(|_| format!("--shard {spec}: {index:?} is not an index"))?,
+                    .map_err(|_| format!("{spec}: {index:?} is not an index"))?,
                 count
                     .parse()
-                    .map_err(|_| format!("--shard {spec}: {count:?} is not a count"))?,
+                    .map_err(|_| format!("{spec}: {count:?} is not a count"))?,
             ),
-            None => return Err(format!("--shard {spec}: expected I/N, auto or auto/N")),
+            None => return Err(format!("{spec}: expected I/N, auto or auto/N")),
         };
         if count == 0 || index >= count {
             return Err(format!(
-                "--shard {spec}: the index must be below the count (0-based: 0/{count} to {}/{count})",
+                "{spec}: the index must be below the count (0-based: 0/{count} to {}/{count})",
                 count.max(1) - 1
             ));
         }
@@ -265,13 +263,10 @@ impl FeatureCache {
                 .map(|k| dir.join(shard_file(k)).display().to_string())
                 .collect();
             if !absent.is_empty() {
-                return Err(TrainError::Unsupported(format!(
-                    "the sharded feature cache lacks {} of {shards} shards (missing, unreadable or \
-                     of the wrong shape): {}; run the `graft features --shard` workers that \
-                     compute them, or train with --compute-missing to compute them here",
-                    absent.len(),
-                    absent.join(", ")
-                )));
+                return Err(TrainError::ShardsMissing {
+                    files: absent,
+                    total: shards,
+                });
             }
         }
         let mut stats = CacheStats::default();

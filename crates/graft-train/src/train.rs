@@ -240,9 +240,9 @@ pub fn compute_features(
 ) -> Result<FeaturesReport, TrainError> {
     if !uses_cache(config) {
         return Err(TrainError::Unsupported(
-            "graft features needs a config whose backbone stays frozen for the whole run, \
-             without augmentation and with [train] cache on: otherwise its features change and \
-             are not cached"
+            "the feature pass alone needs a config whose backbone stays frozen for the whole \
+             run, without augmentation and with [train] cache on: otherwise its features change \
+             and are not cached"
                 .into(),
         ));
     }

@@ -353,6 +353,10 @@ fn with_flags(error: graft_train::TrainError, occupied: &str) -> anyhow::Error {
         E::NothingToResume { .. } => "train without --resume",
         E::ConfigChanged { .. } => "graft train --resume --force resumes anyway",
         E::NeedsColumn { .. } => "--column names it",
+        E::ShardsMissing { .. } => {
+            "the `graft features CONFIG --shard I/N` workers compute them; graft train \
+             --compute-missing computes them here"
+        }
         _ => return error.into(),
     };
     WithFlags {
@@ -488,8 +492,9 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let parsed = Config::from_file(&config)?;
             let shard = graft_train::Shard::parse(&shard, |name| std::env::var(name).ok())
-                .map_err(anyhow::Error::msg)?;
+                .map_err(|e| anyhow::anyhow!("--shard {e}"))?;
             let report = graft_train::compute_features(&parsed, shard, backend, &renderer)
+                .map_err(|e| with_flags(e, ""))
                 .with_context(|| format!("computing the features of {}", config.display()))?;
             renderer.clear();
             say!(
@@ -618,7 +623,7 @@ fn run(cli: Cli) -> Result<()> {
             let shard = shard
                 .map(|spec| graft_train::Shard::parse(&spec, |name| std::env::var(name).ok()))
                 .transpose()
-                .map_err(anyhow::Error::msg)?;
+                .map_err(|e| anyhow::anyhow!("--shard {e}"))?;
             let options = EmbedOptions {
                 pooling,
                 normalize: match (normalize, no_normalize) {
