@@ -254,21 +254,9 @@ impl FeatureCache {
                 source,
             })?;
         }
-        if dir.join(SHARDED_MARKER).exists() && !self.compute_missing {
-            let absent: Vec<String> = (0..shards)
-                .filter(|&k| {
-                    let rows = (n - k * SHARD_SIZE).min(SHARD_SIZE);
-                    read_shard(&dir.join(shard_file(k)), rows, width).is_none()
-                })
-                .map(|k| dir.join(shard_file(k)).display().to_string())
-                .collect();
-            if !absent.is_empty() {
-                return Err(TrainError::ShardsMissing {
-                    files: absent,
-                    total: shards,
-                });
-            }
-        }
+        // Workers filled this entry: a shard they left missing is theirs to compute, not ours.
+        let sharded = dir.join(SHARDED_MARKER).exists() && !self.compute_missing;
+        let mut absent = Vec::new();
         let mut stats = CacheStats::default();
         // One buffer for every row, filled shard by shard: the features are held once.
         let mut all: Vec<f32> = Vec::with_capacity(n * width);
@@ -291,6 +279,7 @@ impl FeatureCache {
                     progress.advance(end - start);
                     all.extend_from_slice(&values);
                 }
+                None if sharded => absent.push(path.display().to_string()),
                 None => {
                     if path.exists() {
                         progress.info(&format!(
@@ -312,6 +301,12 @@ impl FeatureCache {
                     all.extend_from_slice(&values);
                 }
             }
+        }
+        if !absent.is_empty() {
+            return Err(TrainError::ShardsMissing {
+                files: absent,
+                total: shards,
+            });
         }
         let features = Tensor::<2>::from_data(TensorData::new(all, [n, width]), device);
         Ok((features, stats))
