@@ -119,6 +119,11 @@ pub struct Head {
 }
 
 impl Head {
+    /// The number of outputs (classes, targets).
+    pub fn output_size(&self) -> usize {
+        self.layers.last().map_or(0, |layer| layer.weight.dims()[1])
+    }
+
     /// The same head with its outputs mapped to `output · scale + shift` (folded into the last
     /// layer), e.g. to undo target standardization.
     pub fn rescale_output(mut self, scale: f64, shift: f64) -> Self {

@@ -79,6 +79,17 @@ pub use train::{
     FeaturesReport, TrainOptions, TrainPlan, TrainReport, compute_features, plan, train,
 };
 
+/// Writes a run folder, an adapter or a pretrained folder as an ONNX folder at `out`
+/// (`model.onnx` with the tokenizer or image settings and the labels); `replace`: replace what
+/// is at `out`.
+pub fn export_onnx(
+    path: &std::path::Path,
+    out: &std::path::Path,
+    replace: bool,
+) -> Result<String, TrainError> {
+    export::export_onnx(path, out, replace)
+}
+
 /// Writes the export of a run folder to `out` (`merge`: a LoRA run's adapters folded into the
 /// weights; `replace`: replace what is at `out`); see [`export`](mod@export).
 pub fn export(

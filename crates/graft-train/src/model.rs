@@ -349,6 +349,16 @@ impl Model {
         Some(tokens.iter().map(|t| t.ids.len()).collect())
     }
 
+    /// The backbone, the head, the input encoder and the folder the model reads, for an exporter.
+    pub(crate) fn parts(&self) -> (&Backbone, Option<&Head>, &Encoder, &ModelFolder) {
+        (
+            &self.backbone,
+            self.head.as_ref().map(|(head, _)| head),
+            &self.encoder,
+            &self.folder,
+        )
+    }
+
     /// What the model was opened from.
     pub fn source(&self) -> &ModelSource {
         &self.source
@@ -465,14 +475,8 @@ impl Model {
         mut write: impl FnMut(&Embeddings, usize, &[f32]) -> Result<(), TrainError>,
     ) -> Result<Embeddings, TrainError> {
         check_batch_size(options.batch_size)?;
-        let (preparation, encoder) = self.embedder(options)?;
-        let mut pooling = preparation.pooling();
-        if let Some(normalize) = options.normalize {
-            pooling.normalize = normalize;
-        }
-        let mut backbone = self.backbone.clone();
-        backbone.pooling = pooling;
-        backbone.embedding = true;
+        let (backbone, encoder) = self.embedding_backbone(options)?;
+        let pooling = backbone.pooling;
         let shape = Embeddings {
             n: examples.len(),
             width: backbone.feature_size(),
@@ -499,6 +503,24 @@ impl Model {
         }
         progress.finish_stage();
         Ok(shape)
+    }
+}
+
+impl Model {
+    /// The backbone computing embeddings as `options` ask, and its input encoder.
+    pub(crate) fn embedding_backbone(
+        &self,
+        options: &EmbedOptions,
+    ) -> Result<(Backbone, Arc<Encoder>), TrainError> {
+        let (preparation, encoder) = self.embedder(options)?;
+        let mut pooling = preparation.pooling();
+        if let Some(normalize) = options.normalize {
+            pooling.normalize = normalize;
+        }
+        let mut backbone = self.backbone.clone();
+        backbone.pooling = pooling;
+        backbone.embedding = true;
+        Ok((backbone, encoder))
     }
 }
 

@@ -29,6 +29,13 @@ struct Cli {
     command: Command,
 }
 
+/// What `graft export` writes.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ExportFormat {
+    Native,
+    Onnx,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Train from a TOML config, then evaluate on its test file.
@@ -185,12 +192,16 @@ enum Command {
         #[arg(long, default_value = "f32")]
         precision: Precision,
     },
-    /// Export a trained run as a transformers, sentence-transformers, timm or torchvision folder, or a LoRA run as a PEFT adapter folder.
+    /// Export a trained run as a transformers, sentence-transformers, timm or torchvision folder, or a LoRA run as a PEFT adapter folder; with --format onnx, a run or a model folder as an ONNX model.
     Export {
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// `native`: the folder the family's Python library loads; `onnx`: `model.onnx` (logits
+        /// and features, variable batch and sequence length) with the tokenizer and labels.
+        #[arg(long, value_enum, default_value = "native")]
+        format: ExportFormat,
         /// For a LoRA run: fold the adapters into the weights and write the plain folder
         /// (without it, a LoRA run exports as a PEFT adapter folder).
         #[arg(long)]
@@ -661,11 +672,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export {
             model,
             out,
+            format,
             merge,
             force,
         } => {
-            let layout = graft_train::export(&model, &out, merge, force)
-                .map_err(|e| with_flags(e, "graft export --force replaces it"))?;
+            let layout = match format {
+                ExportFormat::Native => graft_train::export(&model, &out, merge, force),
+                ExportFormat::Onnx if merge => Err(graft_train::TrainError::Unsupported(
+                    "an ONNX export always has a LoRA run's adapters folded in; leave out --merge"
+                        .into(),
+                )),
+                ExportFormat::Onnx => graft_train::export_onnx(&model, &out, force),
+            }
+            .map_err(|e| with_flags(e, "graft export --force replaces it"))?;
             renderer.clear();
             say!(
                 "exported {} as {layout} to {}",

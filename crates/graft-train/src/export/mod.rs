@@ -8,6 +8,7 @@
 //! The folder is built beside the destination and renamed into place, so an interrupted export
 //! leaves the previous one intact.
 
+mod onnx;
 mod peft;
 mod sentence_transformers;
 mod transformers;
@@ -32,19 +33,7 @@ pub fn export(
     merge: bool,
     replace: bool,
 ) -> Result<String, TrainError> {
-    let occupied =
-        out.is_file() || std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
-    if occupied && !replace {
-        return Err(E::Occupied {
-            path: out.to_path_buf(),
-            holds: if run_dir::is_run(out) {
-                "a graft run".into()
-            } else {
-                "files".into()
-            },
-            ways: "export to another folder, or replace it".into(),
-        });
-    }
+    check_destination(out, replace)?;
     #[allow(deprecated)]
     let device = Device::flex();
     let run = run_dir::load(run_dir, &device)?;
@@ -195,6 +184,61 @@ fn head_tensors(
         tensors.extend(copies);
     }
     Ok(tensors)
+}
+
+/// Something already at `out` is an error unless it is to be replaced.
+fn check_destination(out: &Path, replace: bool) -> Result<(), TrainError> {
+    let occupied =
+        out.is_file() || std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
+    if occupied && !replace {
+        return Err(E::Occupied {
+            path: out.to_path_buf(),
+            holds: if run_dir::is_run(out) {
+                "a graft run".into()
+            } else {
+                "files".into()
+            },
+            ways: "export to another folder, or replace it".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes the model at `path` (a run folder, a PEFT adapter or a pretrained folder) as an ONNX
+/// folder at `out`; see [`onnx`].
+pub fn export_onnx(path: &Path, out: &Path, replace: bool) -> Result<String, TrainError> {
+    #[allow(deprecated)]
+    let device = Device::flex();
+    let model = crate::model::Model::open(path, &device)?;
+    onnx::write(&model, out, replace)
+}
+
+/// transformers' `id2label` and `label2id` for `labels`, into a `config.json` object.
+fn insert_label_maps(config: &mut serde_json::Map<String, serde_json::Value>, labels: &[String]) {
+    use serde_json::{Value, json};
+    let id2label = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i.to_string(), json!(l)))
+        .collect();
+    let label2id = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), json!(i)))
+        .collect();
+    config.insert("id2label".into(), Value::Object(id2label));
+    config.insert("label2id".into(), Value::Object(label2id));
+}
+
+/// Copies the tokenizer's files (and nothing else) from a model folder.
+fn copy_tokenizer_files(dir: &Path, out: &Path) -> Result<(), TrainError> {
+    for name in BACKBONE_FILES {
+        let from = dir.join(name);
+        if *name != "config.json" && *name != "preprocessor_config.json" && from.is_file() {
+            copy_atomic(&from, &out.join(name))?;
+        }
+    }
+    Ok(())
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {

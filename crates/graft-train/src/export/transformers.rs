@@ -45,20 +45,9 @@ pub(super) fn write(
         message: e.to_string(),
     })?;
     let labels = &m.labels;
-    let id2label: serde_json::Map<String, Value> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (i.to_string(), json!(l)))
-        .collect();
-    let label2id: serde_json::Map<String, Value> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.clone(), json!(i)))
-        .collect();
     if let Some(object) = config.as_object_mut() {
         object.insert("architectures".into(), json!([target.model]));
-        object.insert("id2label".into(), Value::Object(id2label));
-        object.insert("label2id".into(), Value::Object(label2id));
+        super::insert_label_maps(object, labels);
         // transformers' names for the tasks are graft's.
         object.insert("problem_type".into(), json!(m.task.logic().problem_type()));
     }
@@ -83,7 +72,7 @@ pub(super) fn write(
 /// (`ViTImageProcessor`), the shorter side then a center crop (`BitImageProcessor`), or a square
 /// resize then a center crop (`DeiTImageProcessor`), with the run's filter, rescaled by 1/255 and
 /// normalized.
-fn processor_config(t: &graft_model::ImageTransform) -> Value {
+pub(super) fn processor_config(t: &graft_model::ImageTransform) -> Value {
     let square = |n: usize| json!({"height": n, "width": n});
     let (processor, size, crop) = match t.resize_shorter {
         None => ("ViTImageProcessor", square(t.image_size), None),
