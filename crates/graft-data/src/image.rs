@@ -416,6 +416,7 @@ pub fn read_image_folder(root: &Path) -> Result<Vec<crate::TextExample>, DataErr
             label: Some(label.clone()),
             line: 0,
             bytes: None,
+            pair: None,
         }));
     }
     Ok(examples)

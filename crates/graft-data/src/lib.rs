@@ -21,7 +21,7 @@ use std::path::PathBuf;
 pub use labels::LabelSet;
 pub use split::train_valid_split;
 pub use targets::{encode_multi_label, label_list, multi_label_set, regression_values};
-pub use text::{DataFormat, TextExample, read_texts};
+pub use text::{Columns, DataFormat, TextExample, read_examples, read_texts};
 pub use tokenize::{TextTokenizer, TokenBatch};
 
 /// Everything that can go wrong reading data; each message names the file and, where there is
@@ -91,5 +91,6 @@ pub(crate) fn example(label: &str, line: usize) -> TextExample {
         label: Some(label.into()),
         line,
         bytes: None,
+        pair: None,
     }
 }

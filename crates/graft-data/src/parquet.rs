@@ -22,7 +22,7 @@ use arrow_schema::DataType;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::{DataError, TextExample};
+use crate::{Columns, DataError, TextExample};
 
 /// One cell, as graft uses it.
 pub enum Cell {
@@ -32,12 +32,8 @@ pub enum Cell {
 
 /// The examples of a parquet file: `text_column` (text, an image path or image bytes) and
 /// `label_column` when given.
-pub fn read_parquet(
-    path: &Path,
-    text_column: &str,
-    label_column: Option<&str>,
-) -> Result<Vec<TextExample>, DataError> {
-    guarded(path, || read_rows(path, text_column, label_column))
+pub fn read_parquet(path: &Path, columns: Columns) -> Result<Vec<TextExample>, DataError> {
+    guarded(path, || read_rows(path, columns))
 }
 
 /// Runs a read, turning a panic inside the parquet reader (a corrupt file it does not check)
@@ -65,11 +61,8 @@ fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, DataError>
     })
 }
 
-fn read_rows(
-    path: &Path,
-    text_column: &str,
-    label_column: Option<&str>,
-) -> Result<Vec<TextExample>, DataError> {
+fn read_rows(path: &Path, columns: Columns) -> Result<Vec<TextExample>, DataError> {
+    let (text_column, label_column) = (columns.text, columns.label);
     let invalid = |message: String| DataError::Parquet {
         path: path.to_path_buf(),
         message,
@@ -100,8 +93,10 @@ fn read_rows(
     let class_names = label_column.and_then(|c| class_label_names(builder.schema().metadata(), c));
     let text_index = index(text_column)?;
     let label_index = label_column.map(index).transpose()?;
+    let pair_index = columns.pair.map(index).transpose()?;
     let mut roots = vec![text_index];
     roots.extend(label_index);
+    roots.extend(pair_index);
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
     let reader = builder
         .with_projection(mask)
@@ -119,6 +114,7 @@ fn read_rows(
         };
         let texts = column(text_column)?;
         let labels = label_column.map(column).transpose()?;
+        let pairs = columns.pair.map(column).transpose()?;
         for row in 0..batch.num_rows() {
             let line = examples.len() + 1;
             // A null is an empty field, which the reader's caller judges.
@@ -161,11 +157,25 @@ fn read_rows(
                 },
                 _ => None,
             };
+            let pair = match (&pairs, columns.pair) {
+                (Some(array), Some(name)) => match at(array, name)? {
+                    Cell::Text(pair) => Some(pair),
+                    Cell::Bytes(_) => {
+                        return Err(DataError::Parse {
+                            path: path.to_path_buf(),
+                            line,
+                            message: format!("row {line}: pair column `{name}` holds bytes"),
+                        });
+                    }
+                },
+                _ => None,
+            };
             examples.push(TextExample {
                 text,
                 label,
                 line,
                 bytes,
+                pair,
             });
         }
     }

@@ -54,6 +54,8 @@ pub struct TextExample {
     pub line: usize,
     /// An encoded image held in the data file itself (a parquet binary column).
     pub bytes: Option<std::sync::Arc<[u8]>>,
+    /// The second text of a pair (a hypothesis, a passage), read from the pair column.
+    pub pair: Option<String>,
 }
 
 impl TextExample {
@@ -64,8 +66,25 @@ impl TextExample {
             label: None,
             line: 0,
             bytes: None,
+            pair: None,
         }
     }
+
+    /// A pair of texts without a label or line.
+    pub fn unlabelled_pair(text: impl Into<String>, pair: impl Into<String>) -> Self {
+        Self {
+            pair: Some(pair.into()),
+            ..Self::unlabelled(text)
+        }
+    }
+}
+
+/// The columns examples are read from: the text, the second text of a pair, the label.
+#[derive(Debug, Clone, Copy)]
+pub struct Columns<'a> {
+    pub text: &'a str,
+    pub pair: Option<&'a str>,
+    pub label: Option<&'a str>,
 }
 
 /// Reads every example of `path`. `label_column` is required to exist when given. An empty file
@@ -76,15 +95,41 @@ pub fn read_texts(
     text_column: &str,
     label_column: Option<&str>,
 ) -> Result<Vec<TextExample>, DataError> {
+    read_examples(
+        path,
+        format,
+        Columns {
+            text: text_column,
+            pair: None,
+            label: label_column,
+        },
+    )
+}
+
+/// Reads every example of `path` from `columns` (with the pair column, pairs of texts). A column
+/// asked for must exist; a plain text file has no columns, so no pairs. An empty file is an
+/// error.
+pub fn read_examples(
+    path: &Path,
+    format: DataFormat,
+    columns: Columns,
+) -> Result<Vec<TextExample>, DataError> {
     if !path.is_file() {
         return Err(DataError::NotFound {
             path: path.to_path_buf(),
         });
     }
     let examples = match format {
-        DataFormat::Csv => read_csv(path, text_column, label_column)?,
-        DataFormat::Jsonl => read_jsonl(path, text_column, label_column)?,
-        DataFormat::Parquet => crate::parquet::read_parquet(path, text_column, label_column)?,
+        DataFormat::Csv => read_csv(path, columns)?,
+        DataFormat::Jsonl => read_jsonl(path, columns)?,
+        DataFormat::Parquet => crate::parquet::read_parquet(path, columns)?,
+        DataFormat::Lines if columns.pair.is_some() => {
+            return Err(DataError::Invalid(format!(
+                "{}: a text file holds one text per line; pairs of texts need a .csv, .jsonl or \
+                 .parquet file with two text columns",
+                path.display()
+            )));
+        }
         DataFormat::Lines => read_lines(path)?,
     };
     if examples.is_empty() {
@@ -102,11 +147,7 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> DataError + '_ {
     }
 }
 
-fn read_csv(
-    path: &Path,
-    text_column: &str,
-    label_column: Option<&str>,
-) -> Result<Vec<TextExample>, DataError> {
+fn read_csv(path: &Path, columns: Columns) -> Result<Vec<TextExample>, DataError> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)
         .from_path(path)
@@ -131,8 +172,9 @@ fn read_csv(
         }
         Ok(index)
     };
-    let text_index = column_index(text_column)?;
-    let label_index = label_column.map(column_index).transpose()?;
+    let text_index = column_index(columns.text)?;
+    let pair_index = columns.pair.map(column_index).transpose()?;
+    let label_index = columns.label.map(column_index).transpose()?;
     let mut examples = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| csv_error(path, e))?;
@@ -143,6 +185,7 @@ fn read_csv(
             label: label_index.map(field),
             line,
             bytes: None,
+            pair: pair_index.map(field),
         });
     }
     Ok(examples)
@@ -189,11 +232,7 @@ fn read_utf8(path: &Path) -> Result<String, DataError> {
     })
 }
 
-fn read_jsonl(
-    path: &Path,
-    text_column: &str,
-    label_column: Option<&str>,
-) -> Result<Vec<TextExample>, DataError> {
+fn read_jsonl(path: &Path, columns: Columns) -> Result<Vec<TextExample>, DataError> {
     let content = read_utf8(path)?;
     let mut examples = Vec::new();
     for (index, raw) in content.lines().enumerate() {
@@ -231,10 +270,11 @@ fn read_jsonl(
             }
         };
         examples.push(TextExample {
-            text: field(text_column)?,
-            label: label_column.map(field).transpose()?,
+            text: field(columns.text)?,
+            label: columns.label.map(field).transpose()?,
             line,
             bytes: None,
+            pair: columns.pair.map(field).transpose()?,
         });
     }
     Ok(examples)
@@ -247,10 +287,8 @@ fn read_lines(path: &Path) -> Result<Vec<TextExample>, DataError> {
         .enumerate()
         .filter(|(_, text)| !text.trim().is_empty())
         .map(|(index, text)| TextExample {
-            text: text.to_string(),
-            label: None,
             line: index + 1,
-            bytes: None,
+            ..TextExample::unlabelled(text)
         })
         .collect())
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::{EncodeInput, Tokenizer, TruncationParams};
 
 use crate::DataError;
 
@@ -83,13 +83,29 @@ impl TextTokenizer {
 
     /// Tokenizes texts (with `[CLS]`/`[SEP]` or whatever the tokenizer's post-processor adds).
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokens>, DataError> {
+        self.encode(texts, |text| EncodeInput::Single((*text).into()))
+    }
+
+    /// Tokenizes pairs of texts as one input each, as transformers' `tokenizer(a, b)` does: the
+    /// family's pair template (`[CLS] a [SEP] b [SEP]`, `<s> a </s></s> b </s>`) with token
+    /// types 0 then 1 where the family has them, truncated longest first to `max_length`.
+    pub fn tokenize_pairs(&self, pairs: &[(&str, &str)]) -> Result<Vec<Tokens>, DataError> {
+        self.encode(pairs, |(a, b)| EncodeInput::Dual((*a).into(), (*b).into()))
+    }
+
+    fn encode<'a, T>(
+        &self,
+        items: &'a [T],
+        input: impl Fn(&'a T) -> EncodeInput<'a>,
+    ) -> Result<Vec<Tokens>, DataError> {
         // In chunks: the tokenizers crate's encodings hold each token's string, offsets and masks
         // (some 80 bytes a token), so a whole data set at once would peak far above the ids kept.
-        let mut tokens = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(TOKENIZE_CHUNK) {
+        let mut tokens = Vec::with_capacity(items.len());
+        for chunk in items.chunks(TOKENIZE_CHUNK) {
+            let inputs: Vec<EncodeInput> = chunk.iter().map(&input).collect();
             let encodings = guarded(|| {
                 self.tokenizer
-                    .encode_batch(chunk.to_vec(), true)
+                    .encode_batch(inputs, true)
                     .map_err(|e| e.to_string())
             })
             .map_err(|e| {

@@ -1,6 +1,7 @@
 //! graft-serve: one opened [`graft_train::Model`] behind HTTP. Routes follow Hugging Face's
 //! text-embeddings-inference where they overlap (`POST /embed`, `POST /predict`, `GET /health`,
-//! `GET /info`, `GET /metrics`), so its clients work unchanged, plus OpenAI's
+//! `GET /info`, `GET /metrics`, and `POST /rerank` for models that score pairs of texts), so its
+//! clients work unchanged, plus OpenAI's
 //! `POST /v1/embeddings`. Image models take base64 image files or a multipart upload. Requests from
 //! all clients are batched together on the one thread that owns the model ([`batcher`]), within
 //! an input count and optionally a token budget; a full queue answers 429, a body over the limit 413, input that
@@ -131,6 +132,7 @@ pub fn serve(
         .route("/metrics", get(metrics_text))
         .route("/embed", post(embed))
         .route("/predict", post(predict))
+        .route("/rerank", post(rerank))
         .route("/v1/embeddings", post(openai_embeddings))
         .layer(DefaultBodyLimit::max(options.max_body))
         .with_state(shared);
@@ -323,6 +325,34 @@ impl Shared {
     fn inputs(&self, request: &Value, key: &str) -> Result<Vec<Example>, Refused> {
         let invalid =
             |message: String| refuse(StatusCode::UNPROCESSABLE_ENTITY, "validation", message);
+        // A pair of texts is a list of two strings (TEI's `[["a", "b"], ...]`).
+        fn pair(value: &Value) -> Option<(&str, &str)> {
+            match value.as_array()?.as_slice() {
+                [a, b] => Some((a.as_str()?, b.as_str()?)),
+                _ => None,
+            }
+        }
+        if let Some(items) = request.get(key).and_then(Value::as_array)
+            && items.first().is_some_and(Value::is_array)
+            && !self.image
+        {
+            self.check_count(items.len())?;
+            return items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let (a, b) = pair(item).ok_or_else(|| {
+                        invalid(format!(
+                            "{key}[{i}]: expected a pair of strings, got {item}"
+                        ))
+                    })?;
+                    if a.trim().is_empty() || b.trim().is_empty() {
+                        return Err(invalid(format!("{key}[{i}]: a text of the pair is empty")));
+                    }
+                    Ok(Example::unlabelled_pair(a, b))
+                })
+                .collect();
+        }
         let texts: Vec<&str> = match request.get(key) {
             Some(Value::String(text)) => vec![text.as_str()],
             Some(Value::Array(items)) => items
@@ -491,6 +521,85 @@ async fn predict(State(shared): State<Shared>, request: Request) -> Response {
         Ok(Json(body).into_response())
     };
     shared.answer("/predict", work).await
+}
+
+/// TEI's `/rerank`: `{"query": str, "texts": [str], "raw_scores": bool?, "return_text": bool?}`
+/// → `[{"index", "score", "text"?}]`, highest score first. Each text is read with the query as a
+/// pair. A model with one output is scored as TEI and sentence-transformers' CrossEncoder score
+/// it, the sigmoid of that output (the output itself with `raw_scores`); a two-class classifier
+/// by the probability of its second class.
+async fn rerank(
+    State(shared): State<Shared>,
+    request: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let work = async {
+        let request = body(request)?;
+        let invalid =
+            |message: String| refuse(StatusCode::UNPROCESSABLE_ENTITY, "validation", message);
+        if shared.image {
+            return Err(invalid("an image model does not rerank texts".into()));
+        }
+        let labels: Vec<String> = shared.info["labels"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let regression = shared.info["task"] == "regression";
+        if !(regression && labels.len() == 1) && labels.len() != 2 {
+            return Err(invalid(format!(
+                "the model is not a re-ranker: it has {} outputs where a re-ranker has one \
+                 score (or two classes)",
+                labels.len()
+            )));
+        }
+        let query = match request.get("query") {
+            Some(Value::String(query)) if !query.trim().is_empty() => query.clone(),
+            Some(Value::String(_)) => return Err(invalid("query is empty".into())),
+            Some(other) => return Err(invalid(format!("query: expected a string, got {other}"))),
+            None => return Err(invalid("the request has no `query`".into())),
+        };
+        let texts = shared.inputs(&request, "texts")?;
+        let raw = request.get("raw_scores").and_then(Value::as_bool) == Some(true);
+        let return_text = request.get("return_text").and_then(Value::as_bool) == Some(true);
+        let pairs: Vec<Example> = texts
+            .iter()
+            .map(|text| Example::unlabelled_pair(query.as_str(), text.text.as_str()))
+            .collect();
+        let predictions = shared.predictions(pairs).await?;
+        let mut ranked: Vec<(usize, f64)> = predictions
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                let score = match (&p.probabilities, p.value) {
+                    (Some(probabilities), _) => probabilities
+                        .get(&labels[1])
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0),
+                    (None, Some(value)) if raw => value,
+                    (None, Some(value)) => 1.0 / (1.0 + (-value).exp()),
+                    (None, None) => 0.0,
+                };
+                (index, score)
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let body: Vec<Value> = ranked
+            .into_iter()
+            .map(|(index, score)| {
+                let mut entry = json!({"index": index, "score": score});
+                if return_text {
+                    entry["text"] = json!(texts[index].text);
+                }
+                entry
+            })
+            .collect();
+        Ok(Json(Value::Array(body)).into_response())
+    };
+    shared.answer("/rerank", work).await
 }
 
 /// A prediction as TEI's scores: every label with its probability, highest first; a regression's

@@ -146,9 +146,17 @@ fn bad_row(path: &Path, example: &TextExample, why: &str) -> TrainError {
     })
 }
 
-/// An input nothing can be computed from: an empty text, or an empty image path.
+/// An input nothing can be computed from: an empty text (either of a pair), or an empty image
+/// path.
 pub fn input_problem(example: &TextExample) -> Option<String> {
-    (example.bytes.is_none() && example.text.trim().is_empty()).then(|| "empty text".into())
+    if example.bytes.is_none() && example.text.trim().is_empty() {
+        return Some("empty text".into());
+    }
+    example
+        .pair
+        .as_ref()
+        .filter(|pair| pair.trim().is_empty())
+        .map(|_| "empty second text of the pair".into())
 }
 
 /// What is wrong with a labelled row of `task` before any label set is known: its input, or its
@@ -178,6 +186,7 @@ mod tests {
             label: Some(label.into()),
             line,
             bytes: None,
+            pair: None,
         }
     }
 

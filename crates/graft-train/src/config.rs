@@ -74,7 +74,8 @@ impl Config {
             f.backbone = Some(false);
         }
         config
-            .check_data_kind()
+            .resolve_columns()
+            .and_then(|()| config.check_data_kind())
             .map_err(|(section, key, message)| config.key_error(section, key, &message))?;
         config.check().map_err(|message| TrainError::Config {
             path: origin.to_path_buf(),
@@ -201,12 +202,46 @@ impl Config {
         self.data.format == Format::ImageFolder || self.data.image_column.is_some()
     }
 
+    /// `[data] columns = [text, pair]` as `text_column` and `text_pair`.
+    fn resolve_columns(&mut self) -> Result<(), (&'static str, &'static str, String)> {
+        let d = &mut self.data;
+        let Some(columns) = d.columns.clone() else {
+            return Ok(());
+        };
+        if !d.text_column.is_empty() || d.text_pair.is_some() {
+            return Err((
+                "data",
+                "columns",
+                "names the text columns already given by text_column / text_pair; keep one".into(),
+            ));
+        }
+        match columns.as_slice() {
+            [text] => d.text_column = text.clone(),
+            [text, pair] => {
+                d.text_column = text.clone();
+                d.text_pair = Some(pair.clone());
+            }
+            _ => {
+                return Err((
+                    "data",
+                    "columns",
+                    format!(
+                        "must name one text column or two (a pair), not {}",
+                        columns.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Keys that belong to the other modality are refused, naming the key.
     fn check_data_kind(&self) -> Result<(), (&'static str, &'static str, String)> {
         let d = &self.data;
         if self.is_vision() {
             let text_only = [
                 ("data", "text_column", !d.text_column.is_empty()),
+                ("data", "text_pair", d.text_pair.is_some()),
                 ("model", "pooling", self.model.pooling.is_some()),
                 ("model", "normalize", self.model.normalize.is_some()),
                 ("model", "max_length", self.model.max_length.is_some()),
@@ -248,6 +283,22 @@ impl Config {
                     section,
                     key,
                     "is for image data; this config reads text (text_column)".into(),
+                ));
+            }
+        }
+        if let Some(pair) = &d.text_pair {
+            if *pair == d.text_column {
+                return Err((
+                    "data",
+                    "text_pair",
+                    format!("\"{pair}\" is also text_column: a pair takes two columns"),
+                ));
+            }
+            if *pair == d.label_column {
+                return Err((
+                    "data",
+                    "text_pair",
+                    format!("\"{pair}\" is also the label column"),
                 ));
             }
         }

@@ -21,6 +21,22 @@ const TEXT_NAMES: &[&str] = &[
     "text", "sentence", "review", "content", "document", "body", "comment", "question", "title",
     "input", "prompt",
 ];
+/// Column names of pair data sets (GLUE, SNLI, STS-B, SICK, MS MARCO style), first then second.
+const PAIR_NAMES: &[(&str, &str)] = &[
+    ("sentence1", "sentence2"),
+    ("sentence_a", "sentence_b"),
+    ("sentence_A", "sentence_B"),
+    ("premise", "hypothesis"),
+    ("question1", "question2"),
+    ("question", "sentence"),
+    ("question", "answer"),
+    ("question", "passage"),
+    ("query", "passage"),
+    ("query", "document"),
+    ("text_a", "text_b"),
+    ("text1", "text2"),
+    ("s1", "s2"),
+];
 const LABEL_NAMES: &[&str] = &[
     "label",
     "labels",
@@ -58,6 +74,8 @@ pub struct StarterConfig {
 struct Detected {
     format: &'static str,
     input: Option<(&'static str, String)>,
+    /// Pairs of texts: the column of the second text.
+    pair: Option<String>,
     label: Option<String>,
     task: Task,
     separator: Option<&'static str>,
@@ -209,6 +227,7 @@ fn detect(train: &Path, modality: Modality) -> Result<Detected, TrainError> {
         return Ok(Detected {
             format: "image_folder",
             input: None,
+            pair: None,
             label: None,
             task: Task::Classification,
             separator: None,
@@ -235,7 +254,21 @@ fn detect(train: &Path, modality: Modality) -> Result<Detected, TrainError> {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let named = |name: &str| {
+        columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name) && is_text(c))
+    };
+    let pair = match modality {
+        Modality::Text => PAIR_NAMES
+            .iter()
+            .find_map(|(first, second)| Some((named(first)?, named(second)?))),
+        Modality::Image => None,
+    };
     let input = match modality {
+        Modality::Text if pair.is_some() => {
+            pair.map(|(first, _)| ("text_column", first.name.clone()))
+        }
         Modality::Text => pick(&columns, TEXT_NAMES, &[], is_text)
             .or_else(|| longest_text(&columns))
             .map(|c| ("text_column", c.name.clone())),
@@ -250,7 +283,9 @@ fn detect(train: &Path, modality: Modality) -> Result<Detected, TrainError> {
         };
         data_error(train, format!("cannot find {what} among: {}", found()))
     })?;
-    let taken = [input.1.as_str()];
+    let pair = pair.map(|(_, second)| second.name.clone());
+    let mut taken = vec![input.1.as_str()];
+    taken.extend(pair.as_deref());
     let label = pick(&columns, LABEL_NAMES, &taken, |c| distinct(c) >= 2)
         .or_else(|| {
             // Else the last column that could be one (labels usually come last), not an id.
@@ -282,6 +317,7 @@ fn detect(train: &Path, modality: Modality) -> Result<Detected, TrainError> {
     Ok(Detected {
         format: name,
         input: Some(input),
+        pair,
         label: Some(label.name.clone()),
         task,
         separator,
@@ -442,6 +478,12 @@ fn render(
     if let Some((key, column)) = &d.input {
         line(&format!("{key} = {}", quoted(column)));
     }
+    if let Some(pair) = &d.pair {
+        line(&format!(
+            "text_pair = {}    # pairs of texts, read together as a cross-encoder reads them",
+            quoted(pair)
+        ));
+    }
     if let Some(label) = &d.label {
         line(&format!("label_column = {}", quoted(label)));
     }
@@ -459,7 +501,11 @@ fn render(
     line("");
     line("[head]");
     let native = modality == Modality::Text && folder.native_head().ok().flatten().is_some();
-    if native {
+    if native && d.pair.is_some() {
+        line(
+            "kind = \"native\"         # the family's own head: a cross-encoder, exported as transformers' ...ForSequenceClassification",
+        );
+    } else if native {
         line(
             "kind = \"linear\"         # or \"mlp\" (with hidden = [256]), or \"native\": the family's own head",
         );

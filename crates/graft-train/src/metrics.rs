@@ -219,6 +219,55 @@ pub struct RegressionReport {
     /// 1 - SS_res / SS_tot (0 when the targets are constant and predicted exactly, else -inf is
     /// avoided by reporting 0).
     pub r2: f64,
+    /// Pearson's correlation of predictions and targets (STS benchmarks report it), and
+    /// Spearman's (Pearson's of their ranks, ties ranked by their mean, as scipy's `spearmanr`);
+    /// 0 where either side is constant.
+    #[serde(default)]
+    pub pearson: f64,
+    #[serde(default)]
+    pub spearman: f64,
+}
+
+/// Pearson's correlation; 0 when either side has no variance.
+pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len()).max(1) as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    if sxx > 0.0 && syy > 0.0 {
+        sxy / (sxx * syy).sqrt()
+    } else {
+        0.0
+    }
+}
+
+/// Ranks from 1, tied values sharing the mean of their ranks.
+fn ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && values[order[end]] == values[order[start]] {
+            end += 1;
+        }
+        let mean = (start + end + 1) as f64 / 2.0;
+        for &i in &order[start..end] {
+            ranks[i] = mean;
+        }
+        start = end;
+    }
+    ranks
+}
+
+/// Spearman's rank correlation.
+pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    pearson(&ranks(x), &ranks(y))
 }
 
 impl RegressionReport {
@@ -237,13 +286,15 @@ impl RegressionReport {
             mae: abs / nf,
             rmse: (sq / nf).sqrt(),
             r2: if tot > 0.0 { 1.0 - sq / tot } else { 0.0 },
+            pearson: pearson(predicted, targets),
+            spearman: spearman(predicted, targets),
         }
     }
 
     pub fn to_table(&self) -> String {
         format!(
-            "n = {}  MAE = {:.4}  RMSE = {:.4}  R² = {:.4}\n",
-            self.n, self.mae, self.rmse, self.r2
+            "n = {}  MAE = {:.4}  RMSE = {:.4}  R² = {:.4}  Pearson = {:.4}  Spearman = {:.4}\n",
+            self.n, self.mae, self.rmse, self.r2, self.pearson, self.spearman
         )
     }
 }
@@ -289,6 +340,16 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn correlations_match_scipy() {
+        // scipy.stats.pearsonr and spearmanr (ties ranked by their mean).
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 2.5];
+        let y = [5.0, 6.0, 7.0, 8.0, 7.0, 6.0];
+        assert!((pearson(&x, &y) - 0.8341060116016319).abs() < 1e-12);
+        assert!((spearman(&x, &y) - 0.8827348295047495).abs() < 1e-12);
+        assert_eq!(pearson(&x, &[1.0; 6]), 0.0);
+    }
 
     #[test]
     fn multi_label_scores_match_scikit_learn() {

@@ -9,7 +9,9 @@ use burn::backend::DispatchDevice;
 use burn::tensor::{Device, Tensor, TensorData};
 use graft_data::image::{Augment, decode_rgb, read_image_folder, read_rgb, resolve_paths};
 use graft_data::tokenize::Tokens;
-use graft_data::{DataFormat, TextExample, TextTokenizer, TokenBatch, read_texts};
+use graft_data::{
+    Columns, DataFormat, TextExample, TextTokenizer, TokenBatch, read_examples, read_texts,
+};
 use graft_model::{
     ImageTransform, Inputs, Modality, ModelFolder, Pooling, PoolingOptions, Preprocessing,
     TextTransform,
@@ -31,6 +33,8 @@ pub struct Input {
     /// Text: the text column of a CSV/JSONL/parquet file (plain text files have one text per
     /// line). Images: the image column (paths, or a parquet file's encoded images).
     pub column: Option<String>,
+    /// Pairs of texts: the column of the second text.
+    pub pair_column: Option<String>,
 }
 
 /// What the user chose about features; `None` takes the folder's defaults.
@@ -215,9 +219,15 @@ impl Encoder {
     pub fn encode(&self, examples: &[TextExample]) -> Result<Encoded, TrainError> {
         Ok(match self {
             Self::Text(tokenizer) => {
-                let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+                let tokens = match pairs_of(examples)? {
+                    Some(pairs) => tokenizer.tokenize_pairs(&pairs)?,
+                    None => {
+                        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+                        tokenizer.tokenize(&texts)?
+                    }
+                };
                 Encoded::Text {
-                    tokens: tokenizer.tokenize(&texts)?,
+                    tokens,
                     max_length: tokenizer.max_length(),
                 }
             }
@@ -372,6 +382,25 @@ impl Encoded {
     }
 }
 
+/// The examples as pairs of texts when they are pairs; `None` when none is. Pairs mixed with
+/// single texts are an error naming the first line without a pair.
+fn pairs_of(examples: &[TextExample]) -> Result<Option<Vec<(&str, &str)>>, TrainError> {
+    if examples.iter().all(|e| e.pair.is_none()) {
+        return Ok(None);
+    }
+    examples
+        .iter()
+        .map(|e| match &e.pair {
+            Some(pair) => Ok((e.text.as_str(), pair.as_str())),
+            None => Err(E::Unsupported(format!(
+                "line {}: a single text among pairs of texts; give every input its second text",
+                e.line
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 /// The multiple a text batch's length is rounded up to on `device`. cubecl backends (wgpu)
 /// compile and autotune kernels for every new input shape, about 0.4 s each on an H200, so
 /// length-sorted batches of every length up to 256 would spend a minute there (BENCHMARKS.md);
@@ -396,7 +425,15 @@ pub fn read_split(data: &DataSection, path: &Path) -> Result<Vec<TextExample>, T
             resolve_paths(&mut examples, path);
             examples
         }
-        (format, None) => read_texts(path, table_format(format), &data.text_column, label)?,
+        (format, None) => read_examples(
+            path,
+            table_format(format),
+            Columns {
+                text: &data.text_column,
+                pair: data.text_pair.as_deref(),
+                label,
+            },
+        )?,
     })
 }
 
@@ -433,7 +470,21 @@ pub fn read_input(
                 (_, Some(column)) => column.as_str(),
                 (_, None) => return Err(E::NeedsColumn { path: path.clone() }),
             };
-            read_texts(path, format, column, label_column)?
+            read_examples(
+                path,
+                format,
+                Columns {
+                    text: column,
+                    pair: input.pair_column.as_deref(),
+                    label: label_column,
+                },
+            )?
+        }
+        Modality::Image if input.pair_column.is_some() => {
+            return Err(E::Unsupported(format!(
+                "{}: pairs are of texts; an image model reads one image per input",
+                path.display()
+            )));
         }
         Modality::Image => read_images(path, input.column.as_deref(), label_column)?,
     };

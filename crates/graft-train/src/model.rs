@@ -50,6 +50,8 @@ pub struct ModelSource {
     pub modality: Modality,
     /// A run's input and label columns: the defaults for reading its inputs.
     pub input_column: Option<String>,
+    /// A run on pairs of texts: the column of the second text.
+    pub pair_column: Option<String>,
     pub label_column: Option<String>,
     /// A run's task and labels.
     pub task: Option<TaskSpec>,
@@ -62,6 +64,7 @@ impl ModelSource {
             kind,
             modality,
             input_column,
+            pair_column: None,
             label_column,
             task: None,
         };
@@ -69,6 +72,7 @@ impl ModelSource {
             let manifest = run_dir::read_manifest(path)?;
             return Ok(ModelSource {
                 task: Some(manifest.task_spec()?),
+                pair_column: manifest.pair_column.clone(),
                 ..source(
                     SourceKind::Run,
                     manifest.preparation.modality(),
@@ -112,11 +116,12 @@ impl ModelSource {
         }
     }
 
-    /// `input` with the run's input column where it names none.
+    /// `input` with the run's input (and pair) column where it names none.
     pub fn input(&self, input: &Input) -> Input {
         Input {
             path: input.path.clone(),
             column: input.column.clone().or(self.input_column.clone()),
+            pair_column: input.pair_column.clone().or(self.pair_column.clone()),
         }
     }
 }
@@ -344,9 +349,38 @@ impl Model {
         let Encoder::Text(tokenizer) = &self.encoder else {
             return None;
         };
-        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-        let tokens = tokenizer.tokenize(&texts).ok()?;
+        let tokens = if examples.iter().all(|e| e.pair.is_some()) && !examples.is_empty() {
+            let pairs: Vec<(&str, &str)> = examples
+                .iter()
+                .map(|e| (e.text.as_str(), e.pair.as_deref().unwrap_or_default()))
+                .collect();
+            tokenizer.tokenize_pairs(&pairs).ok()?
+        } else {
+            let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+            tokenizer.tokenize(&texts).ok()?
+        };
         Some(tokens.iter().map(|t| t.ids.len()).collect())
+    }
+
+    /// A run trained on pairs of texts reads pairs, and a run trained on single texts reads
+    /// single texts: anything else is an error, not a silently wrong score.
+    fn check_pairs(&self, examples: &[Example]) -> Result<(), TrainError> {
+        if self.source.kind != SourceKind::Run {
+            return Ok(());
+        }
+        let pairs = examples.iter().filter(|e| e.pair.is_some()).count();
+        match &self.source.pair_column {
+            Some(column) if pairs < examples.len() => Err(E::Unsupported(format!(
+                "{} was trained on pairs of texts (the second from `{column}`); give each input \
+                 its second text",
+                self.source.path.display()
+            ))),
+            None if pairs > 0 => Err(E::Unsupported(format!(
+                "{} was trained on single texts; it does not read pairs",
+                self.source.path.display()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The backbone, the head, the input encoder and the folder the model reads, for an exporter.
@@ -388,6 +422,7 @@ impl Model {
     ) -> Result<Vec<Vec<f32>>, TrainError> {
         check_batch_size(batch_size)?;
         let (head, _) = self.head()?;
+        self.check_pairs(examples)?;
         progress.stage("running", examples.len());
         let mut rows = Vec::with_capacity(examples.len());
         for window in examples.chunks(WINDOW) {

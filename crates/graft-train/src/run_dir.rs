@@ -61,6 +61,9 @@ pub struct RunManifest {
     /// The data columns the run was trained on, the defaults for `graft eval`: the text or
     /// image-path column (none for an image folder) and the label column.
     pub input_column: Option<String>,
+    /// A run on pairs of texts: the column of the second text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_column: Option<String>,
     pub label_column: String,
     pub best_epoch: Option<usize>,
     /// Multi-label: the decision threshold on each label's probability.

@@ -873,6 +873,7 @@ impl Run<'_> {
                 Modality::Text => Some(d.text_column.clone()),
                 Modality::Image => d.image_column.clone(),
             },
+            pair_column: d.text_pair.clone(),
             label_column: d.label_column.clone(),
             best_epoch: Some(trained.best_epoch),
             threshold: label_lists.then_some(data.spec.threshold),

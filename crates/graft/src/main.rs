@@ -94,6 +94,9 @@ enum Command {
         /// Text column (default: the one the run was trained on).
         #[arg(long)]
         column: Option<String>,
+        /// Pairs of texts: the column of the second text (default: the run's).
+        #[arg(long)]
+        pair_column: Option<String>,
         /// Label column (default: the one the run was trained on).
         #[arg(long)]
         label_column: Option<String>,
@@ -116,6 +119,9 @@ enum Command {
         output: Option<PathBuf>,
         #[arg(long)]
         column: Option<String>,
+        /// Pairs of texts: the column of the second text (default: the run's).
+        #[arg(long)]
+        pair_column: Option<String>,
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
         batch_size: u64,
         #[arg(long, default_value = "auto")]
@@ -522,12 +528,17 @@ fn run(cli: Cli) -> Result<()> {
             output,
             plot,
             column,
+            pair_column,
             label_column,
             batch_size,
             backend,
             precision,
         } => {
-            let input = Input { path: data, column };
+            let input = Input {
+                path: data,
+                column,
+                pair_column,
+            };
             let evaluation = infer::evaluate(
                 &model,
                 &input,
@@ -587,6 +598,7 @@ fn run(cli: Cli) -> Result<()> {
             input,
             output,
             column,
+            pair_column,
             batch_size,
             backend,
             precision,
@@ -594,6 +606,7 @@ fn run(cli: Cli) -> Result<()> {
             let input = Input {
                 path: input,
                 column,
+                pair_column,
             };
             let compute = Compute { backend, precision };
             let predictions =
@@ -648,6 +661,7 @@ fn run(cli: Cli) -> Result<()> {
             let input = Input {
                 path: input,
                 column,
+                pair_column: None,
             };
             let compute = Compute { backend, precision };
             let embeddings =
@@ -761,7 +775,11 @@ fn print_plan(plan: &TrainPlan) -> Result<()> {
 }
 
 fn read_texts(data: PathBuf, column: Option<String>, limit: Option<usize>) -> Result<Vec<String>> {
-    let input = Input { path: data, column };
+    let input = Input {
+        path: data,
+        column,
+        pair_column: None,
+    };
     let mut texts: Vec<String> =
         graft_train::read_input(graft_model::Modality::Text, &input, None)?
             .into_iter()

@@ -191,6 +191,7 @@ fn a_trained_runs_export_gives_its_logits_at_any_batch_and_length() {
                 label: None,
                 line,
                 bytes: None,
+                pair: None,
             })
             .collect();
         let expected: Vec<f32> = model.outputs(&examples, 8, &Silent).unwrap().concat();
@@ -257,6 +258,7 @@ fn an_image_classifiers_export_gives_its_logits_for_real_images() {
             label: None,
             line,
             bytes: None,
+            pair: None,
         })
         .collect();
     let expected = model.outputs(&examples, 2, &Silent).unwrap().concat();

@@ -606,3 +606,123 @@ fn a_full_queue_answers_429_and_sigterm_finishes_what_was_accepted() {
     let said: Vec<String> = server.log.try_iter().collect();
     assert!(said.iter().any(|l| l.contains("stopped")), "{said:?}");
 }
+
+/// An STS cross-encoder (one output) on the small BERT folder, trained for a moment.
+fn sts_run(dir: &Path) -> std::path::PathBuf {
+    let run = dir.join("sts");
+    let config = write(
+        dir,
+        "sts.toml",
+        &format!(
+            "[model]\nbackbone = \"{}\"\n\n[data]\nformat = \"csv\"\ntrain = \"datasets/stsb-mini/test.csv\"\n\
+             columns = [\"sentence1\", \"sentence2\"]\nlabel_column = \"score\"\n\
+             task = \"regression\"\n\n[head]\nkind = \"native\"\n\n[train]\nepochs = 1\n\
+             batch_size = 16\nbackend = \"flex\"\n\n[output]\ndir = \"{}\"\n",
+            repo()
+                .join("crates/graft-model/tests/golden/native_heads/bert")
+                .display(),
+            run.display()
+        ),
+    );
+    ok(&["train", config.to_str().unwrap()]);
+    run
+}
+
+#[test]
+fn rerank_scores_each_text_with_the_query_as_graft_predict_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = sts_run(tmp.path());
+    let query = "A man is playing a guitar.";
+    let texts = [
+        "A man plays the guitar on a stage.",
+        "The cat sleeps on the sofa.",
+        "Someone is playing music.",
+        "Stock markets fell sharply on Monday.",
+    ];
+    // graft predict on the same pairs: the run's regression values.
+    let mut csv = String::from("sentence1,sentence2\n");
+    for text in texts {
+        csv.push_str(&format!("{query},{text}\n"));
+    }
+    let input = write(tmp.path(), "pairs.csv", &csv);
+    let values: Vec<f64> = ok(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--backend",
+        "flex",
+    ])
+    .lines()
+    .map(|l| {
+        serde_json::from_str::<Value>(l).unwrap()["value"]
+            .as_f64()
+            .unwrap()
+    })
+    .collect();
+
+    let server = Server::start(&run, &[]);
+    let request = json!({"query": query, "texts": texts, "return_text": true});
+    let (status, ranked) = server.post("/rerank", &request.to_string());
+    assert_eq!(status, 200, "{ranked}");
+    let ranked = ranked.as_array().unwrap();
+    assert_eq!(ranked.len(), texts.len());
+    for pair in ranked.windows(2) {
+        assert!(pair[0]["score"].as_f64() >= pair[1]["score"].as_f64());
+    }
+    for entry in ranked {
+        let index = entry["index"].as_u64().unwrap() as usize;
+        assert_eq!(entry["text"], texts[index]);
+        // As TEI and sentence-transformers' CrossEncoder: the sigmoid of the one output.
+        let want = 1.0 / (1.0 + (-values[index]).exp());
+        let got = entry["score"].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-5, "{index}: {got} where {want}");
+    }
+    let request = json!({"query": query, "texts": texts, "raw_scores": true});
+    let (_, raw) = server.post("/rerank", &request.to_string());
+    for entry in raw.as_array().unwrap() {
+        let index = entry["index"].as_u64().unwrap() as usize;
+        assert!((entry["score"].as_f64().unwrap() - values[index]).abs() <= 1e-5);
+        assert!(entry.get("text").is_none());
+    }
+    // /predict takes the pairs themselves.
+    let pairs: Vec<[&str; 2]> = texts.iter().map(|t| [query, *t]).collect();
+    let (status, answer) = server.post("/predict", &json!({"inputs": pairs}).to_string());
+    assert_eq!(status, 200, "{answer}");
+    for (scores, value) in answer.as_array().unwrap().iter().zip(&values) {
+        assert!((scores[0]["score"].as_f64().unwrap() - value).abs() <= 1e-5);
+    }
+    // Bad requests: 422 with a message, and the server stays up.
+    for (body, says) in [
+        (json!({"texts": texts}), "no `query`"),
+        (json!({"query": "", "texts": texts}), "query is empty"),
+        (json!({"query": query, "texts": []}), "texts is empty"),
+        (json!({"query": query, "texts": [1]}), "expected a string"),
+        (json!({"inputs": [[query]]}), "pair of strings"),
+    ] {
+        let path = if body.get("inputs").is_some() {
+            "/predict"
+        } else {
+            "/rerank"
+        };
+        let (status, answer) = server.post(path, &body.to_string());
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(says), "{answer}");
+    }
+    // A model trained on single texts is no re-ranker of pairs.
+    let folder = repo().join("crates/graft-model/tests/golden/native_heads/bert");
+    let classifier = Server::start(&folder, &[]);
+    let (status, answer) = classifier.post(
+        "/rerank",
+        &json!({"query": query, "texts": texts}).to_string(),
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a re-ranker"),
+        "{answer}"
+    );
+}

@@ -82,6 +82,11 @@ pub struct DataSection {
     /// Text models: the column with the text.
     #[serde(default)]
     pub text_column: String,
+    /// Pairs of texts (NLI, paraphrase, STS, re-ranking): the column with the second text,
+    /// encoded with the first as one input, as a cross-encoder reads them.
+    pub text_pair: Option<String>,
+    /// `[first, second]`: the text and pair columns in one key (or `[text]`).
+    pub columns: Option<Vec<String>>,
     /// Vision models with CSV/JSONL data: the column with the image path (relative to the file).
     pub image_column: Option<String>,
     #[serde(default = "default_label_column")]

@@ -44,6 +44,15 @@ pub fn export(
         )));
     }
     let target = target_for(&run)?;
+    if run.manifest.pair_column.is_some() && target.format == ExportFormat::SentenceTransformers {
+        return Err(E::Unsupported(
+            "a run on pairs of texts is a cross-encoder, which transformers loads as the \
+             family's ...ForSequenceClassification (and sentence-transformers' CrossEncoder \
+             from that folder): train it with [head] kind = \"native\" to export it so, or \
+             export it as ONNX; the sentence-transformers layout encodes one text at a time"
+                .into(),
+        ));
+    }
     let adapter = run.manifest.lora.is_some() && !merge;
     if adapter && target.format != ExportFormat::Transformers {
         return Err(E::Unsupported(

@@ -432,6 +432,7 @@ fn check(
                     label: None,
                     line,
                     bytes: None,
+                    pair: None,
                 })
                 .collect();
             let encoded = encoder.encode(&examples)?;

@@ -432,7 +432,16 @@ mod tests {
             names(&multi),
             ["valid_hamming", "valid_macro_f1", "valid_micro_f1"]
         );
-        assert_eq!(names(&values), ["valid_mae", "valid_r2", "valid_rmse"]);
+        assert_eq!(
+            names(&values),
+            [
+                "valid_mae",
+                "valid_pearson",
+                "valid_r2",
+                "valid_rmse",
+                "valid_spearman"
+            ]
+        );
         assert_eq!(classes.as_metrics()["valid_accuracy"], 0.5);
         assert_eq!(values.as_metrics()["valid_mae"], 0.5);
     }

@@ -36,6 +36,8 @@ const METRICS: &[Metric] = &[
     Metric::lower("valid_mae", |r| of(r).map(|r| r.mae)),
     Metric::lower("valid_rmse", |r| of(r).map(|r| r.rmse)),
     Metric::higher("valid_r2", |r| of(r).map(|r| r.r2)),
+    Metric::higher("valid_pearson", |r| of(r).map(|r| r.pearson)),
+    Metric::higher("valid_spearman", |r| of(r).map(|r| r.spearman)),
 ];
 
 impl TaskLogic for Regression {
