@@ -791,14 +791,10 @@ impl Run<'_> {
         }
         let train_device = device.clone().autodiff();
         let (backbone, adapters) = with_lora(backbone, config)?;
-        let backbone = backbone.to_device(&train_device);
-        // The adapters are made on the loading device; `train` puts them (and the base) under
-        // autodiff, as moving a loaded weight does.
-        let backbone = if adapters.is_some() {
-            backbone.train()
-        } else {
-            backbone
-        };
+        // Moving the backbone to the autodiff device does not put its weights under autodiff
+        // (the device is the same one); `train` does, so that gradients reach every weight the
+        // freeze state leaves trainable (and LoRA's adapters, made on the loading device).
+        let backbone = backbone.to_device(&train_device).train();
         let adapter = config.lora.as_ref().and_then(|l| l.adapter.as_deref());
         let head = match adapter.map(|dir| lora::saved_head(dir, self.head_spec, &train_device)) {
             Some(Some(head)) => {
