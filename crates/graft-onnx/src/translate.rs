@@ -790,9 +790,21 @@ impl Translator<'_> {
             M::LayerNorm(l) => {
                 let x = self.arg(&l.input);
                 let gamma = self.arg(&l.gamma);
+                // A norm without a bias gets zeros rather than no input: onnxruntime's
+                // SkipLayerNormFusion (1.23) crashes on a LayerNormalization without its bias.
                 let beta = match &l.beta {
                     Some(beta) => self.arg(beta),
-                    None => Arg::Name(String::new()),
+                    None => {
+                        let width = l.gamma.shape.num_elements();
+                        let zeros = match elem_type(l.gamma.dtype)? {
+                            crate::proto::data_type::FLOAT => ValueData::F32(vec![0.0; width]),
+                            _ => return Err(self.unsupported("a layer norm of integers")),
+                        };
+                        Arg::Data(Values {
+                            dims: l.gamma.shape.to_vec(),
+                            data: zeros,
+                        })
+                    }
                 };
                 let epsilon = scalar_f32(&l.epsilon);
                 self.node_with(

@@ -491,10 +491,8 @@ fn weights(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
 fn the_trainable_part_of_the_backbone_is_trained_and_the_frozen_part_is_not() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let text = partial_config(&run, 1, "1e-3").replace(
-        "unfreeze = [{ epoch = 2, layers = \"last:3\" }]\n",
-        "",
-    );
+    let text = partial_config(&run, 1, "1e-3")
+        .replace("unfreeze = [{ epoch = 2, layers = \"last:3\" }]\n", "");
     let config = write(tmp.path(), "c.toml", &text);
     ok(&["train", config.to_str().unwrap()]);
     let pretrained = weights(&repo().join("models/all-MiniLM-L6-v2/model.safetensors"));
