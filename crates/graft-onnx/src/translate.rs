@@ -875,12 +875,7 @@ impl Translator<'_> {
             }
             M::AvgPool2d(p) => {
                 let x = self.arg(&p.x);
-                let pads = vec![
-                    p.padding[0] as i64,
-                    p.padding[1] as i64,
-                    p.padding[0] as i64,
-                    p.padding[1] as i64,
-                ];
+                let pads = symmetric_pads(p.padding);
                 self.node_with(
                     "AveragePool",
                     vec![x],
@@ -899,12 +894,7 @@ impl Translator<'_> {
             }
             M::MaxPool2d(p) => {
                 let x = self.arg(&p.x);
-                let pads = vec![
-                    p.padding[0] as i64,
-                    p.padding[1] as i64,
-                    p.padding[0] as i64,
-                    p.padding[1] as i64,
-                ];
+                let pads = symmetric_pads(p.padding);
                 self.node_with(
                     "MaxPool",
                     vec![x],
@@ -1012,6 +1002,12 @@ impl Translator<'_> {
         self.node("MatMul", vec![Arg::Name(weights), v], &a.out);
         Ok(())
     }
+}
+
+/// ONNX's `pads` (all begins, then all ends) of a pool padded alike on both sides.
+fn symmetric_pads(padding: [usize; 2]) -> Vec<i64> {
+    let pads = ints(padding);
+    pads.iter().chain(&pads).copied().collect()
 }
 
 fn scalar_f32(value: &ScalarIr) -> f32 {

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{FINE_FOODS_MINI, export, fails, json, ok, write};
+use common::{FINE_FOODS_MINI, export, f32_tensors as tensors, fails, json, ok, write};
 
 fn golden() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/lora")
@@ -51,24 +51,6 @@ fn export_merged(run: &Path, out: &Path) -> String {
         "--out",
         out.to_str().unwrap(),
     ])
-}
-
-/// Reads every f32 tensor of a safetensors file, by name.
-fn tensors(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    file.tensors()
-        .into_iter()
-        .filter(|(_, view)| view.dtype() == safetensors::Dtype::F32)
-        .map(|(name, view)| {
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (name, (view.shape().to_vec(), values))
-        })
-        .collect()
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {

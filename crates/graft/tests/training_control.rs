@@ -465,24 +465,6 @@ fn devices_and_precision_from_the_command_line() {
     assert_ne!(one, half, "bf16 features should not be f32's");
 }
 
-/// The f32 values of every tensor of a safetensors file, by name.
-fn weights(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
-    let bytes = std::fs::read(path).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    file.tensors()
-        .into_iter()
-        .filter(|(_, view)| view.dtype() == safetensors::Dtype::F32)
-        .map(|(name, view)| {
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (name, values)
-        })
-        .collect()
-}
-
 /// A trainable backbone is trained: after one epoch every weight of the trainable encoder layers
 /// has moved from the pretrained one, and every weight of the frozen layers has not. (Moving the
 /// backbone to the autodiff device once left it outside autodiff: only the head learned, and the
@@ -495,12 +477,12 @@ fn the_trainable_part_of_the_backbone_is_trained_and_the_frozen_part_is_not() {
         .replace("unfreeze = [{ epoch = 2, layers = \"last:3\" }]\n", "");
     let config = write(tmp.path(), "c.toml", &text);
     ok(&["train", config.to_str().unwrap()]);
-    let pretrained = weights(&repo().join("models/all-MiniLM-L6-v2/model.safetensors"));
-    let trained = weights(&run.join("model.safetensors"));
+    let pretrained = common::f32_tensors(&repo().join("models/all-MiniLM-L6-v2/model.safetensors"));
+    let trained = common::f32_tensors(&run.join("model.safetensors"));
     // layers = 5: the embeddings and encoder layers 0-3 frozen, layers 4-5 trained.
     let (mut moved, mut kept) = (0, 0);
-    for (name, before) in &pretrained {
-        let Some(after) = trained.get(name) else {
+    for (name, (_, before)) in &pretrained {
+        let Some((_, after)) = trained.get(name) else {
             continue;
         };
         let changed = before.iter().zip(after).any(|(a, b)| a != b);
