@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/graft-target}"
-./scripts/setup.sh
+./scripts/setup.sh --tests
 export GRAFT_MLFLOW="${GRAFT_MLFLOW:-${GRAFT_MLFLOW_VENV:-$HOME/.cache/graft-mlflow-venv}/bin/mlflow}"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
