@@ -3,7 +3,8 @@
 //! Nothing here knows about models or training: [`text`] reads CSV/JSONL/parquet/plain-text files into
 //! examples, [`labels`] fixes the class order and checks labels against it, [`tokenize`] turns
 //! texts into id tensors with the model's `tokenizer.json`, [`targets`] reads multi-label lists
-//! and regression values, [`table`] takes a first look at a file's columns (for `graft init`).
+//! and regression values, [`table`] takes a first look at a file's columns (for `graft init`),
+//! [`tagged`] reads token-tagged sentences (CoNLL) and aligns their words with sub-word tokens.
 
 pub mod guard;
 pub mod image;
@@ -12,6 +13,7 @@ pub mod parquet;
 pub mod resample;
 pub mod split;
 pub mod table;
+pub mod tagged;
 pub mod targets;
 pub mod text;
 pub mod tokenize;

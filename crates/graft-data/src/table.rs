@@ -130,6 +130,25 @@ pub fn columns(path: &Path, format: DataFormat, limit: usize) -> Result<Vec<Colu
             }
             columns
         }
+        // A CoNLL file's sentences as JSON data's would be: a `tokens` and a `tags` list column.
+        DataFormat::Conll => {
+            let sentences = crate::tagged::read_conll(path)?;
+            let sentences = &sentences[..sentences.len().min(limit)];
+            let mut columns = vec![Column {
+                name: "tokens".into(),
+                values: sentences.iter().map(|e| Value::classify(&e.text)).collect(),
+            }];
+            if sentences.iter().all(|e| e.label.is_some()) {
+                columns.push(Column {
+                    name: "tags".into(),
+                    values: sentences
+                        .iter()
+                        .map(|e| Value::classify(e.label.as_deref().unwrap_or_default()))
+                        .collect(),
+                });
+            }
+            columns
+        }
         DataFormat::Lines => vec![Column {
             name: String::new(),
             values: crate::read_texts(path, format, "", None)?

@@ -14,6 +14,8 @@ pub enum DataFormat {
     Parquet,
     /// One text per line, no labels.
     Lines,
+    /// Token-tagged sentences, one token per line (see [`crate::tagged`]).
+    Conll,
 }
 
 impl DataFormat {
@@ -23,6 +25,7 @@ impl DataFormat {
             Some("csv") => Self::Csv,
             Some("jsonl") | Some("ndjson") => Self::Jsonl,
             Some("parquet") => Self::Parquet,
+            Some("conll") => Self::Conll,
             _ => Self::Lines,
         }
     }
@@ -37,8 +40,9 @@ impl FromStr for DataFormat {
             "jsonl" => Ok(Self::Jsonl),
             "parquet" => Ok(Self::Parquet),
             "lines" | "txt" => Ok(Self::Lines),
+            "conll" => Ok(Self::Conll),
             other => Err(format!(
-                "unknown format \"{other}\" (expected csv, jsonl, parquet or lines)"
+                "unknown format \"{other}\" (expected csv, jsonl, parquet, conll or lines)"
             )),
         }
     }
@@ -131,6 +135,13 @@ pub fn read_examples(
             )));
         }
         DataFormat::Lines => read_lines(path)?,
+        DataFormat::Conll if columns.pair.is_some() => {
+            return Err(DataError::Invalid(format!(
+                "{}: a CoNLL file holds tagged words, not pairs of texts",
+                path.display()
+            )));
+        }
+        DataFormat::Conll => crate::tagged::read_conll(path)?,
     };
     if examples.is_empty() {
         return Err(DataError::Empty {

@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use tokenizers::{EncodeInput, Tokenizer, TruncationParams};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{EncodeInput, Encoding, Tokenizer, TruncationParams};
 
 use crate::DataError;
 
@@ -32,6 +33,26 @@ pub struct TokenBatch {
 pub struct Tokens {
     pub ids: Vec<u32>,
     pub type_ids: Vec<u32>,
+}
+
+/// A sentence given as words, tokenized: its tokens and the word each token belongs to (`None`
+/// for special tokens).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WordTokens {
+    pub tokens: Tokens,
+    pub word_ids: Vec<Option<u32>>,
+}
+
+/// A text tokenized with where each token came from: its span in characters (`[start, end)`),
+/// whether it is a special token, and whether it continues the word before it, as transformers'
+/// token-classification pipeline decides: a word-piece tokenizer's `##` pieces (a token whose
+/// text is not the span's), otherwise a token with no space before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpannedTokens {
+    pub tokens: Tokens,
+    pub offsets: Vec<(usize, usize)>,
+    pub special: Vec<bool>,
+    pub subword: Vec<bool>,
 }
 
 /// Runs `f`, turning a panic inside the tokenizers crate into an error.
@@ -93,20 +114,149 @@ impl TextTokenizer {
         self.encode(pairs, |(a, b)| EncodeInput::Dual((*a).into(), (*b).into()))
     }
 
+    /// The tokenizer for text given as words: a byte-level BPE (RoBERTa's, ModernBERT's) then
+    /// marks every word as following a space, as transformers' token-classification recipe loads
+    /// it (`add_prefix_space=True`); other tokenizers are unchanged. A token-classification run
+    /// uses it for raw text too, so words are read the same way in training and prediction.
+    pub fn for_words(&self) -> Self {
+        fn prefix_spaces(pre: &mut PreTokenizerWrapper) {
+            match pre {
+                PreTokenizerWrapper::ByteLevel(byte_level) => byte_level.add_prefix_space = true,
+                PreTokenizerWrapper::Sequence(sequence) => {
+                    sequence.as_mut().iter_mut().for_each(prefix_spaces)
+                }
+                _ => {}
+            }
+        }
+        let mut tokenizer = self.tokenizer.clone();
+        if let Some(mut pre) = tokenizer.get_pre_tokenizer().cloned() {
+            prefix_spaces(&mut pre);
+            tokenizer.with_pre_tokenizer(Some(pre));
+        }
+        Self {
+            tokenizer,
+            path: self.path.clone(),
+            max_length: self.max_length,
+            vocab_size: self.vocab_size,
+        }
+    }
+
+    /// The tokenizer as it reads text, to be saved beside a model (`tokenizer.json`).
+    pub fn to_json(&self) -> Result<String, DataError> {
+        self.tokenizer
+            .to_string(true)
+            .map_err(|e| DataError::Invalid(format!("{}: {e}", self.path.display())))
+    }
+
+    /// Tokenizes sentences given as words (`tokenizer(words, is_split_into_words=True)`),
+    /// keeping each token's word.
+    pub fn tokenize_words(&self, sentences: &[Vec<String>]) -> Result<Vec<WordTokens>, DataError> {
+        let mut out = Vec::with_capacity(sentences.len());
+        self.encode_with(
+            sentences,
+            |words| EncodeInput::Single(words.as_slice().into()),
+            false,
+            |encoding| {
+                out.push(WordTokens {
+                    tokens: tokens_of(&encoding),
+                    word_ids: encoding.get_word_ids().to_vec(),
+                })
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Tokenizes texts keeping each token's span in characters of the text and whether it
+    /// continues a word ([`SpannedTokens`]).
+    pub fn tokenize_spans(&self, texts: &[&str]) -> Result<Vec<SpannedTokens>, DataError> {
+        use tokenizers::models::ModelWrapper;
+        let (word_aware, unknown) = match self.tokenizer.get_model() {
+            ModelWrapper::WordPiece(m) => (
+                !m.continuing_subword_prefix.is_empty(),
+                Some(m.unk_token.clone()),
+            ),
+            ModelWrapper::BPE(m) => (
+                m.continuing_subword_prefix
+                    .as_ref()
+                    .is_some_and(|p| !p.is_empty()),
+                m.unk_token.clone(),
+            ),
+            _ => (false, None),
+        };
+        let unknown = unknown.and_then(|token| self.tokenizer.token_to_id(&token));
+        let mut out = Vec::with_capacity(texts.len());
+        let mut next = 0;
+        self.encode_with(
+            texts,
+            |text| EncodeInput::Single((*text).into()),
+            true,
+            |encoding| {
+                let text: Vec<char> = texts[next].chars().collect();
+                next += 1;
+                let span =
+                    |a: usize, b: usize| -> &[char] { &text[a.min(text.len())..b.min(text.len())] };
+                let subword = encoding
+                    .get_offsets()
+                    .iter()
+                    .zip(encoding.get_tokens())
+                    .zip(encoding.get_ids())
+                    .map(|((&(start, end), token), &id)| {
+                        if Some(id) == unknown {
+                            false
+                        } else if word_aware {
+                            token.chars().count() != span(start, end).len()
+                        } else {
+                            start > 0 && !span(start - 1, start + 1).contains(&' ')
+                        }
+                    })
+                    .collect();
+                out.push(SpannedTokens {
+                    tokens: tokens_of(&encoding),
+                    offsets: encoding.get_offsets().to_vec(),
+                    special: encoding
+                        .get_special_tokens_mask()
+                        .iter()
+                        .map(|&m| m == 1)
+                        .collect(),
+                    subword,
+                })
+            },
+        )?;
+        Ok(out)
+    }
+
     fn encode<'a, T>(
         &self,
         items: &'a [T],
         input: impl Fn(&'a T) -> EncodeInput<'a>,
     ) -> Result<Vec<Tokens>, DataError> {
+        let mut tokens = Vec::with_capacity(items.len());
+        self.encode_with(items, input, false, |encoding| {
+            tokens.push(tokens_of(&encoding))
+        })?;
+        Ok(tokens)
+    }
+
+    /// Encodes `items` in chunks, checking every id, and hands each encoding to `keep`; with
+    /// `char_offsets`, offsets count characters (as transformers reports them), not bytes.
+    fn encode_with<'a, T>(
+        &self,
+        items: &'a [T],
+        input: impl Fn(&'a T) -> EncodeInput<'a>,
+        char_offsets: bool,
+        mut keep: impl FnMut(Encoding),
+    ) -> Result<(), DataError> {
         // In chunks: the tokenizers crate's encodings hold each token's string, offsets and masks
         // (some 80 bytes a token), so a whole data set at once would peak far above the ids kept.
-        let mut tokens = Vec::with_capacity(items.len());
         for chunk in items.chunks(TOKENIZE_CHUNK) {
             let inputs: Vec<EncodeInput> = chunk.iter().map(&input).collect();
             let encodings = guarded(|| {
-                self.tokenizer
-                    .encode_batch(inputs, true)
-                    .map_err(|e| e.to_string())
+                if char_offsets {
+                    self.tokenizer.encode_batch_char_offsets(inputs, true)
+                } else {
+                    self.tokenizer.encode_batch(inputs, true)
+                }
+                .map_err(|e| e.to_string())
             })
             .map_err(|e| {
                 DataError::Invalid(format!(
@@ -125,13 +275,17 @@ impl TextTokenizer {
                         vocab_size: self.vocab_size,
                     });
                 }
-                tokens.push(Tokens {
-                    ids: encoding.get_ids().to_vec(),
-                    type_ids: encoding.get_type_ids().to_vec(),
-                });
+                keep(encoding);
             }
         }
-        Ok(tokens)
+        Ok(())
+    }
+}
+
+fn tokens_of(encoding: &Encoding) -> Tokens {
+    Tokens {
+        ids: encoding.get_ids().to_vec(),
+        type_ids: encoding.get_type_ids().to_vec(),
     }
 }
 

@@ -80,6 +80,22 @@ impl ModelFolder {
         self.architecture.native_head(self)
     }
 
+    /// The family's token classifier ([`crate::NativeHead::for_tokens`]); BERT's needs no pooler.
+    pub fn token_head(&self) -> Result<Option<crate::NativeHead>, ModelError> {
+        if let Some(native) = self.native_head()? {
+            return Ok(Some(native.for_tokens()));
+        }
+        let bert = self.config.get("model_type").and_then(|v| v.as_str()) == Some("bert");
+        Ok(bert.then(|| crate::NativeHead {
+            model: "BertForTokenClassification".into(),
+            prefix: "bert.".into(),
+            pooling: crate::Pooling::Cls,
+            use_pooler: false,
+            transform: None,
+            classifier: "classifier".into(),
+        }))
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("config.json")
     }

@@ -113,6 +113,23 @@ impl HeadTransform {
 }
 
 impl NativeHead {
+    /// The family's token classifier (`<Family>ForTokenClassification`) beside this sequence
+    /// classifier: the same encoder prefix, every token's last hidden state through dropout and
+    /// `classifier`, with no pooler; ModernBERT keeps its `head` transform before it, as upstream.
+    pub fn for_tokens(&self) -> Self {
+        let keeps_transform = self.model.starts_with("ModernBert");
+        Self {
+            model: self
+                .model
+                .replace("ForSequenceClassification", "ForTokenClassification"),
+            prefix: self.prefix.clone(),
+            pooling: self.pooling,
+            use_pooler: false,
+            transform: self.transform.clone().filter(|_| keeps_transform),
+            classifier: "classifier".into(),
+        }
+    }
+
     /// The head's top-level modules, as PEFT's `modules_to_save` names them (`classifier`;
     /// DistilBERT's `pre_classifier` and `classifier`; ModernBERT's `head` and `classifier`).
     pub fn modules(&self) -> Vec<String> {

@@ -6,6 +6,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use graft_model::Backbone;
 
 use crate::head::Head;
+use crate::loss::SentenceTargets;
 use crate::modality::Encoded;
 use crate::progress::Progress;
 
@@ -26,6 +27,39 @@ impl Classifier {
     ) -> Tensor<2> {
         self.head
             .forward(self.backbone.forward(data.batch(indices, augment, device)))
+    }
+
+    /// Token classification: outputs `[tokens, k]`, one row per labelled token of the sentences
+    /// at `indices`, in order (the head runs on every token's last hidden state).
+    pub fn forward_tokens(
+        &self,
+        data: &Encoded,
+        indices: &[usize],
+        sentences: &[SentenceTargets],
+        device: &Device,
+    ) -> Tensor<2> {
+        let states = self
+            .backbone
+            .forward_tokens(data.batch(indices, None, device))
+            .expect("token classification runs on a text backbone");
+        let [batch, seq, _] = states.dims();
+        let logits = self.head.forward(states);
+        let k = logits.dims()[2];
+        let rows: Vec<i64> = indices
+            .iter()
+            .enumerate()
+            .flat_map(|(row, &i)| {
+                sentences[i]
+                    .tokens
+                    .iter()
+                    .map(move |t| (row * seq + t.position) as i64)
+            })
+            .collect();
+        let n = rows.len();
+        logits.reshape([batch * seq, k]).select(
+            0,
+            Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), device),
+        )
     }
 }
 

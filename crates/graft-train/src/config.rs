@@ -205,6 +205,10 @@ impl Config {
     /// `[data] columns = [text, pair]` as `text_column` and `text_pair`.
     fn resolve_columns(&mut self) -> Result<(), (&'static str, &'static str, String)> {
         let d = &mut self.data;
+        // A CoNLL file has no column names: its words are read as the `tokens` column.
+        if d.format == Format::Conll && d.text_column.is_empty() && d.columns.is_none() {
+            d.text_column = "tokens".into();
+        }
         let Some(columns) = d.columns.clone() else {
             return Ok(());
         };
@@ -285,6 +289,35 @@ impl Config {
                     "is for image data; this config reads text (text_column)".into(),
                 ));
             }
+        }
+        let tokens = d.task == Task::TokenClassification;
+        if d.format == Format::Conll && !tokens {
+            return Err((
+                "data",
+                "task",
+                "a CoNLL file holds tagged words: set task = \"token_classification\"".into(),
+            ));
+        }
+        if d.label_all_subwords && !tokens {
+            return Err((
+                "data",
+                "label_all_subwords",
+                "is for token classification (task = \"token_classification\")".into(),
+            ));
+        }
+        if tokens && d.text_pair.is_some() {
+            return Err((
+                "data",
+                "text_pair",
+                "token classification tags the words of one text, not pairs".into(),
+            ));
+        }
+        if tokens && self.is_vision() {
+            return Err((
+                "data",
+                "task",
+                "token classification is for text (words and their tags)".into(),
+            ));
         }
         if let Some(pair) = &d.text_pair {
             if *pair == d.text_column {

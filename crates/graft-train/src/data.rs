@@ -12,6 +12,7 @@ use crate::bad_rows::{Screen, SkippedRows, label_problem, row_problem};
 use crate::config::{ClassWeights, Config};
 use crate::error::{TrainError, TrainError as E};
 use crate::loss::{Targets, TaskLoss, balanced_class_weights, balanced_pos_weight};
+use crate::modality::Encoded;
 use crate::task::TaskSpec;
 
 /// The data of a run, read by the modality and encoded for its task.
@@ -117,6 +118,18 @@ impl RunData {
         })
     }
 
+    /// Token classification: the word targets aligned with the tokens of the encoded training
+    /// and validation sentences (other tasks' targets are left as they are).
+    pub fn align_targets(&mut self, train: &Encoded, valid: &Encoded, all_subwords: bool) {
+        let labels = &self.spec.labels;
+        let align = |targets: &mut Targets, encoded: &Encoded| {
+            let words = std::mem::replace(targets, Targets::Values(Vec::new()));
+            *targets = words.aligned(encoded.word_ids().unwrap_or_default(), all_subwords, labels);
+        };
+        align(&mut self.train_targets, train);
+        align(&mut self.valid_targets, valid);
+    }
+
     /// The validation metrics of raw outputs, in `metrics.jsonl`'s names.
     pub fn valid_metrics(&self, outputs: &[Vec<f32>]) -> BTreeMap<String, f64> {
         self.spec
@@ -145,6 +158,10 @@ impl RunData {
             }
             (Some(ClassWeights::Named(_)), Targets::Classes(t)) => {
                 weights = Some(balanced_class_weights(t, classes));
+            }
+            (Some(ClassWeights::Named(_)), Targets::Tokens(sentences)) => {
+                let tokens: Vec<usize> = sentences.iter().flat_map(|s| s.classes.clone()).collect();
+                weights = Some(balanced_class_weights(&tokens, classes));
             }
             (Some(ClassWeights::Named(_)), Targets::MultiLabel(rows)) => {
                 pos_weight = Some(balanced_pos_weight(rows, classes));

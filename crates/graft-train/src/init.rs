@@ -51,6 +51,8 @@ const LABEL_NAMES: &[&str] = &[
     "tags",
     "y",
 ];
+/// Column names of token-tagged data sets (CoNLL in `datasets`, WNUT, JSON exports).
+const WORD_NAMES: &[&str] = &["tokens", "words", "token", "text"];
 const IMAGE_NAMES: &[&str] = &["image", "img", "path", "file", "filename", "image_path"];
 const IMAGE_EXTENSIONS: &[&str] = &[".png", ".jpg", ".jpeg"];
 
@@ -239,14 +241,47 @@ fn detect(train: &Path, modality: Modality) -> Result<Detected, TrainError> {
         DataFormat::Csv => (DataFormat::Csv, "csv"),
         DataFormat::Jsonl => (DataFormat::Jsonl, "jsonl"),
         DataFormat::Parquet => (DataFormat::Parquet, "parquet"),
+        DataFormat::Conll => (DataFormat::Conll, "conll"),
         DataFormat::Lines => {
             return Err(data_error(
                 train,
-                "graft init reads .csv, .jsonl and .parquet files (or an image folder)".into(),
+                "graft init reads .csv, .jsonl, .parquet and .conll files (or an image folder)"
+                    .into(),
             ));
         }
     };
     let columns = table::columns(train, format, PREVIEW_ROWS)?;
+    // Token-tagged sentences: a list column of tags beside a list column of words.
+    let tags = columns
+        .iter()
+        .find(|c| Task::TokenClassification.logic().detect(c).is_some());
+    if let (Modality::Text, Some(tags)) = (modality, tags) {
+        let is_list = |c: &&Column| {
+            c.name != tags.name && c.values.iter().all(|v| matches!(v, Value::List(_)))
+        };
+        let words = pick(&columns, WORD_NAMES, &[&tags.name], |c| is_list(&c))
+            .or_else(|| columns.iter().find(is_list))
+            .ok_or_else(|| {
+                data_error(
+                    train,
+                    format!(
+                        "`{}` holds tags, but no column holds the words they tag",
+                        tags.name
+                    ),
+                )
+            })?;
+        let conll = format == DataFormat::Conll;
+        return Ok(Detected {
+            format: name,
+            input: (!conll).then(|| ("text_column", words.name.clone())),
+            pair: None,
+            label: (!conll).then(|| tags.name.clone()),
+            task: Task::TokenClassification,
+            separator: None,
+            classes: crate::task::token_classification::entities_of(tags),
+            rows: tags.values.len(),
+        });
+    }
     let found = || {
         columns
             .iter()
@@ -514,14 +549,24 @@ fn render(
     }
     line("");
     line("[freeze]");
-    line(
-        "backbone = true         # train the head on features computed once; false fine-tunes all",
-    );
+    if d.task == Task::TokenClassification {
+        line(
+            "backbone = false        # fine-tune the encoder, as transformers' NER recipe does; true trains the head alone",
+        );
+    } else {
+        line(
+            "backbone = true         # train the head on features computed once; false fine-tunes all",
+        );
+    }
     line("");
     line("[train]");
     line("epochs = 10");
     line("batch_size = 32");
-    line("lr = 1e-3               # for the head; fine-tuning the backbone usually wants 2e-5");
+    if d.task == Task::TokenClassification {
+        line("lr = 5e-5               # fine-tuning; a frozen backbone's head wants about 1e-3");
+    } else {
+        line("lr = 1e-3               # for the head; fine-tuning the backbone usually wants 2e-5");
+    }
     line("optimizer = \"adamw\"");
     line("weight_decay = 0.01");
     line("seed = 42");

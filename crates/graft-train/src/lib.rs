@@ -29,6 +29,7 @@ mod bad_rows;
 mod checkpoint;
 mod classifier;
 mod data;
+mod entities;
 mod error;
 mod export;
 mod feature_cache;
@@ -61,6 +62,7 @@ pub use backend::{
     SelectedDevice, prefer_quick_autotune, prepare_headless_runtime, select as select_device,
 };
 pub use config::{Backend, Config, Precision};
+pub use entities::{EntityReport, EntityScores, FoundEntity};
 pub use feature_cache::Shard;
 pub use files::{write_atomic, write_json_atomic};
 pub use fit::Resume;
@@ -70,7 +72,7 @@ pub use metrics::{EvalReport, MultiLabelReport, RegressionReport, Report};
 pub use modality::{Input, read_input};
 pub use model::{
     EmbedOptions, EmbeddingShards, Embeddings, EmbeddingsFile, Evaluation, Example, Model,
-    ModelSource, SourceKind, WINDOW, check_batch_size,
+    ModelSource, SourceKind, TokenLogits, WINDOW, check_batch_size,
 };
 pub use plots::save_png;
 pub use progress::{EpochMetrics, Progress, Silent, StepMetrics};

@@ -6,6 +6,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData, activation};
 
+use graft_data::tagged::LabelledToken;
 use serde::{Deserialize, Serialize};
 
 /// The loss a head trains with.
@@ -27,6 +28,28 @@ pub enum Targets {
     MultiLabel(Vec<Vec<bool>>),
     /// One number per example (already standardized when the run standardizes).
     Values(Vec<f32>),
+    /// Token classification as read: one class per word of each sentence.
+    Words(Vec<Vec<usize>>),
+    /// Token classification once tokenized: each sentence's labelled tokens and their classes.
+    Tokens(Vec<SentenceTargets>),
+}
+
+/// A tokenized sentence's labelled tokens (in position order) and the class of each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentenceTargets {
+    pub tokens: Vec<LabelledToken>,
+    pub classes: Vec<usize>,
+}
+
+impl SentenceTargets {
+    /// The classes of the words the model reads (their first tokens), in order.
+    pub fn word_classes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.tokens
+            .iter()
+            .zip(&self.classes)
+            .filter(|(t, _)| t.first)
+            .map(|(_, &c)| c)
+    }
 }
 
 impl Targets {
@@ -35,7 +58,54 @@ impl Targets {
             Self::Classes(t) => t.len(),
             Self::MultiLabel(t) => t.len(),
             Self::Values(t) => t.len(),
+            Self::Words(t) => t.len(),
+            Self::Tokens(t) => t.len(),
         }
+    }
+
+    /// Word targets aligned with each sentence's tokens (`word_ids`, one per token, `None` for
+    /// special tokens): the first token of each word carries its class, and with `all_subwords`
+    /// the others too, a `B-` class as its `I-` class where `labels` has one. Other targets are
+    /// returned unchanged.
+    pub fn aligned(
+        self,
+        word_ids: &[Vec<Option<u32>>],
+        all_subwords: bool,
+        labels: &[String],
+    ) -> Self {
+        let Self::Words(sentences) = self else {
+            return self;
+        };
+        let inside: Vec<usize> = labels
+            .iter()
+            .enumerate()
+            .map(|(c, tag)| graft_data::tagged::inside_tag(tag, labels).unwrap_or(c))
+            .collect();
+        Self::Tokens(
+            sentences
+                .iter()
+                .zip(word_ids)
+                .map(|(words, ids)| {
+                    let tokens = graft_data::tagged::labelled_tokens(ids, all_subwords);
+                    let classes = tokens
+                        .iter()
+                        .map(|t| {
+                            let class = words[t.word];
+                            if t.first { class } else { inside[class] }
+                        })
+                        .collect();
+                    SentenceTargets { tokens, classes }
+                })
+                .collect(),
+        )
+    }
+
+    /// The labelled tokens' classes of the sentences at `indices`, in order.
+    fn token_classes(sentences: &[SentenceTargets], indices: &[usize]) -> Vec<usize> {
+        indices
+            .iter()
+            .flat_map(|&i| sentences[i].classes.iter().copied())
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -71,6 +141,14 @@ impl TaskLoss {
                 (indices.len() * labels) as f64
             }
             Targets::Values(_) => indices.len() as f64,
+            Targets::Tokens(sentences) => {
+                let classes = Targets::token_classes(sentences, indices);
+                match &self.weights {
+                    Some(w) => classes.iter().map(|&c| w[c] as f64).sum(),
+                    None => classes.len() as f64,
+                }
+            }
+            Targets::Words(_) => unreachable!("word targets are aligned with tokens first"),
         }
     }
 
@@ -81,27 +159,17 @@ impl TaskLoss {
         let [n, k] = outputs.dims();
         match targets {
             Targets::Classes(t) => {
-                let mut one_hot = vec![0f32; n * k];
-                let mut row_weight = vec![1f32; n];
-                for (row, &i) in indices.iter().enumerate() {
-                    one_hot[row * k + t[i]] = 1.0;
-                    if let Some(w) = &self.weights {
-                        row_weight[row] = w[t[i]];
-                    }
-                }
-                let log_p = activation::log_softmax(outputs, 1);
-                let eps = self.label_smoothing;
-                // PyTorch: (1-ε)·w_y·(-log p_y) + ε/C·Σ_c w_c·(-log p_c), summed over examples.
-                let target_term = (log_p.clone() * matrix(one_hot, n, k, &device)).sum_dim(1)
-                    * matrix(row_weight, n, 1, &device);
-                let mut total = target_term.sum().neg() * (1.0 - eps);
-                if eps > 0.0 {
-                    let class_weight = self.weights.clone().unwrap_or_else(|| vec![1.0; k]);
-                    let smooth = (log_p * matrix(class_weight, 1, k, &device)).sum();
-                    total = total - smooth * (eps / k as f64);
-                }
-                total
+                let classes: Vec<usize> = indices.iter().map(|&i| t[i]).collect();
+                self.cross_entropy_sum(outputs, &classes)
             }
+            // One row per labelled token of the sentences, in order (transformers' -100 tokens
+            // are not among the rows).
+            Targets::Tokens(sentences) => {
+                let classes = Targets::token_classes(sentences, indices);
+                assert_eq!(classes.len(), n, "one output row per labelled token");
+                self.cross_entropy_sum(outputs, &classes)
+            }
+            Targets::Words(_) => unreachable!("word targets are aligned with tokens first"),
             Targets::MultiLabel(t) => {
                 let mut y = vec![0f32; n * k];
                 for (row, &i) in indices.iter().enumerate() {
@@ -142,6 +210,32 @@ impl TaskLoss {
                 }
             }
         }
+    }
+
+    /// Cross-entropy of `outputs` (`[n, k]`) against one class per row, summed over the rows.
+    fn cross_entropy_sum(&self, outputs: Tensor<2>, classes: &[usize]) -> Tensor<1> {
+        let device = outputs.device();
+        let [n, k] = outputs.dims();
+        let mut one_hot = vec![0f32; n * k];
+        let mut row_weight = vec![1f32; n];
+        for (row, &class) in classes.iter().enumerate() {
+            one_hot[row * k + class] = 1.0;
+            if let Some(w) = &self.weights {
+                row_weight[row] = w[class];
+            }
+        }
+        let log_p = activation::log_softmax(outputs, 1);
+        let eps = self.label_smoothing;
+        // PyTorch: (1-ε)·w_y·(-log p_y) + ε/C·Σ_c w_c·(-log p_c), summed over examples.
+        let target_term = (log_p.clone() * matrix(one_hot, n, k, &device)).sum_dim(1)
+            * matrix(row_weight, n, 1, &device);
+        let mut total = target_term.sum().neg() * (1.0 - eps);
+        if eps > 0.0 {
+            let class_weight = self.weights.clone().unwrap_or_else(|| vec![1.0; k]);
+            let smooth = (log_p * matrix(class_weight, 1, k, &device)).sum();
+            total = total - smooth * (eps / k as f64);
+        }
+        total
     }
 
     /// The mean loss over `indices` (the tests' reference for the summed losses).

@@ -306,6 +306,8 @@ pub enum Report {
     Classification(EvalReport),
     MultiLabel(MultiLabelReport),
     Regression(RegressionReport),
+    /// Token classification: seqeval's entity-level scores.
+    Entities(crate::entities::EntityReport),
 }
 
 impl Report {
@@ -314,6 +316,7 @@ impl Report {
             Self::Classification(r) => r.to_table(),
             Self::MultiLabel(r) => r.to_table(),
             Self::Regression(r) => r.to_table(),
+            Self::Entities(r) => r.to_table(),
         }
     }
 
@@ -323,6 +326,7 @@ impl Report {
             Self::Classification(_) => Task::Classification,
             Self::MultiLabel(_) => Task::MultiLabel,
             Self::Regression(_) => Task::Regression,
+            Self::Entities(_) => Task::TokenClassification,
         }
     }
 

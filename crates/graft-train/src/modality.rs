@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::DispatchDevice;
 use burn::tensor::{Device, Tensor, TensorData};
 use graft_data::image::{Augment, decode_rgb, read_image_folder, read_rgb, resolve_paths};
+use graft_data::tagged::words_and_tags;
 use graft_data::tokenize::Tokens;
 use graft_data::{
     Columns, DataFormat, TextExample, TextTokenizer, TokenBatch, read_examples, read_texts,
@@ -211,13 +212,51 @@ impl Preparation {
 /// Turns examples into model inputs: a tokenizer or an image transform.
 pub enum Encoder {
     Text(Box<TextTokenizer>),
+    /// Token classification: sentences given as words (a JSON list) are tokenized keeping each
+    /// token's word, with the tokenizer set for words ([`TextTokenizer::for_words`], the first);
+    /// raw text with the tokenizer as the folder has it (the second), as transformers' pipeline
+    /// reads it.
+    Words(Box<TextTokenizer>, Box<TextTokenizer>),
     Image(ImageTransform),
 }
 
 impl Encoder {
+    /// The encoder of a token-classification run: a text tokenizer set for words.
+    pub fn for_words(self) -> Self {
+        match self {
+            Self::Text(tokenizer) => Self::Words(Box::new(tokenizer.for_words()), tokenizer),
+            other => other,
+        }
+    }
+
+    /// The tokenizer of raw text.
+    pub fn tokenizer(&self) -> Option<&TextTokenizer> {
+        match self {
+            Self::Text(tokenizer) | Self::Words(_, tokenizer) => Some(tokenizer),
+            Self::Image(_) => None,
+        }
+    }
+
     /// Tokenizes the texts, or decodes the images, of `examples` once for the whole run.
     pub fn encode(&self, examples: &[TextExample]) -> Result<Encoded, TrainError> {
         Ok(match self {
+            Self::Words(tokenizer, _) => {
+                let mut sentences = Vec::with_capacity(examples.len());
+                for example in examples {
+                    let (words, _) = words_and_tags(example, Path::new("the input"))?;
+                    sentences.push(words);
+                }
+                let (tokens, word_ids) = tokenizer
+                    .tokenize_words(&sentences)?
+                    .into_iter()
+                    .map(|w| (w.tokens, w.word_ids))
+                    .unzip();
+                Encoded::Text {
+                    tokens,
+                    max_length: tokenizer.max_length(),
+                    word_ids: Some(word_ids),
+                }
+            }
             Self::Text(tokenizer) => {
                 let tokens = match pairs_of(examples)? {
                     Some(pairs) => tokenizer.tokenize_pairs(&pairs)?,
@@ -229,6 +268,7 @@ impl Encoder {
                 Encoded::Text {
                     tokens,
                     max_length: tokenizer.max_length(),
+                    word_ids: None,
                 }
             }
             Self::Image(preprocess) => {
@@ -261,6 +301,7 @@ impl Encoder {
     pub fn key(&self) -> String {
         match self {
             Self::Text(tokenizer) => format!("max_length={}", tokenizer.max_length()),
+            Self::Words(tokenizer, _) => format!("words,max_length={}", tokenizer.max_length()),
             Self::Image(preprocess) => format!("{preprocess:?}"),
         }
     }
@@ -280,6 +321,8 @@ pub enum Encoded {
         tokens: Vec<Tokens>,
         /// The tokenizer's truncation length: no batch is padded past it.
         max_length: usize,
+        /// Sentences given as words: each token's word (`None` for special tokens).
+        word_ids: Option<Vec<Vec<Option<u32>>>>,
     },
     Image {
         images: Vec<RgbImage>,
@@ -306,7 +349,9 @@ impl Encoded {
         device: &Device,
     ) -> Inputs {
         match self {
-            Self::Text { tokens, max_length } => {
+            Self::Text {
+                tokens, max_length, ..
+            } => {
                 let rows: Vec<&Tokens> = indices.iter().map(|&i| &tokens[i]).collect();
                 let (input_ids, token_type_ids, attention_mask) =
                     TokenBatch::pad_to_multiple(&rows, sequence_multiple(device), *max_length)
@@ -344,6 +389,14 @@ impl Encoded {
                     device,
                 ))
             }
+        }
+    }
+
+    /// Sentences given as words: each token's word (`None` for special tokens).
+    pub fn word_ids(&self) -> Option<&[Vec<Option<u32>>]> {
+        match self {
+            Self::Text { word_ids, .. } => word_ids.as_deref(),
+            Self::Image { .. } => None,
         }
     }
 
@@ -441,6 +494,7 @@ fn table_format(format: Format) -> DataFormat {
     match format {
         Format::Jsonl => DataFormat::Jsonl,
         Format::Parquet => DataFormat::Parquet,
+        Format::Conll => DataFormat::Conll,
         _ => DataFormat::Csv,
     }
 }
@@ -466,7 +520,7 @@ pub fn read_input(
                 });
             }
             let column = match (format, &input.column) {
-                (DataFormat::Lines, _) => "",
+                (DataFormat::Lines | DataFormat::Conll, _) => "",
                 (_, Some(column)) => column.as_str(),
                 (_, None) => return Err(E::NeedsColumn { path: path.clone() }),
             };
@@ -583,7 +637,11 @@ mod tests {
                 type_ids: vec![0; n],
             })
             .collect();
-        Encoded::Text { tokens, max_length }
+        Encoded::Text {
+            tokens,
+            max_length,
+            word_ids: None,
+        }
     }
 
     fn seq_len(inputs: Inputs) -> usize {

@@ -11,20 +11,27 @@ use std::sync::{Arc, Mutex};
 use burn::module::Module;
 use burn::tensor::Device;
 use graft_data::TextExample;
-use graft_model::{Backbone, Modality, ModelFolder, Preprocessing};
+use graft_data::TokenBatch;
+use graft_data::tagged::words_and_tags;
+use graft_data::tokenize::Tokens;
+use graft_model::{Backbone, Inputs, Modality, ModelFolder, Preprocessing};
 
 use crate::bad_rows::{Screen, label_problem, row_problem};
-use crate::classifier::{extract_features, rows_of};
+use crate::classifier::{Classifier, extract_features, rows_of};
 use crate::config::{HeadKind, LoraSection, Precision};
+use crate::entities::{TaggedWord, found_entities};
 use crate::error::{TrainError, TrainError as E};
 use crate::files::{TensorBytes, write_safetensors};
 use crate::head::{Head, HeadSpec};
 use crate::lora;
+use crate::loss::Targets;
 use crate::metrics::Report;
-use crate::modality::{Encoder, FeatureChoices, Input, Preparation};
+use crate::modality::{Encoder, FeatureChoices, Input, Preparation, sequence_multiple};
 use crate::progress::Progress;
 use crate::run_dir;
+use crate::task::classification::{argmax, softmax};
 use crate::task::{self, EvaluationPlot, Prediction, Task, TaskSpec};
+use crate::train::token_rows;
 use graft_model::Pooling;
 
 /// One input: a text, or an image's path, with its label(s) when it is labelled.
@@ -177,8 +184,24 @@ impl Model {
     /// pools), with the classes `id2label` names.
     fn open_pretrained(source: ModelSource, device: &Device) -> Result<Model, TrainError> {
         let folder = ModelFolder::open(&source.path)?;
-        let native = folder.native_head()?;
+        // A `...ForTokenClassification` folder tags every token with its own classifier.
+        let tokens = folder
+            .config
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(|a| a.as_str())
+            .is_some_and(|a| a.ends_with("ForTokenClassification"));
+        let native = if tokens {
+            folder.token_head()?
+        } else {
+            folder.native_head()?
+        };
         let choices = match &native {
+            Some(_) if tokens => FeatureChoices {
+                pooler: Some(false),
+                normalize: Some(false),
+                ..FeatureChoices::default()
+            },
             Some(n) => FeatureChoices {
                 pooling: Some(n.pooling),
                 pooler: Some(n.use_pooler),
@@ -216,6 +239,7 @@ impl Model {
                 let classes = classifier.weight.dims()[1];
                 // transformers' rule: the config's problem_type, else regression for one output.
                 let task = match folder.config.get("problem_type").and_then(|v| v.as_str()) {
+                    _ if tokens => Task::TokenClassification,
                     Some(name) => Task::named(name).map_err(|_| E::Config {
                         path: folder.config_path(),
                         message: format!(
@@ -241,7 +265,10 @@ impl Model {
             }
             None => None,
         };
-        let encoder = preparation.encoder(&folder)?;
+        let mut encoder = preparation.encoder(&folder)?;
+        if tokens {
+            encoder = encoder.for_words();
+        }
         Ok(Model {
             source,
             folder,
@@ -421,7 +448,14 @@ impl Model {
         progress: &dyn Progress,
     ) -> Result<Vec<Vec<f32>>, TrainError> {
         check_batch_size(batch_size)?;
-        let (head, _) = self.head()?;
+        let (head, spec) = self.head()?;
+        if spec.task == Task::TokenClassification {
+            return Err(E::Unsupported(
+                "a token classifier's outputs are per token, not per text: predict its entities \
+                 instead"
+                    .into(),
+            ));
+        }
         self.check_pairs(examples)?;
         progress.stage("running", examples.len());
         let mut rows = Vec::with_capacity(examples.len());
@@ -448,8 +482,11 @@ impl Model {
         batch_size: usize,
         progress: &dyn Progress,
     ) -> Result<Vec<Prediction>, TrainError> {
-        let outputs = self.outputs(examples, batch_size, progress)?;
         let (_, spec) = self.head()?;
+        if spec.task == Task::TokenClassification {
+            return self.predict_entities(examples, batch_size, progress);
+        }
+        let outputs = self.outputs(examples, batch_size, progress)?;
         let mut predictions = spec.predictions(&outputs);
         if self.source.modality == Modality::Image {
             for (p, example) in predictions.iter_mut().zip(examples) {
@@ -473,7 +510,10 @@ impl Model {
         let (_, spec) = self.head()?;
         let examples = screen_labelled(spec, examples, origin)?;
         let targets = spec.targets(&examples, origin)?;
-        let outputs = self.outputs(&examples, batch_size, progress)?;
+        let (outputs, targets) = match targets {
+            Targets::Words(words) => self.token_outputs(&examples, words, batch_size, progress)?,
+            targets => (self.outputs(&examples, batch_size, progress)?, targets),
+        };
         let report = spec.report(&outputs, &targets, None);
         let plot = spec.evaluation_plot(&report, &outputs, &targets);
         Ok(Evaluation { report, plot })
@@ -541,6 +581,172 @@ impl Model {
     }
 }
 
+/// A sentence as a token classifier reads it: its token ids, each token's word (`None` for
+/// special tokens) and every token's logits `[tokens][tags]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogits {
+    pub ids: Vec<u32>,
+    pub word_ids: Vec<Option<u32>>,
+    pub logits: Vec<Vec<f32>>,
+}
+
+/// Token classification.
+impl Model {
+    /// Every token's logits for sentences given as words, tokenized as transformers'
+    /// `tokenizer(words, is_split_into_words=True)` (truncated to the model's length).
+    pub fn token_logits(
+        &self,
+        sentences: &[Vec<String>],
+        batch_size: usize,
+    ) -> Result<Vec<TokenLogits>, TrainError> {
+        check_batch_size(batch_size)?;
+        let (head, spec) = self.head()?;
+        let Encoder::Words(tokenizer, _) = &self.encoder else {
+            return Err(E::Unsupported(format!(
+                "{} is not a token classifier ({} model)",
+                self.source.path.display(),
+                spec.task.logic().config_name()
+            )));
+        };
+        let model = self.classifier(head);
+        let multiple = sequence_multiple(&self.device);
+        let mut out = Vec::with_capacity(sentences.len());
+        for batch in tokenizer.tokenize_words(sentences)?.chunks(batch_size) {
+            let rows: Vec<&Tokens> = batch.iter().map(|w| &w.tokens).collect();
+            let padded = TokenBatch::pad_to_multiple(&rows, multiple, tokenizer.max_length());
+            let (input_ids, token_type_ids, attention_mask) = padded.to_tensors(&self.device);
+            let logits = token_logits_of(&model, input_ids, token_type_ids, attention_mask);
+            let [_, seq, k] = logits.dims();
+            let values: Vec<f32> = logits.into_data().try_into_vec_as::<f32>().expect("f32");
+            for (row, words) in batch.iter().enumerate() {
+                let logits = (0..words.tokens.ids.len())
+                    .map(|p| values[(row * seq + p) * k..][..k].to_vec())
+                    .collect();
+                out.push(TokenLogits {
+                    ids: words.tokens.ids.clone(),
+                    word_ids: words.word_ids.clone(),
+                    logits,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The model as one module, for the token forward pass.
+    fn classifier(&self, head: &Head) -> Classifier {
+        Classifier {
+            backbone: self.backbone.clone(),
+            head: head.clone(),
+        }
+    }
+
+    /// One output row per labelled token of tagged sentences (each word's first token), and the
+    /// word targets aligned with the tokens, one window of [`WINDOW`] sentences at a time.
+    fn token_outputs(
+        &self,
+        examples: &[Example],
+        words: Vec<Vec<usize>>,
+        batch_size: usize,
+        progress: &dyn Progress,
+    ) -> Result<(Vec<Vec<f32>>, Targets), TrainError> {
+        let (head, spec) = self.head()?;
+        let classifier = self.classifier(head);
+        progress.stage("running", examples.len());
+        let (mut rows, mut aligned) = (Vec::new(), Vec::new());
+        for (window, sentences) in examples.chunks(WINDOW).zip(words.chunks(WINDOW)) {
+            let data = self.encoder.encode(window)?;
+            let targets = Targets::Words(sentences.to_vec()).aligned(
+                data.word_ids().unwrap_or_default(),
+                false,
+                &spec.labels,
+            );
+            rows.extend(token_rows(
+                &classifier,
+                &data,
+                &targets,
+                batch_size,
+                &self.device,
+            ));
+            if let Targets::Tokens(t) = targets {
+                aligned.extend(t);
+            }
+            progress.advance(window.len());
+        }
+        progress.finish_stage();
+        Ok((rows, Targets::Tokens(aligned)))
+    }
+
+    /// The entities of raw texts, as transformers' token-classification pipeline finds them with
+    /// `aggregation_strategy="first"`: each word (its tokens as the pipeline joins them) takes its
+    /// first token's tag and probability, and words group into entities by their tags.
+    fn predict_entities(
+        &self,
+        examples: &[Example],
+        batch_size: usize,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Prediction>, TrainError> {
+        check_batch_size(batch_size)?;
+        let (head, spec) = self.head()?;
+        let Some(tokenizer) = self.encoder.tokenizer() else {
+            return Err(E::Unsupported("token classification reads text".into()));
+        };
+        let model = self.classifier(head);
+        let multiple = sequence_multiple(&self.device);
+        progress.stage("running", examples.len());
+        let mut predictions = Vec::with_capacity(examples.len());
+        for window in examples.chunks(WINDOW) {
+            // Sentences given as words (a CoNLL file, a list column) are read as the words
+            // joined by spaces.
+            let joined: Vec<String> = window
+                .iter()
+                .map(|e| match words_and_tags(e, Path::new("")) {
+                    Ok((words, _)) => words.join(" "),
+                    Err(_) => e.text.clone(),
+                })
+                .collect();
+            let texts: Vec<&str> = joined.iter().map(String::as_str).collect();
+            let spans = tokenizer.tokenize_spans(&texts)?;
+            for (batch, texts) in spans.chunks(batch_size).zip(texts.chunks(batch_size)) {
+                let rows: Vec<&Tokens> = batch.iter().map(|s| &s.tokens).collect();
+                let padded = TokenBatch::pad_to_multiple(&rows, multiple, tokenizer.max_length());
+                let (input_ids, token_type_ids, attention_mask) = padded.to_tensors(&self.device);
+                let logits = token_logits_of(&model, input_ids, token_type_ids, attention_mask);
+                let [_, seq, k] = logits.dims();
+                let values: Vec<f32> = logits.into_data().try_into_vec_as::<f32>().expect("f32");
+                for (row, (spanned, text)) in batch.iter().zip(texts).enumerate() {
+                    let mut words: Vec<TaggedWord> = Vec::new();
+                    for (position, &(start, end)) in spanned.offsets.iter().enumerate() {
+                        if spanned.special[position] {
+                            continue;
+                        }
+                        match words.last_mut() {
+                            Some(word) if spanned.subword[position] => word.end = end,
+                            _ => {
+                                let offset = (row * seq + position) * k;
+                                let probabilities = softmax(&values[offset..offset + k]);
+                                let best = argmax(&probabilities);
+                                words.push(TaggedWord {
+                                    tag: spec.labels[best].clone(),
+                                    score: probabilities[best],
+                                    start,
+                                    end,
+                                });
+                            }
+                        }
+                    }
+                    predictions.push(Prediction {
+                        entities: Some(found_entities(text, &words)),
+                        ..Prediction::default()
+                    });
+                }
+                progress.advance(batch.len());
+            }
+        }
+        progress.finish_stage();
+        Ok(predictions)
+    }
+}
+
 impl Model {
     /// The backbone computing embeddings as `options` ask, and its input encoder.
     pub(crate) fn embedding_backbone(
@@ -588,6 +794,24 @@ impl Model {
         *kept = Some((key, preparation.clone(), encoder.clone()));
         Ok((preparation, encoder))
     }
+}
+
+/// Every token's logits `[batch, seq, k]` (f32) of a padded batch.
+fn token_logits_of(
+    model: &Classifier,
+    input_ids: burn::tensor::Tensor<2, burn::tensor::Int>,
+    token_type_ids: burn::tensor::Tensor<2, burn::tensor::Int>,
+    attention_mask: Option<burn::tensor::Tensor<2, burn::tensor::Int>>,
+) -> burn::tensor::Tensor<3> {
+    let states = model
+        .backbone
+        .forward_tokens(Inputs::Text {
+            input_ids,
+            token_type_ids,
+            attention_mask,
+        })
+        .expect("a text backbone");
+    crate::precision::to_f32(model.head.forward(states))
 }
 
 /// Rows that cannot be scored against `spec` are errors naming `origin` and the line; unknown

@@ -227,7 +227,10 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedRun, TrainError> {
     let folder = ModelFolder::open(dir)?;
     let backbone = Backbone::load(&folder, manifest.preparation.pooling(), false, device)?;
     let head = load_head(&manifest.head, &folder.weights_path(), device)?;
-    let encoder = manifest.preparation.encoder(&folder)?;
+    let mut encoder = manifest.preparation.encoder(&folder)?;
+    if manifest.task == crate::task::Task::TokenClassification {
+        encoder = encoder.for_words();
+    }
     Ok(LoadedRun {
         manifest,
         folder,

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::backend::{self, SelectedDevice};
 use crate::bad_rows;
 use crate::classifier::{Classifier, extract_features, rows_of, select_rows};
-use crate::config::{Backend, CacheMode, Config, HeadKind};
+use crate::config::{Backend, CacheMode, Config, HeadKind, Task};
 use crate::data::RunData;
 use crate::error::{TrainError, TrainError as E};
 use crate::feature_cache::{self, CacheStats, FeatureCache, Shard};
@@ -26,6 +26,7 @@ use crate::fit::{FitSpec, Resume, Split, fit, lr_groups, steps_per_epoch};
 use crate::freezing::{ClassifierLayout, Describe, FreezeState, HeadOnly, ParamTable, stable_ids};
 use crate::head::{Head, HeadSpec};
 use crate::lora::{self, LoraSpec};
+use crate::loss::Targets;
 use crate::metrics::Report;
 use crate::modality::{Encoded, Encoder, EpochAugment, FeatureChoices, Preparation, read_split};
 use crate::plots;
@@ -107,7 +108,25 @@ impl Source {
             image_size: m.image_size,
             crop_pct: m.crop_pct,
         };
-        let native = if config.head.kind == HeadKind::Native {
+        let tokens = config.data.task == Task::TokenClassification;
+        if tokens {
+            // Every token's last hidden state is classified: nothing is pooled or normalized.
+            choices.pooler = Some(false);
+            choices.normalize = Some(false);
+        }
+        let native = if config.head.kind == HeadKind::Native && tokens {
+            let native = folder.token_head()?.ok_or_else(|| {
+                config.key_error(
+                    "head",
+                    "kind",
+                    &format!(
+                        "{} has no token classifier of its own that graft builds",
+                        folder.dir.display()
+                    ),
+                )
+            })?;
+            Some(native)
+        } else if config.head.kind == HeadKind::Native {
             let native = folder.native_head()?.ok_or_else(|| {
                 config.key_error(
                     "head",
@@ -284,7 +303,9 @@ pub fn compute_features(
 }
 
 fn uses_cache(config: &Config) -> bool {
-    config.freeze.always_frozen()
+    // Token classification reads every token's state, not the pooled features the cache holds.
+    config.data.task != Task::TokenClassification
+        && config.freeze.always_frozen()
         && !config.augment.is_active()
         && config.train.cache != CacheMode::Off
 }
@@ -519,7 +540,7 @@ fn train_run(
 ) -> Result<TrainReport, TrainError> {
     let started = Instant::now();
     let source = Source::open(config)?;
-    let data = source.read_data(config)?;
+    let mut data = source.read_data(config)?;
     let selected = backend::select(options.backend.unwrap_or(config.train.backend))?;
     let replicas = backend::replicas(&selected, config.train.devices)?;
     let SelectedDevice {
@@ -550,9 +571,13 @@ fn train_run(
     device.seed(config.train.seed);
     // The weights are checked against config.json before the tokenizer is.
     let backbone = source.load(&device)?;
-    let encoder = source.preparation.encoder(&source.folder)?;
+    let mut encoder = source.preparation.encoder(&source.folder)?;
+    if data.spec.task == Task::TokenClassification {
+        encoder = encoder.for_words();
+    }
     say_data(&data, progress);
     let splits = Splits::encode(&encoder, &data, progress)?;
+    data.align_targets(&splits.train, &splits.valid, config.data.label_all_subwords);
 
     let loss = data.loss(config)?;
     let metrics = |outputs: &[Vec<f32>]| data.valid_metrics(outputs);
@@ -784,7 +809,12 @@ impl Run<'_> {
     /// inputs every epoch: backbone and head run on every batch.
     fn fit_end_to_end(&self, backbone: Backbone) -> Result<Trained, TrainError> {
         let (config, progress, device) = (self.config, self.progress, self.device);
-        if config.train.cache == CacheMode::Auto && !config.freeze.always_frozen() {
+        if config.data.task == Task::TokenClassification && config.freeze.always_frozen() {
+            progress.info(
+                "token classification: the frozen backbone runs on every batch (the feature \
+                 cache holds pooled features, not every token's)",
+            );
+        } else if config.train.cache == CacheMode::Auto && !config.freeze.always_frozen() {
             progress.info("feature cache off: the backbone trains, so its features change");
         } else if config.augment.is_active() {
             progress.info("feature cache off: augmentation changes the inputs every epoch");
@@ -809,10 +839,20 @@ impl Run<'_> {
         let augment = augment_of(config);
         let seed = config.train.seed;
         let (train_data, valid_data) = (&self.splits.train, &self.splits.valid);
+        let sentences = match (&self.data.train_targets, &self.data.valid_targets) {
+            (Targets::Tokens(train), Targets::Tokens(valid)) => Some((train, valid)),
+            _ => None,
+        };
         let outcome = fit(
             model,
-            |model, split, idx, on| match split {
-                Split::Train { epoch } => {
+            |model, split, idx, on| match (split, sentences) {
+                (Split::Train { .. }, Some((train, _))) => {
+                    model.forward_tokens(train_data, idx, train, on)
+                }
+                (Split::Valid, Some((_, valid))) => {
+                    model.forward_tokens(valid_data, idx, valid, device)
+                }
+                (Split::Train { epoch }, None) => {
                     let augment = augment.as_ref().map(|augment| EpochAugment {
                         augment,
                         seed,
@@ -820,7 +860,7 @@ impl Run<'_> {
                     });
                     model.forward(train_data, idx, augment, on)
                 }
-                Split::Valid => model.forward(valid_data, idx, None, device),
+                (Split::Valid, None) => model.forward(valid_data, idx, None, device),
             },
             self.spec,
             &train_device,
@@ -879,6 +919,9 @@ impl Run<'_> {
             skipped_rows: bad_rows::counts(&data.skipped),
         };
         run_dir::save(out, &manifest, model, &source.folder.dir)?;
+        if task == Task::TokenClassification {
+            save_word_tokenizer(out, source)?;
+        }
         let adapter_path = out.join(lora::ADAPTER_WEIGHTS);
         match adapter_tensors {
             Some(tensors) => write_safetensors(&adapter_path, &tensors, None)?,
@@ -901,11 +944,23 @@ impl Run<'_> {
         let (spec, progress) = (&self.data.spec, self.progress);
         let targets = spec.targets(examples, path)?;
         let model = &trained.model;
+        let eval_batch = self.config.train.eval_batch_size;
+        let targets = targets.aligned(
+            encoded.word_ids().unwrap_or_default(),
+            self.config.data.label_all_subwords,
+            &spec.labels,
+        );
         let outputs = match &trained.test_features {
+            _ if matches!(targets, Targets::Tokens(_)) => {
+                progress.stage("test", encoded.len());
+                let outputs = token_rows(model, encoded, &targets, eval_batch, self.device);
+                progress.advance(encoded.len());
+                progress.finish_stage();
+                outputs
+            }
             Some(features) => rows_of(model.head.valid().forward(features.clone())),
             None => {
                 progress.stage("test", encoded.len());
-                let eval_batch = self.config.train.eval_batch_size;
                 let outputs = outputs_of(model, encoded, eval_batch, self.device, progress);
                 progress.finish_stage();
                 outputs
@@ -931,6 +986,51 @@ fn outputs_of(
     let model = model.valid();
     let features = extract_features(&model.backbone, data, None, batch_size, device, progress);
     rows_of(model.head.forward(features))
+}
+
+/// A token-classification run reads text as its words were read in training: its
+/// `tokenizer.json` is the one set for words (a byte-level BPE marks every word as following a
+/// space), and `tokenizer_config.json` says `add_prefix_space`, as transformers' recipe saves it.
+fn save_word_tokenizer(out: &Path, source: &Source) -> Result<(), TrainError> {
+    let Encoder::Words(words, text) = source.preparation.encoder(&source.folder)?.for_words()
+    else {
+        return Ok(());
+    };
+    let (json, original) = (words.to_json()?, text.to_json()?);
+    if json == original {
+        return Ok(());
+    }
+    write_atomic(&out.join("tokenizer.json"), json.as_bytes())?;
+    let config_path = out.join("tokenizer_config.json");
+    if let Ok(text) = std::fs::read_to_string(&config_path)
+        && let Ok(serde_json::Value::Object(mut config)) = serde_json::from_str(&text)
+    {
+        config.insert("add_prefix_space".into(), serde_json::Value::Bool(true));
+        write_json_atomic(&config_path, &serde_json::Value::Object(config))?;
+    }
+    Ok(())
+}
+
+/// Token classification: one output row per labelled token of every sentence, in order, run in
+/// batches of `batch_size` in inference mode.
+pub(crate) fn token_rows(
+    model: &Classifier,
+    data: &Encoded,
+    targets: &Targets,
+    batch_size: usize,
+    device: &Device,
+) -> Vec<Vec<f32>> {
+    let Targets::Tokens(sentences) = targets else {
+        return Vec::new();
+    };
+    let model = model.valid();
+    let indices: Vec<usize> = (0..data.len()).collect();
+    let mut rows = Vec::new();
+    for batch in indices.chunks(batch_size.max(1)) {
+        let outputs = model.forward_tokens(data, batch, sentences, device);
+        rows.extend(rows_of(crate::precision::to_f32(outputs)));
+    }
+    rows
 }
 
 /// Features must be finite: a NaN or infinite feature (weights that overflow, a cached shard

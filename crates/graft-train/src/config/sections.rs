@@ -68,6 +68,9 @@ pub enum Format {
     /// `train`/`valid`/`test` are folders of `<class>/<image>` (vision).
     #[serde(rename = "image_folder")]
     ImageFolder,
+    /// Token-tagged sentences, one `word ... tag` line per token, blank lines between sentences
+    /// (CoNLL-2003, WNUT): token classification.
+    Conll,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +108,11 @@ pub struct DataSection {
     /// (the default), or be skipped and counted.
     #[serde(default)]
     pub bad_rows: BadRows,
+    /// Token classification: every token of a word carries its tag (a `B-` tag as `I-` after
+    /// the first), not only the first (transformers' `label_all_tokens`). Predictions and scores
+    /// read each word's first token either way.
+    #[serde(default)]
+    pub label_all_subwords: bool,
 }
 
 /// What to do with a row that cannot be trained or evaluated on as it is.

@@ -23,6 +23,7 @@ use crate::error::{TrainError, TrainError as E};
 use crate::files::{self, TensorBytes, copy_atomic, module_tensors};
 use crate::modality::Preparation;
 use crate::run_dir::{self, BACKBONE_FILES, LoadedRun, backbone_tensors};
+use crate::task::Task;
 
 /// Writes the export of the run in `run_dir` to `out` and says what layout it has. A LoRA run
 /// exports as a PEFT adapter folder, or with `merge` as the plain folder with the adapters
@@ -54,6 +55,13 @@ pub fn export(
         ));
     }
     let adapter = run.manifest.lora.is_some() && !merge;
+    if adapter && run.manifest.task == Task::TokenClassification {
+        return Err(E::Unsupported(
+            "graft writes PEFT adapters for sequence classifiers; export this token \
+             classifier's LoRA run merged instead"
+                .into(),
+        ));
+    }
     if adapter && target.format != ExportFormat::Transformers {
         return Err(E::Unsupported(
             "a PEFT adapter for AutoModelForSequenceClassification classifies through the \
@@ -86,6 +94,28 @@ pub fn export(
 /// The export format the run's head or pooling calls for, among those its architecture offers: a
 /// native head exports as the family's transformers sequence classifier.
 fn target_for(run: &LoadedRun) -> Result<ExportTarget, TrainError> {
+    if run.manifest.task == Task::TokenClassification && run.manifest.head.native.is_none() {
+        let token_head = run.folder.token_head()?.ok_or_else(|| {
+            E::Unsupported(format!(
+                "{} has no transformers token classifier graft writes",
+                run.model.backbone.architecture().describe()
+            ))
+        })?;
+        if token_head.transform.is_some() {
+            return Err(E::Unsupported(format!(
+                "transformers' {} puts its own layers before the classifier: train the run with \
+                 [head] kind = \"native\" to export it",
+                token_head.model
+            )));
+        }
+        return Ok(ExportTarget {
+            format: ExportFormat::Transformers,
+            model: token_head.model,
+            prefix: token_head.prefix,
+            classifier: token_head.classifier,
+            classifier_copies: Vec::new(),
+        });
+    }
     if let Some(native) = &run.manifest.head.native {
         return Ok(ExportTarget {
             format: ExportFormat::Transformers,
@@ -143,12 +173,14 @@ fn classifier_tensors(
     let mut tensors = backbone_tensors(backbone, &target.prefix, |p| {
         architecture.export_name(target.format, p)
     })?;
-    if run
-        .manifest
-        .head
-        .native
-        .as_ref()
-        .is_some_and(|n| !n.use_pooler)
+    let token_classifier = run.manifest.task == Task::TokenClassification;
+    if token_classifier
+        || run
+            .manifest
+            .head
+            .native
+            .as_ref()
+            .is_some_and(|n| !n.use_pooler)
     {
         let pooler = format!("{}pooler.", target.prefix);
         tensors.retain(|t| !t.name.starts_with(&pooler));
@@ -219,6 +251,16 @@ pub fn export_onnx(path: &Path, out: &Path, replace: bool) -> Result<String, Tra
     #[allow(deprecated)]
     let device = Device::flex();
     let model = crate::model::Model::open(path, &device)?;
+    if model
+        .task()
+        .is_some_and(|t| t.task == Task::TokenClassification)
+    {
+        return Err(E::Unsupported(format!(
+            "{}: ONNX export takes models with one output per input; a token classifier's is per \
+             token (export it as transformers' ...ForTokenClassification instead)",
+            path.display()
+        )));
+    }
     onnx::write(&model, out, replace)
 }
 

@@ -72,7 +72,7 @@ pub fn write(model: &Model, out: &Path, replace: bool) -> Result<String, TrainEr
     let variable = |s: &str| Axis::Variable(s.to_string());
     let mut check_batch = 4;
     let (recordings, variables, inputs) = match encoder {
-        Encoder::Text(tokenizer) => {
+        Encoder::Text(tokenizer) | Encoder::Words(_, tokenizer) => {
             let recordings = text_sizes(tokenizer.max_length())
                 .iter()
                 .map(|&(batch, seq)| record_text(backbone, head, batch, seq))
@@ -185,7 +185,7 @@ pub fn write(model: &Model, out: &Path, replace: bool) -> Result<String, TrainEr
             )?;
         }
         super::copy_tokenizer_files(&folder.dir, &staging)?;
-        if let Encoder::Text(tokenizer) = encoder {
+        if let Encoder::Text(tokenizer) | Encoder::Words(_, tokenizer) = encoder {
             truncate_as_graft(&staging.join("tokenizer.json"), tokenizer.max_length())?;
         }
         Ok(())
@@ -198,7 +198,7 @@ pub fn write(model: &Model, out: &Path, replace: bool) -> Result<String, TrainEr
         }
     }
     let modality = match encoder {
-        Encoder::Text(_) => "token ids",
+        Encoder::Text(_) | Encoder::Words(..) => "token ids",
         Encoder::Image(_) => "pixels",
     };
     let what = if head.is_some() {
@@ -423,7 +423,7 @@ fn check(
     #[allow(deprecated)]
     let device = Device::flex();
     let inputs = match encoder {
-        Encoder::Text(_) => {
+        Encoder::Text(_) | Encoder::Words(..) => {
             let examples: Vec<TextExample> = CHECK_TEXTS
                 .iter()
                 .enumerate()

@@ -12,6 +12,7 @@ use crate::error::{TrainError, TrainError as E};
 use crate::files::{write_json_atomic, write_safetensors};
 use crate::modality::Preparation;
 use crate::run_dir::LoadedRun;
+use crate::task::Task;
 
 /// Whether the run is what transformers' sequence classifier computes: the pretrained pooler
 /// without normalization, then one linear layer.
@@ -48,8 +49,11 @@ pub(super) fn write(
     if let Some(object) = config.as_object_mut() {
         object.insert("architectures".into(), json!([target.model]));
         super::insert_label_maps(object, labels);
-        // transformers' names for the tasks are graft's.
-        object.insert("problem_type".into(), json!(m.task.logic().problem_type()));
+        // transformers' names for the tasks are graft's; it has none for token classification
+        // (its config refuses any other).
+        if m.task != Task::TokenClassification {
+            object.insert("problem_type".into(), json!(m.task.logic().problem_type()));
+        }
     }
     write_json_atomic(&out.join("config.json"), &config)?;
     if let Some(transform) = m.preparation.image_transform() {
@@ -62,6 +66,9 @@ pub(super) fn write(
     write_safetensors(&out.join("model.safetensors"), &tensors, None)?;
     write_json_atomic(&out.join("labels.json"), labels)?;
     let auto = match m.preparation {
+        Preparation::Text { .. } if m.task == Task::TokenClassification => {
+            "AutoModelForTokenClassification"
+        }
         Preparation::Text { .. } => "AutoModelForSequenceClassification",
         Preparation::Image { .. } => "AutoModelForImageClassification",
     };

@@ -162,7 +162,7 @@ impl TaskLogic for Classification {
     }
 }
 
-fn softmax(row: &[f32]) -> Vec<f32> {
+pub(crate) fn softmax(row: &[f32]) -> Vec<f32> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let exp: Vec<f32> = row.iter().map(|&x| (x - max).exp()).collect();
     let sum: f32 = exp.iter().sum();
@@ -170,7 +170,7 @@ fn softmax(row: &[f32]) -> Vec<f32> {
 }
 
 /// The index of the largest value (the first of equals; 0 for an empty or all-NaN row).
-fn argmax(row: &[f32]) -> usize {
+pub(crate) fn argmax(row: &[f32]) -> usize {
     row.iter()
         .enumerate()
         .fold((0, f32::NEG_INFINITY), |best, (i, &p)| {

@@ -1,6 +1,7 @@
 //! The one interface every task implements, and the registry that lists them.
 //!
-//! A task file (`classification.rs`, `multi_label.rs`, `regression.rs`) holds a unit struct and
+//! A task file (`classification.rs`, `multi_label.rs`, `regression.rs`,
+//! `token_classification.rs`) holds a unit struct and
 //! its [`TaskLogic`]: its names, its losses, its validation metrics, its labels and targets, the
 //! row problems it refuses, its report, evaluation plot and predictions, and what `graft init`
 //! recognises as it. [`Task`] is the identifier configs and `graft.json` name; [`Task::logic`]
@@ -10,6 +11,7 @@
 pub mod classification;
 pub mod multi_label;
 pub mod regression;
+pub mod token_classification;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,6 +36,8 @@ pub enum Task {
     MultiLabel,
     /// One number per example.
     Regression,
+    /// One tag per word of a sentence (named entities).
+    TokenClassification,
 }
 
 /// Lists every task once: [`Task::ALL`] and the [`Task::logic`] dispatch.
@@ -57,6 +61,7 @@ registry! {
     Classification => classification::Classification,
     MultiLabel => multi_label::MultiLabel,
     Regression => regression::Regression,
+    TokenClassification => token_classification::TokenClassification,
 }
 
 impl Task {
@@ -316,6 +321,7 @@ impl TaskSpec {
 
 /// One prediction. Classification: the top `label` and every label's probability. Multi-label:
 /// the `labels` at or above the threshold and every label's probability. Regression: `value`.
+/// Token classification: the `entities` found in the text.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Prediction {
     /// The image file (image models).
@@ -329,6 +335,9 @@ pub struct Prediction {
     pub value: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probabilities: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Token classification: the text's entities with their character offsets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entities: Option<Vec<crate::entities::FoundEntity>>,
 }
 
 /// An evaluation's picture and its file name; drawing can fail (the message says why).
@@ -395,7 +404,8 @@ mod tests {
         }
         assert_eq!(
             problem_types(),
-            "single_label_classification, multi_label_classification or regression"
+            "single_label_classification, multi_label_classification, regression or \
+             token_classification"
         );
         assert!(Task::named("ranking").is_err());
     }
@@ -450,11 +460,16 @@ mod tests {
     fn init_tries_lists_then_numbers_then_classes() {
         assert_eq!(
             detection_order(),
-            [Task::MultiLabel, Task::Regression, Task::Classification]
+            [
+                Task::TokenClassification,
+                Task::MultiLabel,
+                Task::Regression,
+                Task::Classification
+            ]
         );
         assert_eq!(
             one_of(Task::ALL.iter().map(|t| t.logic().config_name().into())),
-            "classification, multi_label or regression"
+            "classification, multi_label, regression or token_classification"
         );
     }
 

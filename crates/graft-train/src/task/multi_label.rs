@@ -174,7 +174,7 @@ impl TaskLogic for MultiLabel {
     }
 
     fn detection_rank(&self) -> u8 {
-        0
+        1 // after token classification's tag lists
     }
 
     /// Lists, or text fields holding several `|`-separated labels.
