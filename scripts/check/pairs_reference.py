@@ -4,6 +4,13 @@ configs/stsb-minilm.toml, scored on the same test file.
 
     python scripts/check/pairs_reference.py nli   # SNLI slice: accuracy
     python scripts/check/pairs_reference.py sts   # STS-B slice: Pearson and Spearman
+    python scripts/check/pairs_reference.py parity nli|sts INIT_DIR TRAIN_CSV STEPS LR
+
+`parity` is the first-steps loss check (scripts/check/first_steps.sh runs it): INIT_DIR is the
+BertForSequenceClassification folder graft exported from a run that did not move its weights
+(graft's initial head on MiniLM's encoder, dropout off in its config.json), TRAIN_CSV the pairs
+taken as ONE batch (so the data order cannot differ); STEPS AdamW steps at the constant rate LR,
+no warmup, no clipping, printing the loss of each step before its update.
 
 The recipe: all-MiniLM-L6-v2 with its family's classifier (BERT's pooler and a linear layer),
 every weight trained, AdamW (weight decay 0.01, none on biases and LayerNorm weights) at 3e-5,
@@ -36,7 +43,56 @@ def read(path, a, b, y):
         return [(r[a], r[b], r[y]) for r in csv.DictReader(f)]
 
 
+def parity(task, init_dir, train_csv, steps, lr):
+    _, a, b, y, regression = TASKS[task]
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    rows = read(train_csv, a, b, y)
+    tokenizer = AutoTokenizer.from_pretrained(init_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        init_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0
+    )
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    enc = tokenizer(
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        truncation=True,
+        max_length=128,
+        padding=True,
+        return_tensors="pt",
+        return_token_type_ids=True,
+    )
+    if regression:
+        target = torch.tensor([float(r[2]) for r in rows])
+    else:
+        target = torch.tensor([labels.index(r[2]) for r in rows])
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        eps=1e-8,
+    )
+    model.train()
+    losses = []
+    for _ in range(steps):
+        logits = model(**enc).logits
+        if regression:
+            loss = torch.nn.functional.mse_loss(logits.squeeze(-1), target)
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, target)
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    print(json.dumps({"mode": "parity", "task": task, "losses": losses, "labels": labels}))
+
+
 def main():
+    if sys.argv[1] == "parity":
+        task, init_dir, train_csv, steps, lr = sys.argv[2:7]
+        return parity(task, init_dir, train_csv, int(steps), float(lr))
     task = sys.argv[1]
     folder, a, b, y, regression = TASKS[task]
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 42

@@ -78,3 +78,33 @@ pq.write_table(
     OUT / "images_binary.parquet",
 )
 print(sorted(p.name for p in OUT.iterdir()))
+
+# Token classification as datasets publishes CoNLL-2003: `tokens` (a list of strings) and
+# `ner_tags` (a list of class ids, a Sequence of ClassLabel in the metadata), from the first 40
+# sentences of datasets/conll2003-sample/train.conll.
+ner_names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+sentences = [
+    [line.split() for line in block.splitlines()]
+    for block in pathlib.Path("datasets/conll2003-sample/train.conll").read_text().split("\n\n")
+    if block.strip()
+][:40]
+ner = pa.table(
+    {
+        "id": pa.array([str(i) for i in range(len(sentences))], pa.string()),
+        "tokens": pa.array([[f[0] for f in s] for s in sentences], pa.list_(pa.string())),
+        "ner_tags": pa.array(
+            [[ner_names.index(f[-1]) for f in s] for s in sentences], pa.list_(pa.int64())
+        ),
+    }
+)
+ner_features = {
+    "id": {"dtype": "string", "_type": "Value"},
+    "tokens": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "Sequence"},
+    "ner_tags": {"feature": {"names": ner_names, "_type": "ClassLabel"}, "_type": "Sequence"},
+}
+pq.write_table(
+    ner.replace_schema_metadata(
+        {"huggingface": json.dumps({"info": {"features": ner_features}})}
+    ),
+    OUT / "ner_mini.parquet",
+)

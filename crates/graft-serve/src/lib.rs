@@ -549,7 +549,8 @@ async fn rerank(
             })
             .unwrap_or_default();
         let regression = shared.info["task"] == "regression";
-        if !(regression && labels.len() == 1) && labels.len() != 2 {
+        let tagger = shared.info["task"] == "token_classification";
+        if tagger || (!(regression && labels.len() == 1) && labels.len() != 2) {
             return Err(invalid(format!(
                 "the model is not a re-ranker: it has {} outputs where a re-ranker has one \
                  score (or two classes)",
@@ -605,6 +606,11 @@ async fn rerank(
 /// A prediction as TEI's scores: every label with its probability, highest first; a regression's
 /// value under its target's name.
 fn scores(prediction: &Prediction, labels: &Value) -> Value {
+    // A token classifier: the text's entities, as transformers' token-classification pipeline
+    // returns them.
+    if let Some(entities) = &prediction.entities {
+        return serde_json::to_value(entities).unwrap_or(Value::Null);
+    }
     if let Some(probabilities) = &prediction.probabilities {
         let mut pairs: Vec<(&String, f64)> = probabilities
             .iter()

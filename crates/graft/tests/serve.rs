@@ -726,3 +726,54 @@ fn rerank_scores_each_text_with_the_query_as_graft_predict_does() {
         "{answer}"
     );
 }
+
+#[test]
+fn a_token_classifier_answers_with_the_entities_graft_predict_finds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = repo().join("crates/graft-model/tests/golden/token_heads/bert");
+    let texts = [
+        "Angela Merkel met Emmanuel Macron in Paris.",
+        "The summit in Berlin ended on Friday.",
+    ];
+    let input = write(tmp.path(), "texts.txt", &texts.join("\n"));
+    let want: Vec<Value> = ok(&[
+        "predict",
+        "--model",
+        folder.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--backend",
+        "flex",
+    ])
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    assert!(
+        want.iter()
+            .any(|p| !p["entities"].as_array().unwrap().is_empty())
+    );
+    let server = Server::start(&folder, &[]);
+    let (status, answer) = server.post("/predict", &json!({"inputs": texts}).to_string());
+    assert_eq!(status, 200, "{answer}");
+    let answer = answer.as_array().unwrap();
+    for (entities, want) in answer.iter().zip(&want) {
+        let (entities, want) = (
+            entities.as_array().unwrap(),
+            want["entities"].as_array().unwrap(),
+        );
+        assert_eq!(entities.len(), want.len());
+        for (e, w) in entities.iter().zip(want) {
+            for key in ["entity_group", "word", "start", "end"] {
+                assert_eq!(e[key], w[key]);
+            }
+            let diff = e["score"].as_f64().unwrap() - w["score"].as_f64().unwrap();
+            assert!(diff.abs() <= 1e-7, "{diff}");
+        }
+    }
+    // A tagger is no re-ranker.
+    let (status, _) = server.post(
+        "/rerank",
+        &json!({"query": "who", "texts": ["Angela Merkel"]}).to_string(),
+    );
+    assert_eq!(status, 422);
+}

@@ -389,6 +389,43 @@ fn a_jsonl_run_reads_token_and_tag_lists_and_labels_every_subword_on_request() {
     drop(stdout);
 }
 
+/// datasets' CoNLL-2003 layout: `tokens` and `ner_tags`, the tags as class ids that the file's
+/// metadata names (a Sequence of ClassLabel).
+#[test]
+fn a_parquet_run_names_tag_ids_from_the_class_label_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let parquet = common::repo().join("crates/graft-data/tests/data/parquet/ner_mini.parquet");
+    let config = train_config(
+        tmp.path(),
+        "parquet",
+        &format!(
+            "format = \"parquet\"\ntrain = \"{}\"\ntext_column = \"tokens\"\nlabel_column = \
+             \"ner_tags\"",
+            parquet.display()
+        ),
+        "kind = \"linear\"",
+        1,
+    );
+    ok(&["train", config.to_str().unwrap()]);
+    let tags = strings(&json(&tmp.path().join("parquet/graft.json"))["labels"]);
+    // The names present in the 40 sentences, sorted; no bare ids.
+    assert!(tags.contains(&"B-PER".to_string()) && tags.contains(&"O".to_string()));
+    assert!(tags.iter().all(|t| t.parse::<usize>().is_err()), "{tags:?}");
+    let report = tmp.path().join("report.json");
+    ok(&[
+        "eval",
+        "--model",
+        tmp.path().join("parquet").to_str().unwrap(),
+        "--data",
+        parquet.to_str().unwrap(),
+        "--output",
+        report.to_str().unwrap(),
+        "--backend",
+        "flex",
+    ]);
+    assert_eq!(json(&report)["sentences"], 40);
+}
+
 #[test]
 fn bad_token_data_names_the_file_and_line() {
     let tmp = tempfile::tempdir().unwrap();
