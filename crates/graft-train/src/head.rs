@@ -52,10 +52,12 @@ impl HeadSpec {
         widths.windows(2).map(|w| (w[0], w[1])).collect()
     }
 
-    /// A new head, initialised as PyTorch's `nn.Linear` (weights and biases uniform in
-    /// ±1/sqrt(fan_in)) from `seed`, so a run's seed fixes it whatever else the process does. A
-    /// native head's transform starts as transformers initialises it: dense weights normal with
-    /// std 0.02, zero biases, unit norm scales.
+    /// A new head, from `seed`, so a run's seed fixes it whatever else the process does. Graft's
+    /// own layers start as PyTorch's `nn.Linear` (weights and biases uniform in
+    /// ±1/sqrt(fan_in)). A native head starts as transformers initialises the family's head
+    /// (`_init_weights`): weights normal with std 0.02 (ModernBERT's classifier: truncated at
+    /// three deviations, std 1/sqrt(width)), zero biases, unit norm scales. With the same start,
+    /// a native run's loss curve is transformers' (BENCHMARKS.md, section 16).
     pub fn init(&self, seed: u64, device: &Device) -> Head {
         let mut rng = StdRng::seed_from_u64(seed);
         let transform =
@@ -76,26 +78,44 @@ impl HeadSpec {
                         });
                     transform
                 });
-        let mut uniform = |n: usize, bound: f32| -> Vec<f32> {
-            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
-        };
-        let layers = self
-            .layer_sizes()
-            .into_iter()
-            .map(|(input, output)| {
+        let modernbert = self
+            .native
+            .as_ref()
+            .is_some_and(|n| n.model.starts_with("ModernBert"));
+        let mut layers = Vec::new();
+        for (input, output) in self.layer_sizes() {
+            let mut linear = LinearConfig::new(input, output).init(device);
+            let (weight, bias): (Vec<f32>, Vec<f32>) = if self.native.is_some() {
+                let std = if modernbert {
+                    1.0 / (input as f32).sqrt()
+                } else {
+                    0.02
+                };
+                let weight = (0..input * output)
+                    .map(|_| {
+                        loop {
+                            let z = standard_normal(&mut rng);
+                            if !modernbert || z.abs() <= 3.0 {
+                                break std * z;
+                            }
+                        }
+                    })
+                    .collect();
+                (weight, vec![0.0; output])
+            } else {
                 let bound = 1.0 / (input as f32).sqrt();
-                let mut linear = LinearConfig::new(input, output).init(device);
-                linear.weight = Param::from_data(
-                    TensorData::new(uniform(input * output, bound), [input, output]),
-                    device,
-                );
-                linear.bias = Some(Param::from_data(
-                    TensorData::new(uniform(output, bound), [output]),
-                    device,
-                ));
-                linear
-            })
-            .collect();
+                let weight = (0..input * output)
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect();
+                let bias = (0..output)
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect();
+                (weight, bias)
+            };
+            linear.weight = Param::from_data(TensorData::new(weight, [input, output]), device);
+            linear.bias = Some(Param::from_data(TensorData::new(bias, [output]), device));
+            layers.push(linear);
+        }
         Head {
             transform,
             layers,

@@ -536,7 +536,15 @@ fn render(
     line("");
     line("[head]");
     let native = modality == Modality::Text && folder.native_head().ok().flatten().is_some();
-    if native && d.pair.is_some() {
+    let token_head = (d.task == Task::TokenClassification)
+        .then(|| folder.token_head().ok().flatten())
+        .flatten();
+    if let Some(head) = token_head {
+        line(&format!(
+            "kind = \"native\"         # the family's own token head: exported as transformers' {}",
+            head.model
+        ));
+    } else if native && d.pair.is_some() {
         line(
             "kind = \"native\"         # the family's own head: a cross-encoder, exported as transformers' ...ForSequenceClassification",
         );

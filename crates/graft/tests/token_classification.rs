@@ -515,6 +515,8 @@ fn init_detects_tagged_words() {
         let text = std::fs::read_to_string(&out).unwrap();
         assert!(text.contains("task = \"token_classification\""), "{text}");
         assert!(text.contains(&format!("format = \"{format}\"")), "{text}");
+        assert!(text.contains("kind = \"native\""), "{text}");
+        assert!(text.contains("backbone = false"), "{text}");
         if format == "jsonl" {
             assert!(text.contains("text_column = \"tokens\""), "{text}");
             assert!(text.contains("label_column = \"tags\""), "{text}");
