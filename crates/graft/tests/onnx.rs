@@ -110,6 +110,34 @@ fn distance(got: &[f32], expected: &[f32]) -> f32 {
         )
 }
 
+/// The exported graph, run by graft's ONNX interpreter on the inputs of the folder's
+/// `check.safetensors`, gives the outputs graft computed (to 1e-4 relative); returns the graph.
+fn graph_reproduces_its_check(out: &Path, name: &str) -> Vec<u8> {
+    let model = std::fs::read(out.join("model.onnx")).unwrap();
+    let check = tensors(&out.join("check.safetensors"));
+    let inputs: Vec<(&str, Value)> = check
+        .iter()
+        .filter(|(n, _)| !n.starts_with("expected."))
+        .map(|(n, v)| (n.as_str(), v.clone()))
+        .collect();
+    // In the graph's order of outputs.
+    let expected: Vec<&Value> = ["logits", "features", "embeddings"]
+        .iter()
+        .filter_map(|output| {
+            let key = format!("expected.{output}");
+            check.iter().find(|(n, _)| *n == key).map(|(_, v)| v)
+        })
+        .collect();
+    let got = graft_onnx::run(&model, &inputs).unwrap();
+    // The graph's outputs: the head's logits and its features, or the embeddings.
+    assert_eq!(got.len(), expected.len(), "{name}");
+    for (got, expected) in got.iter().zip(expected) {
+        let d = distance(&got.to_f32(), &expected.to_f32());
+        assert!(d <= 1e-4, "{name}: the graph is {d:e} from graft");
+    }
+    model
+}
+
 #[test]
 fn every_family_exports_a_graph_that_computes_what_graft_computes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -117,28 +145,7 @@ fn every_family_exports_a_graph_that_computes_what_graft_computes() {
         let out = tmp.path().join(i.to_string());
         let said = export_onnx(&golden(name), &out);
         assert!(said.contains("checked on inputs"), "{name}: {said}");
-        let model = std::fs::read(out.join("model.onnx")).unwrap();
-        let check = tensors(&out.join("check.safetensors"));
-        let inputs: Vec<(&str, Value)> = check
-            .iter()
-            .filter(|(n, _)| !n.starts_with("expected."))
-            .map(|(n, v)| (n.as_str(), v.clone()))
-            .collect();
-        // In the graph's order of outputs.
-        let expected: Vec<&Value> = ["logits", "features", "embeddings"]
-            .iter()
-            .filter_map(|output| {
-                let key = format!("expected.{output}");
-                check.iter().find(|(n, _)| *n == key).map(|(_, v)| v)
-            })
-            .collect();
-        let got = graft_onnx::run(&model, &inputs).unwrap();
-        // The graph's outputs: the head's logits and its features, or the embeddings.
-        assert_eq!(got.len(), expected.len(), "{name}");
-        for (got, expected) in got.iter().zip(expected) {
-            let d = distance(&got.to_f32(), &expected.to_f32());
-            assert!(d <= 1e-4, "{name}: the graph is {d:e} from graft");
-        }
+        let model = graph_reproduces_its_check(&out, name);
         assert!(
             out.join("config.json").is_file(),
             "{name}: the config goes with the model"
@@ -316,4 +323,17 @@ fn onnx_exports_refuse_what_they_cannot_do_with_a_clear_error() {
         "{stderr}"
     );
     assert!(!tmp.path().join("big").exists());
+}
+
+/// A PEFT LoRA adapter exports merged into its base: the graph computes what graft computes for
+/// the adapter (which `tests/lora.rs` checks against PEFT).
+#[test]
+fn a_peft_adapter_exports_merged_into_its_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let adapter = repo().join("crates/graft/tests/golden/lora/roberta-adapter");
+    let out = tmp.path().join("adapter-onnx");
+    let said = export_onnx(&adapter, &out);
+    assert!(said.contains("checked on inputs"), "{said}");
+    graph_reproduces_its_check(&out, "roberta-adapter");
+    assert!(out.join("tokenizer.json").is_file());
 }
