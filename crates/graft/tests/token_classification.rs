@@ -426,6 +426,52 @@ fn a_parquet_run_names_tag_ids_from_the_class_label_metadata() {
     assert_eq!(json(&report)["sentences"], 40);
 }
 
+/// LoRA adapters on a token classifier train, predict, and export merged (a PEFT adapter folder
+/// is refused, saying so).
+#[test]
+fn a_lora_token_run_exports_merged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let train = conll_head(
+        "datasets/conll2003-sample/train.conll",
+        24,
+        tmp.path(),
+        "train.conll",
+    );
+    let config = train_config(
+        tmp.path(),
+        "lora",
+        &format!("format = \"conll\"\ntrain = \"{}\"", train.display()),
+        "kind = \"native\"\n\n[lora]\nr = 4\nalpha = 16\ntarget_modules = [\"query\", \"value\"]",
+        1,
+    );
+    ok(&["train", config.to_str().unwrap()]);
+    let run = tmp.path().join("lora");
+    let input = write(tmp.path(), "raw.txt", "Japan beat Syria in Tokyo .\n");
+    let from_run = predict(&run, &input);
+    let stderr = fails(&[
+        "export",
+        "--model",
+        run.to_str().unwrap(),
+        "--out",
+        tmp.path().join("adapter").to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("merged"), "{stderr}");
+    let merged = tmp.path().join("merged");
+    ok(&[
+        "export",
+        "--merge",
+        "--model",
+        run.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        json(&merged.join("config.json"))["architectures"][0],
+        "BertForTokenClassification"
+    );
+    assert_eq!(predict(&merged, &input), from_run);
+}
+
 #[test]
 fn bad_token_data_names_the_file_and_line() {
     let tmp = tempfile::tempdir().unwrap();
