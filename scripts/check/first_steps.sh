@@ -111,4 +111,5 @@ if [ "$task" = ner ]; then
 else
   reference=(scripts/check/pairs_reference.py parity "$task" "$work/init-export" "$train" "$steps" "$lr")
 fi
-echo "transformers: $("$python" "${reference[@]}" 2>/dev/null)"
+# transformers' weight-loading progress bar goes to stderr; errors still show.
+echo "transformers: $("$python" "${reference[@]}" 2> >(grep -v "Loading weights" >&2))"

@@ -6,7 +6,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use graft_model::Backbone;
 
 use crate::head::Head;
-use crate::loss::SentenceTargets;
+use crate::loss::{SentenceTargets, Targets};
 use crate::modality::Encoded;
 use crate::progress::Progress;
 
@@ -105,6 +105,28 @@ pub fn extract_features(
         0,
         Tensor::<1, Int>::from_data(TensorData::new(position, [n]), device),
     )
+}
+
+/// Token classification: one output row per labelled token of every sentence, in order, run in
+/// batches of `batch_size` in inference mode.
+pub fn token_rows(
+    model: &Classifier,
+    data: &Encoded,
+    targets: &Targets,
+    batch_size: usize,
+    device: &Device,
+) -> Vec<Vec<f32>> {
+    let Targets::Tokens(sentences) = targets else {
+        return Vec::new();
+    };
+    let model = model.valid();
+    let indices: Vec<usize> = (0..data.len()).collect();
+    let mut rows = Vec::new();
+    for batch in indices.chunks(batch_size.max(1)) {
+        let outputs = model.forward_tokens(data, batch, sentences, device);
+        rows.extend(rows_of(crate::precision::to_f32(outputs)));
+    }
+    rows
 }
 
 /// Rows of a `[n, k]` tensor, read back to the host.

@@ -76,6 +76,11 @@ impl Targets {
         let Self::Words(sentences) = self else {
             return self;
         };
+        assert_eq!(
+            sentences.len(),
+            word_ids.len(),
+            "every tagged sentence is encoded as words"
+        );
         let inside: Vec<usize> = labels
             .iter()
             .enumerate()

@@ -17,7 +17,7 @@ use graft_data::tokenize::Tokens;
 use graft_model::{Backbone, Inputs, Modality, ModelFolder, Preprocessing};
 
 use crate::bad_rows::{Screen, label_problem, row_problem};
-use crate::classifier::{Classifier, extract_features, rows_of};
+use crate::classifier::{Classifier, extract_features, rows_of, token_rows};
 use crate::config::{HeadKind, LoraSection, Precision};
 use crate::entities::{TaggedWord, found_entities};
 use crate::error::{TrainError, TrainError as E};
@@ -31,7 +31,6 @@ use crate::progress::Progress;
 use crate::run_dir;
 use crate::task::classification::{argmax, softmax};
 use crate::task::{self, EvaluationPlot, Prediction, Task, TaskSpec};
-use crate::train::token_rows;
 use graft_model::Pooling;
 
 /// One input: a text, or an image's path, with its label(s) when it is labelled.

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::backend::{self, SelectedDevice};
 use crate::bad_rows;
-use crate::classifier::{Classifier, extract_features, rows_of, select_rows};
+use crate::classifier::{Classifier, extract_features, rows_of, select_rows, token_rows};
 use crate::config::{Backend, CacheMode, Config, HeadKind, Task};
 use crate::data::RunData;
 use crate::error::{TrainError, TrainError as E};
@@ -1009,28 +1009,6 @@ fn save_word_tokenizer(out: &Path, source: &Source) -> Result<(), TrainError> {
         write_json_atomic(&config_path, &serde_json::Value::Object(config))?;
     }
     Ok(())
-}
-
-/// Token classification: one output row per labelled token of every sentence, in order, run in
-/// batches of `batch_size` in inference mode.
-pub(crate) fn token_rows(
-    model: &Classifier,
-    data: &Encoded,
-    targets: &Targets,
-    batch_size: usize,
-    device: &Device,
-) -> Vec<Vec<f32>> {
-    let Targets::Tokens(sentences) = targets else {
-        return Vec::new();
-    };
-    let model = model.valid();
-    let indices: Vec<usize> = (0..data.len()).collect();
-    let mut rows = Vec::new();
-    for batch in indices.chunks(batch_size.max(1)) {
-        let outputs = model.forward_tokens(data, batch, sentences, device);
-        rows.extend(rows_of(crate::precision::to_f32(outputs)));
-    }
-    rows
 }
 
 /// Features must be finite: a NaN or infinite feature (weights that overflow, a cached shard
