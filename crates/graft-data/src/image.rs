@@ -417,6 +417,7 @@ pub fn read_image_folder(root: &Path) -> Result<Vec<crate::TextExample>, DataErr
             line: 0,
             bytes: None,
             pair: None,
+            negative: None,
         }));
     }
     Ok(examples)

@@ -94,5 +94,6 @@ pub(crate) fn example(label: &str, line: usize) -> TextExample {
         line,
         bytes: None,
         pair: None,
+        negative: None,
     }
 }

@@ -94,9 +94,11 @@ fn read_rows(path: &Path, columns: Columns) -> Result<Vec<TextExample>, DataErro
     let text_index = index(text_column)?;
     let label_index = label_column.map(index).transpose()?;
     let pair_index = columns.pair.map(index).transpose()?;
+    let negative_index = columns.negative.map(index).transpose()?;
     let mut roots = vec![text_index];
     roots.extend(label_index);
     roots.extend(pair_index);
+    roots.extend(negative_index);
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
     let reader = builder
         .with_projection(mask)
@@ -115,6 +117,7 @@ fn read_rows(path: &Path, columns: Columns) -> Result<Vec<TextExample>, DataErro
         let texts = column(text_column)?;
         let labels = label_column.map(column).transpose()?;
         let pairs = columns.pair.map(column).transpose()?;
+        let negatives = columns.negative.map(column).transpose()?;
         for row in 0..batch.num_rows() {
             let line = examples.len() + 1;
             // A null is an empty field, which the reader's caller judges.
@@ -157,25 +160,27 @@ fn read_rows(path: &Path, columns: Columns) -> Result<Vec<TextExample>, DataErro
                 },
                 _ => None,
             };
-            let pair = match (&pairs, columns.pair) {
-                (Some(array), Some(name)) => match at(array, name)? {
-                    Cell::Text(pair) => Some(pair),
-                    Cell::Bytes(_) => {
-                        return Err(DataError::Parse {
+            let second_text =
+                |array: &Option<ArrayRef>, name: Option<&str>, role: &str| match (array, name) {
+                    (Some(array), Some(name)) => match at(array, name)? {
+                        Cell::Text(text) => Ok(Some(text)),
+                        Cell::Bytes(_) => Err(DataError::Parse {
                             path: path.to_path_buf(),
                             line,
-                            message: format!("row {line}: pair column `{name}` holds bytes"),
-                        });
-                    }
-                },
-                _ => None,
-            };
+                            message: format!("row {line}: {role} column `{name}` holds bytes"),
+                        }),
+                    },
+                    _ => Ok(None),
+                };
+            let pair = second_text(&pairs, columns.pair, "pair")?;
+            let negative = second_text(&negatives, columns.negative, "negative")?;
             examples.push(TextExample {
                 text,
                 label,
                 line,
                 bytes,
                 pair,
+                negative,
             });
         }
     }

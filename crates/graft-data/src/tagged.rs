@@ -94,6 +94,7 @@ impl Sentence {
             line: self.line,
             bytes: None,
             pair: None,
+            negative: None,
         })
     }
 }
@@ -245,6 +246,7 @@ mod tests {
             line: 4,
             bytes: None,
             pair: None,
+            negative: None,
         };
         let message = words_and_tags(&example, Path::new("d.jsonl"))
             .unwrap_err()

@@ -60,6 +60,8 @@ pub struct TextExample {
     pub bytes: Option<std::sync::Arc<[u8]>>,
     /// The second text of a pair (a hypothesis, a passage), read from the pair column.
     pub pair: Option<String>,
+    /// A third text: an embedding triplet's negative (a passage that does not answer the first).
+    pub negative: Option<String>,
 }
 
 impl TextExample {
@@ -71,6 +73,7 @@ impl TextExample {
             line: 0,
             bytes: None,
             pair: None,
+            negative: None,
         }
     }
 
@@ -83,11 +86,13 @@ impl TextExample {
     }
 }
 
-/// The columns examples are read from: the text, the second text of a pair, the label.
-#[derive(Debug, Clone, Copy)]
+/// The columns examples are read from: the text, the second text of a pair, a triplet's third
+/// text, the label.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Columns<'a> {
     pub text: &'a str,
     pub pair: Option<&'a str>,
+    pub negative: Option<&'a str>,
     pub label: Option<&'a str>,
 }
 
@@ -104,8 +109,8 @@ pub fn read_texts(
         format,
         Columns {
             text: text_column,
-            pair: None,
             label: label_column,
+            ..Columns::default()
         },
     )
 }
@@ -127,7 +132,7 @@ pub fn read_examples(
         DataFormat::Csv => read_csv(path, columns)?,
         DataFormat::Jsonl => read_jsonl(path, columns)?,
         DataFormat::Parquet => crate::parquet::read_parquet(path, columns)?,
-        DataFormat::Lines if columns.pair.is_some() => {
+        DataFormat::Lines if columns.pair.is_some() || columns.negative.is_some() => {
             return Err(DataError::Invalid(format!(
                 "{}: a text file holds one text per line; pairs of texts need a .csv, .jsonl or \
                  .parquet file with two text columns",
@@ -135,7 +140,7 @@ pub fn read_examples(
             )));
         }
         DataFormat::Lines => read_lines(path)?,
-        DataFormat::Conll if columns.pair.is_some() => {
+        DataFormat::Conll if columns.pair.is_some() || columns.negative.is_some() => {
             return Err(DataError::Invalid(format!(
                 "{}: a CoNLL file holds tagged words, not pairs of texts",
                 path.display()
@@ -159,10 +164,10 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> DataError + '_ {
 }
 
 fn read_csv(path: &Path, columns: Columns) -> Result<Vec<TextExample>, DataError> {
+    let bytes = std::fs::read(path).map_err(io_error(path))?;
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)
-        .from_path(path)
-        .map_err(|e| csv_error(path, e))?;
+        .from_reader(bytes.as_slice());
     let headers = reader.headers().map_err(|e| csv_error(path, e))?.clone();
     let found: Vec<String> = headers.iter().map(str::to_string).collect();
     let column_index = |column: &str| {
@@ -185,11 +190,15 @@ fn read_csv(path: &Path, columns: Columns) -> Result<Vec<TextExample>, DataError
     };
     let text_index = column_index(columns.text)?;
     let pair_index = columns.pair.map(column_index).transpose()?;
+    let negative_index = columns.negative.map(column_index).transpose()?;
     let label_index = columns.label.map(column_index).transpose()?;
     let mut examples = Vec::new();
+    let mut lines = LineCounter::default();
     for record in reader.records() {
         let record = record.map_err(|e| csv_error(path, e))?;
-        let line = record.position().map_or(0, |p| p.line() as usize);
+        let line = record
+            .position()
+            .map_or(0, |p| lines.line_at(&bytes, p.byte() as usize));
         let field = |i: usize| record.get(i).unwrap_or_default().to_string();
         examples.push(TextExample {
             text: field(text_index),
@@ -197,9 +206,37 @@ fn read_csv(path: &Path, columns: Columns) -> Result<Vec<TextExample>, DataError
             line,
             bytes: None,
             pair: pair_index.map(field),
+            negative: negative_index.map(field),
         });
     }
     Ok(examples)
+}
+
+/// A record's line from its byte offset. csv's own line count puts a record after a CRLF line
+/// end or a blank line on the line before it (rust-csv issues 395 and 208), so the line is
+/// counted here: the line breaks before the record's first byte, past any line ends the offset
+/// still points at. Records come in order, so each byte is counted once.
+#[derive(Default)]
+struct LineCounter {
+    counted: usize,
+    breaks: usize,
+}
+
+impl LineCounter {
+    fn line_at(&mut self, bytes: &[u8], offset: usize) -> usize {
+        let mut start = offset.min(bytes.len());
+        while matches!(bytes.get(start), Some(b'\n' | b'\r')) {
+            start += 1;
+        }
+        if start > self.counted {
+            self.breaks += bytes[self.counted..start]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            self.counted = start;
+        }
+        self.breaks + 1
+    }
 }
 
 pub(crate) fn csv_error(path: &Path, error: csv::Error) -> DataError {
@@ -286,6 +323,7 @@ fn read_jsonl(path: &Path, columns: Columns) -> Result<Vec<TextExample>, DataErr
             line,
             bytes: None,
             pair: columns.pair.map(field).transpose()?,
+            negative: columns.negative.map(field).transpose()?,
         });
     }
     Ok(examples)
@@ -313,6 +351,19 @@ mod tests {
         let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
         (dir, path)
+    }
+
+    /// Windows line ends (what Python's csv module writes) and blank lines keep each row's line.
+    #[test]
+    fn csv_lines_count_crlf_line_ends_and_blank_lines() {
+        let (_dir, path) = write(
+            "crlf.csv",
+            "text,label\r\na,x\r\n\"b\r\nc\",y\r\n\r\nd,z\r\ne,w\n",
+        );
+        let examples = read_texts(&path, DataFormat::Csv, "text", Some("label")).unwrap();
+        let lines: Vec<usize> = examples.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 3, 6, 7]);
+        assert_eq!(examples[1].text, "b\r\nc");
     }
 
     #[test]

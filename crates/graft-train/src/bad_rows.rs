@@ -152,11 +152,18 @@ pub fn input_problem(example: &TextExample) -> Option<String> {
     if example.bytes.is_none() && example.text.trim().is_empty() {
         return Some("empty text".into());
     }
-    example
+    if example
         .pair
         .as_ref()
-        .filter(|pair| pair.trim().is_empty())
-        .map(|_| "empty second text of the pair".into())
+        .is_some_and(|pair| pair.trim().is_empty())
+    {
+        return Some("empty second text of the pair".into());
+    }
+    example
+        .negative
+        .as_ref()
+        .filter(|negative| negative.trim().is_empty())
+        .map(|_| "empty negative text".into())
 }
 
 /// What is wrong with a labelled row of `task` before any label set is known: its input, or its
@@ -187,6 +194,7 @@ mod tests {
             line,
             bytes: None,
             pair: None,
+            negative: None,
         }
     }
 

@@ -29,6 +29,22 @@ impl Classifier {
             .forward(self.backbone.forward(data.batch(indices, augment, device)))
     }
 
+    /// Embedding training: the embeddings `[n · texts, width]` of every text of the examples at
+    /// `indices`, whose texts are consecutive in `data` ([`crate::modality::each_text`]).
+    pub fn forward_texts(
+        &self,
+        data: &Encoded,
+        indices: &[usize],
+        texts: usize,
+        device: &Device,
+    ) -> Tensor<2> {
+        let rows: Vec<usize> = indices
+            .iter()
+            .flat_map(|&i| i * texts..(i + 1) * texts)
+            .collect();
+        self.forward(data, &rows, None, device)
+    }
+
     /// Token classification: outputs `[tokens, k]`, one row per labelled token of the sentences
     /// at `indices`, in order (the head runs on every token's last hidden state).
     pub fn forward_tokens(

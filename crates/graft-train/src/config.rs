@@ -73,6 +73,17 @@ impl Config {
             // With LoRA the adapters are what trains; [freeze] only narrows them down.
             f.backbone = Some(false);
         }
+        if config.data.task == Task::Embedding {
+            // Embedding training tunes the backbone itself, unless [freeze] says otherwise.
+            let f = &mut config.freeze;
+            if f.backbone.is_none() && f.layers.is_none() && f.patterns.is_empty() {
+                f.backbone = Some(false);
+            }
+            // SetFit's pairs are scored 1 and 0 for CosineSimilarityLoss.
+            if config.data.contrastive_pairs.is_some() && config.loss.kind.is_none() {
+                config.loss.kind = Some(LossKind::CosineSimilarity);
+            }
+        }
         config
             .resolve_columns()
             .and_then(|()| config.check_data_kind())
@@ -116,7 +127,7 @@ impl Config {
         }
         match (self.head.kind, self.head.hidden.is_empty()) {
             (HeadKind::Mlp, true) => return Err("[head] kind = \"mlp\" needs hidden = [..]".into()),
-            (HeadKind::Linear | HeadKind::Native, false) => {
+            (HeadKind::Linear | HeadKind::Native | HeadKind::None, false) => {
                 return Err("[head] hidden is only for kind = \"mlp\"".into());
             }
             _ => {}
@@ -134,6 +145,13 @@ impl Config {
                      own head pools as transformers' sequence classifier does"
                 ));
             }
+        }
+        if self.head.kind == HeadKind::None && self.data.task != Task::Embedding {
+            return Err(
+                "[head] kind = \"none\" is for task = \"embedding\", which tunes the encoder \
+                 without a head"
+                    .into(),
+            );
         }
         if self.head.hidden.contains(&0) {
             return Err("[head] hidden widths must be positive".into());
@@ -197,6 +215,14 @@ impl Config {
         Ok(())
     }
 
+    /// The column read as each example's label: none for embedding training whose loss takes no
+    /// score (multiple negatives ranking, triplets).
+    pub fn label_column(&self) -> Option<&str> {
+        let scored = self.data.contrastive_pairs.is_some()
+            || self.loss.kind_for(self.data.task) == LossKind::CosineSimilarity;
+        (self.data.task != Task::Embedding || scored).then_some(self.data.label_column.as_str())
+    }
+
     /// Whether the data are images (an image folder or an image column).
     pub fn is_vision(&self) -> bool {
         self.data.format == Format::ImageFolder || self.data.image_column.is_some()
@@ -219,24 +245,147 @@ impl Config {
                 "names the text columns already given by text_column / text_pair; keep one".into(),
             ));
         }
+        if d.negative_column.is_some() && columns.len() == 3 {
+            return Err((
+                "data",
+                "columns",
+                "names the negative column already given by negative_column; keep one".into(),
+            ));
+        }
         match columns.as_slice() {
             [text] => d.text_column = text.clone(),
             [text, pair] => {
                 d.text_column = text.clone();
                 d.text_pair = Some(pair.clone());
             }
+            [anchor, positive, negative] if d.task == Task::Embedding => {
+                d.text_column = anchor.clone();
+                d.text_pair = Some(positive.clone());
+                d.negative_column = Some(negative.clone());
+            }
             _ => {
                 return Err((
                     "data",
                     "columns",
                     format!(
-                        "must name one text column or two (a pair), not {}",
+                        "must name one text column or two (a pair), or for task =                          \"embedding\" three (anchor, positive, negative), not {}",
                         columns.len()
                     ),
                 ));
             }
         }
         Ok(())
+    }
+
+    /// Embedding training's columns and loss: pairs or triplets of texts (or SetFit's pairs made
+    /// from classified texts), the loss that fits them, and no head.
+    fn check_embedding(&self) -> Result<(), (&'static str, &'static str, String)> {
+        let d = &self.data;
+        if d.task != Task::Embedding {
+            let only = [
+                ("negative_column", d.negative_column.is_some()),
+                ("contrastive_pairs", d.contrastive_pairs.is_some()),
+                ("score_scale", d.score_scale.is_some()),
+            ];
+            if let Some((key, _)) = only.into_iter().find(|(_, given)| *given) {
+                return Err((
+                    "data",
+                    key,
+                    "is for embedding training (task = \"embedding\")".into(),
+                ));
+            }
+            return Ok(());
+        }
+        if self.is_vision() {
+            return Err((
+                "data",
+                "task",
+                "embedding training is for text encoders (pairs or triplets of texts)".into(),
+            ));
+        }
+        let headless = HeadSection {
+            kind: HeadKind::None,
+            ..HeadSection::default()
+        };
+        if self.head != HeadSection::default() && self.head != headless {
+            return Err((
+                "head",
+                "",
+                "embedding training tunes the encoder itself and grafts no head: leave out                  [head]"
+                    .into(),
+            ));
+        }
+        if d.score_scale.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
+            return Err(("data", "score_scale", "must be a positive number".into()));
+        }
+        let kind = self.loss.kind_for(d.task);
+        let texts =
+            1 + usize::from(d.text_pair.is_some()) + usize::from(d.negative_column.is_some());
+        match d.contrastive_pairs {
+            Some(0) => {
+                return Err((
+                    "data",
+                    "contrastive_pairs",
+                    "must be at least 1 (SetFit's default is 20)".into(),
+                ));
+            }
+            Some(_) if d.text_pair.is_some() => {
+                return Err((
+                    "data",
+                    "contrastive_pairs",
+                    "makes pairs from single classified texts; the data already has a second \
+                     text column"
+                        .into(),
+                ));
+            }
+            Some(_) if kind != LossKind::CosineSimilarity => {
+                return Err((
+                    "loss",
+                    "kind",
+                    "SetFit's pairs are scored 1 (same class) or 0: train them with \
+                     \"cosine_similarity\""
+                        .into(),
+                ));
+            }
+            Some(_) => return Ok(()),
+            None if d.text_pair.is_none() => {
+                return Err((
+                    "data",
+                    "columns",
+                    "embedding training reads pairs [anchor, positive] or triplets [anchor, \
+                     positive, negative] (or classified texts with contrastive_pairs)"
+                        .into(),
+                ));
+            }
+            None => {}
+        }
+        if d.negative_column
+            .as_ref()
+            .is_some_and(|n| *n == d.text_column || Some(n) == d.text_pair.as_ref())
+        {
+            return Err((
+                "data",
+                "negative_column",
+                "is also the anchor or the positive column".into(),
+            ));
+        }
+        match (kind, texts) {
+            (LossKind::CosineSimilarity, 3) => Err((
+                "loss",
+                "kind",
+                "cosine_similarity scores pairs of texts; triplets train with \
+                 \"multiple_negatives_ranking\" or \"triplet\""
+                    .into(),
+            )),
+            (LossKind::Triplet, 2) => Err((
+                "loss",
+                "kind",
+                "triplet needs each anchor's negative: [data] columns = [anchor, positive, \
+                 negative]"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Keys that belong to the other modality are refused, naming the key.
@@ -312,6 +461,7 @@ impl Config {
                 "token classification tags the words of one text, not pairs".into(),
             ));
         }
+        self.check_embedding()?;
         if tokens && self.is_vision() {
             return Err((
                 "data",
@@ -462,6 +612,12 @@ impl Config {
         }
         if l.huber_delta.is_nan() || l.huber_delta <= 0.0 {
             return Err("[loss] huber_delta must be positive".into());
+        }
+        if !(l.scale > 0.0 && l.scale.is_finite()) {
+            return Err("[loss] scale must be a positive number".into());
+        }
+        if !(l.margin >= 0.0 && l.margin.is_finite()) {
+            return Err("[loss] margin must be a number >= 0".into());
         }
         match &l.class_weights {
             Some(_) if !logic.takes_class_weights() => {

@@ -11,9 +11,12 @@ use graft_data::{LabelSet, TextExample, train_valid_split};
 use crate::bad_rows::{Screen, SkippedRows, label_problem, row_problem};
 use crate::config::{ClassWeights, Config};
 use crate::error::{TrainError, TrainError as E};
-use crate::loss::{Targets, TaskLoss, balanced_class_weights, balanced_pos_weight};
+use crate::loss::{
+    LossKind, Targets, TaskLoss, TextTargets, balanced_class_weights, balanced_pos_weight,
+};
 use crate::modality::Encoded;
 use crate::task::TaskSpec;
+use crate::task::embedding::contrastive_pairs;
 
 /// The data of a run, read by the modality and encoded for its task.
 pub struct RunData {
@@ -90,9 +93,50 @@ impl RunData {
                 (pick(&train_idx), pick(&valid_idx))
             }
         };
+        let (train, valid, test) = match d.contrastive_pairs {
+            Some(rounds) => {
+                let seed = config.train.seed;
+                let pairs = |examples: Vec<TextExample>, rounds, seed, path: &Path| {
+                    contrastive_pairs(&examples, rounds, seed).map_err(|message| E::Config {
+                        path: path.to_path_buf(),
+                        message,
+                    })
+                };
+                let valid_path = d.valid.as_deref().unwrap_or(&d.train);
+                (
+                    pairs(train, rounds, seed, &d.train)?,
+                    pairs(valid, 1, seed.wrapping_add(1), valid_path)?,
+                    match test {
+                        Some((path, examples)) => {
+                            let made = pairs(examples, 1, seed.wrapping_add(2), &path)?;
+                            Some((path, made))
+                        }
+                        None => None,
+                    },
+                )
+            }
+            None => (train, valid, test),
+        };
         let valid_path = d.valid.clone().unwrap_or_else(|| d.train.clone());
         let mut train_targets = spec.targets(&train, &d.train)?;
         let mut valid_targets = spec.targets(&valid, &valid_path)?;
+        if let Some(scale) = d.score_scale {
+            for targets in [&mut train_targets, &mut valid_targets] {
+                if let Targets::Texts(TextTargets {
+                    scores: Some(scores),
+                    ..
+                }) = targets
+                {
+                    scores
+                        .iter_mut()
+                        .for_each(|s| *s = (*s as f64 * scale) as f32);
+                }
+            }
+        }
+        if config.loss.kind_for(task) == LossKind::CosineSimilarity {
+            check_cosine_scores(&train_targets, &train, &d.train)?;
+            check_cosine_scores(&valid_targets, &valid, &valid_path)?;
+        }
         if let Some((path, examples)) = &test {
             spec.targets(examples, path)?; // unknown labels fail before training
         }
@@ -174,6 +218,36 @@ impl RunData {
             pos_weight,
             label_smoothing: l.label_smoothing,
             huber_delta: l.huber_delta,
+            scale: l.scale,
+            margin: l.margin,
         })
+    }
+}
+
+/// CosineSimilarityLoss pulls each pair's cosine similarity towards its score: a score outside
+/// [-1, 1] can never be reached, which is an error naming the line.
+fn check_cosine_scores(
+    targets: &Targets,
+    examples: &[TextExample],
+    source: &Path,
+) -> Result<(), TrainError> {
+    let Targets::Texts(TextTargets {
+        scores: Some(scores),
+        ..
+    }) = targets
+    else {
+        return Ok(());
+    };
+    match scores.iter().position(|s| s.abs() > 1.0) {
+        Some(i) => Err(E::Config {
+            path: source.to_path_buf(),
+            message: format!(
+                "line {}: score {} is outside [-1, 1], the range of a cosine similarity, which \
+                 cosine_similarity trains towards; scale the scores with [data] score_scale \
+                 (STS-B's 0 to 5: 0.2)",
+                examples[i].line, scores[i]
+            ),
+        }),
+        None => Ok(()),
     }
 }

@@ -43,8 +43,23 @@ impl HeadSpec {
         }
     }
 
+    /// Embedding training's: no layers, the features are the outputs.
+    pub fn none(input: usize) -> Self {
+        Self {
+            kind: HeadKind::None,
+            input,
+            hidden: Vec::new(),
+            output: input,
+            dropout: 0.0,
+            native: None,
+        }
+    }
+
     /// `(in, out)` of each layer, in order.
     pub fn layer_sizes(&self) -> Vec<(usize, usize)> {
+        if self.kind == HeadKind::None {
+            return Vec::new();
+        }
         let widths: Vec<usize> = std::iter::once(self.input)
             .chain(self.hidden.iter().copied())
             .chain(std::iter::once(self.output))
@@ -139,7 +154,7 @@ pub struct Head {
 }
 
 impl Head {
-    /// The number of outputs (classes, targets).
+    /// The number of outputs (classes, targets); 0 for a head without layers.
     pub fn output_size(&self) -> usize {
         self.layers.last().map_or(0, |layer| layer.weight.dims()[1])
     }
@@ -157,8 +172,11 @@ impl Head {
 
     /// Logits over the last dimension: `[batch, classes]` from pooled features `[batch, input]`,
     /// or `[batch, seq, classes]` from per-token states `[batch, seq, input]` (a token-level
-    /// head: the same layers on every token).
+    /// head: the same layers on every token). A head without layers passes the features on.
     pub fn forward<const D: usize>(&self, features: Tensor<D>) -> Tensor<D> {
+        if self.layers.is_empty() {
+            return features;
+        }
         let last = self.layers.len() - 1;
         // Features in another float type (a half-precision backbone's) are read in the head's.
         let mut x = features.cast(self.layers[0].weight.val().dtype());

@@ -1,5 +1,7 @@
 //! The losses of each task, with PyTorch's semantics: cross-entropy with class weights and label
-//! smoothing, binary cross-entropy with logits (`pos_weight` or per-label weights), MSE and Huber.
+//! smoothing, binary cross-entropy with logits (`pos_weight` or per-label weights), MSE and Huber;
+//! and for embedding training, sentence-transformers' MultipleNegativesRankingLoss, its
+//! CosineSimilarityLoss and its TripletLoss.
 //!
 //! Each loss is split into a sum over examples and the denominator of its mean, so that a batch
 //! split into micro-batches (gradient accumulation) adds up to exactly the loss of the whole batch.
@@ -17,6 +19,13 @@ pub enum LossKind {
     Bce,
     Mse,
     Huber,
+    /// In-batch negatives: each anchor's similarity to every positive (and hard negative) of the
+    /// batch, scaled, under cross-entropy with its own positive as the class.
+    MultipleNegativesRanking,
+    /// The squared difference between the cosine similarity of a pair and its score.
+    CosineSimilarity,
+    /// `max(|a - p| - |a - n| + margin, 0)` with Euclidean distances.
+    Triplet,
 }
 
 /// What the examples should come out as.
@@ -32,6 +41,17 @@ pub enum Targets {
     Words(Vec<Vec<usize>>),
     /// Token classification once tokenized: each sentence's labelled tokens and their classes.
     Tokens(Vec<SentenceTargets>),
+    /// Embedding training: each example is `texts` texts (anchor, positive, negative) whose
+    /// embeddings are consecutive output rows, and for a similarity loss, a score per pair.
+    Texts(TextTargets),
+}
+
+/// Embedding examples: how many texts each has, and the pairs' scores where the data gives them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextTargets {
+    pub examples: usize,
+    pub texts: usize,
+    pub scores: Option<Vec<f32>>,
 }
 
 /// A tokenized sentence's labelled tokens (in position order) and the class of each.
@@ -60,6 +80,7 @@ impl Targets {
             Self::Values(t) => t.len(),
             Self::Words(t) => t.len(),
             Self::Tokens(t) => t.len(),
+            Self::Texts(t) => t.examples,
         }
     }
 
@@ -127,6 +148,10 @@ pub struct TaskLoss {
     pub pos_weight: Option<Vec<f32>>,
     pub label_smoothing: f64,
     pub huber_delta: f64,
+    /// MultipleNegativesRankingLoss: what the cosine similarities are multiplied by.
+    pub scale: f64,
+    /// TripletLoss: the margin between the positive's distance and the negative's.
+    pub margin: f64,
 }
 
 fn matrix(values: Vec<f32>, rows: usize, cols: usize, device: &Device) -> Tensor<2> {
@@ -145,7 +170,7 @@ impl TaskLoss {
                 let labels = indices.first().map_or(0, |&i| t[i].len());
                 (indices.len() * labels) as f64
             }
-            Targets::Values(_) => indices.len() as f64,
+            Targets::Values(_) | Targets::Texts(_) => indices.len() as f64,
             Targets::Tokens(sentences) => {
                 let classes = Targets::token_classes(sentences, indices);
                 match &self.weights {
@@ -200,6 +225,7 @@ impl TaskLoss {
                 }
                 loss.sum()
             }
+            Targets::Texts(t) => self.embedding_sum(outputs, t, indices),
             Targets::Values(t) => {
                 let y: Vec<f32> = indices.iter().map(|&i| t[i]).collect();
                 let diff = outputs - matrix(y, n, 1, &device);
@@ -214,6 +240,57 @@ impl TaskLoss {
                     _ => diff.powi_scalar(2).sum(),
                 }
             }
+        }
+    }
+
+    /// An embedding loss of `outputs`, `[n · texts, width]` (example-major: the texts of an
+    /// example are consecutive rows), summed over the `n` examples at `indices`.
+    fn embedding_sum(
+        &self,
+        outputs: Tensor<2>,
+        targets: &TextTargets,
+        indices: &[usize],
+    ) -> Tensor<1> {
+        let device = outputs.device();
+        let [rows, width] = outputs.dims();
+        let m = targets.texts;
+        let n = indices.len();
+        assert_eq!(rows, n * m, "one output row per text of each example");
+        let by_example = outputs.reshape([n, m, width]);
+        let text = |j: usize| {
+            by_example
+                .clone()
+                .slice([0..n, j..j + 1, 0..width])
+                .reshape([n, width])
+        };
+        match self.kind {
+            LossKind::MultipleNegativesRanking => {
+                let anchors = unit_rows(text(0));
+                let candidates = unit_rows(Tensor::cat((1..m).map(text).collect(), 0));
+                let scores = anchors.matmul(candidates.transpose()) * self.scale;
+                let own: Vec<usize> = (0..n).collect();
+                self.cross_entropy_sum(scores, &own)
+            }
+            LossKind::CosineSimilarity => {
+                let scores = targets
+                    .scores
+                    .as_ref()
+                    .expect("a similarity loss has a score per pair");
+                let y: Vec<f32> = indices.iter().map(|&i| scores[i]).collect();
+                let cosine = (unit_rows(text(0)) * unit_rows(text(1))).sum_dim(1);
+                (cosine - matrix(y, n, 1, &device)).powi_scalar(2).sum()
+            }
+            LossKind::Triplet => {
+                // torch's `vector_norm(a - b)`; the floor keeps the gradient of equal rows finite.
+                let distance = |a: Tensor<2>, b: Tensor<2>| {
+                    (a - b).powi_scalar(2).sum_dim(1).clamp_min(1e-30).sqrt()
+                };
+                let (anchor, positive, negative) = (text(0), text(1), text(2));
+                let hinge =
+                    distance(anchor.clone(), positive) - distance(anchor, negative) + self.margin;
+                hinge.clamp_min(0.0).sum()
+            }
+            other => unreachable!("{other:?} is not an embedding loss"),
         }
     }
 
@@ -249,6 +326,13 @@ impl TaskLoss {
         let weight = self.weight(targets, indices).max(f64::MIN_POSITIVE);
         self.sum(outputs, targets, indices) / weight
     }
+}
+
+/// Each row divided by its L2 norm (at least 1e-12, as torch's `normalize` in
+/// sentence-transformers' `cos_sim`).
+fn unit_rows(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
 }
 
 /// scikit-learn's "balanced" weights, `n / (classes · count)`; a class without examples gets 0.

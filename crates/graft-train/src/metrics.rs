@@ -308,6 +308,8 @@ pub enum Report {
     Regression(RegressionReport),
     /// Token classification: seqeval's entity-level scores.
     Entities(crate::entities::EntityReport),
+    /// Embedding training: retrieval or similarity scores.
+    Embedding(crate::task::embedding::EmbeddingReport),
 }
 
 impl Report {
@@ -317,6 +319,7 @@ impl Report {
             Self::MultiLabel(r) => r.to_table(),
             Self::Regression(r) => r.to_table(),
             Self::Entities(r) => r.to_table(),
+            Self::Embedding(r) => r.to_table(),
         }
     }
 
@@ -327,6 +330,7 @@ impl Report {
             Self::MultiLabel(_) => Task::MultiLabel,
             Self::Regression(_) => Task::Regression,
             Self::Entities(_) => Task::TokenClassification,
+            Self::Embedding(_) => Task::Embedding,
         }
     }
 

@@ -36,6 +36,8 @@ pub struct Input {
     pub column: Option<String>,
     /// Pairs of texts: the column of the second text.
     pub pair_column: Option<String>,
+    /// Embedding triplets: the column of the third text (the negative).
+    pub negative_column: Option<String>,
 }
 
 /// What the user chose about features; `None` takes the folder's defaults.
@@ -454,6 +456,23 @@ fn pairs_of(examples: &[TextExample]) -> Result<Option<Vec<(&str, &str)>>, Train
         .map(Some)
 }
 
+/// Embedding training: every text of each example (its text, second text and negative) as an
+/// example of its own, example-major, so that example `i` of `m` texts is rows `i·m..(i+1)·m`.
+pub fn each_text(examples: &[TextExample]) -> Vec<TextExample> {
+    examples
+        .iter()
+        .flat_map(|e| {
+            [Some(&e.text), e.pair.as_ref(), e.negative.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|text| TextExample {
+                    line: e.line,
+                    ..TextExample::unlabelled(text.clone())
+                })
+        })
+        .collect()
+}
+
 /// The multiple a text batch's length is rounded up to on `device`. cubecl backends (wgpu)
 /// compile and autotune kernels for every new input shape, about 0.4 s each on an H200, so
 /// length-sorted batches of every length up to 256 would spend a minute there (BENCHMARKS.md);
@@ -468,9 +487,13 @@ pub fn sequence_multiple(device: &Device) -> usize {
 
 /// A training, validation or test split of a config: texts from CSV/JSONL/parquet, or images from
 /// an image folder, a CSV/JSONL/parquet of image paths (relative to the file), or a parquet file
-/// holding the images.
-pub fn read_split(data: &DataSection, path: &Path) -> Result<Vec<TextExample>, TrainError> {
-    let label = Some(data.label_column.as_str());
+/// holding the images. `label_column` is read as each example's label when given.
+pub fn read_split(
+    data: &DataSection,
+    label_column: Option<&str>,
+    path: &Path,
+) -> Result<Vec<TextExample>, TrainError> {
+    let label = label_column;
     Ok(match (data.format, &data.image_column) {
         (Format::ImageFolder, _) => read_image_folder(path)?,
         (format, Some(column)) => {
@@ -484,6 +507,7 @@ pub fn read_split(data: &DataSection, path: &Path) -> Result<Vec<TextExample>, T
             Columns {
                 text: &data.text_column,
                 pair: data.text_pair.as_deref(),
+                negative: data.negative_column.as_deref(),
                 label,
             },
         )?,
@@ -530,6 +554,7 @@ pub fn read_input(
                 Columns {
                     text: column,
                     pair: input.pair_column.as_deref(),
+                    negative: input.negative_column.as_deref(),
                     label: label_column,
                 },
             )?

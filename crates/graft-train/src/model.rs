@@ -58,6 +58,8 @@ pub struct ModelSource {
     pub input_column: Option<String>,
     /// A run on pairs of texts: the column of the second text.
     pub pair_column: Option<String>,
+    /// An embedding run on triplets: the column of the third text.
+    pub negative_column: Option<String>,
     pub label_column: Option<String>,
     /// A run's task and labels.
     pub task: Option<TaskSpec>,
@@ -71,19 +73,24 @@ impl ModelSource {
             modality,
             input_column,
             pair_column: None,
+            negative_column: None,
             label_column,
             task: None,
         };
         if run_dir::is_run(path) {
             let manifest = run_dir::read_manifest(path)?;
+            // An embedding run on unscored pairs or triplets reads no label.
+            let label_column = (manifest.task != Task::Embedding || !manifest.labels.is_empty())
+                .then(|| manifest.label_column.clone());
             return Ok(ModelSource {
                 task: Some(manifest.task_spec()?),
                 pair_column: manifest.pair_column.clone(),
+                negative_column: manifest.negative_column.clone(),
                 ..source(
                     SourceKind::Run,
                     manifest.preparation.modality(),
                     manifest.input_column,
-                    Some(manifest.label_column),
+                    label_column,
                 )
             });
         }
@@ -128,6 +135,10 @@ impl ModelSource {
             path: input.path.clone(),
             column: input.column.clone().or(self.input_column.clone()),
             pair_column: input.pair_column.clone().or(self.pair_column.clone()),
+            negative_column: input
+                .negative_column
+                .clone()
+                .or(self.negative_column.clone()),
         }
     }
 }
@@ -455,8 +466,27 @@ impl Model {
                     .into(),
             ));
         }
+        if spec.task == Task::Embedding {
+            return Err(E::Unsupported(format!(
+                "{} is an embedding model: it predicts no labels; embed the texts instead",
+                self.source.path.display()
+            )));
+        }
         self.check_pairs(examples)?;
-        progress.stage("running", examples.len());
+        self.head_rows(examples, batch_size, head, "running", progress)
+    }
+
+    /// `head`'s rows for every example, in order, encoded and run one window of [`WINDOW`] at a
+    /// time.
+    fn head_rows(
+        &self,
+        examples: &[Example],
+        batch_size: usize,
+        head: &Head,
+        stage: &str,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Vec<f32>>, TrainError> {
+        progress.stage(stage, examples.len());
         let mut rows = Vec::with_capacity(examples.len());
         for window in examples.chunks(WINDOW) {
             let data = self.encoder.encode(window)?;
@@ -511,11 +541,28 @@ impl Model {
         let targets = spec.targets(&examples, origin)?;
         let (outputs, targets) = match targets {
             Targets::Words(words) => self.token_outputs(&examples, words, batch_size, progress)?,
+            Targets::Texts(texts) => (
+                self.text_embeddings(&examples, batch_size, progress)?,
+                Targets::Texts(texts),
+            ),
             targets => (self.outputs(&examples, batch_size, progress)?, targets),
         };
         let report = spec.report(&outputs, &targets, None);
         let plot = spec.evaluation_plot(&report, &outputs, &targets);
         Ok(Evaluation { report, plot })
+    }
+
+    /// An embedding run's embeddings of every text of each example (its text, second text and
+    /// negative), example-major, as training computed them.
+    fn text_embeddings(
+        &self,
+        examples: &[Example],
+        batch_size: usize,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Vec<f32>>, TrainError> {
+        let (head, _) = self.head()?; // no layers: the rows are the embeddings
+        let texts = crate::modality::each_text(examples);
+        self.head_rows(&texts, batch_size, head, "embedding", progress)
     }
 
     /// Embeddings of the examples with the backbone as it is (no head). Text: pooled hidden

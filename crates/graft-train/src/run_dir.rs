@@ -64,6 +64,9 @@ pub struct RunManifest {
     /// A run on pairs of texts: the column of the second text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pair_column: Option<String>,
+    /// An embedding run on triplets: the column of the third text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_column: Option<String>,
     pub label_column: String,
     pub best_epoch: Option<usize>,
     /// Multi-label: the decision threshold on each label's probability.

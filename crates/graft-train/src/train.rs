@@ -28,7 +28,9 @@ use crate::head::{Head, HeadSpec};
 use crate::lora::{self, LoraSpec};
 use crate::loss::Targets;
 use crate::metrics::Report;
-use crate::modality::{Encoded, Encoder, EpochAugment, FeatureChoices, Preparation, read_split};
+use crate::modality::{
+    Encoded, Encoder, EpochAugment, FeatureChoices, Preparation, each_text, read_split,
+};
 use crate::plots;
 use crate::progress::{EpochMetrics, Progress, StepMetrics};
 use crate::run_dir::{self, RunManifest};
@@ -109,6 +111,10 @@ impl Source {
             crop_pct: m.crop_pct,
         };
         let tokens = config.data.task == Task::TokenClassification;
+        if config.data.task == Task::Embedding {
+            // sentence-transformers pools the hidden states; it has no module for a pooler.
+            choices.pooler = Some(false);
+        }
         if tokens {
             // Every token's last hidden state is classified: nothing is pooled or normalized.
             choices.pooler = Some(false);
@@ -176,6 +182,9 @@ impl Source {
     }
 
     fn head_spec(&self, config: &Config, features: usize, outputs: usize) -> HeadSpec {
+        if config.data.task == Task::Embedding {
+            return HeadSpec::none(features);
+        }
         HeadSpec::new(&config.head, features, outputs, self.native.clone())
     }
 
@@ -198,7 +207,9 @@ impl Source {
     }
 
     fn read_data(&self, config: &Config) -> Result<RunData, TrainError> {
-        RunData::read(config, |path| read_split(&config.data, path))
+        RunData::read(config, |path| {
+            read_split(&config.data, config.label_column(), path)
+        })
     }
 
     fn load(&self, device: &Device) -> Result<Backbone, TrainError> {
@@ -303,9 +314,12 @@ pub fn compute_features(
 }
 
 fn uses_cache(config: &Config) -> bool {
-    // Token classification reads every token's state, not the pooled features the cache holds.
-    config.data.task != Task::TokenClassification
-        && config.freeze.always_frozen()
+    // Token classification reads every token's state, not the pooled features the cache holds;
+    // embedding training tunes the backbone.
+    !matches!(
+        config.data.task,
+        Task::TokenClassification | Task::Embedding
+    ) && config.freeze.always_frozen()
         && !config.augment.is_active()
         && config.train.cache != CacheMode::Off
 }
@@ -592,7 +606,14 @@ fn train_run(
             "frozen blocks keep their BatchNorm running statistics unchanged (inference mode)"
         });
     }
-    let lengths = splits.train.lengths();
+    let lengths = splits
+        .train
+        .lengths()
+        .map(|lengths| match &data.train_targets {
+            // An embedding example is as long as its texts together.
+            Targets::Texts(t) => lengths.chunks(t.texts).map(|c| c.iter().sum()).collect(),
+            _ => lengths,
+        });
     let cached = uses_cache(config);
     let describe: &dyn Describe = if cached { &HeadOnly } else { &layout };
     let spec = FitSpec {
@@ -651,15 +672,21 @@ fn train_run(
 
 /// The data's size and labels, and the rows left out.
 fn say_data(data: &RunData, progress: &dyn Progress) {
+    let outputs = match data.spec.labels.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; {}: {}",
+            data.spec.task.logic().outputs_noun(),
+            data.spec.labels.join(", ")
+        ),
+    };
     progress.info(&format!(
-        "data: {} train, {} valid{}; {}: {}",
+        "data: {} train, {} valid{}{outputs}",
         data.train.len(),
         data.valid.len(),
         data.test
             .as_ref()
             .map_or(String::new(), |(_, t)| format!(", {} test", t.len())),
-        data.spec.task.logic().outputs_noun(),
-        data.spec.labels.join(", ")
     ));
     for skipped in &data.skipped {
         progress.info(&skipped.summary());
@@ -680,11 +707,17 @@ impl Splits {
         progress: &dyn Progress,
     ) -> Result<Self, TrainError> {
         progress.stage("reading inputs", 0);
+        // Embedding training embeds each text of a pair or triplet on its own.
+        let texts = data.spec.task == Task::Embedding;
+        let encode = |examples: &[TextExample]| match texts {
+            true => encoder.encode(&each_text(examples)),
+            false => encoder.encode(examples),
+        };
         let splits = Splits {
-            train: encoder.encode(&data.train)?,
-            valid: encoder.encode(&data.valid)?,
+            train: encode(&data.train)?,
+            valid: encode(&data.valid)?,
             test: match &data.test {
-                Some((_, examples)) => Some(encoder.encode(examples)?),
+                Some((_, examples)) => Some(encode(examples)?),
                 None => None,
             },
         };
@@ -809,7 +842,12 @@ impl Run<'_> {
     /// inputs every epoch: backbone and head run on every batch.
     fn fit_end_to_end(&self, backbone: Backbone) -> Result<Trained, TrainError> {
         let (config, progress, device) = (self.config, self.progress, self.device);
-        if config.data.task == Task::TokenClassification && config.freeze.always_frozen() {
+        if config.data.task == Task::Embedding && config.freeze.always_frozen() {
+            progress.info(
+                "embedding training with the whole backbone frozen: nothing changes the \
+                 embeddings ([freeze] backbone = false trains them)",
+            );
+        } else if config.data.task == Task::TokenClassification && config.freeze.always_frozen() {
             progress.info(
                 "token classification: the frozen backbone runs on every batch (the feature \
                  cache holds pooled features, not every token's)",
@@ -843,16 +881,22 @@ impl Run<'_> {
             (Targets::Tokens(train), Targets::Tokens(valid)) => Some((train, valid)),
             _ => None,
         };
+        let texts = match &self.data.train_targets {
+            Targets::Texts(t) => Some(t.texts),
+            _ => None,
+        };
         let outcome = fit(
             model,
-            |model, split, idx, on| match (split, sentences) {
-                (Split::Train { .. }, Some((train, _))) => {
+            |model, split, idx, on| match (split, sentences, texts) {
+                (Split::Train { .. }, _, Some(m)) => model.forward_texts(train_data, idx, m, on),
+                (Split::Valid, _, Some(m)) => model.forward_texts(valid_data, idx, m, device),
+                (Split::Train { .. }, Some((train, _)), None) => {
                     model.forward_tokens(train_data, idx, train, on)
                 }
-                (Split::Valid, Some((_, valid))) => {
+                (Split::Valid, Some((_, valid)), None) => {
                     model.forward_tokens(valid_data, idx, valid, device)
                 }
-                (Split::Train { epoch }, None) => {
+                (Split::Train { epoch }, None, None) => {
                     let augment = augment.as_ref().map(|augment| EpochAugment {
                         augment,
                         seed,
@@ -860,7 +904,7 @@ impl Run<'_> {
                     });
                     model.forward(train_data, idx, augment, on)
                 }
-                (Split::Valid, None) => model.forward(valid_data, idx, None, device),
+                (Split::Valid, None, None) => model.forward(valid_data, idx, None, device),
             },
             self.spec,
             &train_device,
@@ -910,6 +954,7 @@ impl Run<'_> {
                 Modality::Image => d.image_column.clone(),
             },
             pair_column: d.text_pair.clone(),
+            negative_column: d.negative_column.clone(),
             label_column: d.label_column.clone(),
             best_epoch: Some(trained.best_epoch),
             threshold: label_lists.then_some(data.spec.threshold),
@@ -921,6 +966,10 @@ impl Run<'_> {
         run_dir::save(out, &manifest, model, &source.folder.dir)?;
         if task == Task::TokenClassification {
             save_word_tokenizer(out, source)?;
+        }
+        if task == Task::Embedding {
+            // The run folder is then a sentence-transformers folder, and a backbone for a head.
+            crate::export::write_sentence_transformers_modules(out, &manifest.preparation, model)?;
         }
         let adapter_path = out.join(lora::ADAPTER_WEIGHTS);
         match adapter_tensors {

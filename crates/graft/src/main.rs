@@ -97,6 +97,9 @@ enum Command {
         /// Pairs of texts: the column of the second text (default: the run's).
         #[arg(long)]
         pair_column: Option<String>,
+        /// Embedding triplets: the column of the negative text (default: the run's).
+        #[arg(long)]
+        negative_column: Option<String>,
         /// Label column (default: the one the run was trained on).
         #[arg(long)]
         label_column: Option<String>,
@@ -529,6 +532,7 @@ fn run(cli: Cli) -> Result<()> {
             plot,
             column,
             pair_column,
+            negative_column,
             label_column,
             batch_size,
             backend,
@@ -538,6 +542,7 @@ fn run(cli: Cli) -> Result<()> {
                 path: data,
                 column,
                 pair_column,
+                negative_column,
             };
             let evaluation = infer::evaluate(
                 &model,
@@ -607,6 +612,7 @@ fn run(cli: Cli) -> Result<()> {
                 path: input,
                 column,
                 pair_column,
+                negative_column: None,
             };
             let compute = Compute { backend, precision };
             let predictions =
@@ -662,6 +668,7 @@ fn run(cli: Cli) -> Result<()> {
                 path: input,
                 column,
                 pair_column: None,
+                negative_column: None,
             };
             let compute = Compute { backend, precision };
             let embeddings =
@@ -779,6 +786,7 @@ fn read_texts(data: PathBuf, column: Option<String>, limit: Option<usize>) -> Re
         path: data,
         column,
         pair_column: None,
+        negative_column: None,
     };
     let mut texts: Vec<String> =
         graft_train::read_input(graft_model::Modality::Text, &input, None)?

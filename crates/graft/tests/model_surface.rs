@@ -51,6 +51,7 @@ fn a_run_opened_once_answers_batches_in_memory_as_the_commands_do() {
         path: test.clone(),
         column: Some("review".into()),
         pair_column: None,
+        negative_column: None,
     };
     let examples =
         read_input(graft_model::Modality::Text, &input, Some("score")).expect("test rows");

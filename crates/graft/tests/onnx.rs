@@ -213,6 +213,7 @@ fn a_trained_runs_export_gives_its_logits_at_any_batch_and_length() {
                 line,
                 bytes: None,
                 pair: None,
+                negative: None,
             })
             .collect();
         let expected: Vec<f32> = model.outputs(&examples, 8, &Silent).unwrap().concat();
@@ -280,6 +281,7 @@ fn an_image_classifiers_export_gives_its_logits_for_real_images() {
             line,
             bytes: None,
             pair: None,
+            negative: None,
         })
         .collect();
     let expected = model.outputs(&examples, 2, &Silent).unwrap().concat();

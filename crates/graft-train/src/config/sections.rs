@@ -88,8 +88,18 @@ pub struct DataSection {
     /// Pairs of texts (NLI, paraphrase, STS, re-ranking): the column with the second text,
     /// encoded with the first as one input, as a cross-encoder reads them.
     pub text_pair: Option<String>,
-    /// `[first, second]`: the text and pair columns in one key (or `[text]`).
+    /// `[first, second]`: the text and pair columns in one key (or `[text]`); embedding
+    /// training also takes `[anchor, positive, negative]`.
     pub columns: Option<Vec<String>>,
+    /// Embedding training on triplets: the column of each anchor's negative (a hard negative).
+    pub negative_column: Option<String>,
+    /// Embedding training from classified texts, as SetFit does: this many rounds of pairs
+    /// drawn from the label column, each round one pair of the same class (score 1) and one of
+    /// different classes (score 0) per text, for `[loss] kind = "cosine_similarity"`.
+    pub contrastive_pairs: Option<usize>,
+    /// Embedding training on scored pairs: what the scores are multiplied by before the loss
+    /// compares them with cosine similarities (STS-B's 0 to 5: 0.2).
+    pub score_scale: Option<f64>,
     /// Vision models with CSV/JSONL data: the column with the image path (relative to the file).
     pub image_column: Option<String>,
     #[serde(default = "default_label_column")]
@@ -143,6 +153,8 @@ pub enum HeadKind {
     /// The family's own sequence-classification head, as transformers'
     /// `<Family>ForSequenceClassification` has it (text families).
     Native,
+    /// No head: embedding training's runs, whose outputs are the encoder's embeddings.
+    None,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -534,10 +546,25 @@ pub struct LossSection {
     /// Classification: weights per class. Multi-label: `"balanced"` sets BCE's `pos_weight` to
     /// negatives/positives per label; a list weights each label's loss.
     pub class_weights: Option<ClassWeights>,
+    /// Embedding training, multiple_negatives_ranking: the similarities' scale (1/temperature).
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+    /// Embedding training, triplet: the margin between the distances to the positive and to
+    /// the negative.
+    #[serde(default = "default_margin")]
+    pub margin: f64,
 }
 
 fn default_huber_delta() -> f64 {
     1.0
+}
+
+fn default_scale() -> f64 {
+    20.0
+}
+
+fn default_margin() -> f64 {
+    5.0
 }
 
 impl Default for LossSection {
@@ -547,6 +574,8 @@ impl Default for LossSection {
             huber_delta: default_huber_delta(),
             label_smoothing: 0.0,
             class_weights: None,
+            scale: default_scale(),
+            margin: default_margin(),
         }
     }
 }

@@ -14,6 +14,8 @@ mod sentence_transformers;
 mod transformers;
 mod vision;
 
+pub use sentence_transformers::write_modules as write_sentence_transformers_modules;
+
 use std::path::Path;
 
 use burn::tensor::Device;
@@ -45,7 +47,11 @@ pub fn export(
         )));
     }
     let target = target_for(&run)?;
-    if run.manifest.pair_column.is_some() && target.format == ExportFormat::SentenceTransformers {
+    let embedding = run.manifest.task == Task::Embedding;
+    if run.manifest.pair_column.is_some()
+        && !embedding
+        && target.format == ExportFormat::SentenceTransformers
+    {
         return Err(E::Unsupported(
             "a run on pairs of texts is a cross-encoder, which transformers loads as the \
              family's ...ForSequenceClassification (and sentence-transformers' CrossEncoder \

@@ -54,6 +54,8 @@ fn text_sizes(longest: usize) -> Vec<(usize, usize)> {
 pub fn write(model: &Model, out: &Path, replace: bool) -> Result<String, TrainError> {
     super::check_destination(out, replace)?;
     let (backbone, head, encoder, folder) = model.parts();
+    // An embedding run's head has no layers: like a folder without a head, it is its embedding.
+    let head = head.filter(|head| !head.layers.is_empty());
     // Without a head the model is its embedding, as `graft embed` computes it by default.
     let embedding;
     let (backbone, encoder) = match head {
@@ -136,7 +138,7 @@ pub fn write(model: &Model, out: &Path, replace: bool) -> Result<String, TrainEr
         elem: Elem::F32,
         axes: vec![variable("batch"), Axis::Fixed(backbone.feature_size())],
     });
-    let labels = model.task().map(|spec| spec.labels.clone());
+    let labels = head.and(model.task()).map(|spec| spec.labels.clone());
     let mut metadata = vec![(
         "architecture".to_string(),
         folder.architecture.name().to_string(),
@@ -433,6 +435,7 @@ fn check(
                     line,
                     bytes: None,
                     pair: None,
+                    negative: None,
                 })
                 .collect();
             let encoded = encoder.encode(&examples)?;

@@ -1,6 +1,7 @@
-//! A sentence-transformers folder (`SentenceTransformer(dir).encode(texts)` returns the logits):
-//! the backbone in its upstream layout, `modules.json` with Transformer, Pooling, Normalize (if
-//! used) and one `Dense` module per head layer (ReLU between layers, identity at the end).
+//! A sentence-transformers folder (`SentenceTransformer(dir).encode(texts)` returns the logits,
+//! or for an embedding run the tuned embeddings): the backbone in its upstream layout,
+//! `modules.json` with Transformer, Pooling, Normalize (if used) and one `Dense` module per head
+//! layer (ReLU between layers, identity at the end).
 
 use std::path::Path;
 
@@ -8,26 +9,25 @@ use graft_model::{ExportFormat, Pooling};
 use serde_json::json;
 
 use super::{copy_backbone_files, io};
+use crate::classifier::Classifier;
 use crate::error::{TrainError, TrainError as E};
 use crate::files::{module_tensors, write_json_atomic, write_safetensors};
 use crate::modality::Preparation;
 use crate::run_dir::{LoadedRun, backbone_tensors};
+use crate::task::Task;
 
 pub(super) fn write(run_dir: &Path, run: &LoadedRun, out: &Path) -> Result<String, TrainError> {
     let m = &run.manifest;
-    let Preparation::Text {
-        pooling,
-        use_pooler: false,
-        normalize,
-        max_length,
+    if let Preparation::Text {
+        use_pooler: true, ..
     } = m.preparation
-    else {
+    {
         return Err(E::Unsupported(
             "sentence-transformers has no module for a pretrained pooler; a CLS + pooler model \
              exports only with a linear head (as a transformers classifier)"
                 .into(),
         ));
-    };
+    }
     copy_backbone_files(run_dir, out, false)?;
     let backbone = &run.model.backbone;
     let architecture = backbone.architecture();
@@ -35,6 +35,33 @@ pub(super) fn write(run_dir: &Path, run: &LoadedRun, out: &Path) -> Result<Strin
         architecture.export_name(ExportFormat::SentenceTransformers, p)
     })?;
     write_safetensors(&out.join("model.safetensors"), &tensors, None)?;
+    write_modules(out, &m.preparation, &run.model)?;
+    if !m.labels.is_empty() && m.task != Task::Embedding {
+        write_json_atomic(&out.join("labels.json"), &m.labels)?;
+    }
+    Ok("sentence-transformers (SentenceTransformer)".into())
+}
+
+/// `modules.json` and its modules' folders for `model` in `out`: Transformer (the folder
+/// itself), Pooling, Normalize (if the preparation normalizes) and one `Dense` module per head
+/// layer (ReLU between layers, identity at the end), and `sentence_bert_config.json`.
+pub fn write_modules(
+    out: &Path,
+    preparation: &Preparation,
+    model: &Classifier,
+) -> Result<(), TrainError> {
+    let Preparation::Text {
+        pooling,
+        use_pooler: false,
+        normalize,
+        max_length,
+    } = *preparation
+    else {
+        return Err(E::Unsupported(
+            "sentence-transformers modules are for text pooled without a pooler".into(),
+        ));
+    };
+    let backbone = &model.backbone;
     let mut modules = vec![
         json!({
             "idx": 0, "name": "0", "path": "",
@@ -67,12 +94,12 @@ pub(super) fn write(run_dir: &Path, run: &LoadedRun, out: &Path) -> Result<Strin
             "type": "sentence_transformers.models.Normalize"
         }));
     }
-    let last = run.model.head.layers.len() - 1;
-    for (i, layer) in run.model.head.layers.iter().enumerate() {
+    let layers = &model.head.layers;
+    for (i, layer) in layers.iter().enumerate() {
         let idx = modules.len();
         let path = format!("{idx}_Dense");
         let [in_features, out_features] = layer.weight.dims();
-        let activation = if i < last {
+        let activation = if i + 1 < layers.len() {
             "torch.nn.modules.activation.ReLU"
         } else {
             "torch.nn.modules.linear.Identity"
@@ -97,7 +124,5 @@ pub(super) fn write(run_dir: &Path, run: &LoadedRun, out: &Path) -> Result<Strin
     write_json_atomic(
         &out.join("sentence_bert_config.json"),
         &json!({ "max_seq_length": max_length, "do_lower_case": false }),
-    )?;
-    write_json_atomic(&out.join("labels.json"), &m.labels)?;
-    Ok("sentence-transformers (SentenceTransformer)".into())
+    )
 }

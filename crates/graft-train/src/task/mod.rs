@@ -1,7 +1,7 @@
 //! The one interface every task implements, and the registry that lists them.
 //!
 //! A task file (`classification.rs`, `multi_label.rs`, `regression.rs`,
-//! `token_classification.rs`) holds a unit struct and
+//! `token_classification.rs`, `embedding.rs`) holds a unit struct and
 //! its [`TaskLogic`]: its names, its losses, its validation metrics, its labels and targets, the
 //! row problems it refuses, its report, evaluation plot and predictions, and what `graft init`
 //! recognises as it. [`Task`] is the identifier configs and `graft.json` name; [`Task::logic`]
@@ -9,6 +9,7 @@
 //! outside this module decides by task.
 
 pub mod classification;
+pub mod embedding;
 pub mod multi_label;
 pub mod regression;
 pub mod token_classification;
@@ -38,6 +39,8 @@ pub enum Task {
     Regression,
     /// One tag per word of a sentence (named entities).
     TokenClassification,
+    /// No head: the encoder itself is tuned on pairs or triplets of texts.
+    Embedding,
 }
 
 /// Lists every task once: [`Task::ALL`] and the [`Task::logic`] dispatch.
@@ -62,6 +65,7 @@ registry! {
     MultiLabel => multi_label::MultiLabel,
     Regression => regression::Regression,
     TokenClassification => token_classification::TokenClassification,
+    Embedding => embedding::Embedding,
 }
 
 impl Task {
@@ -404,8 +408,8 @@ mod tests {
         }
         assert_eq!(
             problem_types(),
-            "single_label_classification, multi_label_classification, regression or \
-             token_classification"
+            "single_label_classification, multi_label_classification, regression, \
+             token_classification or embedding"
         );
         assert!(Task::named("ranking").is_err());
     }
@@ -464,12 +468,13 @@ mod tests {
                 Task::TokenClassification,
                 Task::MultiLabel,
                 Task::Regression,
-                Task::Classification
+                Task::Classification,
+                Task::Embedding
             ]
         );
         assert_eq!(
             one_of(Task::ALL.iter().map(|t| t.logic().config_name().into())),
-            "classification, multi_label, regression or token_classification"
+            "classification, multi_label, regression, token_classification or embedding"
         );
     }
 

@@ -125,6 +125,8 @@ fn train_epochs(
         pos_weight: None,
         label_smoothing: 0.0,
         huber_delta: 1.0,
+        scale: 20.0,
+        margin: 5.0,
     };
     let metrics = |_: &[Vec<f32>]| Default::default();
     let spec = FitSpec {

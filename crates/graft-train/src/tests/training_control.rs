@@ -1,7 +1,9 @@
 //! Training control against PyTorch references (`tests/golden/training/`, made by
 //! `scripts/golden/training_control.py`): the task losses and their gradients, the learning-rate
 //! schedules, global-norm clipping, and optimizer steps with no weight decay on biases and norms.
-//! Also: gradient accumulation gives the same update as one large batch.
+//! Also: gradient accumulation gives the same update as one large batch, and the embedding
+//! losses against sentence-transformers' own (`embedding_losses.json`, made by
+//! `scripts/golden/make_embedding_loss_goldens.py`).
 
 use std::path::PathBuf;
 
@@ -9,7 +11,7 @@ use crate::Silent;
 use crate::config::{FreezeSection, LossKind, OptimizerKind, Precision, Schedule, TrainSection};
 use crate::fit::{FitSpec, Resume, Split, clip_global_norm, fit, optimizer};
 use crate::freezing::{HeadOnly, ParamTable};
-use crate::loss::{Targets, TaskLoss, balanced_class_weights};
+use crate::loss::{Targets, TaskLoss, TextTargets, balanced_class_weights};
 use crate::schedule::ScheduleShape;
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -76,6 +78,8 @@ fn loss(kind: LossKind) -> TaskLoss {
         pos_weight: None,
         label_smoothing: 0.0,
         huber_delta: 1.0,
+        scale: 20.0,
+        margin: 5.0,
     }
 }
 
@@ -113,6 +117,40 @@ fn check_loss(
         &floats(&g[format!("{name}_grad")]),
         1e-6,
     );
+}
+
+/// MultipleNegativesRankingLoss (pairs, hard negatives, another scale), CosineSimilarityLoss and
+/// TripletLoss (with and without zero hinge terms): values and gradients as sentence-transformers
+/// computes them from the same embeddings.
+#[test]
+fn embedding_losses_and_gradients_match_sentence_transformers() {
+    #[allow(deprecated)]
+    let device = Device::flex().autodiff();
+    let g = golden("embedding_losses.json");
+    for case in g["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let kind = match case["loss"].as_str().unwrap() {
+            "multiple_negatives_ranking" => LossKind::MultipleNegativesRanking,
+            "cosine_similarity" => LossKind::CosineSimilarity,
+            "triplet" => LossKind::Triplet,
+            other => panic!("{other}"),
+        };
+        let params = &case["params"];
+        let l = TaskLoss {
+            scale: params["scale"].as_f64().unwrap_or(20.0),
+            margin: params["margin"].as_f64().unwrap_or(5.0),
+            ..loss(kind)
+        };
+        let targets = Targets::Texts(TextTargets {
+            examples: case["examples"].as_u64().unwrap() as usize,
+            texts: case["texts"].as_u64().unwrap() as usize,
+            scores: case["labels"].as_array().map(|_| floats(&case["labels"])),
+        });
+        let (value, grad) = loss_and_grad(&l, &case["embeddings"], &targets, &device);
+        let want = case["value"].as_f64().unwrap() as f32;
+        assert_close(name, &[value], &[want], 2e-6 * want.abs().max(1.0));
+        assert_close(&format!("{name} grad"), &grad, &floats(&case["grad"]), 1e-6);
+    }
 }
 
 #[test]
