@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,8 +39,19 @@ struct Server {
 }
 
 impl Drop for Server {
+    /// Stops the server and what it started (uvicorn, its job runner and queue consumers), which
+    /// would otherwise outlive the tests: the server leads a process group of its own.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
@@ -68,6 +80,7 @@ fn start_server() -> Result<Server, String> {
         .arg(dir.path().join("artifacts"))
         .stdout(Stdio::null())
         .stderr(log)
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("{}: {e}", binary.display()))?;
     let mut server = Server {

@@ -93,9 +93,9 @@ pub struct DataSection {
     pub columns: Option<Vec<String>>,
     /// Embedding training on triplets: the column of each anchor's negative (a hard negative).
     pub negative_column: Option<String>,
-    /// Embedding training from classified texts, as SetFit does: this many rounds of pairs
-    /// drawn from the label column, each round one pair of the same class (score 1) and one of
-    /// different classes (score 0) per text, for `[loss] kind = "cosine_similarity"`.
+    /// Embedding training from classified texts, as SetFit does (its `num_iterations`): this
+    /// many pairs of one class (score 1) and as many of two classes (score 0) per text, drawn
+    /// from every pair of texts, for `[loss] kind = "cosine_similarity"`.
     pub contrastive_pairs: Option<usize>,
     /// Embedding training on scored pairs: what the scores are multiplied by before the loss
     /// compares them with cosine similarities (STS-B's 0 to 5: 0.2).

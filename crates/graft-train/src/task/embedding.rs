@@ -10,9 +10,9 @@ use std::path::Path;
 
 use graft_data::table::Column;
 use graft_data::{TextExample, regression_values};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::seq::IndexedRandom;
-use rand::{Rng, SeedableRng};
+use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::{Detection, EvaluationPlot, Metric, Prediction, TaskLogic, TaskSpec, VALID_LOSS};
@@ -325,63 +325,43 @@ impl EmbeddingReport {
     }
 }
 
-/// SetFit's pairs from classified texts: `rounds` times, for each text, one pair with a text of
-/// its class (score 1; itself when it is its class's only text) and one with a text of another
-/// class (score 0), drawn with `seed`. The pairs' lines are their first text's.
+/// SetFit's pairs from classified texts, as setfit 1.2's `ContrastiveDataset` makes them with
+/// `num_iterations = rounds`: every pair of texts (a text with itself included), shuffled with
+/// `seed`, split into those of one class (score 1) and of two classes (score 0); `rounds` times
+/// as many of each as there are texts are taken by cycling through the two lists, and given
+/// alternately (same class, other class). The pairs' lines are their first text's.
 pub fn contrastive_pairs(
     examples: &[TextExample],
     rounds: usize,
     seed: u64,
 ) -> Result<Vec<TextExample>, String> {
-    let mut by_class: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, e) in examples.iter().enumerate() {
-        by_class
-            .entry(e.label.as_deref().unwrap_or("").trim())
-            .or_default()
-            .push(i);
-    }
-    if by_class.len() < 2 {
+    let class = |e: &TextExample| e.label.as_deref().unwrap_or("").trim().to_string();
+    let classes: std::collections::BTreeSet<String> = examples.iter().map(class).collect();
+    if classes.len() < 2 {
         return Err(format!(
             "contrastive pairs need texts of at least two classes, found {}",
-            by_class.len()
+            classes.len()
         ));
     }
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut pairs = Vec::with_capacity(examples.len() * rounds * 2);
-    for _ in 0..rounds {
-        for (i, e) in examples.iter().enumerate() {
-            let class = e.label.as_deref().unwrap_or("").trim();
-            let same: Vec<usize> = by_class[class]
-                .iter()
-                .copied()
-                .filter(|&j| j != i)
-                .collect();
-            let positive = same.choose(&mut rng).copied().unwrap_or(i);
-            let others: Vec<&Vec<usize>> = by_class
-                .iter()
-                .filter(|(c, _)| **c != class)
-                .map(|(_, members)| members)
-                .collect();
-            let total: usize = others.iter().map(|m| m.len()).sum();
-            let mut pick = rng.random_range(0..total);
-            let mut negative = 0;
-            for members in others {
-                if pick < members.len() {
-                    negative = members[pick];
-                    break;
-                }
-                pick -= members.len();
-            }
-            for (other, score) in [(positive, "1"), (negative, "0")] {
-                pairs.push(TextExample {
-                    pair: Some(examples[other].text.clone()),
-                    label: Some(score.into()),
-                    ..e.clone()
-                });
-            }
-        }
-    }
-    Ok(pairs)
+    let n = examples.len();
+    let mut candidates: Vec<(usize, usize)> =
+        (0..n).flat_map(|i| (i..n).map(move |j| (i, j))).collect();
+    candidates.shuffle(&mut StdRng::seed_from_u64(seed));
+    let (same, other): (Vec<_>, Vec<_>) = candidates
+        .into_iter()
+        .partition(|&(i, j)| class(&examples[i]) == class(&examples[j]));
+    let pair = |(i, j): (usize, usize), score: &str| TextExample {
+        pair: Some(examples[j].text.clone()),
+        label: Some(score.into()),
+        ..examples[i].clone()
+    };
+    Ok(same
+        .iter()
+        .cycle()
+        .zip(other.iter().cycle())
+        .take(rounds * n)
+        .flat_map(|(&s, &o)| [pair(s, "1"), pair(o, "0")])
+        .collect())
 }
 
 #[cfg(test)]
