@@ -36,6 +36,8 @@ impl ModelFolder {
     /// Opens `dir` and detects its architecture; a missing folder or `config.json` is an error.
     pub fn open(dir: &Path) -> Result<Self, ModelError> {
         let resolved = crate::hub::resolve(dir)?;
+        // A Google BERT release opens as the transformers folder it converts to.
+        let resolved = crate::google_bert::resolve(&resolved)?;
         let dir = resolved.as_path();
         if !dir.exists() {
             return Err(ModelError::NotFound {

@@ -17,6 +17,7 @@ pub mod distilbert;
 pub mod efficientnet;
 pub mod electra;
 pub mod folder;
+pub mod google_bert;
 pub mod hub;
 pub mod mobilenetv3;
 pub mod modernbert;
@@ -27,6 +28,7 @@ pub mod pth;
 pub mod resnet;
 pub mod roberta;
 pub mod shards;
+pub mod tf_bundle;
 pub mod vision;
 pub mod vit;
 pub mod weights;
@@ -90,6 +92,8 @@ pub enum ModelError {
     },
     #[error("{}: unsupported architecture: {found}", path.display())]
     UnsupportedArchitecture { path: PathBuf, found: String },
+    #[error("{}: {message}", path.display())]
+    Unsupported { path: PathBuf, message: String },
 }
 
 /// Reads a JSON config file and checks it with `check`; errors name the file.

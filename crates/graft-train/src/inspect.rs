@@ -1,5 +1,6 @@
-//! `inspect`: the tensors of a weights file, a model folder or a run folder, their parameter
-//! count, and what architecture they are.
+//! `inspect`: the tensors of a weights file, a model folder, a run folder or a TensorFlow
+//! checkpoint (its `.index` file or prefix), their parameter count, and what architecture they
+//! are.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,9 @@ pub struct InspectReport {
 }
 
 pub fn inspect(path: &Path) -> Result<InspectReport, TrainError> {
+    if let Some(report) = inspect_bundle(path)? {
+        return Ok(report);
+    }
     let resolved = graft_model::hub::resolve(path)?;
     let path = resolved.as_path();
     if !path.exists() {
@@ -53,6 +57,47 @@ pub fn inspect(path: &Path) -> Result<InspectReport, TrainError> {
         num_parameters: index.num_parameters(),
         tensors: index.tensors.into_iter().collect(),
     })
+}
+
+/// A TensorFlow checkpoint's variables as the bundle names them, when `path` is its `.index`
+/// file or its prefix (`model.ckpt`).
+fn inspect_bundle(path: &Path) -> Result<Option<InspectReport>, TrainError> {
+    let index = if path.extension().is_some_and(|e| e == "index") {
+        path.to_path_buf()
+    } else {
+        PathBuf::from(format!("{}.index", path.display()))
+    };
+    if !index.is_file() {
+        return Ok(None);
+    }
+    let bundle = graft_model::tf_bundle::TensorBundle::open(&index)?;
+    let tensors: Vec<(String, TensorInfo)> = bundle
+        .tensors()
+        .iter()
+        .map(|(name, t)| {
+            let info = TensorInfo {
+                dtype: t.dtype.name().to_string(),
+                shape: t.shape.clone(),
+            };
+            (name.clone(), info)
+        })
+        .collect();
+    let num_parameters = bundle
+        .tensors()
+        .values()
+        .filter(|t| t.dtype.is_float())
+        .map(|t| t.shape.iter().product::<usize>())
+        .sum();
+    let architecture = tensors
+        .iter()
+        .any(|(name, _)| name.starts_with("bert/encoder/"))
+        .then(|| "Google BERT (TensorFlow checkpoint)".to_string());
+    Ok(Some(InspectReport {
+        path: index,
+        architecture,
+        tensors,
+        num_parameters,
+    }))
 }
 
 /// The architecture's description of a folder and its input; its registry name when the

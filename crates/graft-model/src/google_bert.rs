@@ -1,0 +1,389 @@
+//! Google's original BERT releases (`bert_model.ckpt.index` + `.data-*`, `bert_config.json`,
+//! `vocab.txt`), read without TensorFlow: the checkpoint's `bert/...` variables are renamed to
+//! transformers' `BertModel` names (dense kernels `[in, out]` transposed to `[out, in]`,
+//! LayerNorm `gamma`/`beta` to `weight`/`bias`), the config is written as `config.json`, and the
+//! WordPiece vocabulary becomes the `tokenizer.json` transformers' `BertTokenizerFast` would make
+//! of it, lower-casing where the release is uncased (Google names such folders `uncased_...`; an
+//! uncased vocabulary holds no capital letters). The pre-training heads (`cls/...`), optimizer
+//! slots and `global_step` are left out. A folder converts once into graft's cache, keyed by its
+//! files' contents, and opens from there as any model folder.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::Dtype;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::ModelError;
+use crate::tf_bundle::TensorBundle;
+use crate::weights::{TensorBytes, serialize};
+
+pub const CONFIG: &str = "bert_config.json";
+const VOCAB: &str = "vocab.txt";
+
+/// What a conversion wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converted {
+    pub tensors: usize,
+    pub parameters: usize,
+    /// Checkpoint tensors left out (pre-training heads, optimizer slots, the step counter).
+    pub skipped: usize,
+    pub lowercase: bool,
+}
+
+/// The release folder `path` names, when it is one: the folder itself, or the folder of its
+/// `.index` file or checkpoint prefix.
+pub fn release_dir(path: &Path) -> Option<PathBuf> {
+    let dir = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent()?.to_path_buf()
+    };
+    (dir.join(CONFIG).is_file() && !dir.join("config.json").exists() && index_of(&dir).is_ok())
+        .then_some(dir)
+}
+
+/// The folder's single checkpoint index (`*.ckpt.index`, or any `*.index`).
+fn index_of(dir: &Path) -> Result<PathBuf, ModelError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ModelError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut indexes: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "index"))
+        .collect();
+    indexes.sort();
+    match indexes.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(ModelError::MissingFile {
+            path: dir.to_path_buf(),
+            what: "TensorFlow checkpoint (*.ckpt.index)",
+        }),
+        many => Err(ModelError::Config {
+            path: dir.to_path_buf(),
+            message: format!(
+                "{} checkpoints ({}): keep one in the folder",
+                many.len(),
+                many.iter()
+                    .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+/// `path` itself, or for a Google BERT release, its converted folder in graft's cache (made on
+/// first use).
+pub fn resolve(path: &Path) -> Result<PathBuf, ModelError> {
+    let Some(dir) = release_dir(path) else {
+        return Ok(path.to_path_buf());
+    };
+    let read = |p: PathBuf| {
+        std::fs::read(&p).map_err(|source| ModelError::Io {
+            path: p.clone(),
+            source,
+        })
+    };
+    let mut key = Sha256::new();
+    for file in [index_of(&dir)?, dir.join(CONFIG), dir.join(VOCAB)] {
+        key.update(read(file)?);
+    }
+    key.update(dir.file_name().unwrap_or_default().as_encoded_bytes());
+    let hex: String = key
+        .finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let out = crate::shards::cache_root().join("converted").join(hex);
+    if !out.join("model.safetensors").is_file() {
+        let parent = out.parent().expect("a cache folder");
+        std::fs::create_dir_all(parent).map_err(|source| ModelError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+        let staging = tempfile::tempdir_in(parent).map_err(|source| ModelError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+        convert_into(&dir, staging.path())?;
+        let staged = staging.keep();
+        if std::fs::rename(&staged, &out).is_err() {
+            // Another process converted it first.
+            let _ = std::fs::remove_dir_all(&staged);
+        }
+    }
+    Ok(out)
+}
+
+/// transformers' name for a checkpoint variable, and whether its values are transposed; `None`
+/// for what a `BertModel` does not hold.
+fn hf_name(name: &str) -> Option<(String, bool)> {
+    let inner = name.strip_prefix("bert/")?;
+    let parts: Vec<&str> = inner.split('/').collect();
+    let (last, path) = parts.split_last()?;
+    if path.iter().any(|p| p.starts_with("adam") || p.is_empty()) || last.starts_with("adam") {
+        return None;
+    }
+    let path: Vec<String> = path
+        .iter()
+        .map(|p| match p.strip_prefix("layer_") {
+            Some(n) if n.parse::<usize>().is_ok() => format!("layer.{n}"),
+            _ => p.to_string(),
+        })
+        .collect();
+    let (leaf, transposed) = match *last {
+        "kernel" => ("weight", true),
+        "bias" | "beta" => ("bias", false),
+        "gamma" => ("weight", false),
+        table if table.ends_with("_embeddings") => {
+            return Some((format!("{}.{table}.weight", path.join(".")), false));
+        }
+        _ => return None,
+    };
+    Some((format!("{}.{leaf}", path.join(".")), transposed))
+}
+
+/// Whether the release lower-cases its text: its folder's name (`uncased_...`, `cased_...`),
+/// else whether its vocabulary has no capital letters outside `[SPECIAL]` tokens.
+fn lowercase(dir: &Path, vocab: &str) -> bool {
+    let name = dir
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_lowercase();
+    if name.contains("uncased") {
+        return true;
+    }
+    if name.contains("cased") {
+        return false;
+    }
+    !vocab
+        .lines()
+        .filter(|t| !(t.starts_with('[') && t.ends_with(']')))
+        .any(|t| t.chars().any(char::is_uppercase))
+}
+
+/// Writes the transformers folder of the release in `dir` to `out`: built beside it and renamed
+/// into place, so an interrupted conversion leaves nothing half-written. An `out` that holds
+/// anything is refused.
+pub fn convert(dir: &Path, out: &Path) -> Result<Converted, ModelError> {
+    let occupied = std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
+    if occupied || out.is_file() {
+        return Err(ModelError::Config {
+            path: out.to_path_buf(),
+            message: "already exists: convert into a new folder".into(),
+        });
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ModelError::Io { path, source }
+    };
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let staging = tempfile::tempdir_in(parent).map_err(io(parent))?;
+    let converted = convert_into(dir, staging.path())?;
+    if out.exists() {
+        std::fs::remove_dir(out).map_err(io(out))?;
+    }
+    std::fs::rename(staging.keep(), out).map_err(io(out))?;
+    Ok(converted)
+}
+
+/// [`convert`]'s work, into the existing folder `out`.
+fn convert_into(dir: &Path, out: &Path) -> Result<Converted, ModelError> {
+    let config_path = dir.join(CONFIG);
+    let google: BTreeMap<String, Value> = crate::read_config(&config_path, |_| Ok(()))?;
+    let vocab_path = dir.join(VOCAB);
+    let vocab = std::fs::read_to_string(&vocab_path).map_err(crate::tf_bundle::opening(
+        &vocab_path,
+        "WordPiece vocabulary",
+    ))?;
+    let bundle = TensorBundle::open(&index_of(dir)?)?;
+    let mut tensors = Vec::new();
+    let (mut parameters, mut skipped) = (0, 0);
+    for name in bundle.tensors().keys() {
+        let Some((hf, transposed)) = hf_name(name) else {
+            skipped += 1;
+            continue;
+        };
+        let (mut shape, mut values) = bundle.f32(name)?;
+        if transposed {
+            let [rows, cols] = shape[..] else {
+                return Err(ModelError::CorruptWeights {
+                    path: bundle.index.clone(),
+                    message: format!("tensor `{name}`: a kernel of shape {shape:?}, not 2-D"),
+                });
+            };
+            values = (0..cols)
+                .flat_map(|c| (0..rows).map(move |r| (r, c)))
+                .map(|(r, c)| values[r * cols + c])
+                .collect();
+            shape = vec![cols, rows];
+        }
+        parameters += values.len();
+        tensors.push(TensorBytes {
+            name: hf,
+            shape,
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            dtype: Dtype::F32,
+        });
+    }
+    if tensors.is_empty() {
+        return Err(ModelError::CorruptWeights {
+            path: bundle.index.clone(),
+            message: "no `bert/...` variables: not a Google BERT checkpoint".into(),
+        });
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ModelError::Io { path, source }
+    };
+    let weights = serialize(&tensors, None).map_err(|message| ModelError::CorruptWeights {
+        path: bundle.index.clone(),
+        message,
+    })?;
+    let weights_path = out.join("model.safetensors");
+    crate::write_atomic(&weights_path, &weights).map_err(io(&weights_path))?;
+
+    let mut config = serde_json::Map::new();
+    config.insert("architectures".into(), json!(["BertModel"]));
+    config.insert("model_type".into(), json!("bert"));
+    config.insert("layer_norm_eps".into(), json!(1e-12));
+    config.insert("pad_token_id".into(), json!(0));
+    for (key, value) in &google {
+        config.insert(key.clone(), value.clone());
+    }
+    let lower = lowercase(dir, &vocab);
+    let write_json = |name: &str, value: &Value| {
+        let path = out.join(name);
+        let text = serde_json::to_string_pretty(value).expect("json");
+        crate::write_atomic(&path, text.as_bytes()).map_err(io(&path))
+    };
+    write_json("config.json", &Value::Object(config))?;
+    let vocab_out = out.join(VOCAB);
+    crate::write_atomic(&vocab_out, vocab.as_bytes()).map_err(io(&vocab_out))?;
+    write_tokenizer(&vocab_out, lower, &out.join("tokenizer.json"))?;
+    let max_length = google
+        .get("max_position_embeddings")
+        .and_then(Value::as_u64)
+        .unwrap_or(512);
+    write_json(
+        "tokenizer_config.json",
+        &json!({
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": lower,
+            "model_max_length": max_length,
+            "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+            "cls_token": "[CLS]", "mask_token": "[MASK]"
+        }),
+    )?;
+    Ok(Converted {
+        tensors: tensors.len(),
+        parameters,
+        skipped,
+        lowercase: lower,
+    })
+}
+
+/// The `tokenizer.json` of `BertTokenizerFast(vocab, do_lower_case=lowercase)`: BERT's
+/// normalizer (accents stripped with lower-casing), pre-tokenizer, WordPiece with `[UNK]` and
+/// `##` pieces, and `[CLS] a [SEP] b [SEP]` with token types 0 then 1.
+fn write_tokenizer(vocab: &Path, lowercase: bool, out: &Path) -> Result<(), ModelError> {
+    use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+    use tokenizers::models::wordpiece::WordPiece;
+    use tokenizers::normalizers::bert::BertNormalizer;
+    use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+    use tokenizers::processors::template::TemplateProcessing;
+
+    let invalid = |message: String| ModelError::Config {
+        path: vocab.to_path_buf(),
+        message,
+    };
+    let model = WordPiece::from_file(&vocab.to_string_lossy())
+        .unk_token("[UNK]".into())
+        .build()
+        .map_err(|e| invalid(e.to_string()))?;
+    let id = |token: &str| {
+        tokenizers::Model::token_to_id(&model, token)
+            .ok_or_else(|| invalid(format!("the vocabulary has no {token}")))
+    };
+    let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+    let processor = TemplateProcessing::builder()
+        .try_single("[CLS]:0 $A:0 [SEP]:0")
+        .and_then(|b| b.try_pair("[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1"))
+        .map_err(invalid)?
+        .special_tokens(vec![("[CLS]", cls), ("[SEP]", sep)])
+        .build()
+        .map_err(|e| invalid(e.to_string()))?;
+    let mut tokenizer = tokenizers::Tokenizer::new(model);
+    tokenizer
+        .with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
+        .with_pre_tokenizer(Some(BertPreTokenizer))
+        .with_post_processor(Some(processor))
+        .with_decoder(Some(WordPieceDecoder::default()));
+    let text = tokenizer
+        .to_string(true)
+        .map_err(|e| invalid(e.to_string()))?;
+    crate::write_atomic(out, text.as_bytes()).map_err(|source| ModelError::Io {
+        path: out.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn google_names_map_to_transformers_names() {
+        let cases = [
+            (
+                "bert/embeddings/word_embeddings",
+                Some(("embeddings.word_embeddings.weight", false)),
+            ),
+            (
+                "bert/embeddings/LayerNorm/gamma",
+                Some(("embeddings.LayerNorm.weight", false)),
+            ),
+            (
+                "bert/encoder/layer_11/attention/self/query/kernel",
+                Some(("encoder.layer.11.attention.self.query.weight", true)),
+            ),
+            (
+                "bert/encoder/layer_0/output/LayerNorm/beta",
+                Some(("encoder.layer.0.output.LayerNorm.bias", false)),
+            ),
+            ("bert/pooler/dense/bias", Some(("pooler.dense.bias", false))),
+            ("bert/encoder/layer_0/output/dense/kernel/adam_m", None),
+            ("cls/predictions/output_bias", None),
+            ("global_step", None),
+        ];
+        for (google, expected) in cases {
+            let got = hf_name(google);
+            assert_eq!(
+                got.as_ref().map(|(n, t)| (n.as_str(), *t)),
+                expected,
+                "{google}"
+            );
+        }
+    }
+
+    #[test]
+    fn casing_follows_the_folder_name_then_the_vocabulary() {
+        let lower = "[PAD]\n[UNK]\nthe\n##s\n";
+        let upper = "[PAD]\n[UNK]\nThe\n##s\n";
+        assert!(lowercase(Path::new("uncased_L-12_H-768_A-12"), upper));
+        assert!(!lowercase(Path::new("cased_L-12_H-768_A-12"), lower));
+        assert!(!lowercase(Path::new("multi_cased_L-12_H-768_A-12"), lower));
+        assert!(lowercase(Path::new("my-bert"), lower));
+        assert!(!lowercase(Path::new("my-bert"), upper));
+    }
+}

@@ -1,0 +1,108 @@
+//! TensorFlow checkpoints through the commands: `graft inspect` lists a bundle's variables,
+//! `graft convert` writes a Google BERT release as a transformers folder, and `--model` and
+//! `[model] backbone` take the release folder itself (converted once into graft's cache), so it
+//! embeds and trains as any model folder. The numerics are checked against transformers in
+//! graft-model's `tf_checkpoints.rs`.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{fails, ok, write};
+
+fn release() -> PathBuf {
+    common::repo().join("crates/graft-model/tests/golden/tf_bert/uncased_L-2_H-32_A-4")
+}
+
+#[test]
+fn inspect_and_convert_read_a_google_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = release().join("bert_model.ckpt.index");
+    let listed = ok(&["inspect", index.to_str().unwrap()]);
+    assert!(
+        listed.contains("bert/encoder/layer_1/attention/self/query/kernel")
+            && listed.contains("[32, 32]")
+            && listed.contains("global_step")
+            && listed.contains("int64"),
+        "{listed}"
+    );
+    assert!(listed.contains("47 tensors"), "{listed}");
+    assert!(listed.contains("Google BERT"), "{listed}");
+
+    let out = tmp.path().join("converted");
+    let said = ok(&[
+        "convert",
+        release().to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        said.contains("39 tensors") && said.contains("8 checkpoint tensors left out"),
+        "{said}"
+    );
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.txt",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let config = common::json(&out.join("config.json"));
+    assert_eq!(config["architectures"][0], "BertModel");
+    assert_eq!(config["hidden_size"], 32);
+    // A second conversion into the same folder is refused, leaving it as it was.
+    let error = fails(&[
+        "convert",
+        release().to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert!(error.contains("already exists"), "{error}");
+}
+
+#[test]
+fn a_release_folder_embeds_and_trains_as_a_model_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let texts = write(dir, "texts.txt", "Hello, world!\nThe coffee was good.\n");
+    let embed = |model: &std::path::Path, name: &str| {
+        let out = dir.join(name);
+        ok(&[
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            texts.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        common::f32_tensors(&out).into_values().next().unwrap().1
+    };
+    let converted = dir.join("converted");
+    ok(&[
+        "convert",
+        release().to_str().unwrap(),
+        converted.to_str().unwrap(),
+    ]);
+    let direct = embed(&release(), "direct.safetensors");
+    let from_index = embed(
+        &release().join("bert_model.ckpt.index"),
+        "index.safetensors",
+    );
+    let from_converted = embed(&converted, "converted.safetensors");
+    assert_eq!(direct.len(), 2 * 32);
+    assert_eq!(direct, from_converted);
+    assert_eq!(direct, from_index);
+
+    let config = write(
+        dir,
+        "train.toml",
+        &format!(
+            "[model]\nbackbone = \"{}\"\n\n{}\n[train]\nepochs = 2\n\n[output]\ndir = \"{}\"\n",
+            release().display(),
+            common::FINE_FOODS_MINI,
+            dir.join("run").display()
+        ),
+    );
+    ok(&["train", config.to_str().unwrap()]);
+    assert!(dir.join("run/eval.json").is_file());
+}
