@@ -29,6 +29,7 @@ pub mod resnet;
 pub mod roberta;
 pub mod shards;
 pub mod tf_bundle;
+pub mod tf_objects;
 pub mod vision;
 pub mod vit;
 pub mod weights;

@@ -462,6 +462,75 @@ impl TensorBundle {
     /// The raw little-endian bytes of tensor `name`, checked against the index's length and
     /// checksum; a missing shard or a short one is an error naming it and the tensor.
     pub fn bytes(&self, name: &str) -> Result<Vec<u8>, ModelError> {
+        let (tensor, bytes) = self.stored(name)?;
+        if tensor.dtype == TfType::String {
+            self.strings(name)?; // verified by its own layout's checksums
+        } else if crc32c::crc32c(&bytes) != unmask(tensor.crc32c) {
+            return Err(self.checksum_error(tensor, name));
+        }
+        Ok(bytes)
+    }
+
+    fn checksum_error(&self, tensor: &BundleTensor, name: &str) -> ModelError {
+        corrupt(
+            &self.shards[tensor.shard],
+            format!("tensor `{name}` fails its checksum: the data are corrupt"),
+        )
+    }
+
+    /// The elements of string tensor `name`. A bundle stores them as each element's length
+    /// (varint64), the masked CRC32C of the lengths (each as a little-endian u32), then the
+    /// bytes; the entry's checksum covers the lengths (as u32), that CRC and the bytes.
+    pub fn strings(&self, name: &str) -> Result<Vec<Vec<u8>>, ModelError> {
+        let (tensor, bytes) = self.stored(name)?;
+        let shard = &self.shards[tensor.shard];
+        let bad = |what: &str| corrupt(shard, format!("string tensor `{name}`: {what}"));
+        if tensor.dtype != TfType::String {
+            return Err(bad(&format!("is {}", tensor.dtype.name())));
+        }
+        let count: usize = tensor.shape.iter().product();
+        let mut at = 0;
+        let mut lengths = Vec::with_capacity(count.min(bytes.len()));
+        for _ in 0..count {
+            let (length, used) = varint(&bytes[at..]).ok_or_else(|| bad("lengths cut short"))?;
+            lengths.push(length);
+            at += used;
+        }
+        let mut covered: Vec<u8> = Vec::new();
+        for &length in &lengths {
+            match u32::try_from(length) {
+                Ok(short) => covered.extend(short.to_le_bytes()),
+                Err(_) => covered.extend(length.to_le_bytes()),
+            }
+        }
+        let stored = bytes
+            .get(at..at + 4)
+            .ok_or_else(|| bad("no length checksum"))?;
+        if crc32c::crc32c(&covered) != unmask(u32::from_le_bytes(stored.try_into().expect("4"))) {
+            return Err(self.checksum_error(tensor, name));
+        }
+        covered.extend_from_slice(stored);
+        at += 4;
+        let mut strings = Vec::with_capacity(lengths.len());
+        for length in lengths {
+            let end = usize::try_from(length)
+                .ok()
+                .and_then(|l| at.checked_add(l))
+                .filter(|&end| end <= bytes.len())
+                .ok_or_else(|| bad("an element runs past the tensor"))?;
+            strings.push(bytes[at..end].to_vec());
+            covered.extend_from_slice(&bytes[at..end]);
+            at = end;
+        }
+        if crc32c::crc32c(&covered) != unmask(tensor.crc32c) {
+            return Err(self.checksum_error(tensor, name));
+        }
+        Ok(strings)
+    }
+
+    /// Tensor `name`'s entry and the bytes its entry points at, not yet checked against its
+    /// checksum.
+    fn stored(&self, name: &str) -> Result<(&BundleTensor, Vec<u8>), ModelError> {
         let tensor = self.tensors.get(name).ok_or_else(|| {
             corrupt(
                 &self.index,
@@ -495,13 +564,7 @@ impl TensorBundle {
         file.seek(SeekFrom::Start(tensor.offset)).map_err(io)?;
         let mut bytes = vec![0u8; tensor.size as usize];
         file.read_exact(&mut bytes).map_err(io)?;
-        if crc32c::crc32c(&bytes) != unmask(tensor.crc32c) {
-            return Err(corrupt(
-                shard,
-                format!("tensor `{name}` fails its checksum: the data are corrupt"),
-            ));
-        }
-        Ok(bytes)
+        Ok((tensor, bytes))
     }
 
     /// Tensor `name` as f32 values (from any float type), row-major, with its shape.

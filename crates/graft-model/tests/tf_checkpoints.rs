@@ -5,7 +5,11 @@
 //! `BertModel` outputs (hidden states, pooler, mean pooling; single texts and a pair) match
 //! transformers' on the same weights to 1e-5 (TensorFlow's own forward pass agreed with
 //! transformers' to 9.5e-7). Truncated, corrupt and mislabelled bundles are errors naming the
-//! file and the tensor.
+//! file and the tensor. TF2 object-based bundles (`tests/golden/tf2/`, made by
+//! `scripts/golden/make_tf2_goldens.py` with TensorFlow 2.21: a Keras 3 checkpoint, a Keras 2
+//! one with Adam's slot variables, a SavedModel's `variables/`) resolve every key to the
+//! variable's `full_name` through the object graph, tell the optimizer's state from the model's
+//! weights, and read the weights as Keras saved them.
 
 mod common;
 
@@ -16,6 +20,7 @@ use common::*;
 use graft_data::TextTokenizer;
 use graft_model::pooling::PoolingOptions;
 use graft_model::tf_bundle::{TensorBundle, TfType};
+use graft_model::tf_objects::{OBJECT_GRAPH, tracked_variables};
 use graft_model::{Backbone, Inputs, ModelError, ModelFolder, Pooling, Preprocessing, google_bert};
 
 fn release() -> PathBuf {
@@ -251,4 +256,95 @@ fn the_index_reader_survives_fuzzing() {
             }
         });
     }
+}
+
+#[test]
+fn tf2_bundles_name_their_variables_through_the_object_graph() {
+    let golden = golden("tf2/goldens.json");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tf2");
+    for (part, prefix) in [
+        ("checkpoint", "checkpoint/ckpt"),
+        ("keras2_checkpoint", "keras2_checkpoint/ckpt"),
+        ("saved_model", "saved_model/variables/variables"),
+    ] {
+        let bundle = TensorBundle::open(&root.join(prefix)).unwrap();
+        let g = &golden[part];
+        let listed: Vec<&str> = g["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["key"].as_str().unwrap())
+            .collect();
+        let keys: Vec<&str> = bundle.tensors().keys().map(String::as_str).collect();
+        assert_eq!(keys, listed, "{part}");
+        let graph = bundle.strings(OBJECT_GRAPH).unwrap();
+        assert_eq!(graph.len(), 1);
+        let tracked = tracked_variables(&bundle)
+            .unwrap()
+            .expect("an object graph");
+        for variable in g["model_variables"].as_array().unwrap() {
+            let key = variable["checkpoint_key"].as_str().unwrap();
+            let found = &tracked[key];
+            assert_eq!(
+                found.full_name,
+                variable["full_name"].as_str().unwrap(),
+                "{part}"
+            );
+            assert!(!found.optimizer, "{part}: {key} is a weight of the model");
+            let paths: Vec<&str> = variable["object_paths"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap())
+                .collect();
+            assert!(
+                paths.contains(&found.path.as_str()),
+                "{part}: {}",
+                found.path
+            );
+            let (shape, values) = bundle.f32(key).unwrap();
+            assert_eq!(
+                shape,
+                ints(&variable["shape"])
+                    .iter()
+                    .map(|&d| d as usize)
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(values, floats(&variable["values"]), "{part}: {key}");
+        }
+        for other in g["other_variables"].as_array().unwrap() {
+            let key = other["key"].as_str().unwrap();
+            let found = &tracked[key];
+            assert_eq!(
+                found.full_name,
+                other["full_name"].as_str().unwrap(),
+                "{part}"
+            );
+            assert!(found.optimizer, "{part}: {key} is optimizer state");
+        }
+    }
+    // A TF1 checkpoint has no object graph.
+    let tf1 = TensorBundle::open(&release().join("bert_model.ckpt")).unwrap();
+    assert!(tracked_variables(&tf1).unwrap().is_none());
+}
+
+#[test]
+fn a_damaged_object_graph_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tf2/checkpoint");
+    for entry in std::fs::read_dir(&root).unwrap().flatten() {
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    // The graph is the last tensor written: flip a byte inside it.
+    let data = tmp.path().join("ckpt.data-00000-of-00001");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 0x10;
+    std::fs::write(&data, bytes).unwrap();
+    let bundle = TensorBundle::open(&tmp.path().join("ckpt")).unwrap();
+    let error = tracked_variables(&bundle).unwrap_err().to_string();
+    assert!(
+        error.contains(OBJECT_GRAPH) && error.contains("checksum") && error.contains("ckpt.data"),
+        "{error}"
+    );
 }

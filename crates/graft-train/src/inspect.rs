@@ -59,11 +59,15 @@ pub fn inspect(path: &Path) -> Result<InspectReport, TrainError> {
     })
 }
 
-/// A TensorFlow checkpoint's variables as the bundle names them, when `path` is its `.index`
-/// file or its prefix (`model.ckpt`).
+/// A TensorFlow checkpoint's variables, when `path` is its `.index` file, its prefix
+/// (`model.ckpt`, `ckpt-1`) or a SavedModel folder (its `variables/`): TF1 names as the bundle
+/// has them; a TF2 bundle's by the `full_name` its object graph gives, beside the object-path key,
+/// its optimizer state marked and left out of the parameter count.
 fn inspect_bundle(path: &Path) -> Result<Option<InspectReport>, TrainError> {
     let index = if path.extension().is_some_and(|e| e == "index") {
         path.to_path_buf()
+    } else if path.join("saved_model.pb").is_file() {
+        path.join("variables/variables.index")
     } else {
         PathBuf::from(format!("{}.index", path.display()))
     };
@@ -71,27 +75,40 @@ fn inspect_bundle(path: &Path) -> Result<Option<InspectReport>, TrainError> {
         return Ok(None);
     }
     let bundle = graft_model::tf_bundle::TensorBundle::open(&index)?;
-    let tensors: Vec<(String, TensorInfo)> = bundle
+    let tracked = graft_model::tf_objects::tracked_variables(&bundle)?;
+    let mut tensors = Vec::new();
+    let mut num_parameters = 0;
+    for (key, t) in bundle.tensors() {
+        if key == graft_model::tf_objects::OBJECT_GRAPH {
+            continue;
+        }
+        let variable = tracked.as_ref().and_then(|v| v.get(key));
+        let optimizer = variable.is_some_and(|v| v.optimizer);
+        let name = match variable {
+            Some(v) if optimizer => format!("{} (optimizer state)  {key}", v.full_name),
+            Some(v) => format!("{}  {key}", v.full_name),
+            None => key.clone(),
+        };
+        if t.dtype.is_float() && !optimizer {
+            num_parameters += t.shape.iter().product::<usize>();
+        }
+        let info = TensorInfo {
+            dtype: t.dtype.name().to_string(),
+            shape: t.shape.clone(),
+        };
+        tensors.push((name, info));
+    }
+    let architecture = if bundle
         .tensors()
-        .iter()
-        .map(|(name, t)| {
-            let info = TensorInfo {
-                dtype: t.dtype.name().to_string(),
-                shape: t.shape.clone(),
-            };
-            (name.clone(), info)
-        })
-        .collect();
-    let num_parameters = bundle
-        .tensors()
-        .values()
-        .filter(|t| t.dtype.is_float())
-        .map(|t| t.shape.iter().product::<usize>())
-        .sum();
-    let architecture = tensors
-        .iter()
-        .any(|(name, _)| name.starts_with("bert/encoder/"))
-        .then(|| "Google BERT (TensorFlow checkpoint)".to_string());
+        .keys()
+        .any(|n| n.starts_with("bert/encoder/"))
+    {
+        Some("Google BERT (TensorFlow checkpoint)".to_string())
+    } else if tracked.is_some() {
+        Some("TensorFlow 2 object-based checkpoint".to_string())
+    } else {
+        None
+    };
     Ok(Some(InspectReport {
         path: index,
         architecture,

@@ -1,4 +1,5 @@
-//! TensorFlow checkpoints through the commands: `graft inspect` lists a bundle's variables,
+//! TensorFlow checkpoints through the commands: `graft inspect` lists a bundle's variables (a TF2
+//! checkpoint's or SavedModel's by the names its object graph gives them),
 //! `graft convert` writes a Google BERT release as a transformers folder, and `--model` and
 //! `[model] backbone` take the release folder itself (converted once into graft's cache), so it
 //! embeds and trains as any model folder. The numerics are checked against transformers in
@@ -105,4 +106,33 @@ fn a_release_folder_embeds_and_trains_as_a_model_folder() {
     );
     ok(&["train", config.to_str().unwrap()]);
     assert!(dir.join("run/eval.json").is_file());
+}
+
+#[test]
+fn inspect_names_tf2_variables_and_marks_optimizer_state() {
+    let root = common::repo().join("crates/graft-model/tests/golden/tf2");
+    let keras2 = ok(&[
+        "inspect",
+        root.join("keras2_checkpoint/ckpt").to_str().unwrap(),
+    ]);
+    assert!(
+        keras2
+            .contains("dense/kernel  model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE"),
+        "{keras2}"
+    );
+    assert!(
+        keras2.contains("Adam/dense/kernel/m (optimizer state)"),
+        "{keras2}"
+    );
+    // 3·4 + 4 + 4 + 4 + 4·2 + 2 weights; Adam's moments are not counted.
+    assert!(keras2.contains("34 parameters"), "{keras2}");
+    let saved = ok(&["inspect", root.join("saved_model").to_str().unwrap()]);
+    assert!(
+        saved.contains("sequential/norm/gamma  _layers/2/gamma/.ATTRIBUTES/VARIABLE_VALUE"),
+        "{saved}"
+    );
+    assert!(
+        saved.contains("TensorFlow 2 object-based checkpoint"),
+        "{saved}"
+    );
 }
