@@ -37,7 +37,7 @@ impl ModelFolder {
     pub fn open(dir: &Path) -> Result<Self, ModelError> {
         let resolved = crate::hub::resolve(dir)?;
         // A Google BERT release opens as the transformers folder it converts to.
-        let resolved = crate::google_bert::resolve(&resolved)?;
+        let resolved = crate::google_release::resolve(&resolved)?;
         let dir = resolved.as_path();
         if !dir.exists() {
             return Err(ModelError::NotFound {

@@ -17,7 +17,7 @@ pub mod distilbert;
 pub mod efficientnet;
 pub mod electra;
 pub mod folder;
-pub mod google_bert;
+pub mod google_release;
 pub mod hub;
 pub mod mobilenetv3;
 pub mod modernbert;

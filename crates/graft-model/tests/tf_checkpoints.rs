@@ -21,10 +21,16 @@ use graft_data::TextTokenizer;
 use graft_model::pooling::PoolingOptions;
 use graft_model::tf_bundle::{TensorBundle, TfType};
 use graft_model::tf_objects::{OBJECT_GRAPH, tracked_variables};
-use graft_model::{Backbone, Inputs, ModelError, ModelFolder, Pooling, Preprocessing, google_bert};
+use graft_model::{
+    Backbone, Inputs, ModelError, ModelFolder, Pooling, Preprocessing, google_release,
+};
 
 fn release() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tf_bert/uncased_L-2_H-32_A-4")
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// Every number of a nested array, in order.
@@ -65,20 +71,14 @@ fn the_bundle_lists_every_variable_with_its_type_and_shape() {
     assert!(error.contains("`global_step` is int64"), "{error}");
 }
 
-#[test]
-fn a_google_release_converts_to_what_transformers_computes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("converted");
-    let converted = google_bert::convert(&release(), &out).unwrap();
-    assert!(converted.lowercase);
-    assert_eq!(converted.skipped, 8, "cls/* (7) and global_step");
-    assert_eq!(converted.tensors, 47 - 8);
-    let folder = ModelFolder::open(&out).unwrap();
-    assert_eq!(folder.architecture.name(), "bert");
+/// The converted folder at `out` tokenizes the golden sentences as `BertTokenizerFast` and gives
+/// transformers' hidden states, mean pooling and (`pooled`: its key, pooling, pooler) first-token
+/// features to 1e-5.
+fn check_against_transformers(out: &Path, golden: &serde_json::Value, pooled: (&str, bool)) {
+    let folder = ModelFolder::open(out).unwrap();
     let Ok(Preprocessing::Text(text)) = folder.preprocessing() else {
         panic!("a text model")
     };
-    let golden = golden("tf_bert/goldens.json");
     let tokenizer = TextTokenizer::from_file(&text.tokenizer, 16, text.vocab_size).unwrap();
     #[allow(deprecated)]
     let device = Device::flex();
@@ -119,8 +119,8 @@ fn a_google_release_converts_to_what_transformers_computes() {
             normalize: false,
         };
         let flat = |key: &str| -> Vec<f32> { nested_floats(&g[key]) };
-        let backbone =
-            Backbone::load(&folder, options(Pooling::Mean, false), false, &device).unwrap();
+        let mean = options(Pooling::Mean, false);
+        let backbone = Backbone::load(&folder, mean, false, &device).unwrap();
         let states = backbone.forward_tokens(inputs()).unwrap();
         let states: Vec<f32> = states.into_data().try_into_vec_as().unwrap();
         // Padded positions are compared too: transformers computes them as well.
@@ -133,15 +133,59 @@ fn a_google_release_converts_to_what_transformers_computes() {
             .unwrap();
         let diff = max_abs_diff(&mean, &flat("mean_pooled"));
         assert!(diff <= 1e-5, "{part} mean pooling: {diff}");
-        let pooler = Backbone::load(&folder, options(Pooling::Cls, true), false, &device).unwrap();
-        let pooled: Vec<f32> = pooler
+        let (key, use_pooler) = pooled;
+        let first = Backbone::load(&folder, options(Pooling::Cls, use_pooler), false, &device);
+        let first: Vec<f32> = first
+            .unwrap()
             .forward(inputs())
             .into_data()
             .try_into_vec_as()
             .unwrap();
-        let diff = max_abs_diff(&pooled, &flat("pooler_output"));
-        assert!(diff <= 1e-5, "{part} pooler: {diff}");
+        let diff = max_abs_diff(&first, &flat(key));
+        assert!(diff <= 1e-5, "{part} {key}: {diff}");
     }
+}
+
+#[test]
+fn a_google_release_converts_to_what_transformers_computes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("converted");
+    let converted = google_release::convert(&release(), &out).unwrap();
+    assert!(converted.lowercase);
+    assert_eq!(converted.skipped, 8, "cls/* (7) and global_step");
+    assert_eq!(converted.tensors, 47 - 8);
+    assert_eq!(ModelFolder::open(&out).unwrap().architecture.name(), "bert");
+    check_against_transformers(
+        &out,
+        &golden("tf_bert/goldens.json"),
+        ("pooler_output", true),
+    );
+}
+
+/// ELECTRA's release has no config: its sizes come from the tensors (two heads of 64 at a
+/// hidden width of 128, the 64-wide embeddings projected up), and its generator, discriminator
+/// head and step are left out.
+#[test]
+fn an_electra_release_converts_to_what_transformers_computes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tf_electra");
+    let golden = golden("tf_electra/goldens.json");
+    let out = tmp.path().join("converted");
+    let converted = google_release::convert(&dir.join("electra_tiny"), &out).unwrap();
+    assert_eq!(
+        converted.skipped,
+        golden["skipped_variables"].as_array().unwrap().len()
+    );
+    let config = json(&out.join("config.json"));
+    assert_eq!(config["model_type"], "electra");
+    for (key, value) in golden["config"].as_object().unwrap() {
+        assert_eq!(&config[key], value, "config {key}");
+    }
+    assert_eq!(
+        ModelFolder::open(&out).unwrap().architecture.name(),
+        "electra"
+    );
+    check_against_transformers(&out, &golden, ("first_token", false));
 }
 
 #[test]
@@ -221,7 +265,7 @@ fn damaged_bundles_are_errors_naming_the_file_and_the_tensor() {
     // A release without its vocabulary.
     let dir = copy_release(&tmp.path().join("no-vocab"));
     std::fs::remove_file(dir.join("vocab.txt")).unwrap();
-    let error = google_bert::convert(&dir, &tmp.path().join("out")).unwrap_err();
+    let error = google_release::convert(&dir, &tmp.path().join("out")).unwrap_err();
     assert!(matches!(error, ModelError::MissingFile { .. }), "{error}");
     assert!(error.to_string().contains("vocab.txt"), "{error}");
 }

@@ -97,7 +97,7 @@ impl ModelSource {
         if lora::is_adapter(path) {
             return Ok(source(SourceKind::Adapter, Modality::Text, None, None));
         }
-        let google_release = graft_model::google_bert::release_dir(path).is_some();
+        let google_release = graft_model::google_release::release_dir(path).is_some();
         if path.is_dir() && !path.join("config.json").exists() && !google_release {
             return Err(E::NotAModel {
                 path: path.to_path_buf(),

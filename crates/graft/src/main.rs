@@ -240,8 +240,8 @@ enum Command {
     /// List the tensors of a .safetensors file or a model folder.
     Inspect { path: PathBuf },
     /// Convert a PyTorch checkpoint (.pth/.pt, zip or legacy format) to safetensors, without
-    /// executing any pickled code; or a Google BERT TensorFlow release (a folder with
-    /// bert_config.json, vocab.txt and bert_model.ckpt.*) to the transformers folder OUTPUT.
+    /// executing any pickled code; or a Google BERT or ELECTRA TensorFlow release (a folder with
+    /// a checkpoint, vocab.txt and, for BERT, bert_config.json) to the transformers folder OUTPUT.
     Convert {
         input: PathBuf,
         output: PathBuf,
@@ -733,11 +733,11 @@ fn run(cli: Cli) -> Result<()> {
             input,
             output,
             key_prefix: None,
-        } if graft_model::google_bert::release_dir(&input).is_some() => {
-            let dir = graft_model::google_bert::release_dir(&input).unwrap_or(input);
-            let converted = graft_model::google_bert::convert(&dir, &output)?;
+        } if graft_model::google_release::release_dir(&input).is_some() => {
+            let dir = graft_model::google_release::release_dir(&input).unwrap_or(input);
+            let converted = graft_model::google_release::convert(&dir, &output)?;
             say!(
-                "{} tensors ({} parameters) written to {} as a transformers BertModel folder \
+                "{} tensors ({} parameters) written to {} as a transformers folder \
                  ({} checkpoint tensors left out: pre-training heads, optimizer state, the step; \
                  text {}lower-cased)",
                 converted.tensors,

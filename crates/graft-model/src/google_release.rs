@@ -1,12 +1,15 @@
-//! Google's original BERT releases (`bert_model.ckpt.index` + `.data-*`, `bert_config.json`,
-//! `vocab.txt`), read without TensorFlow: the checkpoint's `bert/...` variables are renamed to
-//! transformers' `BertModel` names (dense kernels `[in, out]` transposed to `[out, in]`,
-//! LayerNorm `gamma`/`beta` to `weight`/`bias`), the config is written as `config.json`, and the
-//! WordPiece vocabulary becomes the `tokenizer.json` transformers' `BertTokenizerFast` would make
-//! of it, lower-casing where the release is uncased (Google names such folders `uncased_...`; an
-//! uncased vocabulary holds no capital letters). The pre-training heads (`cls/...`), optimizer
-//! slots and `global_step` are left out. A folder converts once into graft's cache, keyed by its
-//! files' contents, and opens from there as any model folder.
+//! Google's original BERT and ELECTRA releases, read without TensorFlow: BERT's
+//! (`bert_model.ckpt.index` + `.data-*`, `bert_config.json`, `vocab.txt`) and ELECTRA's
+//! (`electra_small.index` + `.data-*`, `vocab.txt`; no config, so its sizes are read off the
+//! tensors' shapes, with ELECTRA's one attention head per 64 hidden units). The checkpoint's
+//! `bert/...` or `electra/...` variables are renamed to transformers' `BertModel` or
+//! `ElectraModel` names (dense kernels `[in, out]` transposed to `[out, in]`, LayerNorm
+//! `gamma`/`beta` to `weight`/`bias`), the config is written as `config.json`, and the WordPiece
+//! vocabulary becomes the `tokenizer.json` transformers' `BertTokenizerFast` would make of it,
+//! lower-casing where the release is uncased (Google names such folders `uncased_...`; an uncased
+//! vocabulary holds no capital letters). Pre-training heads (`cls/...`, ELECTRA's generator and
+//! discriminator head), optimizer slots and `global_step` are left out. A folder converts once
+//! into graft's cache, keyed by its files' contents, and opens from there as any model folder.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +24,42 @@ use crate::weights::{TensorBytes, serialize};
 
 pub const CONFIG: &str = "bert_config.json";
 const VOCAB: &str = "vocab.txt";
+
+/// The releases graft reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Bert,
+    Electra,
+}
+
+impl Family {
+    /// The scope of the encoder's variables in the checkpoint.
+    fn scope(self) -> &'static str {
+        match self {
+            Self::Bert => "bert/",
+            Self::Electra => "electra/",
+        }
+    }
+}
+
+/// The release in `dir`, if it is one: no `config.json`, one checkpoint, and `bert_config.json`
+/// (BERT) or a vocabulary and ELECTRA's `electra/...` variables.
+fn family_of(dir: &Path) -> Option<Family> {
+    if dir.join("config.json").exists() || index_of(dir).is_err() {
+        return None;
+    }
+    if dir.join(CONFIG).is_file() {
+        return Some(Family::Bert);
+    }
+    if !dir.join(VOCAB).is_file() {
+        return None;
+    }
+    let bundle = TensorBundle::open(&index_of(dir).ok()?).ok()?;
+    bundle
+        .tensors()
+        .contains_key("electra/embeddings/word_embeddings")
+        .then_some(Family::Electra)
+}
 
 /// What a conversion wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +79,7 @@ pub fn release_dir(path: &Path) -> Option<PathBuf> {
     } else {
         path.parent()?.to_path_buf()
     };
-    (dir.join(CONFIG).is_file() && !dir.join("config.json").exists() && index_of(&dir).is_ok())
-        .then_some(dir)
+    family_of(&dir).map(|_| dir)
 }
 
 /// The folder's single checkpoint index (`*.ckpt.index`, or any `*.index`).
@@ -76,7 +114,7 @@ fn index_of(dir: &Path) -> Result<PathBuf, ModelError> {
     }
 }
 
-/// `path` itself, or for a Google BERT release, its converted folder in graft's cache (made on
+/// `path` itself, or for a Google BERT or ELECTRA release, its converted folder in graft's cache (made on
 /// first use).
 pub fn resolve(path: &Path) -> Result<PathBuf, ModelError> {
     let Some(dir) = release_dir(path) else {
@@ -90,7 +128,9 @@ pub fn resolve(path: &Path) -> Result<PathBuf, ModelError> {
     };
     let mut key = Sha256::new();
     for file in [index_of(&dir)?, dir.join(CONFIG), dir.join(VOCAB)] {
-        key.update(read(file)?);
+        if file.exists() {
+            key.update(read(file)?);
+        }
     }
     key.update(dir.file_name().unwrap_or_default().as_encoded_bytes());
     let hex: String = key
@@ -120,10 +160,10 @@ pub fn resolve(path: &Path) -> Result<PathBuf, ModelError> {
     Ok(out)
 }
 
-/// transformers' name for a checkpoint variable, and whether its values are transposed; `None`
-/// for what a `BertModel` does not hold.
-fn hf_name(name: &str) -> Option<(String, bool)> {
-    let inner = name.strip_prefix("bert/")?;
+/// transformers' name for a checkpoint variable under `scope`, and whether its values are
+/// transposed; `None` for what the encoder does not hold.
+fn hf_name(name: &str, scope: &str) -> Option<(String, bool)> {
+    let inner = name.strip_prefix(scope)?;
     let parts: Vec<&str> = inner.split('/').collect();
     let (last, path) = parts.split_last()?;
     if path.iter().any(|p| p.starts_with("adam") || p.is_empty()) || last.starts_with("adam") {
@@ -146,6 +186,57 @@ fn hf_name(name: &str) -> Option<(String, bool)> {
         _ => return None,
     };
     Some((format!("{}.{leaf}", path.join(".")), transposed))
+}
+
+/// ELECTRA's sizes, read off its converted tensors' shapes (the release has no config): the
+/// embedding and hidden widths, layers, feed-forward width, positions and token types, with one
+/// attention head per 64 hidden units as ELECTRA's pre-training code sets them.
+fn electra_config(
+    tensors: &[TensorBytes],
+    index: &Path,
+) -> Result<BTreeMap<String, Value>, ModelError> {
+    let shape = |name: &str| {
+        tensors
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.shape.clone())
+            .ok_or_else(|| ModelError::MissingTensors {
+                path: index.to_path_buf(),
+                names: vec![name.to_string()],
+                available: tensors.len(),
+            })
+    };
+    let words = shape("embeddings.word_embeddings.weight")?;
+    let hidden = match shape("embeddings_project.weight") {
+        Ok(projection) => projection[0],
+        Err(_) => words[1],
+    };
+    let layers = tensors
+        .iter()
+        .filter_map(|t| t.name.strip_prefix("encoder.layer."))
+        .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |last| last + 1);
+    let intermediate = shape("encoder.layer.0.intermediate.dense.weight")?[0];
+    Ok(BTreeMap::from([
+        ("vocab_size".into(), json!(words[0])),
+        ("embedding_size".into(), json!(words[1])),
+        ("hidden_size".into(), json!(hidden)),
+        ("num_hidden_layers".into(), json!(layers)),
+        ("num_attention_heads".into(), json!((hidden / 64).max(1))),
+        ("intermediate_size".into(), json!(intermediate)),
+        (
+            "max_position_embeddings".into(),
+            json!(shape("embeddings.position_embeddings.weight")?[0]),
+        ),
+        (
+            "type_vocab_size".into(),
+            json!(shape("embeddings.token_type_embeddings.weight")?[0]),
+        ),
+        ("hidden_act".into(), json!("gelu")),
+        ("hidden_dropout_prob".into(), json!(0.1)),
+        ("attention_probs_dropout_prob".into(), json!(0.1)),
+    ]))
 }
 
 /// Whether the release lower-cases its text: its folder's name (`uncased_...`, `cased_...`),
@@ -199,8 +290,12 @@ pub fn convert(dir: &Path, out: &Path) -> Result<Converted, ModelError> {
 
 /// [`convert`]'s work, into the existing folder `out`.
 fn convert_into(dir: &Path, out: &Path) -> Result<Converted, ModelError> {
-    let config_path = dir.join(CONFIG);
-    let google: BTreeMap<String, Value> = crate::read_config(&config_path, |_| Ok(()))?;
+    let family = family_of(dir).ok_or_else(|| ModelError::Config {
+        path: dir.to_path_buf(),
+        message: "not a Google BERT release (bert_config.json and a checkpoint) nor an ELECTRA \
+                  one (a checkpoint of electra/... variables and vocab.txt)"
+            .into(),
+    })?;
     let vocab_path = dir.join(VOCAB);
     let vocab = std::fs::read_to_string(&vocab_path).map_err(crate::tf_bundle::opening(
         &vocab_path,
@@ -210,7 +305,7 @@ fn convert_into(dir: &Path, out: &Path) -> Result<Converted, ModelError> {
     let mut tensors = Vec::new();
     let (mut parameters, mut skipped) = (0, 0);
     for name in bundle.tensors().keys() {
-        let Some((hf, transposed)) = hf_name(name) else {
+        let Some((hf, transposed)) = hf_name(name, family.scope()) else {
             skipped += 1;
             continue;
         };
@@ -239,7 +334,7 @@ fn convert_into(dir: &Path, out: &Path) -> Result<Converted, ModelError> {
     if tensors.is_empty() {
         return Err(ModelError::CorruptWeights {
             path: bundle.index.clone(),
-            message: "no `bert/...` variables: not a Google BERT checkpoint".into(),
+            message: format!("no `{}...` variables", family.scope()),
         });
     }
     let io = |path: &Path| {
@@ -253,9 +348,17 @@ fn convert_into(dir: &Path, out: &Path) -> Result<Converted, ModelError> {
     let weights_path = out.join("model.safetensors");
     crate::write_atomic(&weights_path, &weights).map_err(io(&weights_path))?;
 
+    let google: BTreeMap<String, Value> = match family {
+        Family::Bert => crate::read_config(&dir.join(CONFIG), |_| Ok(()))?,
+        Family::Electra => electra_config(&tensors, &bundle.index)?,
+    };
+    let (architecture, model_type) = match family {
+        Family::Bert => ("BertModel", "bert"),
+        Family::Electra => ("ElectraModel", "electra"),
+    };
     let mut config = serde_json::Map::new();
-    config.insert("architectures".into(), json!(["BertModel"]));
-    config.insert("model_type".into(), json!("bert"));
+    config.insert("architectures".into(), json!([architecture]));
+    config.insert("model_type".into(), json!(model_type));
     config.insert("layer_norm_eps".into(), json!(1e-12));
     config.insert("pad_token_id".into(), json!(0));
     for (key, value) in &google {
@@ -367,7 +470,7 @@ mod tests {
             ("global_step", None),
         ];
         for (google, expected) in cases {
-            let got = hf_name(google);
+            let got = hf_name(google, "bert/");
             assert_eq!(
                 got.as_ref().map(|(n, t)| (n.as_str(), *t)),
                 expected,
