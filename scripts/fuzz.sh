@@ -5,7 +5,8 @@
 #   scripts/fuzz.sh                 # 2,000,000 cases, random seed
 #   scripts/fuzz.sh 500000 1234     # CASES SEED
 #   GRAFT_FUZZ_TARGET=pth scripts/fuzz.sh   # one target (safetensors, folder, pth, tokenizer,
-#                                           # csv, jsonl, parquet, image, config, labels)
+#                                           # csv, jsonl, parquet, image, config, labels,
+#                                           # tf-index, tf-data)
 #
 # A failing case is replayed alone with the GRAFT_FUZZ_SEED and GRAFT_FUZZ_CASE it names:
 #   GRAFT_FUZZ_SEED=S GRAFT_FUZZ_CASE=N cargo test --release --workspace --test fuzz -- --nocapture

@@ -997,6 +997,27 @@ fn seeds(target: Target) -> Vec<Seed> {
             let deep = format!("{}\"x\"{}", "[".repeat(100_000), "]".repeat(100_000));
             seeds.push(seed("100000 nested arrays", deep.into_bytes(), false));
         }
+        Target::TfIndex | Target::TfData => {
+            // Google's BERT layout (TF1) and a Keras 2 checkpoint (TF2, with its object graph),
+            // each with the other file of its pair beside it.
+            for (name, prefix) in [
+                (
+                    "BERT bert_model.ckpt",
+                    "tf_bert/uncased_L-2_H-32_A-4/bert_model.ckpt",
+                ),
+                ("Keras 2 ckpt", "tf2/keras2_checkpoint/ckpt"),
+            ] {
+                let index = golden(&format!("{prefix}.index"));
+                let data = golden(&format!("{prefix}.data-00000-of-00001"));
+                let (mutated, beside, file) = match target {
+                    Target::TfIndex => (index, data, "ckpt.data-00000-of-00001"),
+                    _ => (data, index, "ckpt.index"),
+                };
+                let mut s = seed(name, read(&mutated), true);
+                s.folder = Some((beside, file));
+                seeds.push(s);
+            }
+        }
     }
     seeds
 }
@@ -1016,10 +1037,14 @@ enum Target {
     Image,
     Config,
     Labels,
+    /// A TensorFlow checkpoint's `.index` table (beside its data shard).
+    TfIndex,
+    /// A TensorFlow checkpoint's data shard (beside its index).
+    TfData,
 }
 
 /// Each target and its share of the mutated cases (loading a whole folder costs the most).
-const TARGETS: [(Target, usize); 10] = [
+const TARGETS: [(Target, usize); 12] = [
     (Target::Safetensors, 14),
     (Target::Folder, 8),
     (Target::Pth, 14),
@@ -1030,6 +1055,8 @@ const TARGETS: [(Target, usize); 10] = [
     (Target::Image, 12),
     (Target::Config, 8),
     (Target::Labels, 4),
+    (Target::TfIndex, 8),
+    (Target::TfData, 4),
 ];
 
 impl Target {
@@ -1045,6 +1072,8 @@ impl Target {
             Self::Image => "image",
             Self::Config => "config",
             Self::Labels => "labels",
+            Self::TfIndex => "tf-index",
+            Self::TfData => "tf-data",
         }
     }
 
@@ -1052,7 +1081,12 @@ impl Target {
     fn is_text(self) -> bool {
         !matches!(
             self,
-            Self::Safetensors | Self::Pth | Self::Parquet | Self::Image
+            Self::Safetensors
+                | Self::Pth
+                | Self::Parquet
+                | Self::Image
+                | Self::TfIndex
+                | Self::TfData
         )
     }
 
@@ -1068,6 +1102,8 @@ impl Target {
             Self::Image => "image.png",
             Self::Config => "graft.toml",
             Self::Labels => "labels.txt",
+            Self::TfIndex => "ckpt.index",
+            Self::TfData => "ckpt.data-00000-of-00001",
         }
     }
 }
@@ -1197,6 +1233,40 @@ fn run_target(target: Target, seed: &Seed, bytes: &[u8], dir: &Path) -> Result<O
                 Ok(Outcome::Loaded)
             }
         },
+        Target::TfIndex | Target::TfData => {
+            let (beside, file) = seed.folder.as_ref().expect("the other file of the pair");
+            std::fs::copy(beside, dir.join(file)).map_err(|e| e.to_string())?;
+            let read = || -> Result<(), graft_model::ModelError> {
+                let bundle = graft_model::tf_bundle::TensorBundle::open(&dir.join("ckpt"))?;
+                for (name, tensor) in bundle.tensors() {
+                    let bytes = bundle.bytes(name)?;
+                    if let Some(width) = tensor.dtype.size() {
+                        let count: usize = tensor.shape.iter().product();
+                        if bytes.len() != count * width {
+                            return Err(graft_model::ModelError::Config {
+                                path: PathBuf::from("accepted"),
+                                message: format!("`{name}` of {} bytes", bytes.len()),
+                            });
+                        }
+                    }
+                }
+                graft_model::tf_objects::tracked_variables(&bundle)?;
+                Ok(())
+            };
+            match read() {
+                Ok(()) => Ok(Outcome::Loaded),
+                Err(e) => {
+                    let message = e.to_string();
+                    if message.contains("ckpt.index") || message.contains("ckpt.data") {
+                        Ok(Outcome::Refused(message))
+                    } else {
+                        Err(format!(
+                            "the error names neither file of the bundle: {message}"
+                        ))
+                    }
+                }
+            }
+        }
         Target::Tokenizer => match graft_data::TextTokenizer::from_file(&path, 64, usize::MAX) {
             Err(e) => named(e, &path),
             Ok(tokenizer) => {
