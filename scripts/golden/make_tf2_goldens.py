@@ -61,6 +61,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_tf_bert_goldens import crc32c, crc_mask, proto_fields, varint  # noqa: E402  (the .index helpers)
+
 SEED = 20240612
 LEARNING_RATE = 0.01
 INPUTS = [[0.5, -1.0, 2.0], [-1.5, 0.25, 0.75]]
@@ -282,65 +285,6 @@ def make(args):
 # --------------------------------------------------------------------------------------------
 # --facts: decode the bundles by hand and print what a reader needs to know.
 # --------------------------------------------------------------------------------------------
-def _crc32c_table():
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
-
-
-_CRC = _crc32c_table()
-
-
-def crc32c(data, crc=0):
-    crc ^= 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def crc_mask(crc):
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def varint(buf, pos):
-    shift = result = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def proto_fields(buf):
-    """Raw protobuf wire fields: [(field_number, wire_type, value)]."""
-    out, pos = [], 0
-    while pos < len(buf):
-        tag, pos = varint(buf, pos)
-        fn, wt = tag >> 3, tag & 7
-        if wt == 0:
-            v, pos = varint(buf, pos)
-        elif wt == 1:
-            v = struct.unpack_from("<Q", buf, pos)[0]
-            pos += 8
-        elif wt == 5:
-            v = struct.unpack_from("<I", buf, pos)[0]
-            pos += 4
-        elif wt == 2:
-            n, pos = varint(buf, pos)
-            v = bytes(buf[pos:pos + n])
-            pos += n
-        else:
-            raise ValueError(f"wire type {wt}")
-        out.append((fn, wt, v))
-    return out
-
-
 def read_block(buf, offset, size):
     contents = buf[offset:offset + size]
     assert buf[offset + size] == 0, "compressed block"
