@@ -464,7 +464,7 @@ impl TensorBundle {
     pub fn bytes(&self, name: &str) -> Result<Vec<u8>, ModelError> {
         let (tensor, bytes) = self.stored(name)?;
         if tensor.dtype == TfType::String {
-            self.strings(name)?; // verified by its own layout's checksums
+            self.decode_strings(name, tensor, &bytes)?; // its layout's own checksums
         } else if crc32c::crc32c(&bytes) != unmask(tensor.crc32c) {
             return Err(self.checksum_error(tensor, name));
         }
@@ -483,6 +483,16 @@ impl TensorBundle {
     /// bytes; the entry's checksum covers the lengths (as u32), that CRC and the bytes.
     pub fn strings(&self, name: &str) -> Result<Vec<Vec<u8>>, ModelError> {
         let (tensor, bytes) = self.stored(name)?;
+        self.decode_strings(name, tensor, &bytes)
+    }
+
+    /// The elements of string tensor `name` from its stored `bytes`, checksums verified.
+    fn decode_strings(
+        &self,
+        name: &str,
+        tensor: &BundleTensor,
+        bytes: &[u8],
+    ) -> Result<Vec<Vec<u8>>, ModelError> {
         let shard = &self.shards[tensor.shard];
         let bad = |what: &str| corrupt(shard, format!("string tensor `{name}`: {what}"));
         if tensor.dtype != TfType::String {
