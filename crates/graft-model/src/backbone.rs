@@ -215,6 +215,11 @@ pub trait Architecture {
     }
     /// The folder layouts this architecture exports to.
     fn exports(&self) -> Vec<ExportTarget>;
+    /// The `config.json` of an export in `format`, when the model folder's own config is not
+    /// already that library's (a graft vision folder exported for transformers). Default: none.
+    fn export_config(&self, _format: ExportFormat) -> Option<Value> {
+        None
+    }
     /// `model_args` a timm export states so that timm builds this network at an input side
     /// (a ViT's `img_size`: timm then resamples the checkpoint's position embeddings to that grid
     /// as it loads them, as graft does). Default: none.

@@ -38,6 +38,8 @@ impl ModelFolder {
         let resolved = crate::hub::resolve(dir)?;
         // A Google BERT release opens as the transformers folder it converts to.
         let resolved = crate::google_release::resolve(&resolved)?;
+        // So does a Keras Applications model's weight file.
+        let resolved = crate::keras_applications::resolve(&resolved)?;
         let dir = resolved.as_path();
         if !dir.exists() {
             return Err(ModelError::NotFound {

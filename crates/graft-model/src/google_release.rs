@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 
 use safetensors::Dtype;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::ModelError;
 use crate::tf_bundle::TensorBundle;
@@ -126,38 +125,20 @@ pub fn resolve(path: &Path) -> Result<PathBuf, ModelError> {
             source,
         })
     };
-    let mut key = Sha256::new();
-    for file in [index_of(&dir)?, dir.join(CONFIG), dir.join(VOCAB)] {
-        if file.exists() {
-            key.update(read(file)?);
-        }
+    let files = [index_of(&dir)?, dir.join(CONFIG), dir.join(VOCAB)];
+    let mut key = Vec::new();
+    for file in files.into_iter().filter(|f| f.exists()) {
+        key.push(read(file)?);
     }
-    key.update(dir.file_name().unwrap_or_default().as_encoded_bytes());
-    let hex: String = key
-        .finalize()
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let out = crate::shards::cache_root().join("converted").join(hex);
-    if !out.join("model.safetensors").is_file() {
-        let parent = out.parent().expect("a cache folder");
-        std::fs::create_dir_all(parent).map_err(|source| ModelError::Io {
-            path: parent.to_path_buf(),
-            source,
-        })?;
-        let staging = tempfile::tempdir_in(parent).map_err(|source| ModelError::Io {
-            path: parent.to_path_buf(),
-            source,
-        })?;
-        convert_into(&dir, staging.path())?;
-        let staged = staging.keep();
-        if std::fs::rename(&staged, &out).is_err() {
-            // Another process converted it first.
-            let _ = std::fs::remove_dir_all(&staged);
-        }
-    }
-    Ok(out)
+    key.push(
+        dir.file_name()
+            .unwrap_or_default()
+            .as_encoded_bytes()
+            .to_vec(),
+    );
+    crate::converted::cached(key.iter().map(Vec::as_slice), |staging| {
+        convert_into(&dir, staging)
+    })
 }
 
 /// transformers' name for a checkpoint variable under `scope`, and whether its values are
@@ -263,29 +244,7 @@ fn lowercase(dir: &Path, vocab: &str) -> bool {
 /// into place, so an interrupted conversion leaves nothing half-written. An `out` that holds
 /// anything is refused.
 pub fn convert(dir: &Path, out: &Path) -> Result<Converted, ModelError> {
-    let occupied = std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
-    if occupied || out.is_file() {
-        return Err(ModelError::Config {
-            path: out.to_path_buf(),
-            message: "already exists: convert into a new folder".into(),
-        });
-    }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ModelError::Io { path, source }
-    };
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let staging = tempfile::tempdir_in(parent).map_err(io(parent))?;
-    let converted = convert_into(dir, staging.path())?;
-    if out.exists() {
-        std::fs::remove_dir(out).map_err(io(out))?;
-    }
-    std::fs::rename(staging.keep(), out).map_err(io(out))?;
-    Ok(converted)
+    crate::converted::into_new_folder(out, |staging| convert_into(dir, staging))
 }
 
 /// [`convert`]'s work, into the existing folder `out`.

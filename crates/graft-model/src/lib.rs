@@ -11,6 +11,7 @@
 pub mod adapters;
 pub mod backbone;
 pub mod bert;
+pub mod converted;
 pub mod convnext;
 pub mod deberta;
 pub mod distilbert;
@@ -19,6 +20,8 @@ pub mod electra;
 pub mod folder;
 pub mod google_release;
 pub mod hub;
+pub mod keras;
+pub mod keras_applications;
 pub mod mobilenetv3;
 pub mod modernbert;
 pub mod mpnet;

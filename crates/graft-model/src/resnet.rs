@@ -1,8 +1,10 @@
 //! ResNet-18/34/50/101/152 in torchvision's tensor layout (`conv1`, `bn1`, `layer1..4` of basic
 //! or bottleneck blocks with `downsample.0`/`downsample.1`, `fc`): the config, the modules and the
 //! name mapping, and its [`Architecture`] impl (blocks: the stem, then `layer1..4`; exports in
-//! torchvision's layout). Bottlenecks stride in their 3x3 convolution (torchvision's "v1.5").
-//! timm's `resnet*` use the same names.
+//! torchvision's layout). Bottlenecks stride in their 3x3 convolution (torchvision's "v1.5"),
+//! or with `stride_in_1x1` in their first 1x1 convolution, as the original ResNet and Keras
+//! Applications' ResNet50/101/152 do; `batch_norm_eps` takes Keras' 1.001e-5. timm's `resnet*`
+//! use the same names.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -24,17 +26,51 @@ pub struct ResNetConfig {
     pub depth: usize,
     /// Classes of the checkpoint's classifier (`fc`); 0 for a headless backbone.
     pub num_classes: usize,
+    /// Blocks per stage, when not the depth's own (a ResNet built with other stages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_blocks: Option<[usize; 4]>,
+    /// Widths of the stages' blocks (bottlenecks: the inner width), when not 64, 128, 256, 512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_widths: Option<[usize; 4]>,
+    /// Bottlenecks stride in their first 1x1 convolution (the original ResNet, Keras).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stride_in_1x1: bool,
+    /// BatchNorm's epsilon (PyTorch's 1e-5 unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_norm_eps: Option<f64>,
 }
 
 impl ResNetConfig {
     pub fn new(depth: usize, num_classes: usize) -> Result<Self, String> {
-        let config = Self { depth, num_classes };
+        let config = Self {
+            depth,
+            num_classes,
+            stage_blocks: None,
+            stage_widths: None,
+            stride_in_1x1: false,
+            batch_norm_eps: None,
+        };
         config.layers()?;
         Ok(config)
     }
 
     /// Blocks per stage and whether they are bottlenecks.
     fn layers(&self) -> Result<([usize; 4], bool), String> {
+        let (blocks, bottleneck) = self.depth_layers()?;
+        let blocks = self.stage_blocks.unwrap_or(blocks);
+        if blocks.contains(&0) || self.stage_widths.is_some_and(|w| w.contains(&0)) {
+            return Err("every stage needs at least one block of non-zero width".into());
+        }
+        Ok((blocks, bottleneck))
+    }
+
+    /// Inner widths of the four stages.
+    fn widths(&self) -> [usize; 4] {
+        self.stage_widths.unwrap_or([64, 128, 256, 512])
+    }
+
+    /// The blocks per stage of a standard depth.
+    fn depth_layers(&self) -> Result<([usize; 4], bool), String> {
         Ok(match self.depth {
             18 => ([2, 2, 2, 2], false),
             34 => ([3, 4, 6, 3], false),
@@ -52,15 +88,20 @@ impl ResNetConfig {
     /// Width of the pooled features.
     pub fn feature_size(&self) -> usize {
         match self.layers() {
-            Ok((_, true)) => 2048,
-            _ => 512,
+            Ok((_, true)) => self.widths()[3] * 4,
+            _ => self.widths()[3],
         }
     }
 
     pub fn init(&self, device: &Device) -> ResNet {
         let (layers, bottleneck) = self.layers().expect("checked by new");
         let expansion = if bottleneck { 4 } else { 1 };
-        let bn = |c: usize| BatchNormConfig::new(c).init(device);
+        let eps = self.batch_norm_eps.unwrap_or(1e-5);
+        let bn = |c: usize| BatchNormConfig::new(c).with_epsilon(eps).init(device);
+        let bottleneck_strides = |stride: usize| match self.stride_in_1x1 {
+            true => (stride, 1),
+            false => (1, stride),
+        };
         let conv = |cin: usize, cout: usize, k: usize, stride: usize| {
             Conv2dConfig::new([cin, cout], [k, k])
                 .with_stride([stride, stride])
@@ -80,10 +121,11 @@ impl ResNetConfig {
                             bn: bn(out),
                         });
                     let block = if bottleneck {
+                        let (stride_1x1, stride_3x3) = bottleneck_strides(stride);
                         Block {
-                            conv1: conv(channels, width, 1, 1),
+                            conv1: conv(channels, width, 1, stride_1x1),
                             bn1: bn(width),
-                            conv2: conv(width, width, 3, stride),
+                            conv2: conv(width, width, 3, stride_3x3),
                             bn2: bn(width),
                             conv3: Some(conv(width, out, 1, 1)),
                             bn3: Some(bn(out)),
@@ -105,10 +147,11 @@ impl ResNetConfig {
                 })
                 .collect()
         };
-        let layer1 = stage(64, layers[0], 1);
-        let layer2 = stage(128, layers[1], 2);
-        let layer3 = stage(256, layers[2], 2);
-        let layer4 = stage(512, layers[3], 2);
+        let widths = self.widths();
+        let layer1 = stage(widths[0], layers[0], 1);
+        let layer2 = stage(widths[1], layers[1], 2);
+        let layer3 = stage(widths[2], layers[2], 2);
+        let layer4 = stage(widths[3], layers[3], 2);
         ResNet {
             conv1: conv(3, 64, 7, 2),
             bn1: bn(64),
@@ -122,6 +165,7 @@ impl ResNetConfig {
             layer4,
             avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             depth: self.depth,
+            stride_in_1x1: self.stride_in_1x1 && bottleneck,
             fc: (self.num_classes > 0)
                 .then(|| LinearConfig::new(self.feature_size(), self.num_classes).init(device)),
         }
@@ -174,10 +218,40 @@ pub struct ResNet {
     pub avgpool: AdaptiveAvgPool2d,
     #[module(skip)]
     pub depth: usize,
+    /// Whether bottlenecks stride in their first 1x1 convolution (no torchvision or timm ResNet
+    /// does, so such a model has no export in their layout).
+    #[module(skip)]
+    pub stride_in_1x1: bool,
     pub fc: Option<Linear>,
 }
 
 impl ResNet {
+    /// transformers' `ResNetConfig` of this network. Its BatchNorms have PyTorch's epsilon
+    /// (1e-5), so Keras' 1.001e-5 is not kept: each normalized value changes by a relative
+    /// 1e-8 / (2 var) at most, below float32's resolution for variances from 0.1 up.
+    fn transformers_config(&self) -> Value {
+        let stages = [&self.layer1, &self.layer2, &self.layer3, &self.layer4];
+        let bottleneck = self.layer1.first().is_some_and(|b| b.conv3.is_some());
+        let widths: Vec<usize> = stages
+            .iter()
+            .map(|s| {
+                s.last()
+                    .map_or(0, |b| b.bn3.as_ref().unwrap_or(&b.bn2).gamma.dims()[0])
+            })
+            .collect();
+        serde_json::json!({
+            "model_type": "resnet",
+            "num_channels": 3,
+            "embedding_size": self.bn1.gamma.dims()[0],
+            "hidden_sizes": widths,
+            "depths": stages.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            "layer_type": if bottleneck { "bottleneck" } else { "basic" },
+            "hidden_act": "relu",
+            "downsample_in_first_stage": false,
+            "downsample_in_bottleneck": self.stride_in_1x1,
+        })
+    }
+
     /// The outputs of the stem (conv, norm, ReLU, max pool) and of each of the four stages.
     pub fn stages(&self, images: Tensor<4>) -> Vec<Tensor<4>> {
         let mut x = self
@@ -202,6 +276,41 @@ impl ResNet {
     /// Logits of the checkpoint's own classifier, if it has one.
     pub fn forward(&self, images: Tensor<4>) -> Option<Tensor<2>> {
         Some(self.fc.as_ref()?.forward(self.forward_features(images)))
+    }
+}
+
+/// transformers' `ResNetModel` name of a module path (`layer2.0.conv1.weight` →
+/// `encoder.stages.1.layers.0.layer.0.convolution.weight`).
+pub fn transformers_name(module_path: &str) -> String {
+    let layer = |module: &str| match module {
+        "conv1" | "conv2" | "conv3" => Some(format!(
+            "layer.{}.convolution",
+            module[4..].parse::<usize>().unwrap_or(1) - 1
+        )),
+        "bn1" | "bn2" | "bn3" => Some(format!(
+            "layer.{}.normalization",
+            module[2..].parse::<usize>().unwrap_or(1) - 1
+        )),
+        _ => None,
+    };
+    let parts: Vec<&str> = module_path.split('.').collect();
+    match parts.as_slice() {
+        ["conv1", leaf] => format!("embedder.embedder.convolution.{leaf}"),
+        ["bn1", leaf] => format!("embedder.embedder.normalization.{leaf}"),
+        [stage, block, rest @ ..] if stage.starts_with("layer") => {
+            let stage = stage[5..].parse::<usize>().unwrap_or(1) - 1;
+            let inner = match rest {
+                ["downsample", "conv", leaf] => format!("shortcut.convolution.{leaf}"),
+                ["downsample", "bn", leaf] => format!("shortcut.normalization.{leaf}"),
+                [module, leaf] => match layer(module) {
+                    Some(name) => format!("{name}.{leaf}"),
+                    None => rest.join("."),
+                },
+                _ => rest.join("."),
+            };
+            format!("encoder.stages.{stage}.layers.{block}.{inner}")
+        }
+        _ => module_path.to_string(),
     }
 }
 
@@ -235,7 +344,15 @@ impl Architecture for ResNet {
             let depth = config
                 .depth
                 .ok_or("resnet needs \"depth\" (18, 34, 50, 101, 152)")?;
-            Ok(ResNetConfig::new(depth, classes)?.init(device))
+            let resnet = ResNetConfig {
+                stage_blocks: config.stage_blocks,
+                stage_widths: config.stage_widths,
+                stride_in_1x1: config.stride_in_1x1,
+                batch_norm_eps: config.batch_norm_eps,
+                ..ResNetConfig::new(depth, classes)?
+            };
+            resnet.layers()?;
+            Ok(resnet.init(device))
         })
     }
 
@@ -280,7 +397,30 @@ impl Architecture for ResNet {
         crate::vision::is_batchnorm(path)
     }
 
+    fn export_name(&self, format: ExportFormat, path: &str) -> String {
+        match format {
+            ExportFormat::Transformers => transformers_name(path),
+            _ => upstream_name(path),
+        }
+    }
+
+    fn export_config(&self, format: ExportFormat) -> Option<Value> {
+        (format == ExportFormat::Transformers).then(|| self.transformers_config())
+    }
+
+    /// Bottlenecks striding in their first 1x1 convolution export as transformers'
+    /// `ResNetForImageClassification` (`downsample_in_bottleneck`), which torchvision's and
+    /// timm's ResNets cannot express; the others in torchvision's layout.
     fn exports(&self) -> Vec<ExportTarget> {
+        if self.stride_in_1x1 {
+            return vec![ExportTarget {
+                format: ExportFormat::Transformers,
+                model: "ResNetForImageClassification".into(),
+                prefix: "resnet.".into(),
+                classifier: "classifier.1".into(),
+                classifier_copies: Vec::new(),
+            }];
+        }
         vec![ExportTarget {
             format: ExportFormat::Torchvision,
             model: format!("resnet{}", self.depth),
@@ -303,5 +443,30 @@ mod tests {
             upstream_name("layer2.0.downsample.bn.running_mean"),
             "layer2.0.downsample.1.running_mean"
         );
+        for (graft, transformers) in [
+            ("conv1.weight", "embedder.embedder.convolution.weight"),
+            (
+                "bn1.running_var",
+                "embedder.embedder.normalization.running_var",
+            ),
+            (
+                "layer2.0.conv1.weight",
+                "encoder.stages.1.layers.0.layer.0.convolution.weight",
+            ),
+            (
+                "layer4.2.bn3.bias",
+                "encoder.stages.3.layers.2.layer.2.normalization.bias",
+            ),
+            (
+                "layer1.0.downsample.conv.weight",
+                "encoder.stages.0.layers.0.shortcut.convolution.weight",
+            ),
+            (
+                "layer3.0.downsample.bn.running_mean",
+                "encoder.stages.2.layers.0.shortcut.normalization.running_mean",
+            ),
+        ] {
+            assert_eq!(transformers_name(graft), transformers, "{graft}");
+        }
     }
 }

@@ -47,6 +47,18 @@ pub struct VisionConfig {
     /// ResNet: 18, 34, 50, 101 or 152.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth: Option<usize>,
+    /// ResNet built with other stages than its depth's: blocks per stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_blocks: Option<[usize; 4]>,
+    /// ResNet: the stages' inner widths, when not 64, 128, 256, 512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_widths: Option<[usize; 4]>,
+    /// ResNet: bottlenecks stride in their first 1x1 convolution (Keras Applications' ResNets).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stride_in_1x1: bool,
+    /// BatchNorm's epsilon, when not the family's default (Keras' ResNets: 1.001e-5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_norm_eps: Option<f64>,
     /// Classes of the checkpoint's own classifier (0 for none).
     pub num_classes: usize,
     /// Side of the square input.
@@ -138,6 +150,10 @@ impl VisionConfig {
             architecture,
             variant,
             depth,
+            stage_blocks: None,
+            stage_widths: None,
+            stride_in_1x1: false,
+            batch_norm_eps: None,
             num_classes: config
                 .get("num_classes")
                 .and_then(Value::as_u64)

@@ -407,11 +407,16 @@ pub fn read_tensors(path: &Path) -> Result<Vec<TensorBytes>, ModelError> {
     Ok(tensors)
 }
 
-/// Tensors as the bytes of one safetensors file; an error names the tensor.
+/// Tensors as the bytes of one safetensors file; an error names the tensor (a name given twice
+/// included, which the safetensors crate does not check).
 pub fn serialize(
     tensors: &[TensorBytes],
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> Result<Vec<u8>, String> {
+    let mut names = std::collections::HashSet::new();
+    if let Some(twice) = tensors.iter().find(|t| !names.insert(t.name.as_str())) {
+        return Err(format!("tensor `{}` is given twice", twice.name));
+    }
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
         .map(|t| {

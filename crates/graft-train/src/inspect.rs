@@ -1,6 +1,6 @@
-//! `inspect`: the tensors of a weights file, a model folder, a run folder or a TensorFlow
-//! checkpoint (its `.index` file or prefix), their parameter count, and what architecture they
-//! are.
+//! `inspect`: the tensors of a weights file, a model folder, a run folder, a TensorFlow
+//! checkpoint (its `.index` file or prefix) or a Keras file, their parameter count, and what
+//! architecture they are.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,9 @@ pub struct InspectReport {
 pub fn inspect(path: &Path) -> Result<InspectReport, TrainError> {
     if let Some(report) = inspect_bundle(path)? {
         return Ok(report);
+    }
+    if graft_model::keras::is_keras_file(path) {
+        return inspect_keras(path);
     }
     let resolved = graft_model::hub::resolve(path)?;
     let path = resolved.as_path();
@@ -115,6 +118,41 @@ fn inspect_bundle(path: &Path) -> Result<Option<InspectReport>, TrainError> {
         tensors,
         num_parameters,
     }))
+}
+
+/// A Keras file's weights by layer (`layer/kernel:0` in Keras 2, `layer/0` in Keras 3), and what
+/// graft maps it to.
+fn inspect_keras(path: &Path) -> Result<InspectReport, TrainError> {
+    let file = graft_model::keras::KerasFile::open(path)?;
+    let mut tensors = Vec::new();
+    for layer in &file.layers {
+        for weight in &layer.weights {
+            let name = match weight.name.contains('/') {
+                true => weight.name.clone(),
+                false => format!("{}/{}", layer.name, weight.name),
+            };
+            let info = TensorInfo {
+                dtype: "F32".into(),
+                shape: weight.shape.clone(),
+            };
+            tensors.push((name, info));
+        }
+    }
+    let model = match graft_model::keras_applications::convert_layers(&file) {
+        Ok((_, _, converted)) => {
+            format!("Keras {} ({} classes)", converted.model, converted.classes)
+        }
+        Err(_) => file
+            .model_name()
+            .unwrap_or("a Keras model graft does not map")
+            .to_string(),
+    };
+    Ok(InspectReport {
+        path: path.to_path_buf(),
+        architecture: Some(format!("{model}, {}", file.format.describe())),
+        num_parameters: file.parameters(),
+        tensors,
+    })
 }
 
 /// The architecture's description of a folder and its input; its registry name when the

@@ -237,11 +237,13 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// List the tensors of a .safetensors file or a model folder.
+    /// List the tensors of a .safetensors file, a model folder, a TensorFlow checkpoint or
+    /// SavedModel, or a Keras file (.keras, .weights.h5, .h5).
     Inspect { path: PathBuf },
     /// Convert a PyTorch checkpoint (.pth/.pt, zip or legacy format) to safetensors, without
-    /// executing any pickled code; or a Google BERT or ELECTRA TensorFlow release (a folder with
-    /// a checkpoint, vocab.txt and, for BERT, bert_config.json) to the transformers folder OUTPUT.
+    /// executing any pickled code; a Google BERT or ELECTRA TensorFlow release (a folder with a
+    /// checkpoint, vocab.txt and, for BERT, bert_config.json) to the transformers folder OUTPUT;
+    /// or a Keras Applications ResNet (.keras, .weights.h5, .h5) to the graft folder OUTPUT.
     Convert {
         input: PathBuf,
         output: PathBuf,
@@ -745,6 +747,22 @@ fn run(cli: Cli) -> Result<()> {
                 output.display(),
                 converted.skipped,
                 if converted.lowercase { "" } else { "not " }
+            );
+        }
+        Command::Convert {
+            input,
+            output,
+            key_prefix: None,
+        } if graft_model::keras::is_keras_file(&input) => {
+            let converted = graft_model::keras_applications::convert(&input, &output)?;
+            say!(
+                "Keras {} ({} classes): {} tensors ({} parameters) written to {} as a graft \
+                 vision folder (Keras' numerics and preprocessing kept)",
+                converted.model,
+                converted.classes,
+                converted.tensors,
+                converted.parameters,
+                output.display()
             );
         }
         Command::Convert {

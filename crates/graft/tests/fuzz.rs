@@ -1,8 +1,8 @@
 //! Seeded mutation fuzzing of graft's loaders, on stable Rust.
 //!
 //! Every loader that reads a file from a stranger (safetensors weights, whole model folders,
-//! PyTorch checkpoints, `tokenizer.json`, CSV/JSONL/plain text, parquet, PNG/JPEG, TOML run
-//! configs, label files) is fed small real files from the repository, mutated by a seeded
+//! PyTorch checkpoints, TensorFlow checkpoints, Keras files, `tokenizer.json`, CSV/JSONL/plain
+//! text, parquet, PNG/JPEG, TOML run configs, label files) is fed small real files from the repository, mutated by a seeded
 //! mutator (bit flips, byte sets, truncation, splicing, inserted bytes, lying length prefixes,
 //! huge integers, and JSON/TOML-aware edits: deep nesting, huge numbers, wrong types, invalid
 //! UTF-8), plus hand-made nasty files per format. Each case must end in an error that names the
@@ -1018,6 +1018,17 @@ fn seeds(target: Target) -> Vec<Seed> {
                 seeds.push(s);
             }
         }
+        Target::Keras => {
+            // Each Keras layout (the reader goes by the first bytes, not the extension).
+            for name in [
+                "resnet_tiny.h5",
+                "resnet_tiny_weights_tf_dim_ordering_tf_kernels.h5",
+                "resnet_tiny.weights.h5",
+                "resnet_tiny.keras",
+            ] {
+                seeds.push(seed(name, read(&golden(&format!("keras/{name}"))), true));
+            }
+        }
     }
     seeds
 }
@@ -1041,10 +1052,12 @@ enum Target {
     TfIndex,
     /// A TensorFlow checkpoint's data shard (beside its index).
     TfData,
+    /// A Keras weight file (HDF5, or a `.keras` zip) and its conversion.
+    Keras,
 }
 
 /// Each target and its share of the mutated cases (loading a whole folder costs the most).
-const TARGETS: [(Target, usize); 12] = [
+const TARGETS: [(Target, usize); 13] = [
     (Target::Safetensors, 14),
     (Target::Folder, 8),
     (Target::Pth, 14),
@@ -1057,6 +1070,7 @@ const TARGETS: [(Target, usize); 12] = [
     (Target::Labels, 4),
     (Target::TfIndex, 8),
     (Target::TfData, 4),
+    (Target::Keras, 6),
 ];
 
 impl Target {
@@ -1074,6 +1088,7 @@ impl Target {
             Self::Labels => "labels",
             Self::TfIndex => "tf-index",
             Self::TfData => "tf-data",
+            Self::Keras => "keras",
         }
     }
 
@@ -1087,6 +1102,7 @@ impl Target {
                 | Self::Image
                 | Self::TfIndex
                 | Self::TfData
+                | Self::Keras
         )
     }
 
@@ -1104,6 +1120,7 @@ impl Target {
             Self::Labels => "labels.txt",
             Self::TfIndex => "ckpt.index",
             Self::TfData => "ckpt.data-00000-of-00001",
+            Self::Keras => "model.h5",
         }
     }
 }
@@ -1267,6 +1284,25 @@ fn run_target(target: Target, seed: &Seed, bytes: &[u8], dir: &Path) -> Result<O
                 }
             }
         }
+        Target::Keras => match graft_model::keras::KerasFile::open(&path) {
+            Err(e) => named(e, &path),
+            Ok(file) => {
+                for weight in file.layers.iter().flat_map(|l| &l.weights) {
+                    if weight.values.len() != weight.shape.iter().product::<usize>() {
+                        return Err(format!(
+                            "`{}` {:?} holds {} values",
+                            weight.path,
+                            weight.shape,
+                            weight.values.len()
+                        ));
+                    }
+                }
+                match graft_model::keras_applications::convert_layers(&file) {
+                    Err(e) => named(e, &path),
+                    Ok(_) => Ok(Outcome::Loaded),
+                }
+            }
+        },
         Target::Tokenizer => match graft_data::TextTokenizer::from_file(&path, 64, usize::MAX) {
             Err(e) => named(e, &path),
             Ok(tokenizer) => {

@@ -3,7 +3,9 @@
 //! `graft convert` writes a Google BERT release as a transformers folder, and `--model` and
 //! `[model] backbone` take the release folder itself (converted once into graft's cache), so it
 //! embeds and trains as any model folder. The numerics are checked against transformers in
-//! graft-model's `tf_checkpoints.rs`.
+//! graft-model's `tf_checkpoints.rs`. Keras files (`.keras`, `.weights.h5`, `.h5`) are listed by
+//! `inspect`, converted by `convert`, and train and export as any model folder (their numerics
+//! against Keras' in graft-model's `keras_files.rs`).
 
 mod common;
 
@@ -135,4 +137,77 @@ fn inspect_names_tf2_variables_and_marks_optimizer_state() {
         saved.contains("TensorFlow 2 object-based checkpoint"),
         "{saved}"
     );
+}
+
+fn keras_file(name: &str) -> PathBuf {
+    common::repo()
+        .join("crates/graft-model/tests/golden/keras")
+        .join(name)
+}
+
+#[test]
+fn keras_files_inspect_convert_and_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let listed = ok(&["inspect", keras_file("resnet_tiny.h5").to_str().unwrap()]);
+    assert!(
+        listed.contains("conv1_conv/kernel:0") && listed.contains("[7, 7, 3, 64]"),
+        "{listed}"
+    );
+    assert!(listed.contains("Keras 2 model (HDF5)"), "{listed}");
+    let listed = ok(&["inspect", keras_file("resnet_tiny.keras").to_str().unwrap()]);
+    assert!(listed.contains("conv1_bn/3"), "{listed}");
+    assert!(
+        listed.contains("Keras resnet (stages [2, 1, 1, 1]"),
+        "{listed}"
+    );
+
+    let converted = dir.join("converted");
+    let said = ok(&[
+        "convert",
+        keras_file("resnet_tiny_weights_tf_dim_ordering_tf_kernels.h5")
+            .to_str()
+            .unwrap(),
+        converted.to_str().unwrap(),
+    ]);
+    assert!(said.contains("5 classes"), "{said}");
+    let config = common::json(&converted.join("config.json"));
+    assert_eq!(config["stride_in_1x1"], true);
+    assert_eq!(config["stage_blocks"], serde_json::json!([2, 1, 1, 1]));
+
+    // `[model] backbone` takes the Keras file itself; the run exports as transformers'
+    // ResNetForImageClassification, the one PyTorch ResNet with the stride on the 1x1.
+    let root = common::repo().join("datasets/fashion-mnist-mini");
+    let config = write(
+        dir,
+        "train.toml",
+        &format!(
+            "[model]\nbackbone = \"{}\"\n\n[data]\nformat = \"image_folder\"\ntrain = \"{}\"\n\
+             test = \"{}\"\nvalid_fraction = 0.1\n\n[train]\nepochs = 1\nbatch_size = 32\n\n\
+             [output]\ndir = \"{}\"\n",
+            keras_file("resnet_tiny.keras").display(),
+            root.join("train").display(),
+            root.join("test").display(),
+            dir.join("run").display()
+        ),
+    );
+    ok(&["train", config.to_str().unwrap()]);
+    let out = common::export(&dir.join("run"), &dir.join("export"));
+    let exported = common::json(&out.join("config.json"));
+    assert_eq!(exported["architectures"][0], "ResNetForImageClassification");
+    assert_eq!(exported["downsample_in_bottleneck"], true);
+    assert_eq!(exported["depths"], serde_json::json!([2, 1, 1, 1]));
+    assert_eq!(
+        exported["hidden_sizes"],
+        serde_json::json!([16, 32, 32, 64])
+    );
+    assert_eq!(exported["id2label"].as_object().unwrap().len(), 10);
+    let tensors = common::f32_tensors(&out.join("model.safetensors"));
+    assert_eq!(
+        tensors["resnet.encoder.stages.1.layers.0.layer.0.convolution.weight"].0,
+        [8, 16, 1, 1]
+    );
+    assert_eq!(tensors["classifier.1.weight"].0, [10, 64]);
+    let processor = common::json(&out.join("preprocessor_config.json"));
+    assert!((processor["image_std"][0].as_f64().unwrap() - 1.0 / 255.0).abs() < 1e-7);
 }

@@ -39,12 +39,18 @@ pub(super) fn write(
     let m = &run.manifest;
     check(run, target)?;
     copy_backbone_files(run_dir, out, true)?;
-    let path = run_dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    let mut config: Value = serde_json::from_str(&text).map_err(|e| E::Config {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    let architecture = run.model.backbone.architecture();
+    let mut config = match architecture.export_config(target.format) {
+        Some(config) => config,
+        None => {
+            let path = run_dir.join("config.json");
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            serde_json::from_str(&text).map_err(|e| E::Config {
+                path: path.clone(),
+                message: e.to_string(),
+            })?
+        }
+    };
     let labels = &m.labels;
     if let Some(object) = config.as_object_mut() {
         object.insert("architectures".into(), json!([target.model]));

@@ -1,0 +1,313 @@
+//! Keras weight files, read without TensorFlow: a random-weight ResNet built by Keras' own
+//! ResNet v1 code (`keras.src.applications.resnet`, the code of `ResNet50`, with narrow stages so
+//! the files stay small), saved by Keras 3.15 as `.keras` and `.weights.h5` and by tf-keras 2.21
+//! as a Keras 2 `.h5` model and a Keras 2 weights file (the layout of Keras Applications'
+//! published weights) (`scripts/golden/make_keras_goldens.py`). Every layout reads the same
+//! layers; each converts to graft's ResNet with Keras' numerics (stride on the first 1x1
+//! convolution, convolution biases, BatchNorm epsilon 1.001e-5, caffe preprocessing), whose
+//! features and logits match Keras' own on the same photo to 1e-5. The ResNet50/101/152 layer
+//! lists map whole. Damaged files are errors naming the file and the group or dataset.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::*;
+use graft_data::image::load_rgb;
+use graft_model::keras::{KerasFile, KerasFormat, KerasLayer, KerasWeight};
+use graft_model::pooling::PoolingOptions;
+use graft_model::{Backbone, Inputs, ModelError, ModelFolder, Preprocessing, keras_applications};
+
+fn keras_golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/keras")
+        .join(name)
+}
+
+const FILES: [(&str, KerasFormat); 4] = [
+    ("resnet_tiny.keras", KerasFormat::Keras3Archive),
+    ("resnet_tiny.weights.h5", KerasFormat::Keras3Weights),
+    ("resnet_tiny.h5", KerasFormat::Keras2Model),
+    (
+        "resnet_tiny_weights_tf_dim_ordering_tf_kernels.h5",
+        KerasFormat::Keras2Weights,
+    ),
+];
+
+#[test]
+fn every_keras_layout_reads_the_same_layers() {
+    let reference = KerasFile::open(&keras_golden(FILES[0].0)).unwrap();
+    assert_eq!(reference.model_name(), Some("resnet_tiny"));
+    // Stem, 5 blocks of 3 (+ a shortcut in each stage's first), 4 shortcuts, the classifier:
+    // each a convolution and its BatchNorm.
+    assert_eq!(reference.layers.len(), 2 * (1 + 5 * 3 + 4) + 1);
+    let stem = reference.layer("conv1_conv").unwrap();
+    assert_eq!(stem.weights[0].shape, [7, 7, 3, 64]);
+    assert_eq!(stem.weights[1].shape, [64]);
+    assert_eq!(reference.layer("conv1_bn").unwrap().weights.len(), 4);
+    for (name, format) in FILES {
+        let file = KerasFile::open(&keras_golden(name)).unwrap();
+        assert_eq!(file.format, format, "{name}");
+        let mut names: Vec<&str> = file.layers.iter().map(|l| l.name.as_str()).collect();
+        let mut want: Vec<&str> = reference.layers.iter().map(|l| l.name.as_str()).collect();
+        names.sort();
+        want.sort();
+        assert_eq!(names, want, "{name}");
+        for layer in &reference.layers {
+            let other = file.layer(&layer.name).unwrap();
+            assert_eq!(
+                other.weights.len(),
+                layer.weights.len(),
+                "{name} {}",
+                layer.name
+            );
+            for (a, b) in other.weights.iter().zip(&layer.weights) {
+                assert_eq!(a.shape, b.shape, "{name} {}", a.path);
+                assert_eq!(a.values, b.values, "{name} {}", a.path);
+            }
+        }
+    }
+    // Keras 2 names its weights; Keras 3 numbers them.
+    let keras2 = KerasFile::open(&keras_golden("resnet_tiny.h5")).unwrap();
+    let names: Vec<&str> = keras2
+        .layer("conv1_bn")
+        .unwrap()
+        .weights
+        .iter()
+        .map(|w| w.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "conv1_bn/gamma:0",
+            "conv1_bn/beta:0",
+            "conv1_bn/moving_mean:0",
+            "conv1_bn/moving_variance:0"
+        ]
+    );
+    assert_eq!(keras2.model_name(), Some("resnet_tiny"));
+}
+
+/// The photo as the converted folder preprocesses it, `[1, 3, s, s]`.
+fn photo(folder: &ModelFolder, device: &Device) -> (Vec<f32>, Tensor<4>) {
+    let Preprocessing::Image(transform) = folder.preprocessing().unwrap() else {
+        panic!("an image model")
+    };
+    let image = load_rgb(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/vision/chelsea_32.png"),
+    )
+    .unwrap();
+    let values = transform.apply(&image);
+    let size = transform.image_size;
+    let tensor = Tensor::from_data(TensorData::new(values.clone(), [1, 3, size, size]), device);
+    (values, tensor)
+}
+
+#[test]
+fn keras_resnets_match_keras_outputs() {
+    let golden = golden("keras/resnet_tiny.json");
+    let keras_input = floats(&golden["preprocessed_bgr_nhwc"]);
+    let want_features = floats(&golden["features"]);
+    let want_logits = floats(&golden["logits"]);
+    let size = 32;
+    // Keras' BGR caffe input, as graft's RGB channels first.
+    let mut rgb = vec![0f32; 3 * size * size];
+    for c in 0..3 {
+        for y in 0..size {
+            for x in 0..size {
+                rgb[(c * size + y) * size + x] = keras_input[(y * size + x) * 3 + (2 - c)];
+            }
+        }
+    }
+    for (name, format) in FILES {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("converted");
+        let converted = keras_applications::convert(&keras_golden(name), &dir).unwrap();
+        assert_eq!(converted.classes, 5, "{name}");
+        let folder = ModelFolder::open(&dir).unwrap();
+        assert_eq!(folder.architecture.name(), "resnet");
+        for (backend, device) in cpu_devices() {
+            // A whole model knows its input size; a weights file has Keras' default, 224.
+            let (values, photo) = photo(&folder, &device);
+            if matches!(
+                format,
+                KerasFormat::Keras3Weights | KerasFormat::Keras2Weights
+            ) {
+                assert_eq!(values.len(), 3 * 224 * 224);
+            } else {
+                // graft's RGB input in [0, 1] normalized by the folder is Keras' caffe input.
+                let worst = max_abs_diff(&values, &rgb);
+                assert!(
+                    worst <= 2e-5,
+                    "{name} {backend}: input differs by {worst:e}"
+                );
+                drop(photo);
+            }
+            let image =
+                Tensor::from_data(TensorData::new(rgb.clone(), [1, 3, size, size]), &device);
+            let model = Backbone::load(&folder, PoolingOptions::default(), true, &device).unwrap();
+            let features = model.forward(Inputs::Image(image));
+            let logits = model
+                .architecture()
+                .classifier()
+                .unwrap()
+                .forward(features.clone())
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .unwrap();
+            let features = features.into_data().try_into_vec_as::<f32>().unwrap();
+            let (df, dl) = (
+                max_abs_diff(&features, &want_features),
+                max_abs_diff(&logits, &want_logits),
+            );
+            eprintln!("{name} {backend}: features {df:e}, logits {dl:e}");
+            assert!(df <= 1e-5 && dl <= 1e-5, "{name} {backend}: {df:e} {dl:e}");
+        }
+    }
+    // A Keras file opens as a model folder by itself (converted into graft's cache).
+    let folder = ModelFolder::open(&keras_golden("resnet_tiny.keras")).unwrap();
+    assert_eq!(folder.architecture.name(), "resnet");
+    assert!(folder.dir.starts_with(graft_model::shards::cache_root()));
+}
+
+/// A Keras file of zero weights with the given layers (names and shapes).
+fn synthetic(layers: &serde_json::Value) -> KerasFile {
+    let layers = layers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| KerasLayer {
+            name: layer["name"].as_str().unwrap().to_string(),
+            weights: layer["shapes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .map(|(i, shape)| {
+                    let shape: Vec<usize> = shape
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|d| d.as_u64().unwrap() as usize)
+                        .collect();
+                    KerasWeight {
+                        name: i.to_string(),
+                        path: format!("layers/x/vars/{i}"),
+                        values: vec![0.0; shape.iter().product()],
+                        shape,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    KerasFile {
+        path: PathBuf::from("synthetic.weights.h5"),
+        format: KerasFormat::Keras3Weights,
+        model_config: None,
+        layers,
+    }
+}
+
+#[test]
+fn keras_resnet50_101_152_layer_lists_map_whole() {
+    let lists = golden("keras/resnet_layers.json");
+    for (name, depth, blocks) in [
+        ("resnet50", 50, 16),
+        ("resnet101", 101, 33),
+        ("resnet152", 152, 50),
+    ] {
+        let file = synthetic(&lists[name]);
+        let (tensors, config, converted) = keras_applications::convert_layers(&file).unwrap();
+        assert_eq!(converted.model, name);
+        assert_eq!(config["depth"], depth);
+        assert_eq!(config["num_classes"], 1000);
+        assert!(config.get("stage_blocks").is_none());
+        assert_eq!(config["stride_in_1x1"], true);
+        // Every convolution with its BatchNorm (5 tensors), plus the classifier's 2.
+        assert_eq!(tensors.len(), 5 * (1 + 3 * blocks + 4) + 2, "{name}");
+        let conv1 = tensors
+            .iter()
+            .find(|t| t.name == "layer1.0.conv1.weight")
+            .unwrap();
+        assert_eq!(conv1.shape, [64, 64, 1, 1]);
+        let fc = tensors.iter().find(|t| t.name == "fc.weight").unwrap();
+        assert_eq!(fc.shape, [1000, 2048]);
+    }
+    // A layer the map does not know is refused by name, not dropped.
+    let mut list = lists["resnet50"].clone();
+    list.as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "extra_dense", "shapes": [[4, 4]]}));
+    let error = keras_applications::convert_layers(&synthetic(&list))
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("extra_dense"), "{error}");
+    // A Keras model graft does not map names what it is.
+    let other = synthetic(&serde_json::json!([{"name": "dense", "shapes": [[4, 2], [2]]}]));
+    let error = keras_applications::convert_layers(&other).err().unwrap();
+    assert!(
+        matches!(error, ModelError::UnsupportedArchitecture { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("ResNet50"), "{error}");
+}
+
+fn damaged(dir: &Path, name: &str, change: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut bytes = std::fs::read(keras_golden(name)).unwrap();
+    change(&mut bytes);
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn error_of(path: &Path) -> String {
+    let Err(error) = KerasFile::open(path) else {
+        panic!("{} opened", path.display())
+    };
+    let error = error.to_string();
+    assert!(error.contains(&path.display().to_string()), "{error}");
+    error
+}
+
+#[test]
+fn damaged_keras_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, _) in FILES {
+        let len = std::fs::metadata(keras_golden(name)).unwrap().len() as usize;
+        for keep in [0, 8, 100, 2000, len / 2, len - 100] {
+            let path = damaged(dir.path(), name, |b| b.truncate(keep));
+            let error = error_of(&path);
+            eprintln!("{name} cut at {keep}: {error}");
+        }
+    }
+    // A layer group renamed (in the first place its name is stored as a C string, so either
+    // `layer_names` or the group's link no longer names the other).
+    let path = damaged(dir.path(), "resnet_tiny.h5", |bytes| {
+        let needle = b"conv3_block1_2_bn\0";
+        let at = bytes
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap();
+        bytes[at + 15..at + 17].copy_from_slice(b"XX");
+    });
+    let error = error_of(&path);
+    assert!(error.contains("conv3_block1_2_"), "{error}");
+    assert!(error.contains("group"), "{error}");
+    // An archive without its weights.
+    let archive = dir.path().join("no_weights.keras");
+    {
+        let file = std::fs::File::create(&archive).unwrap();
+        let mut zip = zip::ZipWriter::new(file);
+        zip.start_file("config.json", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut zip, b"{}").unwrap();
+        zip.finish().unwrap();
+    }
+    let error = error_of(&archive);
+    assert!(error.contains("model.weights.h5"), "{error}");
+    // Not a Keras file at all.
+    let text = dir.path().join("notes.h5");
+    std::fs::write(&text, "plain text").unwrap();
+    assert!(error_of(&text).contains("neither an HDF5 file nor a .keras archive"));
+}
