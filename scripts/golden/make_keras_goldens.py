@@ -16,12 +16,14 @@ From the repo root (TF_PY is a Python with tensorflow-cpu 2.21.0, whose `tf.kera
 and tf-keras 2.21.0, the legacy Keras 2, importable as `tf_keras`):
 
     TF_PY scripts/golden/make_keras_goldens.py --golden crates/graft-model/tests/golden/keras
-    # The same check on a full random-weight ResNet50 (files too large to commit): write it to
-    # DIR in the three formats with Keras' features of golden/vision/chelsea_224.png, embed the
+    # The same check on a full random-weight ResNet50 and MobileNetV3Large (files too large to
+    # commit): write them to DIR (ResNet50 in the three formats, MobileNetV3Large as .keras and
+    # Keras 2 .h5) with Keras' features of golden/vision/chelsea_224.png, embed the
     # photo with graft from each file, and print the largest differences:
     TF_PY scripts/golden/make_keras_goldens.py --full DIR
     mkdir DIR/img && cp crates/graft-model/tests/golden/vision/chelsea_224.png DIR/img/
-    for f in resnet50.keras resnet50.weights.h5 resnet50.h5; do
+    for f in resnet50.keras resnet50.weights.h5 resnet50.h5 mobilenet_v3_large.keras \
+        mobilenet_v3_large.h5; do
         graft embed --model DIR/$f --input DIR/img --output DIR/$f.emb.safetensors; done
     TF_PY scripts/golden/make_keras_goldens.py --compare DIR
 
@@ -44,8 +46,19 @@ Files written under GOLDEN:
                                caffe mode: BGR, ImageNet means subtracted), the pooled features
                                and the logits (classifier without softmax) of Keras 3 and of
                                tf-keras, and their largest difference.
-    resnet_layers.json         for ResNet50, ResNet101 and ResNet152 (weights=None, with top):
-                               each layer holding weights, its name and weight shapes, in order.
+    mobilenet_v3_small.keras   Keras 3's MobileNetV3Small (alpha 0.35, 32x32 input, 5 classes,
+                               random weights, its top's hidden layer 64 wide instead of 1024)
+                               with its top.
+    mobilenet_v3_small_notop.h5
+                               the same weights without the top (`include_top=False`,
+                               `pooling="avg"`), saved by tf-keras.
+    mobilenet_v3_small.json    on the same photo (RGB 0-255; the model rescales it itself): the
+                               hidden layer's output after hard-swish (the features a head
+                               reads), the logits, and the pooled features of the model without
+                               its top.
+    resnet_layers.json         for MobileNetV3Small and Large (with top; Large also without),
+                               ResNet50, ResNet101 and ResNet152 (weights=None, with top): each
+                               layer holding weights, its name and weight shapes, in order.
 """
 import argparse
 import json
@@ -160,8 +173,15 @@ def main():
     with open(os.path.join(out, "resnet_tiny.json"), "w") as f:
         json.dump(golden, f)
 
+    mobilenet_goldens(keras, out, image)
+
     layers = {}
-    for name, fn in [("resnet50", keras.applications.ResNet50),
+    for name, fn in [("mobilenet_v3_small", keras.applications.MobileNetV3Small),
+                     ("mobilenet_v3_large", keras.applications.MobileNetV3Large),
+                     ("mobilenet_v3_large_notop",
+                      lambda weights: keras.applications.MobileNetV3Large(
+                          weights=weights, include_top=False)),
+                     ("resnet50", keras.applications.ResNet50),
                      ("resnet101", keras.applications.ResNet101),
                      ("resnet152", keras.applications.ResNet152)]:
         m = fn(weights=None)
@@ -173,8 +193,63 @@ def main():
         json.dump(layers, f)
 
 
+def keras3_name(name):
+    """Keras 3's name of a Keras 2 MobileNetV3 layer (Keras 2: `Conv/BatchNorm`,
+    `expanded_conv_1/expand`, ...; other models' names are the same in both)."""
+    return (name.replace("/BatchNorm", "_bn").replace("Conv", "conv")
+            .replace("Logits", "logits").replace("/", "_"))
+
+
+def narrow_top(module, width):
+    """Has `module.MobileNetV3Small` build its top's hidden layer `width` wide (Keras: 1024),
+    the one change to Keras' own model, so the golden files stay small."""
+    build = module.MobileNetV3
+
+    def narrow(stack_fn, last_point_ch, *args, **kwargs):
+        return build(stack_fn, width, *args, **kwargs)
+    module.MobileNetV3 = narrow
+
+
+def mobilenet_goldens(keras, out, image):
+    """Keras 3's MobileNetV3Small (alpha 0.35 and a 64-wide hidden layer in its top, so the
+    files stay small) with its top as `.keras`, and the same weights without the top saved by
+    tf-keras as `.h5`."""
+    from keras.src.applications import mobilenet_v3
+    narrow_top(mobilenet_v3, 64)
+    model = mobilenet_v3.MobileNetV3Small(
+        alpha=0.35, weights=None, input_shape=(32, 32, 3), classes=5,
+        classifier_activation=None)
+    randomize(model, 2)
+    logits = np.asarray(model(image))
+    after_hidden = model.layers[[l.name for l in model.layers].index("conv_2") + 1]
+    hidden = np.asarray(keras.Model(model.inputs, after_hidden.output)(image)).reshape(1, -1)
+    model.save(os.path.join(out, "mobilenet_v3_small.keras"))
+
+    import tf_keras
+    legacy = tf_keras.applications.MobileNetV3Small(
+        alpha=0.35, weights=None, input_shape=(32, 32, 3), include_top=False, pooling="avg")
+    for layer in legacy.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(keras3_name(layer.name)).get_weights())
+    legacy.save(os.path.join(out, "mobilenet_v3_small_notop.h5"), save_format="h5")
+    pooled = legacy.predict(image, verbose=0)
+    pooled3 = np.asarray(keras.Model(
+        model.inputs,
+        keras.layers.GlobalAveragePooling2D()(model.get_layer("conv_1_bn").output))(image))
+    print("mobilenet features", float(np.abs(hidden).max()), "pooled", float(np.abs(pooled).max()))
+    with open(os.path.join(out, "mobilenet_v3_small.json"), "w") as f:
+        json.dump({
+            "image": "vision/chelsea_32.png",
+            "features": hidden.reshape(-1).tolist(),
+            "logits": logits.reshape(-1).tolist(),
+            "notop_features": pooled.reshape(-1).tolist(),
+        }, f)
+    del pooled3
+
+
 def full(keras, out):
-    """A random-weight ResNet50 in the three formats and its outputs on a 224 image."""
+    """A random-weight ResNet50 in the three formats, a MobileNetV3Large in two, and their
+    features of a 224 photo."""
     os.makedirs(out, exist_ok=True)
     model = keras.applications.ResNet50(weights=None, classifier_activation=None)
     randomize(model, 1, residual_gamma=(0.1, 0.3))
@@ -196,14 +271,31 @@ def full(keras, out):
     print("largest feature:", float(np.abs(feats).max()))
     with open(os.path.join(out, "resnet50.json"), "w") as f:
         json.dump({"features": feats.reshape(-1).tolist(), "logits": logits.reshape(-1).tolist()}, f)
+
+    # MobileNetV3Large as Keras builds it, with its top; the features a head reads are the
+    # hidden layer's after hard-swish. The model rescales its 0-255 input itself.
+    model = keras.applications.MobileNetV3Large(weights=None, classifier_activation=None)
+    randomize(model, 3)
+    after_hidden = model.layers[[l.name for l in model.layers].index("conv_2") + 1]
+    feats = np.asarray(keras.Model(model.inputs, after_hidden.output)(image)).reshape(1, -1)
+    print("largest MobileNetV3 feature:", float(np.abs(feats).max()))
+    model.save(os.path.join(out, "mobilenet_v3_large.keras"))
+    legacy = tf_keras.applications.MobileNetV3Large(weights=None, classifier_activation=None)
+    for layer in legacy.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(keras3_name(layer.name)).get_weights())
+    legacy.save(os.path.join(out, "mobilenet_v3_large.h5"), save_format="h5")
+    with open(os.path.join(out, "mobilenet_v3_large.json"), "w") as f:
+        json.dump({"features": feats.reshape(-1).tolist()}, f)
     print("wrote", out)
 
 
 def compare(out):
     """Keras' features against graft's embeddings of the same photo, from each file."""
-    with open(os.path.join(out, "resnet50.json")) as f:
-        want = np.array(json.load(f)["features"], dtype=np.float32)
-    for name in ["resnet50.keras", "resnet50.weights.h5", "resnet50.h5"]:
+    for name in ["resnet50.keras", "resnet50.weights.h5", "resnet50.h5",
+                 "mobilenet_v3_large.keras", "mobilenet_v3_large.h5"]:
+        with open(os.path.join(out, name.split(".")[0] + ".json")) as f:
+            want = np.array(json.load(f)["features"], dtype=np.float32)
         with open(os.path.join(out, name + ".emb.safetensors"), "rb") as f:
             raw = f.read()
         size = int.from_bytes(raw[:8], "little")

@@ -215,6 +215,11 @@ pub trait Architecture {
     }
     /// The folder layouts this architecture exports to.
     fn exports(&self) -> Vec<ExportTarget>;
+    /// Why the architecture has no export layout at all, when [`Architecture::exports`] is
+    /// empty. Default: none.
+    fn export_unavailable(&self) -> Option<String> {
+        None
+    }
     /// The `config.json` of an export in `format`, when the model folder's own config is not
     /// already that library's (a graft vision folder exported for transformers). Default: none.
     fn export_config(&self, _format: ExportFormat) -> Option<Value> {

@@ -302,9 +302,14 @@ fn hdf5(bytes: Vec<u8>) -> Result<Hdf5File, String> {
 fn keras2_layers(root: &Group, prefix: &str, limit: usize) -> Result<Vec<KerasLayer>, String> {
     let mut layers = Vec::new();
     for layer_name in string_list(root, "layer_names")? {
-        let group = root
-            .group(&layer_name)
-            .map_err(|e| format!("group `{prefix}{layer_name}` (in `layer_names`): {e}"))?;
+        // A layer named with slashes (Keras 2's MobileNetV3: `expanded_conv/depthwise`) is a
+        // group nested that deep.
+        let mut group = root.clone();
+        for part in layer_name.split('/') {
+            group = group
+                .group(part)
+                .map_err(|e| format!("group `{prefix}{layer_name}` (in `layer_names`): {e}"))?;
+        }
         let names = string_list(&group, "weight_names")
             .map_err(|e| format!("layer `{layer_name}`: {e}"))?;
         let mut weights = Vec::new();

@@ -2,6 +2,14 @@
 //! each file converts once into a model folder of graft's own vision layout, with Keras' layer
 //! names mapped to the family's and Keras' numerics kept.
 //!
+//! MobileNetV3Small/Large (any `alpha`; with or without the top; Keras 3's layer names, or
+//! Keras 2's `expanded_conv_1/expand/BatchNorm` style): torchvision's layout with
+//! TensorFlow's "same" padding (`"padding": "same"`; Keras pads stride-2 depthwise convolutions
+//! by `correct_pad`, which is the same), BatchNorm epsilon 1e-3 as torchvision's, depthwise
+//! kernels `[h, w, c, 1]` as `[c, 1, h, w]`, the 1x1 convolutions of the top (`conv_2`,
+//! `logits`) as linear layers. The model rescales its input itself (`x / 127.5 - 1`), which the
+//! folder's mean and std of 0.5 give.
+//!
 //! ResNet50/101/152 (Keras' ResNet v1): convolution kernels `[h, w, in, out]` become
 //! `[out, in, h, w]`; bottlenecks stride in their first 1x1 convolution (`stride_in_1x1`);
 //! BatchNorm's epsilon is Keras' 1.001e-5; each convolution's bias, which the BatchNorm after it
@@ -19,7 +27,7 @@ use safetensors::Dtype;
 use serde_json::{Value, json};
 
 use crate::ModelError;
-use crate::keras::{KerasFile, KerasWeight, is_keras_file};
+use crate::keras::{KerasFile, KerasLayer, KerasWeight, is_keras_file};
 use crate::weights::{TensorBytes, serialize};
 
 /// Keras' ResNet BatchNorm epsilon.
@@ -60,7 +68,195 @@ pub fn convert(src: &Path, out: &Path) -> Result<Converted, ModelError> {
 pub fn convert_layers(
     file: &KerasFile,
 ) -> Result<(Vec<TensorBytes>, Value, Converted), ModelError> {
+    if file.layer("expanded_conv_depthwise").is_some() {
+        return MobileNetV3Layout::of(file)?.convert(file);
+    }
+    if file.layer("expanded_conv/depthwise").is_some() {
+        let renamed = KerasFile {
+            layers: file
+                .layers
+                .iter()
+                .map(|l| KerasLayer {
+                    name: keras3_mobilenet_name(&l.name),
+                    weights: l.weights.clone(),
+                })
+                .collect(),
+            ..file.clone()
+        };
+        return MobileNetV3Layout::of(&renamed)?.convert(&renamed);
+    }
     ResNetLayout::of(file)?.convert(file)
+}
+
+/// Keras 3's name of a Keras 2 MobileNetV3 layer (`expanded_conv_1/expand/BatchNorm` →
+/// `expanded_conv_1_expand_bn`, `Conv_1` → `conv_1`, `Logits` → `logits`).
+fn keras3_mobilenet_name(name: &str) -> String {
+    name.replace("/BatchNorm", "_bn")
+        .replace("Conv", "conv")
+        .replace("Logits", "logits")
+        .replace('/', "_")
+}
+
+/// An error unless every layer of the file was converted (a layer the map does not know is
+/// refused by name, not dropped).
+fn all_used(file: &KerasFile, out: &Converter, family: &str) -> Result<(), ModelError> {
+    let unused: Vec<&str> = file
+        .layers
+        .iter()
+        .map(|l| l.name.as_str())
+        .filter(|name| !out.is_used(name))
+        .collect();
+    if unused.is_empty() {
+        return Ok(());
+    }
+    Err(ModelError::UnsupportedArchitecture {
+        path: file.path.clone(),
+        found: format!(
+            "a Keras {family} with layers graft's {family} does not have: {}",
+            unused.join(", ")
+        ),
+    })
+}
+
+/// Keras' MobileNetV3Small or Large (any `alpha`), as its layer names lay it out.
+#[derive(Debug, Clone, PartialEq)]
+struct MobileNetV3Layout {
+    variant: &'static str,
+    blocks: usize,
+    image_size: usize,
+}
+
+impl MobileNetV3Layout {
+    fn prefix(block: usize) -> String {
+        match block {
+            0 => "expanded_conv_".into(),
+            i => format!("expanded_conv_{i}_"),
+        }
+    }
+
+    fn of(file: &KerasFile) -> Result<Self, ModelError> {
+        let blocks = (0..)
+            .take_while(|&i| file.layer(&format!("{}project", Self::prefix(i))).is_some())
+            .count();
+        let variant = match blocks {
+            11 => "small",
+            15 => "large",
+            n => {
+                return Err(ModelError::UnsupportedArchitecture {
+                    path: file.path.clone(),
+                    found: format!(
+                        "a Keras MobileNetV3 of {n} blocks (MobileNetV3Small has 11, Large 15)"
+                    ),
+                });
+            }
+        };
+        Ok(Self {
+            variant,
+            blocks,
+            image_size: input_size(file).unwrap_or(224),
+        })
+    }
+
+    /// graft's tensors in torchvision's names, its `config.json`, and what was converted.
+    fn convert(
+        &self,
+        file: &KerasFile,
+    ) -> Result<(Vec<TensorBytes>, Value, Converted), ModelError> {
+        let mut out = Converter {
+            file,
+            tensors: Vec::new(),
+            used: BTreeSet::new(),
+        };
+        let stem = out.conv("conv", "features.0.0", false)?;
+        out.batch_norm("conv_bn", "features.0.1", stem, None)?;
+        for block in 0..self.blocks {
+            let keras = Self::prefix(block);
+            let graft = format!("features.{}.block", block + 1);
+            // torchvision numbers the block's parts: [expand], depthwise, [se], project.
+            let mut part = 0;
+            if file.layer(&format!("{keras}expand")).is_some() {
+                let width = out.conv(&format!("{keras}expand"), &format!("{graft}.0.0"), false)?;
+                out.batch_norm(
+                    &format!("{keras}expand_bn"),
+                    &format!("{graft}.0.1"),
+                    width,
+                    None,
+                )?;
+                part += 1;
+            }
+            let width = out.conv(
+                &format!("{keras}depthwise"),
+                &format!("{graft}.{part}.0"),
+                true,
+            )?;
+            out.batch_norm(
+                &format!("{keras}depthwise_bn"),
+                &format!("{graft}.{part}.1"),
+                width,
+                None,
+            )?;
+            part += 1;
+            if file.layer(&format!("{keras}squeeze_excite_conv")).is_some() {
+                out.conv(
+                    &format!("{keras}squeeze_excite_conv"),
+                    &format!("{graft}.{part}.fc1"),
+                    false,
+                )?;
+                out.conv(
+                    &format!("{keras}squeeze_excite_conv_1"),
+                    &format!("{graft}.{part}.fc2"),
+                    false,
+                )?;
+                part += 1;
+            }
+            let width = out.conv(
+                &format!("{keras}project"),
+                &format!("{graft}.{part}.0"),
+                false,
+            )?;
+            out.batch_norm(
+                &format!("{keras}project_bn"),
+                &format!("{graft}.{part}.1"),
+                width,
+                None,
+            )?;
+        }
+        let last = format!("features.{}", self.blocks + 1);
+        let width = out.conv("conv_1", &format!("{last}.0"), false)?;
+        out.batch_norm("conv_1_bn", &format!("{last}.1"), width, None)?;
+        // With its top: the hidden layer and the classifier, 1x1 convolutions on pooled features.
+        let mut classes = 0;
+        if file.layer("conv_2").is_some() {
+            out.pointwise_linear("conv_2", "classifier.0")?;
+            if file.layer("logits").is_some() {
+                classes = out.pointwise_linear("logits", "classifier.3")?;
+            }
+        }
+        all_used(file, &out, "MobileNetV3")?;
+        let config = json!({
+            "architecture": "mobilenet_v3",
+            "variant": self.variant,
+            "padding": "same",
+            "num_classes": classes,
+            "image_size": self.image_size,
+            "resize": "squash",
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.5, 0.5, 0.5],
+        });
+        let parameters = out
+            .tensors
+            .iter()
+            .filter(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum();
+        let converted = Converted {
+            model: format!("mobilenet_v3_{}", self.variant),
+            tensors: out.tensors.len(),
+            parameters,
+            classes,
+        };
+        Ok((out.tensors, config, converted))
+    }
 }
 
 fn convert_into(src: &Path, out: &Path) -> Result<Converted, ModelError> {
@@ -104,7 +300,8 @@ impl ResNetLayout {
                 .collect();
             return Err(unsupported(format!(
                 "{} whose layers ({}...) are not Keras Applications' ResNet50/101/152 \
-                 (`conv1_conv`, `conv2_block1_1_conv`, ...), the Keras models graft maps",
+                 (`conv1_conv`, `conv2_block1_1_conv`, ...) nor MobileNetV3Small/Large \
+                 (`conv`, `expanded_conv_depthwise`, ...), the Keras models graft maps",
                 file.format.describe(),
                 names.join(", ")
             )));
@@ -212,21 +409,7 @@ impl ResNetLayout {
         if self.classes > 0 {
             out.dense("predictions", "fc")?;
         }
-        let unused: Vec<&str> = file
-            .layers
-            .iter()
-            .map(|l| l.name.as_str())
-            .filter(|name| !out.is_used(name))
-            .collect();
-        if !unused.is_empty() {
-            return Err(ModelError::UnsupportedArchitecture {
-                path: file.path.clone(),
-                found: format!(
-                    "a Keras ResNet with layers graft's ResNet does not have: {}",
-                    unused.join(", ")
-                ),
-            });
-        }
+        all_used(file, &out, "ResNet")?;
         let depth = self.depth();
         let std = [1.0 / 255.0; 3];
         let mut config = json!({
@@ -286,6 +469,14 @@ fn input_size(file: &KerasFile) -> Option<usize> {
     }
 }
 
+/// A convolution's kernel in PyTorch's layout, and its bias.
+struct Kernel {
+    /// `[out, in, h, w]` (`[channels, 1, h, w]` for a depthwise one).
+    shape: Vec<usize>,
+    values: Vec<f32>,
+    bias: Option<Vec<f32>>,
+}
+
 /// Builds graft's tensors from Keras layers, remembering which layers it used.
 struct Converter<'a> {
     file: &'a KerasFile,
@@ -340,8 +531,116 @@ impl Converter<'_> {
         });
     }
 
-    /// A convolution (kernel, optional bias) and the BatchNorm after it; the stem's input
-    /// channels are reversed (Keras' BGR to graft's RGB).
+    /// A convolution's kernel as `[out, in, h, w]` and its bias, if it has one. Keras holds a
+    /// convolution's kernel as `[h, w, in, out]` and a depthwise one's as `[h, w, channels, 1]`
+    /// (PyTorch: `[channels, 1, h, w]`); `reverse_input` reverses the input channels (Keras' BGR
+    /// to graft's RGB).
+    fn kernel(
+        &mut self,
+        layer: &str,
+        depthwise: bool,
+        reverse_input: bool,
+    ) -> Result<Kernel, ModelError> {
+        let weights = self.weights(layer, &[1, 2])?.to_vec();
+        let kernel = &weights[0];
+        let [h, w, cin, cout] = kernel.shape[..] else {
+            return Err(self.corrupt(
+                layer,
+                format!("a kernel of shape {:?}, not [h, w, in, out]", kernel.shape),
+            ));
+        };
+        if depthwise && cout != 1 {
+            return Err(self.corrupt(
+                layer,
+                format!(
+                    "a depthwise kernel of shape {:?}, not [h, w, c, 1]",
+                    kernel.shape
+                ),
+            ));
+        }
+        let (outputs, inputs) = if depthwise { (cin, 1) } else { (cout, cin) };
+        let mut oihw = vec![0f32; kernel.values.len()];
+        for (i, value) in kernel.values.iter().enumerate() {
+            let (o, rest) = (i % cout, i / cout);
+            let (c, rest) = (rest % cin, rest / cin);
+            let (x, y) = (rest % w, rest / w);
+            let c = if reverse_input { cin - 1 - c } else { c };
+            let (o, c) = if depthwise { (c, 0) } else { (o, c) };
+            oihw[((o * inputs + c) * h + y) * w + x] = *value;
+        }
+        let bias = match weights.get(1) {
+            Some(b) if b.values.len() == outputs => Some(b.values.clone()),
+            Some(b) => {
+                return Err(self.corrupt(
+                    layer,
+                    format!("a bias of shape {:?} for {outputs} filters", b.shape),
+                ));
+            }
+            None => None,
+        };
+        Ok(Kernel {
+            shape: vec![outputs, inputs, h, w],
+            values: oihw,
+            bias,
+        })
+    }
+
+    /// A convolution written as `{name}.weight` (and `{name}.bias` when it has one).
+    fn conv(&mut self, layer: &str, name: &str, depthwise: bool) -> Result<usize, ModelError> {
+        let Kernel {
+            shape,
+            values,
+            bias,
+        } = self.kernel(layer, depthwise, false)?;
+        let outputs = shape[0];
+        self.push(format!("{name}.weight"), shape, &values);
+        if let Some(bias) = bias {
+            self.push(format!("{name}.bias"), vec![outputs], &bias);
+        }
+        Ok(outputs)
+    }
+
+    /// A BatchNorm of `channels` as `{name}.weight`, `.bias`, `.running_mean` (less `shift`, a
+    /// folded convolution bias) and `.running_var`.
+    fn batch_norm(
+        &mut self,
+        layer: &str,
+        name: &str,
+        channels: usize,
+        shift: Option<&[f32]>,
+    ) -> Result<(), ModelError> {
+        let norm = self.weights(layer, &[4])?.to_vec();
+        if let Some(bad) = norm.iter().find(|t| t.values.len() != channels) {
+            return Err(self.corrupt(
+                layer,
+                format!(
+                    "`{}` has shape {:?}, for {channels} channels",
+                    bad.name, bad.shape
+                ),
+            ));
+        }
+        let mean: Vec<f32> = match shift {
+            Some(shift) => norm[2]
+                .values
+                .iter()
+                .zip(shift)
+                .map(|(m, b)| m - b)
+                .collect(),
+            None => norm[2].values.clone(),
+        };
+        self.push(format!("{name}.weight"), vec![channels], &norm[0].values);
+        self.push(format!("{name}.bias"), vec![channels], &norm[1].values);
+        self.push(format!("{name}.running_mean"), vec![channels], &mean);
+        self.push(
+            format!("{name}.running_var"),
+            vec![channels],
+            &norm[3].values,
+        );
+        Ok(())
+    }
+
+    /// A convolution (kernel, optional bias) and the BatchNorm after it, the bias folded into
+    /// the BatchNorm's mean; the stem's input channels are reversed (Keras' BGR to graft's RGB).
     fn conv_bn(
         &mut self,
         conv: &str,
@@ -350,58 +649,30 @@ impl Converter<'_> {
         graft_bn: &str,
         stem: bool,
     ) -> Result<(), ModelError> {
-        let weights = self.weights(conv, &[1, 2])?.to_vec();
-        let kernel = &weights[0];
-        let [h, w, cin, cout] = kernel.shape[..] else {
-            return Err(self.corrupt(
-                conv,
-                format!("a kernel of shape {:?}, not [h, w, in, out]", kernel.shape),
-            ));
+        let Kernel {
+            shape,
+            values,
+            bias,
+        } = self.kernel(conv, false, stem)?;
+        let channels = shape[0];
+        self.push(format!("{graft_conv}.weight"), shape, &values);
+        self.batch_norm(bn, graft_bn, channels, bias.as_deref())
+    }
+
+    /// A 1x1 convolution with a bias acting on pooled features, written as a linear layer.
+    fn pointwise_linear(&mut self, layer: &str, name: &str) -> Result<usize, ModelError> {
+        let Kernel {
+            shape,
+            values,
+            bias,
+        } = self.kernel(layer, false, false)?;
+        let [outputs, inputs, 1, 1] = shape[..] else {
+            return Err(self.corrupt(layer, format!("a {shape:?} kernel, not 1x1")));
         };
-        let mut oihw = vec![0f32; kernel.values.len()];
-        for (i, value) in kernel.values.iter().enumerate() {
-            let (o, rest) = (i % cout, i / cout);
-            let (c, rest) = (rest % cin, rest / cin);
-            let (x, y) = (rest % w, rest / w);
-            let c = if stem { cin - 1 - c } else { c };
-            oihw[((o * cin + c) * h + y) * w + x] = *value;
-        }
-        let bias = match weights.get(1) {
-            Some(b) if b.values.len() == cout => b.values.clone(),
-            Some(b) => {
-                return Err(self.corrupt(
-                    conv,
-                    format!("a bias of shape {:?} for {cout} filters", b.shape),
-                ));
-            }
-            None => vec![0.0; cout],
-        };
-        let norm = self.weights(bn, &[4])?.to_vec();
-        if let Some(bad) = norm.iter().find(|t| t.values.len() != cout) {
-            return Err(self.corrupt(
-                bn,
-                format!(
-                    "`{}` has shape {:?}, for {cout} channels",
-                    bad.name, bad.shape
-                ),
-            ));
-        }
-        let mean: Vec<f32> = norm[2]
-            .values
-            .iter()
-            .zip(&bias)
-            .map(|(m, b)| m - b)
-            .collect();
-        self.push(format!("{graft_conv}.weight"), vec![cout, cin, h, w], &oihw);
-        self.push(format!("{graft_bn}.weight"), vec![cout], &norm[0].values);
-        self.push(format!("{graft_bn}.bias"), vec![cout], &norm[1].values);
-        self.push(format!("{graft_bn}.running_mean"), vec![cout], &mean);
-        self.push(
-            format!("{graft_bn}.running_var"),
-            vec![cout],
-            &norm[3].values,
-        );
-        Ok(())
+        self.push(format!("{name}.weight"), vec![outputs, inputs], &values);
+        let bias = bias.unwrap_or_else(|| vec![0.0; outputs]);
+        self.push(format!("{name}.bias"), vec![outputs], &bias);
+        Ok(outputs)
     }
 
     /// A dense layer: kernel `[in, out]` to `[out, in]`, and its bias.

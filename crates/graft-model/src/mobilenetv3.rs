@@ -5,7 +5,9 @@
 //! hard-swish as the variant's table says), a 1x1 convolution, average pooling and a hidden layer
 //! with hard-swish before the classifier. Channel counts, kernels and squeeze-excitation are read
 //! from the weights; strides and activations from the variant's table (torchvision's
-//! `_mobilenet_v3_conf`, timm's `arch_def`, which agree).
+//! `_mobilenet_v3_conf`, timm's `arch_def`, which agree). Keras' MobileNetV3 converts into graft's
+//! folder with `"padding": "same"` (TensorFlow's padding) and, saved without its top, no hidden
+//! layer: the pooled features of the last convolution are then what the head reads.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -51,10 +53,14 @@ pub struct MobileNetV3Config {
     pub blocks: Vec<BlockSpec>,
     /// The 1x1 convolution after the blocks.
     pub last_conv: usize,
-    /// The hidden layer before the classifier.
+    /// The hidden layer before the classifier (0: none, as in Keras' models without their top).
     pub hidden: usize,
     pub bn_eps: f64,
     pub num_classes: usize,
+    /// TensorFlow's "SAME" padding (Keras' models, timm's `tf_` ports): on stride-2 layers the
+    /// extra row and column go at the bottom and right; else PyTorch's symmetric padding.
+    #[serde(default)]
+    pub tf_padding: bool,
 }
 
 /// Strides and whether hard-swish is used, per block, of each variant.
@@ -153,12 +159,11 @@ impl MobileNetV3Config {
             |input: usize, output: usize, kernel: usize, stride: usize, groups: usize| ConvBn {
                 conv: Conv2dConfig::new([input, output], [kernel, kernel])
                     .with_stride([stride, stride])
-                    .with_padding(PaddingConfig2d::Explicit(
-                        kernel / 2,
-                        kernel / 2,
-                        kernel / 2,
-                        kernel / 2,
-                    ))
+                    .with_padding(if self.tf_padding {
+                        PaddingConfig2d::Same
+                    } else {
+                        PaddingConfig2d::Explicit(kernel / 2, kernel / 2, kernel / 2, kernel / 2)
+                    })
                     .with_groups(groups)
                     .with_bias(false)
                     .init(device),
@@ -185,16 +190,26 @@ impl MobileNetV3Config {
             .collect();
         let last = self.blocks.last().map_or(self.stem, |b| b.output);
         let timm = self.layout == MobileNetLayout::Timm;
+        let hidden = self.hidden > 0;
         MobileNetV3 {
             stem: conv_bn(3, self.stem, 3, 2, 1),
             blocks,
             last_conv: conv_bn(last, self.last_conv, 1, 1, 1),
-            head_conv: timm.then(|| pointwise(self.last_conv, self.hidden)),
-            head_linear: (!timm)
+            head_conv: (timm && hidden).then(|| pointwise(self.last_conv, self.hidden)),
+            head_linear: (!timm && hidden)
                 .then(|| LinearConfig::new(self.last_conv, self.hidden).init(device)),
             classifier: (self.num_classes > 0)
-                .then(|| LinearConfig::new(self.hidden, self.num_classes).init(device)),
+                .then(|| LinearConfig::new(self.feature_size(), self.num_classes).init(device)),
             config: self.clone(),
+        }
+    }
+
+    /// Width of the features the head reads: the hidden layer's, else the last convolution's.
+    pub fn feature_size(&self) -> usize {
+        if self.hidden > 0 {
+            self.hidden
+        } else {
+            self.last_conv
         }
     }
 
@@ -336,6 +351,7 @@ impl MobileNetV3Config {
                 1e-3
             },
             num_classes: 0,
+            tf_padding: false,
         };
         let shape = |name: &str| -> Result<Vec<usize>, String> {
             index
@@ -385,11 +401,14 @@ impl MobileNetV3Config {
             input = spec.output;
         }
         config.last_conv = shape(&config.upstream_name("last_conv.conv.weight"))?[0];
-        let hidden = match layout {
-            MobileNetLayout::Timm => shape("conv_head.weight")?,
-            MobileNetLayout::Torchvision => shape("classifier.0.weight")?,
+        // torchvision's always has its hidden layer; a Keras model saved without its top not.
+        config.hidden = match layout {
+            MobileNetLayout::Timm => shape("conv_head.weight")?[0],
+            MobileNetLayout::Torchvision => index
+                .tensors
+                .get("classifier.0.weight")
+                .map_or(0, |t| t.shape[0]),
         };
-        config.hidden = hidden[0];
         let classifier = match layout {
             MobileNetLayout::Timm => "classifier.weight",
             MobileNetLayout::Torchvision => "classifier.3.weight",
@@ -413,7 +432,10 @@ impl MobileNetV3Config {
         } else {
             let (vision, _) = VisionConfig::of_folder(folder)?;
             let variant = vision.variant.as_deref().unwrap_or("large");
-            Self::from_weights(MobileNetLayout::Torchvision, variant, &index).map_err(invalid)
+            let mut config = Self::from_weights(MobileNetLayout::Torchvision, variant, &index)
+                .map_err(invalid)?;
+            config.tf_padding = vision.padding == Some(vision::Padding::Same);
+            Ok(config)
         }
     }
 }
@@ -473,7 +495,8 @@ impl MobileNetV3 {
                 conv.forward(pooled).reshape([batch, hidden])
             }
             (None, Some(linear)) => linear.forward(pooled.reshape([batch, channels])),
-            (None, None) => unreachable!("built with a hidden layer"),
+            // Without a hidden layer (a Keras model saved without its top): the pooled features.
+            (None, None) => return pooled.reshape([batch, channels]),
         };
         hard_swish(hidden)
     }
@@ -526,7 +549,7 @@ impl Architecture for MobileNetV3 {
     }
 
     fn feature_size(&self) -> usize {
-        self.config.hidden
+        self.config.feature_size()
     }
 
     fn forward_features(&self, inputs: Inputs, _pooling: PoolingOptions) -> Tensor<2> {
@@ -564,8 +587,28 @@ impl Architecture for MobileNetV3 {
         path.split('.').any(|segment| segment == "bn")
     }
 
+    fn export_unavailable(&self) -> Option<String> {
+        let c = &self.config;
+        if c.tf_padding {
+            Some(
+                "it pads as TensorFlow does (a Keras model), and torchvision's and timm's \
+                 `mobilenetv3_*` pad symmetrically"
+                    .into(),
+            )
+        } else if c.hidden == 0 {
+            Some("it has no hidden layer (a Keras model saved without its top)".into())
+        } else {
+            None
+        }
+    }
+
+    /// torchvision's and timm's `mobilenetv3_*` pad symmetrically, so a TensorFlow-padded
+    /// network (from Keras) has no export in their layout, nor one without its hidden layer.
     fn exports(&self) -> Vec<ExportTarget> {
         let c = &self.config;
+        if c.tf_padding || c.hidden == 0 {
+            return Vec::new();
+        }
         vec![match c.layout {
             MobileNetLayout::Timm => ExportTarget {
                 format: ExportFormat::Timm,

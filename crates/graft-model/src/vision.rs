@@ -22,6 +22,15 @@ pub enum VisionArchitecture {
     MobilenetV3,
 }
 
+/// A convolution padding other than PyTorch's symmetric one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Padding {
+    /// TensorFlow's "SAME": on stride-2 layers the extra row and column go at the bottom and
+    /// right.
+    Same,
+}
+
 /// How images are resized before the model sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -59,6 +68,9 @@ pub struct VisionConfig {
     /// BatchNorm's epsilon, when not the family's default (Keras' ResNets: 1.001e-5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_norm_eps: Option<f64>,
+    /// MobileNetV3: TensorFlow's "same" padding (Keras' models), instead of symmetric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding: Option<Padding>,
     /// Classes of the checkpoint's own classifier (0 for none).
     pub num_classes: usize,
     /// Side of the square input.
@@ -154,6 +166,7 @@ impl VisionConfig {
             stage_widths: None,
             stride_in_1x1: false,
             batch_norm_eps: None,
+            padding: None,
             num_classes: config
                 .get("num_classes")
                 .and_then(Value::as_u64)

@@ -5,8 +5,9 @@
 //! published weights) (`scripts/golden/make_keras_goldens.py`). Every layout reads the same
 //! layers; each converts to graft's ResNet with Keras' numerics (stride on the first 1x1
 //! convolution, convolution biases, BatchNorm epsilon 1.001e-5, caffe preprocessing), whose
-//! features and logits match Keras' own on the same photo to 1e-5. The ResNet50/101/152 layer
-//! lists map whole. Damaged files are errors naming the file and the group or dataset.
+//! features and logits match Keras' own on the same photo to 1e-5; so does Keras'
+//! MobileNetV3Small (TensorFlow's padding), with its top (Keras 3) and without (tf-keras). The
+//! ResNet50/101/152 and MobileNetV3Small/Large layer lists map whole. Damaged files are errors naming the file and the group or dataset.
 
 mod common;
 
@@ -171,6 +172,61 @@ fn keras_resnets_match_keras_outputs() {
     assert!(folder.dir.starts_with(graft_model::shards::cache_root()));
 }
 
+/// Keras' MobileNetV3Small (alpha 0.35) with its top as Keras 3 saves it, and without its top as
+/// tf-keras saves it (Keras 2's `Conv/BatchNorm`-style names): TensorFlow's padding, the model's
+/// own rescaling, the top's 1x1 convolutions as linear layers.
+#[test]
+fn keras_mobilenet_v3_matches_keras_outputs() {
+    let golden = golden("keras/mobilenet_v3_small.json");
+    for (name, want, with_top) in [
+        (
+            "mobilenet_v3_small.keras",
+            floats(&golden["features"]),
+            true,
+        ),
+        (
+            "mobilenet_v3_small_notop.h5",
+            floats(&golden["notop_features"]),
+            false,
+        ),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("converted");
+        let converted = keras_applications::convert(&keras_golden(name), &dir).unwrap();
+        assert_eq!(converted.model, "mobilenet_v3_small", "{name}");
+        let folder = ModelFolder::open(&dir).unwrap();
+        assert_eq!(folder.architecture.name(), "mobilenet_v3");
+        assert_eq!(folder.config["padding"], "same");
+        for (backend, device) in cpu_devices() {
+            let (_, image) = photo(&folder, &device);
+            let model = Backbone::load(&folder, PoolingOptions::default(), true, &device).unwrap();
+            let features = model.forward(Inputs::Image(image));
+            let values = features
+                .clone()
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .unwrap();
+            let diff = max_abs_diff(&values, &want);
+            eprintln!("{name} {backend}: features {diff:e}");
+            assert!(
+                diff <= 1e-5,
+                "{name} {backend}: features differ by {diff:e}"
+            );
+            let classifier = model.architecture().classifier();
+            assert_eq!(classifier.is_some(), with_top, "{name}");
+            if let Some(classifier) = classifier {
+                let logits = classifier
+                    .forward(features)
+                    .into_data()
+                    .try_into_vec_as::<f32>()
+                    .unwrap();
+                let diff = max_abs_diff(&logits, &floats(&golden["logits"]));
+                assert!(diff <= 1e-5, "{name} {backend}: logits differ by {diff:e}");
+            }
+        }
+    }
+}
+
 /// A Keras file of zero weights with the given layers (names and shapes).
 fn synthetic(layers: &serde_json::Value) -> KerasFile {
     let layers = layers
@@ -210,7 +266,7 @@ fn synthetic(layers: &serde_json::Value) -> KerasFile {
 }
 
 #[test]
-fn keras_resnet50_101_152_layer_lists_map_whole() {
+fn keras_resnet_and_mobilenet_layer_lists_map_whole() {
     let lists = golden("keras/resnet_layers.json");
     for (name, depth, blocks) in [
         ("resnet50", 50, 16),
@@ -233,6 +289,21 @@ fn keras_resnet50_101_152_layer_lists_map_whole() {
         assert_eq!(conv1.shape, [64, 64, 1, 1]);
         let fc = tensors.iter().find(|t| t.name == "fc.weight").unwrap();
         assert_eq!(fc.shape, [1000, 2048]);
+    }
+    // As many tensors as torchvision's `mobilenet_v3_small` / `_large` state dicts hold besides
+    // `num_batches_tracked` (210, 266; 4 fewer without the classifier's two layers).
+    for (name, variant, tensors) in [
+        ("mobilenet_v3_small", "small", 210),
+        ("mobilenet_v3_large", "large", 266),
+        ("mobilenet_v3_large_notop", "large", 262),
+    ] {
+        let file = synthetic(&lists[name]);
+        let (converted, config, summary) = keras_applications::convert_layers(&file).unwrap();
+        assert_eq!(config["variant"], variant, "{name}");
+        assert_eq!(summary.tensors, converted.len());
+        assert_eq!(converted.len(), tensors, "{name}");
+        let classes = if name.ends_with("notop") { 0 } else { 1000 };
+        assert_eq!(config["num_classes"], classes, "{name}");
     }
     // A layer the map does not know is refused by name, not dropped.
     let mut list = lists["resnet50"].clone();

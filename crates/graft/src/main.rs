@@ -243,7 +243,8 @@ enum Command {
     /// Convert a PyTorch checkpoint (.pth/.pt, zip or legacy format) to safetensors, without
     /// executing any pickled code; a Google BERT or ELECTRA TensorFlow release (a folder with a
     /// checkpoint, vocab.txt and, for BERT, bert_config.json) to the transformers folder OUTPUT;
-    /// or a Keras Applications ResNet (.keras, .weights.h5, .h5) to the graft folder OUTPUT.
+    /// or a Keras Applications ResNet or MobileNetV3 (.keras, .weights.h5, .h5) to the graft
+    /// folder OUTPUT.
     Convert {
         input: PathBuf,
         output: PathBuf,

@@ -1025,6 +1025,7 @@ fn seeds(target: Target) -> Vec<Seed> {
                 "resnet_tiny_weights_tf_dim_ordering_tf_kernels.h5",
                 "resnet_tiny.weights.h5",
                 "resnet_tiny.keras",
+                "mobilenet_v3_small_notop.h5",
             ] {
                 seeds.push(seed(name, read(&golden(&format!("keras/{name}"))), true));
             }

@@ -210,4 +210,49 @@ fn keras_files_inspect_convert_and_train() {
     assert_eq!(tensors["classifier.1.weight"].0, [10, 64]);
     let processor = common::json(&out.join("preprocessor_config.json"));
     assert!((processor["image_std"][0].as_f64().unwrap() - 1.0 / 255.0).abs() < 1e-7);
+
+    // A Keras MobileNetV3 (Keras 2's names, without its top) trains; no PyTorch library pads
+    // as TensorFlow does, so it exports to ONNX only, and says so.
+    let listed = ok(&[
+        "inspect",
+        keras_file("mobilenet_v3_small_notop.h5").to_str().unwrap(),
+    ]);
+    assert!(
+        listed.contains("expanded_conv_1/expand/BatchNorm/gamma:0")
+            && listed.contains("Keras mobilenet_v3_small (0 classes)"),
+        "{listed}"
+    );
+    let config = write(
+        dir,
+        "mobilenet.toml",
+        &format!(
+            "[model]\nbackbone = \"{}\"\n\n[data]\nformat = \"image_folder\"\ntrain = \"{}\"\n\
+             test = \"{}\"\nvalid_fraction = 0.1\n\n[train]\nepochs = 1\nbatch_size = 32\n\n\
+             [output]\ndir = \"{}\"\n",
+            keras_file("mobilenet_v3_small_notop.h5").display(),
+            root.join("train").display(),
+            root.join("test").display(),
+            dir.join("mobilenet").display()
+        ),
+    );
+    ok(&["train", config.to_str().unwrap()]);
+    let run = dir.join("mobilenet");
+    let error = fails(&[
+        "export",
+        "--model",
+        run.to_str().unwrap(),
+        "--out",
+        dir.join("mobilenet-export").to_str().unwrap(),
+    ]);
+    assert!(error.contains("pads as TensorFlow does"), "{error}");
+    let said = ok(&[
+        "export",
+        "--model",
+        run.to_str().unwrap(),
+        "--out",
+        dir.join("mobilenet-onnx").to_str().unwrap(),
+        "--format",
+        "onnx",
+    ]);
+    assert!(said.contains("ONNX"), "{said}");
 }

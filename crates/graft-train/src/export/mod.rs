@@ -143,6 +143,13 @@ fn target_for(run: &LoadedRun) -> Result<ExportTarget, TrainError> {
         ],
     };
     let architecture = run.model.backbone.architecture();
+    if let Some(why) = architecture.export_unavailable() {
+        return Err(E::Unsupported(format!(
+            "{} has no export in timm's, torchvision's or transformers' layout: {why}; \
+             `--format onnx` exports it",
+            architecture.describe()
+        )));
+    }
     architecture
         .exports()
         .into_iter()
