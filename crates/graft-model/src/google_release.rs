@@ -8,8 +8,11 @@
 //! vocabulary becomes the `tokenizer.json` transformers' `BertTokenizerFast` would make of it,
 //! lower-casing where the release is uncased (Google names such folders `uncased_...`; an uncased
 //! vocabulary holds no capital letters). Pre-training heads (`cls/...`, ELECTRA's generator and
-//! discriminator head), optimizer slots and `global_step` are left out. A folder converts once
-//! into graft's cache, keyed by its files' contents, and opens from there as any model folder.
+//! discriminator head), optimizer slots and `global_step` are left out. TF Hub's BERT encoders
+//! (SavedModels of TensorFlow Model Garden's `BertEncoder`: `saved_model.pb`, `variables/`,
+//! `assets/vocab.txt`) are read the same way, their variables named through the SavedModel's
+//! object graph. A folder converts once into graft's cache, keyed by its files' contents, and
+//! opens from there as any model folder.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +32,8 @@ const VOCAB: &str = "vocab.txt";
 enum Family {
     Bert,
     Electra,
+    /// A TF Hub BERT encoder SavedModel (Model Garden's `BertEncoder`).
+    HubBert,
 }
 
 impl Family {
@@ -37,14 +42,43 @@ impl Family {
         match self {
             Self::Bert => "bert/",
             Self::Electra => "electra/",
+            Self::HubBert => "",
         }
     }
+}
+
+/// A TF Hub SavedModel's checkpoint and vocabulary.
+const HUB_INDEX: &str = "variables/variables.index";
+const HUB_VOCAB: &str = "assets/vocab.txt";
+/// A variable only Model Garden's `BertEncoder` has, by the object graph's name.
+const HUB_QUERY: &str = "transformer/layer_0/self_attention/query/kernel";
+
+/// Whether `dir` is a TF Hub BERT encoder SavedModel: `saved_model.pb`, its variables (whose
+/// object graph names Model Garden's `BertEncoder` variables) and `assets/vocab.txt`.
+fn is_hub_bert(dir: &Path) -> bool {
+    if !(dir.join("saved_model.pb").is_file()
+        && dir.join(HUB_INDEX).is_file()
+        && dir.join(HUB_VOCAB).is_file())
+    {
+        return false;
+    }
+    let Ok(bundle) = TensorBundle::open(&dir.join(HUB_INDEX)) else {
+        return false;
+    };
+    matches!(crate::tf_objects::tracked_variables(&bundle),
+        Ok(Some(tracked)) if tracked.values().any(|v| v.full_name == HUB_QUERY))
 }
 
 /// The release in `dir`, if it is one: no `config.json`, one checkpoint, and `bert_config.json`
 /// (BERT) or a vocabulary and ELECTRA's `electra/...` variables.
 fn family_of(dir: &Path) -> Option<Family> {
-    if dir.join("config.json").exists() || index_of(dir).is_err() {
+    if dir.join("config.json").exists() {
+        return None;
+    }
+    if is_hub_bert(dir) {
+        return Some(Family::HubBert);
+    }
+    if index_of(dir).is_err() {
         return None;
     }
     if dir.join(CONFIG).is_file() {
@@ -125,7 +159,10 @@ pub fn resolve(path: &Path) -> Result<PathBuf, ModelError> {
             source,
         })
     };
-    let files = [index_of(&dir)?, dir.join(CONFIG), dir.join(VOCAB)];
+    let files = match family_of(&dir) {
+        Some(Family::HubBert) => [dir.join(HUB_INDEX), dir.join(HUB_VOCAB), dir.join(CONFIG)],
+        _ => [index_of(&dir)?, dir.join(CONFIG), dir.join(VOCAB)],
+    };
     let mut key = Vec::new();
     for file in files.into_iter().filter(|f| f.exists()) {
         key.push(read(file)?);
@@ -255,11 +292,19 @@ fn convert_into(dir: &Path, out: &Path) -> Result<Converted, ModelError> {
                   one (a checkpoint of electra/... variables and vocab.txt)"
             .into(),
     })?;
-    let vocab_path = dir.join(VOCAB);
+    let vocab_path = match family {
+        Family::HubBert => dir.join(HUB_VOCAB),
+        _ => dir.join(VOCAB),
+    };
     let vocab = std::fs::read_to_string(&vocab_path).map_err(crate::tf_bundle::opening(
         &vocab_path,
         "WordPiece vocabulary",
     ))?;
+    if family == Family::HubBert {
+        let bundle = TensorBundle::open(&dir.join(HUB_INDEX))?;
+        let hub = hub_tensors(&bundle)?;
+        return write_folder(out, &bundle.index, family, hub, &vocab);
+    }
     let bundle = TensorBundle::open(&index_of(dir)?)?;
     let mut tensors = Vec::new();
     let (mut parameters, mut skipped) = (0, 0);
@@ -296,23 +341,264 @@ fn convert_into(dir: &Path, out: &Path) -> Result<Converted, ModelError> {
             message: format!("no `{}...` variables", family.scope()),
         });
     }
+    let google: BTreeMap<String, Value> = match family {
+        Family::Bert => crate::read_config(&dir.join(CONFIG), |_| Ok(()))?,
+        _ => electra_config(&tensors, &bundle.index)?,
+    };
+    let release = Release {
+        tensors,
+        config: google,
+        parameters,
+        skipped,
+        lowercase: lowercase(dir, &vocab),
+    };
+    write_folder(out, &bundle.index, family, release, &vocab)
+}
+
+/// How a TF Hub variable's values become transformers' tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HubLayout {
+    Plain,
+    /// A dense kernel `[in, out]`, transposed.
+    Transposed,
+    /// An attention projection's kernel `[hidden, heads, head]`: `[heads·head, hidden]`.
+    HeadsOut,
+    /// An attention projection's bias `[heads, head]`: flattened.
+    HeadsBias,
+    /// The attention output's kernel `[heads, head, hidden]`: `[hidden, heads·head]`.
+    HeadsIn,
+}
+
+/// transformers' `BertModel` name of a TF Hub BERT encoder variable (by its object-graph name),
+/// and how its values are laid out; `None` for a variable `BertModel` does not have.
+fn hub_name(full_name: &str) -> Option<(String, HubLayout)> {
+    use HubLayout::*;
+    let leaf = |name: &str| match name {
+        "gamma" | "kernel" => "weight",
+        _ => "bias",
+    };
+    let parts: Vec<&str> = full_name.split('/').collect();
+    let mapped = match parts.as_slice() {
+        ["word_embeddings", "embeddings"] => ("embeddings.word_embeddings.weight".into(), Plain),
+        ["position_embedding", "embeddings"] => {
+            ("embeddings.position_embeddings.weight".into(), Plain)
+        }
+        ["type_embeddings", "embeddings"] => {
+            ("embeddings.token_type_embeddings.weight".into(), Plain)
+        }
+        ["embeddings", "layer_norm", p @ ("gamma" | "beta")] => {
+            (format!("embeddings.LayerNorm.{}", leaf(p)), Plain)
+        }
+        ["pooler_transform", p @ ("kernel" | "bias")] => (
+            format!("pooler.dense.{}", leaf(p)),
+            if *p == "kernel" { Transposed } else { Plain },
+        ),
+        ["transformer", layer, rest @ ..] => {
+            let n: usize = layer.strip_prefix("layer_")?.parse().ok()?;
+            let at = format!("encoder.layer.{n}");
+            match rest {
+                [
+                    "self_attention",
+                    qkv @ ("query" | "key" | "value"),
+                    p @ ("kernel" | "bias"),
+                ] => (
+                    format!("{at}.attention.self.{qkv}.{}", leaf(p)),
+                    if *p == "kernel" { HeadsOut } else { HeadsBias },
+                ),
+                [
+                    "self_attention",
+                    "attention_output",
+                    p @ ("kernel" | "bias"),
+                ] => (
+                    format!("{at}.attention.output.dense.{}", leaf(p)),
+                    if *p == "kernel" { HeadsIn } else { Plain },
+                ),
+                ["self_attention_layer_norm", p @ ("gamma" | "beta")] => (
+                    format!("{at}.attention.output.LayerNorm.{}", leaf(p)),
+                    Plain,
+                ),
+                [dense @ ("intermediate" | "output"), p @ ("kernel" | "bias")] => (
+                    format!("{at}.{dense}.dense.{}", leaf(p)),
+                    if *p == "kernel" { Transposed } else { Plain },
+                ),
+                ["output_layer_norm", p @ ("gamma" | "beta")] => {
+                    (format!("{at}.output.LayerNorm.{}", leaf(p)), Plain)
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(mapped)
+}
+
+/// A TF Hub BERT encoder's variables (Model Garden's `BertEncoder`, as TF Hub's
+/// `bert_en_uncased_L-12_H-768_A-12/4` and the Small BERTs hold it), named through the
+/// SavedModel's object graph, as transformers' `BertModel`; its activation is Model Garden's
+/// GELU, the tanh approximation (`gelu_new`), and whether it lower-cases is the SavedModel's own
+/// `do_lower_case` variable.
+fn hub_tensors(bundle: &TensorBundle) -> Result<Release, ModelError> {
+    let corrupt = |message: String| ModelError::CorruptWeights {
+        path: bundle.index.clone(),
+        message,
+    };
+    let tracked = crate::tf_objects::tracked_variables(bundle)?
+        .ok_or_else(|| corrupt("a SavedModel without an object graph".into()))?;
+    let mut tensors = Vec::new();
+    let (mut parameters, mut skipped) = (0, 0);
+    let mut lowercase = None;
+    let mut shapes = BTreeMap::new();
+    for (key, variable) in &tracked {
+        if key.starts_with("do_lower_case/") {
+            lowercase = Some(bundle.bytes(key)?.first() == Some(&1));
+            continue;
+        }
+        if variable.optimizer {
+            skipped += 1;
+            continue;
+        }
+        let Some((name, layout)) = hub_name(&variable.full_name) else {
+            return Err(corrupt(format!(
+                "variable `{}` ({key}) is not one of a BERT encoder's (graft reads TF Hub's \
+                 BERT encoders, Model Garden's `BertEncoder`)",
+                variable.full_name
+            )));
+        };
+        let (shape, values) = bundle.f32(key)?;
+        let bad = |what: &str| {
+            corrupt(format!(
+                "variable `{}`: shape {shape:?}, not {what}",
+                variable.full_name
+            ))
+        };
+        let transpose = |rows: usize, cols: usize, values: &[f32]| -> Vec<f32> {
+            (0..cols)
+                .flat_map(|c| (0..rows).map(move |r| values[r * cols + c]))
+                .collect()
+        };
+        let (shape, values) = match layout {
+            HubLayout::Plain => (shape.clone(), values),
+            HubLayout::Transposed => {
+                let [rows, cols] = shape[..] else {
+                    return Err(bad("[in, out]"));
+                };
+                (vec![cols, rows], transpose(rows, cols, &values))
+            }
+            HubLayout::HeadsOut => {
+                let [hidden, heads, head] = shape[..] else {
+                    return Err(bad("[hidden, heads, head]"));
+                };
+                let width = heads * head;
+                (vec![width, hidden], transpose(hidden, width, &values))
+            }
+            HubLayout::HeadsBias => {
+                let [heads, head] = shape[..] else {
+                    return Err(bad("[heads, head]"));
+                };
+                (vec![heads * head], values)
+            }
+            HubLayout::HeadsIn => {
+                let [heads, head, hidden] = shape[..] else {
+                    return Err(bad("[heads, head, hidden]"));
+                };
+                let width = heads * head;
+                (vec![hidden, width], transpose(width, hidden, &values))
+            }
+        };
+        if name.ends_with("attention.self.query.weight") && name.starts_with("encoder.layer.0.") {
+            shapes.insert("heads", bundle.tensors()[key].shape[1]);
+        }
+        parameters += values.len();
+        let size = match name.as_str() {
+            "embeddings.word_embeddings.weight" => Some("words"),
+            "embeddings.position_embeddings.weight" => Some("positions"),
+            "embeddings.token_type_embeddings.weight" => Some("types"),
+            "encoder.layer.0.intermediate.dense.weight" => Some("intermediate"),
+            _ => None,
+        };
+        if let Some(size) = size {
+            shapes.insert(size, shape[0]);
+        }
+        if name == "embeddings.word_embeddings.weight" {
+            shapes.insert("hidden", shape[1]);
+        }
+        tensors.push(TensorBytes {
+            name,
+            shape,
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            dtype: Dtype::F32,
+        });
+    }
+    let size = |key: &str| {
+        shapes
+            .get(key)
+            .copied()
+            .ok_or_else(|| corrupt(format!("no BERT encoder variable gives the {key} size")))
+    };
+    let layers = tensors
+        .iter()
+        .filter_map(|t| t.name.strip_prefix("encoder.layer."))
+        .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |last| last + 1);
+    let config = BTreeMap::from([
+        ("vocab_size".into(), json!(size("words")?)),
+        ("hidden_size".into(), json!(size("hidden")?)),
+        ("num_hidden_layers".into(), json!(layers)),
+        ("num_attention_heads".into(), json!(size("heads")?)),
+        ("intermediate_size".into(), json!(size("intermediate")?)),
+        ("max_position_embeddings".into(), json!(size("positions")?)),
+        ("type_vocab_size".into(), json!(size("types")?)),
+        ("hidden_act".into(), json!("gelu_new")),
+        ("hidden_dropout_prob".into(), json!(0.1)),
+        ("attention_probs_dropout_prob".into(), json!(0.1)),
+    ]);
+    Ok(Release {
+        tensors,
+        config,
+        parameters,
+        skipped,
+        lowercase: lowercase.ok_or_else(|| corrupt("no `do_lower_case` variable".into()))?,
+    })
+}
+
+/// A release's tensors in transformers' names, its config keys, and whether it lower-cases.
+struct Release {
+    tensors: Vec<TensorBytes>,
+    config: BTreeMap<String, Value>,
+    parameters: usize,
+    skipped: usize,
+    lowercase: bool,
+}
+
+/// Writes the transformers folder: weights, `config.json`, the vocabulary, `tokenizer.json` and
+/// `tokenizer_config.json`.
+fn write_folder(
+    out: &Path,
+    index: &Path,
+    family: Family,
+    release: Release,
+    vocab: &str,
+) -> Result<Converted, ModelError> {
+    let Release {
+        tensors,
+        config: google,
+        parameters,
+        skipped,
+        lowercase: lower,
+    } = release;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ModelError::Io { path, source }
     };
     let weights = serialize(&tensors, None).map_err(|message| ModelError::CorruptWeights {
-        path: bundle.index.clone(),
+        path: index.to_path_buf(),
         message,
     })?;
     let weights_path = out.join("model.safetensors");
     crate::write_atomic(&weights_path, &weights).map_err(io(&weights_path))?;
-
-    let google: BTreeMap<String, Value> = match family {
-        Family::Bert => crate::read_config(&dir.join(CONFIG), |_| Ok(()))?,
-        Family::Electra => electra_config(&tensors, &bundle.index)?,
-    };
     let (architecture, model_type) = match family {
-        Family::Bert => ("BertModel", "bert"),
+        Family::Bert | Family::HubBert => ("BertModel", "bert"),
         Family::Electra => ("ElectraModel", "electra"),
     };
     let mut config = serde_json::Map::new();
@@ -323,7 +609,6 @@ fn convert_into(dir: &Path, out: &Path) -> Result<Converted, ModelError> {
     for (key, value) in &google {
         config.insert(key.clone(), value.clone());
     }
-    let lower = lowercase(dir, &vocab);
     let write_json = |name: &str, value: &Value| {
         let path = out.join(name);
         let text = serde_json::to_string_pretty(value).expect("json");

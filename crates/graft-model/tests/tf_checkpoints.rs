@@ -392,3 +392,66 @@ fn a_damaged_object_graph_is_an_error_naming_it() {
         "{error}"
     );
 }
+
+/// A TF Hub BERT encoder SavedModel, written by TensorFlow Model Garden's own TF Hub exporter
+/// (`export_tfhub_lib.export_model`, which made TF Hub's `bert_en_uncased_*` models) on random
+/// weights (`scripts/golden/make_tf_hub_bert_goldens.py`): the folder converts to transformers'
+/// `BertModel` (GELU's tanh approximation, as Model Garden computes it; lower-casing from the
+/// SavedModel's `do_lower_case`), whose hidden states and pooler output are TensorFlow's
+/// `sequence_output` and `pooled_output` of the same ids to 1e-5.
+#[test]
+fn a_tf_hub_bert_saved_model_converts_to_what_tensorflow_computes() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tf_hub_bert");
+    let saved_model = root.join("bert_en_uncased_L-2_H-32_A-4");
+    let golden = json(&root.join("outputs.json"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("converted");
+    let converted = google_release::convert(&saved_model, &out).unwrap();
+    // 39 encoder tensors, as a Google release's BERT has; the `do_lower_case` flag is read.
+    assert_eq!(converted.tensors, 39);
+    assert!(converted.lowercase);
+    let config = json(&out.join("config.json"));
+    assert_eq!(config["hidden_act"], "gelu_new");
+    assert_eq!(config["num_attention_heads"], 4);
+    let folder = ModelFolder::open(&out).unwrap();
+    #[allow(deprecated)]
+    let device = Device::flex();
+    let int = |key: &str| {
+        let rows = golden[key].as_array().unwrap();
+        let values: Vec<i64> = rows.iter().flat_map(ints).collect();
+        Tensor::<2, Int>::from_data(TensorData::new(values, [rows.len(), 8]), &device)
+    };
+    let inputs = || Inputs::Text {
+        input_ids: int("input_word_ids"),
+        token_type_ids: int("input_type_ids"),
+        attention_mask: Some(int("input_mask")),
+    };
+    let options = PoolingOptions {
+        pooling: Pooling::Cls,
+        use_pooler: true,
+        normalize: false,
+    };
+    let backbone = Backbone::load(&folder, options, false, &device).unwrap();
+    let states: Vec<f32> = backbone
+        .forward_tokens(inputs())
+        .unwrap()
+        .into_data()
+        .try_into_vec_as()
+        .unwrap();
+    let diff = max_abs_diff(&states, &floats(&golden["sequence_output"]));
+    eprintln!("sequence_output: max abs diff {diff:e}");
+    assert!(diff <= 1e-5, "sequence_output: {diff}");
+    let pooled: Vec<f32> = backbone
+        .forward(inputs())
+        .into_data()
+        .try_into_vec_as()
+        .unwrap();
+    let diff = max_abs_diff(&pooled, &floats(&golden["pooled_output"]));
+    eprintln!("pooled_output: max abs diff {diff:e}");
+    assert!(diff <= 1e-5, "pooled_output: {diff}");
+    // The SavedModel folder itself is a model folder (converted once into the cache).
+    assert_eq!(
+        ModelFolder::open(&saved_model).unwrap().architecture.name(),
+        "bert"
+    );
+}

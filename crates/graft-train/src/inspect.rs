@@ -101,7 +101,11 @@ fn inspect_bundle(path: &Path) -> Result<Option<InspectReport>, TrainError> {
         };
         tensors.push((name, info));
     }
-    let architecture = if bundle
+    let hub_bert = path.join("saved_model.pb").is_file()
+        && graft_model::google_release::release_dir(path).is_some();
+    let architecture = if hub_bert {
+        Some("TF Hub BERT encoder (SavedModel)".to_string())
+    } else if bundle
         .tensors()
         .keys()
         .any(|n| n.starts_with("bert/encoder/"))

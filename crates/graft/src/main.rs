@@ -242,7 +242,8 @@ enum Command {
     Inspect { path: PathBuf },
     /// Convert a PyTorch checkpoint (.pth/.pt, zip or legacy format) to safetensors, without
     /// executing any pickled code; a Google BERT or ELECTRA TensorFlow release (a folder with a
-    /// checkpoint, vocab.txt and, for BERT, bert_config.json) to the transformers folder OUTPUT;
+    /// checkpoint, vocab.txt and, for BERT, bert_config.json) or a TF Hub BERT encoder
+    /// SavedModel folder to the transformers folder OUTPUT;
     /// or a Keras Applications ResNet or MobileNetV3 (.keras, .weights.h5, .h5) to the graft
     /// folder OUTPUT.
     Convert {

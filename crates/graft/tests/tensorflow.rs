@@ -111,6 +111,46 @@ fn a_release_folder_embeds_and_trains_as_a_model_folder() {
 }
 
 #[test]
+fn a_tf_hub_bert_saved_model_inspects_converts_and_embeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let saved_model = common::repo()
+        .join("crates/graft-model/tests/golden/tf_hub_bert/bert_en_uncased_L-2_H-32_A-4");
+    let listed = ok(&["inspect", saved_model.to_str().unwrap()]);
+    assert!(
+        listed.contains("transformer/layer_1/self_attention/query/kernel")
+            && listed.contains("[32, 4, 8]"),
+        "{listed}"
+    );
+    assert!(listed.contains("TF Hub BERT encoder"), "{listed}");
+    let converted = dir.join("converted");
+    let said = ok(&[
+        "convert",
+        saved_model.to_str().unwrap(),
+        converted.to_str().unwrap(),
+    ]);
+    assert!(said.contains("39 tensors"), "{said}");
+    let texts = write(dir, "texts.txt", "Hello, world!\nThe coffee was good.\n");
+    let embed = |model: &std::path::Path, name: &str| {
+        let out = dir.join(name);
+        ok(&[
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            texts.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        common::f32_tensors(&out).into_values().next().unwrap().1
+    };
+    assert_eq!(
+        embed(&saved_model, "direct.safetensors"),
+        embed(&converted, "converted.safetensors")
+    );
+}
+
+#[test]
 fn inspect_names_tf2_variables_and_marks_optimizer_state() {
     let root = common::repo().join("crates/graft-model/tests/golden/tf2");
     let keras2 = ok(&[
