@@ -229,12 +229,7 @@ fn electra_config(
         Ok(projection) => projection[0],
         Err(_) => words[1],
     };
-    let layers = tensors
-        .iter()
-        .filter_map(|t| t.name.strip_prefix("encoder.layer."))
-        .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
-        .max()
-        .map_or(0, |last| last + 1);
+    let layers = layer_count(tensors);
     let intermediate = shape("encoder.layer.0.intermediate.dense.weight")?[0];
     Ok(BTreeMap::from([
         ("vocab_size".into(), json!(words[0])),
@@ -255,6 +250,16 @@ fn electra_config(
         ("hidden_dropout_prob".into(), json!(0.1)),
         ("attention_probs_dropout_prob".into(), json!(0.1)),
     ]))
+}
+
+/// The encoder layers among converted tensors (`encoder.layer.N....`).
+fn layer_count(tensors: &[TensorBytes]) -> usize {
+    tensors
+        .iter()
+        .filter_map(|t| t.name.strip_prefix("encoder.layer."))
+        .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |last| last + 1)
 }
 
 /// Whether the release lower-cases its text: its folder's name (`uncased_...`, `cased_...`),
@@ -535,12 +540,7 @@ fn hub_tensors(bundle: &TensorBundle) -> Result<Release, ModelError> {
             .copied()
             .ok_or_else(|| corrupt(format!("no BERT encoder variable gives the {key} size")))
     };
-    let layers = tensors
-        .iter()
-        .filter_map(|t| t.name.strip_prefix("encoder.layer."))
-        .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
-        .max()
-        .map_or(0, |last| last + 1);
+    let layers = layer_count(&tensors);
     let config = BTreeMap::from([
         ("vocab_size".into(), json!(size("words")?)),
         ("hidden_size".into(), json!(size("hidden")?)),

@@ -167,63 +167,32 @@ impl MobileNetV3Layout {
             tensors: Vec::new(),
             used: BTreeSet::new(),
         };
-        let stem = out.conv("conv", "features.0.0", false)?;
-        out.batch_norm("conv_bn", "features.0.1", stem, None)?;
+        out.conv_then_bn("conv", "conv_bn", "features.0", false)?;
         for block in 0..self.blocks {
             let keras = Self::prefix(block);
             let graft = format!("features.{}.block", block + 1);
             // torchvision numbers the block's parts: [expand], depthwise, [se], project.
-            let mut part = 0;
-            if file.layer(&format!("{keras}expand")).is_some() {
-                let width = out.conv(&format!("{keras}expand"), &format!("{graft}.0.0"), false)?;
-                out.batch_norm(
-                    &format!("{keras}expand_bn"),
-                    &format!("{graft}.0.1"),
-                    width,
-                    None,
-                )?;
-                part += 1;
+            let has = |name: &str| file.layer(&format!("{keras}{name}")).is_some();
+            let parts = [
+                has("expand").then_some("expand"),
+                Some("depthwise"),
+                has("squeeze_excite_conv").then_some("squeeze_excite_conv"),
+                Some("project"),
+            ];
+            for (k, part) in parts.into_iter().flatten().enumerate() {
+                let at = format!("{graft}.{k}");
+                let keras_name = format!("{keras}{part}");
+                if part == "squeeze_excite_conv" {
+                    out.conv(&keras_name, &format!("{at}.fc1"), false)?;
+                    out.conv(&format!("{keras_name}_1"), &format!("{at}.fc2"), false)?;
+                } else {
+                    let bn = format!("{keras_name}_bn");
+                    out.conv_then_bn(&keras_name, &bn, &at, part == "depthwise")?;
+                }
             }
-            let width = out.conv(
-                &format!("{keras}depthwise"),
-                &format!("{graft}.{part}.0"),
-                true,
-            )?;
-            out.batch_norm(
-                &format!("{keras}depthwise_bn"),
-                &format!("{graft}.{part}.1"),
-                width,
-                None,
-            )?;
-            part += 1;
-            if file.layer(&format!("{keras}squeeze_excite_conv")).is_some() {
-                out.conv(
-                    &format!("{keras}squeeze_excite_conv"),
-                    &format!("{graft}.{part}.fc1"),
-                    false,
-                )?;
-                out.conv(
-                    &format!("{keras}squeeze_excite_conv_1"),
-                    &format!("{graft}.{part}.fc2"),
-                    false,
-                )?;
-                part += 1;
-            }
-            let width = out.conv(
-                &format!("{keras}project"),
-                &format!("{graft}.{part}.0"),
-                false,
-            )?;
-            out.batch_norm(
-                &format!("{keras}project_bn"),
-                &format!("{graft}.{part}.1"),
-                width,
-                None,
-            )?;
         }
         let last = format!("features.{}", self.blocks + 1);
-        let width = out.conv("conv_1", &format!("{last}.0"), false)?;
-        out.batch_norm("conv_1_bn", &format!("{last}.1"), width, None)?;
+        out.conv_then_bn("conv_1", "conv_1_bn", &last, false)?;
         // With its top: the hidden layer and the classifier, 1x1 convolutions on pooled features.
         let mut classes = 0;
         if file.layer("conv_2").is_some() {
@@ -243,12 +212,7 @@ impl MobileNetV3Layout {
             "mean": [0.5, 0.5, 0.5],
             "std": [0.5, 0.5, 0.5],
         });
-        let parameters = out
-            .tensors
-            .iter()
-            .filter(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
-            .map(|t| t.shape.iter().product::<usize>())
-            .sum();
+        let parameters = out.parameters();
         let converted = Converted {
             model: format!("mobilenet_v3_{}", self.variant),
             tensors: out.tensors.len(),
@@ -427,12 +391,7 @@ impl ResNetLayout {
             config["stage_blocks"] = json!(self.blocks);
             config["stage_widths"] = json!(self.widths);
         }
-        let parameters = out
-            .tensors
-            .iter()
-            .filter(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
-            .map(|t| t.shape.iter().product::<usize>())
-            .sum();
+        let parameters = out.parameters();
         let converted = Converted {
             model: match depth {
                 Some(depth) => format!("resnet{depth}"),
@@ -487,6 +446,15 @@ struct Converter<'a> {
 impl Converter<'_> {
     fn is_used(&self, name: &str) -> bool {
         self.used.contains(name)
+    }
+
+    /// The weights written, BatchNorm statistics not counted.
+    fn parameters(&self) -> usize {
+        self.tensors
+            .iter()
+            .filter(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum()
     }
 
     fn corrupt(&self, layer: &str, message: String) -> ModelError {
@@ -657,6 +625,19 @@ impl Converter<'_> {
         let channels = shape[0];
         self.push(format!("{graft_conv}.weight"), shape, &values);
         self.batch_norm(bn, graft_bn, channels, bias.as_deref())
+    }
+
+    /// A convolution without a bias and its BatchNorm, as torchvision's `Conv2dNormActivation`
+    /// names them (`{name}.0`, `{name}.1`).
+    fn conv_then_bn(
+        &mut self,
+        conv: &str,
+        bn: &str,
+        name: &str,
+        depthwise: bool,
+    ) -> Result<(), ModelError> {
+        let channels = self.conv(conv, &format!("{name}.0"), depthwise)?;
+        self.batch_norm(bn, &format!("{name}.1"), channels, None)
     }
 
     /// A 1x1 convolution with a bias acting on pooled features, written as a linear layer.

@@ -9,9 +9,23 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::{fails, ok, write};
+
+/// `graft embed` of a text file with `model`: the embeddings written to `out`.
+fn embed_texts(model: &Path, texts: &Path, out: &Path) -> Vec<f32> {
+    ok(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        texts.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    common::f32_tensors(out).into_values().next().unwrap().1
+}
 
 fn release() -> PathBuf {
     common::repo().join("crates/graft-model/tests/golden/tf_bert/uncased_L-2_H-32_A-4")
@@ -67,19 +81,7 @@ fn a_release_folder_embeds_and_trains_as_a_model_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let texts = write(dir, "texts.txt", "Hello, world!\nThe coffee was good.\n");
-    let embed = |model: &std::path::Path, name: &str| {
-        let out = dir.join(name);
-        ok(&[
-            "embed",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            texts.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ]);
-        common::f32_tensors(&out).into_values().next().unwrap().1
-    };
+    let embed = |model: &Path, name: &str| embed_texts(model, &texts, &dir.join(name));
     let converted = dir.join("converted");
     ok(&[
         "convert",
@@ -131,19 +133,7 @@ fn a_tf_hub_bert_saved_model_inspects_converts_and_embeds() {
     ]);
     assert!(said.contains("39 tensors"), "{said}");
     let texts = write(dir, "texts.txt", "Hello, world!\nThe coffee was good.\n");
-    let embed = |model: &std::path::Path, name: &str| {
-        let out = dir.join(name);
-        ok(&[
-            "embed",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            texts.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ]);
-        common::f32_tensors(&out).into_values().next().unwrap().1
-    };
+    let embed = |model: &Path, name: &str| embed_texts(model, &texts, &dir.join(name));
     assert_eq!(
         embed(&saved_model, "direct.safetensors"),
         embed(&converted, "converted.safetensors")
