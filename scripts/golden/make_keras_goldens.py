@@ -34,6 +34,9 @@ Files written under GOLDEN:
     resnet_tiny.keras          model.save() by Keras 3 (a zip of config.json, metadata.json,
                                model.weights.h5).
     resnet_tiny.weights.h5     model.save_weights() by Keras 3.
+    resnet_tiny_keras35.keras  resnet_tiny.keras without the layer names Keras 3.0 to 3.5 did
+                               not write (the `name` attributes of `model.weights.h5` removed
+                               with h5py, `metadata.json` saying 3.5.0).
     resnet_tiny.h5             model.save() by tf-keras (Keras 2's HDF5 format, the one of
                                Keras Applications' published `..._tf_kernels.h5` files), the
                                same weights set layer by layer by name.
@@ -64,6 +67,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
@@ -146,6 +150,8 @@ def main():
     feats = np.asarray(features_model(keras, model)(x))
     model.save(os.path.join(out, "resnet_tiny.keras"))
     model.save_weights(os.path.join(out, "resnet_tiny.weights.h5"))
+    without_names(os.path.join(out, "resnet_tiny.keras"),
+                  os.path.join(out, "resnet_tiny_keras35.keras"))
 
     import tf_keras
     from tf_keras.src.applications import resnet as resnet2
@@ -191,6 +197,33 @@ def main():
         ]
     with open(os.path.join(out, "resnet_layers.json"), "w") as f:
         json.dump(layers, f)
+
+
+def without_names(src, dst):
+    """The archive as Keras 3.0 to 3.5 wrote it: their `saving_lib` recorded no `name`
+    attribute on a layer's `vars` group (checked in the 3.0.5, 3.3.3 and 3.5.0 wheels; 3.6.0
+    added it), so a layer is known by its automatic key (`conv2d_3`) and the config's order."""
+    import h5py
+    import zipfile
+    with zipfile.ZipFile(src) as z:
+        files = {name: z.read(name) for name in z.namelist()}
+    scratch = tempfile.mkdtemp()
+    weights = os.path.join(scratch, "model.weights.h5")
+    with open(weights, "wb") as f:
+        f.write(files["model.weights.h5"])
+    with h5py.File(weights, "r+") as f:
+        def strip(_, obj):
+            if "name" in obj.attrs:
+                del obj.attrs["name"]
+        f.visititems(strip)
+    with open(weights, "rb") as f:
+        files["model.weights.h5"] = f.read()
+    meta = json.loads(files["metadata.json"])
+    meta["keras_version"] = "3.5.0"
+    files["metadata.json"] = json.dumps(meta).encode()
+    with zipfile.ZipFile(dst, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
 
 
 def keras3_name(name):

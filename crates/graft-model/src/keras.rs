@@ -22,7 +22,8 @@ pub enum KerasFormat {
     /// Keras 3 `model.save("m.keras")`: a zip of `config.json` and `model.weights.h5`.
     Keras3Archive,
     /// Keras 3 `model.save_weights("m.weights.h5")`: `layers/<auto name>/vars/<i>`, each `vars`
-    /// group naming its layer in a `name` attribute.
+    /// group naming its layer in a `name` attribute (from Keras 3.6; before, an archive's layers
+    /// are named from its config).
     Keras3Weights,
     /// Keras 2 `model.save("m.h5")`: the model's config in `model_config` and its weights under
     /// `model_weights`, listed by the `layer_names` and `weight_names` attributes.
@@ -70,6 +71,9 @@ pub struct KerasFile {
     pub model_config: Option<Value>,
     /// Layers holding weights, in the file's order.
     pub layers: Vec<KerasLayer>,
+    /// Some layers are known only by Keras' automatic keys (`conv2d_3`): a `.weights.h5` written
+    /// before Keras 3.6, which recorded no layer names.
+    pub auto_names: bool,
 }
 
 const HDF5_MAGIC: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
@@ -112,13 +116,15 @@ impl KerasFile {
             let (config, weights) = read_archive(path)?;
             let limit = weights.len();
             let file = hdf5(weights).map_err(|e| corrupt(format!("model.weights.h5: {e}")))?;
-            let layers = keras3_layers(&file, limit)
+            let mut layers = keras3_layers(&file, limit)
                 .map_err(|e| corrupt(format!("model.weights.h5: {e}")))?;
+            let auto_names = layers.name_from(Some(&config));
             return Ok(Self {
                 path: path.to_path_buf(),
                 format: KerasFormat::Keras3Archive,
                 model_config: Some(config),
-                layers,
+                layers: layers.layers,
+                auto_names,
             });
         }
         if n < 8 || &head != HDF5_MAGIC {
@@ -131,6 +137,7 @@ impl KerasFile {
         let file = hdf5(bytes).map_err(corrupt)?;
         let root = file.root_group().map_err(|e| corrupt(e.to_string()))?;
         let (groups, _) = root.member_names().map_err(|e| corrupt(e.to_string()))?;
+        let mut auto_names = false;
         let (format, model_config, layers) = if groups.iter().any(|g| g == "model_weights") {
             let config = string_attribute(&root, "model_config")
                 .map_err(corrupt)?
@@ -148,8 +155,9 @@ impl KerasFile {
             let layers = keras2_layers(&root, "", limit).map_err(corrupt)?;
             (KerasFormat::Keras2Weights, None, layers)
         } else if groups.iter().any(|g| g == "layers") {
-            let layers = keras3_layers(&file, limit).map_err(corrupt)?;
-            (KerasFormat::Keras3Weights, None, layers)
+            let mut layers = keras3_layers(&file, limit).map_err(corrupt)?;
+            auto_names = layers.name_from(None);
+            (KerasFormat::Keras3Weights, None, layers.layers)
         } else {
             return Err(corrupt(
                 "an HDF5 file but not one Keras wrote: no `model_weights` group, no \
@@ -162,6 +170,7 @@ impl KerasFile {
             format,
             model_config,
             layers,
+            auto_names,
         })
     }
 
@@ -342,20 +351,105 @@ fn keras2_layers(root: &Group, prefix: &str, limit: usize) -> Result<Vec<KerasLa
 
 /// Keras 3: `layers/<auto name>/vars/<i>`, with the layer's name in the `vars` group's `name`
 /// attribute (the group's own name without it), nested models and sublayers walked below.
-fn keras3_layers(file: &Hdf5File, limit: usize) -> Result<Vec<KerasLayer>, String> {
+fn keras3_layers(file: &Hdf5File, limit: usize) -> Result<Keras3Layers, String> {
     let root = file.root_group().map_err(|e| e.to_string())?;
     let top = root
         .group("layers")
         .map_err(|e| format!("group `layers`: {e}"))?;
-    let mut layers = Vec::new();
+    let mut layers = Keras3Layers::default();
     walk_keras3(&top, "layers", &mut layers, 0, limit)?;
     Ok(layers)
+}
+
+/// Keras 3's layers, and those the file does not name (Keras before 3.6 wrote no `name`
+/// attribute): their index and group (`layers/conv2d_3`).
+#[derive(Default)]
+struct Keras3Layers {
+    layers: Vec<KerasLayer>,
+    unnamed: Vec<(usize, String)>,
+}
+
+impl Keras3Layers {
+    /// Names the unnamed layers from the model's config: Keras keys a model's layers by their
+    /// class in snake case, numbered from the second of a class on (`conv2d`, `conv2d_1`), in
+    /// the order of `model.layers` (the config's layers without its inputs). Whether any layer
+    /// is still unnamed.
+    fn name_from(&mut self, config: Option<&Value>) -> bool {
+        let mut groups = std::collections::HashMap::new();
+        let layers = config
+            .and_then(|c| c.pointer("/config/layers"))
+            .and_then(Value::as_array);
+        let mut used: std::collections::HashMap<String, usize> = Default::default();
+        for layer in layers.into_iter().flatten() {
+            let class = layer.get("class_name").and_then(Value::as_str);
+            let name = layer
+                .pointer("/config/name")
+                .or_else(|| layer.get("name"))
+                .and_then(Value::as_str);
+            let (Some(class), Some(name)) = (class, name) else {
+                continue;
+            };
+            if class == "InputLayer" {
+                continue;
+            }
+            let snake = snake_case(class);
+            let key = match used.get_mut(&snake) {
+                Some(count) => {
+                    *count += 1;
+                    format!("{snake}_{count}")
+                }
+                None => {
+                    used.insert(snake.clone(), 0);
+                    snake
+                }
+            };
+            groups.insert(format!("layers/{key}"), name.to_string());
+        }
+        self.unnamed
+            .retain(|(index, group)| match groups.get(group) {
+                Some(name) => {
+                    self.layers[*index].name = name.clone();
+                    false
+                }
+                None => true,
+            });
+        !self.unnamed.is_empty()
+    }
+}
+
+/// Keras' `naming.to_snake_case` of a class name (`BatchNormalization` → `batch_normalization`,
+/// `Conv2D` → `conv2d`).
+fn snake_case(class: &str) -> String {
+    let chars: Vec<char> = class
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    // `(.)([A-Z][a-z]+)` → `\1_\2`, then `([a-z])([A-Z])` → `\1_\2`, then lower case.
+    let mut first = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        let starts_word = i > 0
+            && c.is_ascii_uppercase()
+            && chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+        if starts_word {
+            first.push('_');
+        }
+        first.push(c);
+    }
+    let first: Vec<char> = first.chars().collect();
+    let mut out = String::new();
+    for (i, &c) in first.iter().enumerate() {
+        if i > 0 && c.is_ascii_uppercase() && first[i - 1].is_ascii_lowercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 fn walk_keras3(
     group: &Group,
     path: &str,
-    layers: &mut Vec<KerasLayer>,
+    layers: &mut Keras3Layers,
     depth: usize,
     limit: usize,
 ) -> Result<(), String> {
@@ -390,8 +484,16 @@ fn walk_keras3(
                 weights.push(read_weight(&dataset, name, path, limit)?);
             }
             if !weights.is_empty() {
-                let name = string_attribute(&vars, "name")?.unwrap_or_else(|| child.clone());
-                layers.push(KerasLayer { name, weights });
+                let name = match string_attribute(&vars, "name")? {
+                    Some(name) => name,
+                    None => {
+                        layers
+                            .unnamed
+                            .push((layers.layers.len(), child_path.clone()));
+                        child.clone()
+                    }
+                };
+                layers.layers.push(KerasLayer { name, weights });
             }
         }
         for sub in inner.iter().filter(|g| *g != "vars") {
@@ -448,4 +550,24 @@ fn read_weight(
         shape,
         values,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_names_take_keras_snake_case() {
+        for (class, snake) in [
+            ("BatchNormalization", "batch_normalization"),
+            ("Conv2D", "conv2d"),
+            ("DepthwiseConv2D", "depthwise_conv2d"),
+            ("GlobalAveragePooling2D", "global_average_pooling2d"),
+            ("ZeroPadding2D", "zero_padding2d"),
+            ("Dense", "dense"),
+            ("ReLU", "re_lu"),
+        ] {
+            assert_eq!(snake_case(class), snake, "{class}");
+        }
+    }
 }

@@ -262,10 +262,17 @@ impl ResNetLayout {
                 .take(4)
                 .map(|l| l.name.as_str())
                 .collect();
+            let hint = if file.auto_names {
+                " (the file was written by Keras before 3.6, which recorded no layer names in \
+                 .weights.h5: save the model as .keras, or load it in Keras 3.6 or later and \
+                 save its weights again)"
+            } else {
+                ""
+            };
             return Err(unsupported(format!(
                 "{} whose layers ({}...) are not Keras Applications' ResNet50/101/152 \
                  (`conv1_conv`, `conv2_block1_1_conv`, ...) nor MobileNetV3Small/Large \
-                 (`conv`, `expanded_conv_depthwise`, ...), the Keras models graft maps",
+                 (`conv`, `expanded_conv_depthwise`, ...), the Keras models graft maps{hint}",
                 file.format.describe(),
                 names.join(", ")
             )));

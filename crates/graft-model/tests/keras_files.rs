@@ -26,8 +26,10 @@ fn keras_golden(name: &str) -> PathBuf {
         .join(name)
 }
 
-const FILES: [(&str, KerasFormat); 4] = [
+const FILES: [(&str, KerasFormat); 5] = [
     ("resnet_tiny.keras", KerasFormat::Keras3Archive),
+    // As Keras 3.0 to 3.5 wrote it: no layer names in its weights, so they come from its config.
+    ("resnet_tiny_keras35.keras", KerasFormat::Keras3Archive),
     ("resnet_tiny.weights.h5", KerasFormat::Keras3Weights),
     ("resnet_tiny.h5", KerasFormat::Keras2Model),
     (
@@ -50,6 +52,7 @@ fn every_keras_layout_reads_the_same_layers() {
     for (name, format) in FILES {
         let file = KerasFile::open(&keras_golden(name)).unwrap();
         assert_eq!(file.format, format, "{name}");
+        assert!(!file.auto_names, "{name}");
         let mut names: Vec<&str> = file.layers.iter().map(|l| l.name.as_str()).collect();
         let mut want: Vec<&str> = reference.layers.iter().map(|l| l.name.as_str()).collect();
         names.sort();
@@ -262,6 +265,7 @@ fn synthetic(layers: &serde_json::Value) -> KerasFile {
         format: KerasFormat::Keras3Weights,
         model_config: None,
         layers,
+        auto_names: false,
     }
 }
 
@@ -305,6 +309,12 @@ fn keras_resnet_and_mobilenet_layer_lists_map_whole() {
         let classes = if name.ends_with("notop") { 0 } else { 1000 };
         assert_eq!(config["num_classes"], classes, "{name}");
     }
+    // Layers known only by Keras' automatic keys (a .weights.h5 from before Keras 3.6) are
+    // refused with what to do.
+    let mut auto = synthetic(&serde_json::json!([{"name": "conv2d", "shapes": [[3, 3, 3, 8]]}]));
+    auto.auto_names = true;
+    let error = keras_applications::convert_layers(&auto).err().unwrap();
+    assert!(error.to_string().contains("before 3.6"), "{error}");
     // A layer the map does not know is refused by name, not dropped.
     let mut list = lists["resnet50"].clone();
     list.as_array_mut()
