@@ -43,6 +43,8 @@ pub struct Converted {
     pub tensors: usize,
     pub parameters: usize,
     pub classes: usize,
+    /// The folder's layout: `graft` or `transformers`.
+    pub layout: &'static str,
 }
 
 /// `path` itself, or for a Keras file, its converted folder in graft's cache (made on first use).
@@ -59,9 +61,25 @@ pub fn resolve(path: &Path) -> Result<PathBuf, ModelError> {
     })
 }
 
-/// Writes the converted folder of the Keras file `src` to the new folder `out`.
+/// Writes the Keras file `src` to the new folder `out` as the folder the rest of the ecosystem
+/// loads where one exists: a ResNet as transformers' `ResNetForImageClassification` (or
+/// `ResNetModel` without its top; `downsample_in_bottleneck`, its preprocessing in
+/// `preprocessor_config.json`), which graft reads too; a MobileNetV3 as graft's vision folder
+/// (no PyTorch library pads as TensorFlow does).
 pub fn convert(src: &Path, out: &Path) -> Result<Converted, ModelError> {
-    crate::converted::into_new_folder(out, |staging| convert_into(src, staging))
+    crate::converted::into_new_folder(out, |staging| {
+        let file = KerasFile::open(src)?;
+        if file.layer("conv1_conv").is_none() {
+            return convert_into(src, staging);
+        }
+        let layout = ResNetLayout::of(&file)?;
+        let (tensors, _, converted) = layout.convert(&file)?;
+        layout.write_transformers(&file, tensors, staging)?;
+        Ok(Converted {
+            layout: "transformers",
+            ..converted
+        })
+    })
 }
 
 /// graft's tensors and `config.json` for a Keras file's layers, and what they hold.
@@ -218,6 +236,7 @@ impl MobileNetV3Layout {
             tensors: out.tensors.len(),
             parameters,
             classes,
+            layout: "graft",
         };
         Ok((out.tensors, config, converted))
     }
@@ -410,8 +429,98 @@ impl ResNetLayout {
             tensors: out.tensors.len(),
             parameters,
             classes: self.classes,
+            layout: "graft",
         };
         Ok((out.tensors, config, converted))
+    }
+}
+
+impl ResNetLayout {
+    /// Writes transformers' ResNet folder of graft's converted tensors (torchvision's names):
+    /// `resnet.` names (none without a classifier: `ResNetModel`), `classifier.1`,
+    /// `num_batches_tracked`, `config.json` and a `ViTImageProcessor` config with the caffe
+    /// arithmetic. transformers' BatchNorms have epsilon 1e-5, not Keras' 1.001e-5 (a relative
+    /// change below float32's resolution for variances from 0.1 up).
+    fn write_transformers(
+        &self,
+        file: &KerasFile,
+        tensors: Vec<TensorBytes>,
+        out: &Path,
+    ) -> Result<(), ModelError> {
+        let top = self.classes > 0;
+        let mut renamed = Vec::new();
+        for tensor in tensors {
+            let module = tensor
+                .name
+                .replace(".downsample.0.", ".downsample.conv.")
+                .replace(".downsample.1.", ".downsample.bn.");
+            let name = match module.strip_prefix("fc.") {
+                Some(rest) => format!("classifier.1.{rest}"),
+                None if top => format!("resnet.{}", crate::resnet::transformers_name(&module)),
+                None => crate::resnet::transformers_name(&module),
+            };
+            if let Some(stem) = name.strip_suffix(".running_mean") {
+                renamed.push(TensorBytes {
+                    name: format!("{stem}.num_batches_tracked"),
+                    shape: vec![],
+                    bytes: 0i64.to_le_bytes().to_vec(),
+                    dtype: Dtype::I64,
+                });
+            }
+            renamed.push(TensorBytes { name, ..tensor });
+        }
+        let weights = serialize(&renamed, None).map_err(|message| ModelError::CorruptWeights {
+            path: file.path.clone(),
+            message,
+        })?;
+        let write = |name: &str, bytes: &[u8]| {
+            let path = out.join(name);
+            crate::write_atomic(&path, bytes).map_err(|source| ModelError::Io { path, source })
+        };
+        write("model.safetensors", &weights)?;
+        let labels: serde_json::Map<String, Value> = (0..self.classes)
+            .map(|i| (i.to_string(), json!(format!("LABEL_{i}"))))
+            .collect();
+        let mut config = json!({
+            "architectures": [if top { "ResNetForImageClassification" } else { "ResNetModel" }],
+            "model_type": "resnet",
+            "num_channels": 3,
+            "embedding_size": 64,
+            "hidden_sizes": self.widths.map(|w| w * 4),
+            "depths": self.blocks,
+            "layer_type": "bottleneck",
+            "hidden_act": "relu",
+            "downsample_in_first_stage": false,
+            "downsample_in_bottleneck": true,
+        });
+        if top {
+            let label2id: serde_json::Map<String, Value> = labels
+                .iter()
+                .map(|(i, label)| {
+                    (
+                        label.as_str().unwrap_or_default().to_string(),
+                        json!(i.parse::<usize>().unwrap_or(0)),
+                    )
+                })
+                .collect();
+            config["id2label"] = Value::Object(labels);
+            config["label2id"] = Value::Object(label2id);
+        }
+        let text = serde_json::to_string_pretty(&config).expect("json");
+        write("config.json", text.as_bytes())?;
+        let processor = json!({
+            "image_processor_type": "ViTImageProcessor",
+            "do_resize": true,
+            "size": {"height": self.image_size, "width": self.image_size},
+            "resample": 3,
+            "do_rescale": true,
+            "rescale_factor": 1.0 / 255.0,
+            "do_normalize": true,
+            "image_mean": CAFFE_MEANS_RGB.map(|m| m / 255.0),
+            "image_std": [1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0],
+        });
+        let text = serde_json::to_string_pretty(&processor).expect("json");
+        write("preprocessor_config.json", text.as_bytes())
     }
 }
 

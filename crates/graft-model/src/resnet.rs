@@ -4,7 +4,8 @@
 //! torchvision's layout). Bottlenecks stride in their 3x3 convolution (torchvision's "v1.5"),
 //! or with `stride_in_1x1` in their first 1x1 convolution, as the original ResNet and Keras
 //! Applications' ResNet50/101/152 do; `batch_norm_eps` takes Keras' 1.001e-5. timm's `resnet*`
-//! use the same names.
+//! use the same names. transformers' ResNet folders (`model_type` "resnet", such as
+//! microsoft/resnet-50; `downsample_in_bottleneck` for the stride on the 1x1) load too.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -17,7 +18,7 @@ use serde_json::Value;
 
 use crate::backbone::{Architecture, ExportFormat, ExportTarget, Inputs, Naming, Preprocessing};
 use crate::vision::{VisionArchitecture, VisionConfig};
-use crate::{ModelError, ModelFolder, PoolingOptions};
+use crate::{ModelError, ModelFolder, PoolingOptions, weights};
 
 /// What `config.json` says about a ResNet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -314,6 +315,113 @@ pub fn transformers_name(module_path: &str) -> String {
     }
 }
 
+/// Whether a `config.json` is transformers' ResNet (`model_type` "resnet": microsoft/resnet-50,
+/// or graft's conversion of a Keras ResNet).
+fn is_transformers(config: &Value) -> bool {
+    config.get("model_type").and_then(Value::as_str) == Some("resnet")
+}
+
+/// graft's ResNet config of a transformers `ResNetConfig`: `depths`, `hidden_sizes` (a
+/// bottleneck's output, four times its inner width), `layer_type`, `downsample_in_bottleneck`;
+/// the stem must be 64 wide and the first stage must not downsample, as in every ResNet
+/// transformers ships.
+fn transformers_config(config: &Value, classes: usize) -> Result<ResNetConfig, String> {
+    let list = |key: &str| -> Result<Vec<usize>, String> {
+        config
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|v| {
+                v.iter()
+                    .filter_map(Value::as_u64)
+                    .map(|n| n as usize)
+                    .collect()
+            })
+            .ok_or_else(|| format!("no \"{key}\" list"))
+    };
+    let (depths, sizes) = (list("depths")?, list("hidden_sizes")?);
+    let [d0, d1, d2, d3] = depths[..] else {
+        return Err(format!("\"depths\" {depths:?}: graft builds four stages"));
+    };
+    let [s0, s1, s2, s3] = sizes[..] else {
+        return Err(format!(
+            "\"hidden_sizes\" {sizes:?}: graft builds four stages"
+        ));
+    };
+    let bottleneck = match config.get("layer_type").and_then(Value::as_str) {
+        Some("bottleneck") | None => true,
+        Some("basic") => false,
+        Some(other) => return Err(format!("\"layer_type\" \"{other}\" (basic or bottleneck)")),
+    };
+    let setting = |key: &str| config.get(key).cloned().unwrap_or(Value::Null);
+    if setting("embedding_size").as_u64().unwrap_or(64) != 64
+        || setting("downsample_in_first_stage")
+            .as_bool()
+            .unwrap_or(false)
+        || setting("hidden_act").as_str().unwrap_or("relu") != "relu"
+        || setting("num_channels").as_u64().unwrap_or(3) != 3
+    {
+        return Err(
+            "embedding_size 64, downsample_in_first_stage false, hidden_act relu and \
+                    num_channels 3 are the ResNets graft builds"
+                .into(),
+        );
+    }
+    let blocks = [d0, d1, d2, d3];
+    let expansion = if bottleneck { 4 } else { 1 };
+    let widths = [s0, s1, s2, s3].map(|s| s / expansion);
+    let depth = match (blocks, bottleneck) {
+        ([2, 2, 2, 2], false) => 18,
+        ([3, 4, 6, 3], false) => 34,
+        (_, false) => 34,
+        ([3, 4, 23, 3], true) => 101,
+        ([3, 8, 36, 3], true) => 152,
+        (_, true) => 50,
+    };
+    let mut resnet = ResNetConfig::new(depth, classes)?;
+    if resnet.depth_layers()?.0 != blocks {
+        resnet.stage_blocks = Some(blocks);
+    }
+    if widths != [64, 128, 256, 512] {
+        resnet.stage_widths = Some(widths);
+    }
+    resnet.stride_in_1x1 = setting("downsample_in_bottleneck")
+        .as_bool()
+        .unwrap_or(false);
+    resnet.layers()?;
+    Ok(resnet)
+}
+
+/// Loads a transformers ResNet folder (`ResNetModel`, or `ResNetForImageClassification` with
+/// its `resnet.` prefix and `classifier.1`).
+fn load_transformers(
+    folder: &ModelFolder,
+    classifier: bool,
+    device: &Device,
+) -> Result<ResNet, ModelError> {
+    let index = folder.weights_index()?;
+    let prefixed = index
+        .tensors
+        .contains_key("resnet.embedder.embedder.convolution.weight");
+    let classes = match index.tensors.get("classifier.1.weight") {
+        Some(t) if classifier => t.shape[0],
+        _ => 0,
+    };
+    let config =
+        transformers_config(&folder.config, classes).map_err(|message| ModelError::Config {
+            path: folder.config_path(),
+            message,
+        })?;
+    let mut model = config.init(device);
+    weights::check_sizes(&model, &folder.weights_path())?;
+    let names = weights::param_names(&model, |path| match path.strip_prefix("fc.") {
+        Some(rest) => format!("classifier.1.{rest}"),
+        None if prefixed => format!("resnet.{}", transformers_name(path)),
+        None => transformers_name(path),
+    });
+    weights::load_renamed(&mut model, &folder.weights_path(), &names, &[])?;
+    Ok(model)
+}
+
 /// Maps a module path to torchvision's name (`layer1.0.downsample.conv.weight` →
 /// `layer1.0.downsample.0.weight`).
 pub fn upstream_name(module_path: &str) -> String {
@@ -328,18 +436,28 @@ impl Architecture for ResNet {
     }
 
     fn detects(config: &Value) -> bool {
-        VisionConfig::detect(config) == Some(VisionArchitecture::Resnet)
+        is_transformers(config) || VisionConfig::detect(config) == Some(VisionArchitecture::Resnet)
     }
 
     fn preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
+        if is_transformers(&folder.config) {
+            let transform = crate::vision::processor_transform(&folder.dir, 224)?;
+            return Ok(Preprocessing::Image(transform));
+        }
         crate::vision::preprocessing(folder)
     }
 
     fn naming(folder: &ModelFolder) -> Result<Naming, ModelError> {
+        if is_transformers(&folder.config) {
+            return Ok(Naming::Export(ExportFormat::Transformers));
+        }
         crate::vision::naming(folder)
     }
 
     fn load(folder: &ModelFolder, classifier: bool, device: &Device) -> Result<Self, ModelError> {
+        if is_transformers(&folder.config) {
+            return load_transformers(folder, classifier, device);
+        }
         crate::vision::load(folder, classifier, |config, classes| {
             let depth = config
                 .depth

@@ -392,3 +392,38 @@ fn damaged_keras_files_are_clear_errors() {
     std::fs::write(&text, "plain text").unwrap();
     assert!(error_of(&text).contains("neither an HDF5 file nor a .keras archive"));
 }
+
+/// transformers' own ResNet folders (`scripts/golden/make_transformers_resnet_goldens.py`:
+/// `ResNetForImageClassification` of random weights, stride on the 3x3 as microsoft/resnet-50,
+/// and on the 1x1 with `downsample_in_bottleneck`), the layout `graft convert` writes Keras
+/// ResNets in: through their own `preprocessor_config.json`, graft's features and logits are
+/// transformers' to 1e-5.
+#[test]
+fn transformers_resnet_folders_match_transformers() {
+    let outputs = golden("transformers_resnet/outputs.json");
+    for name in ["v1_5", "stride_in_1x1"] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/transformers_resnet")
+            .join(name);
+        let folder = ModelFolder::open(&dir).unwrap();
+        assert_eq!(folder.architecture.name(), "resnet");
+        for (backend, device) in cpu_devices() {
+            let (_, image) = photo(&folder, &device);
+            let model = Backbone::load(&folder, PoolingOptions::default(), true, &device).unwrap();
+            let features = model.forward(Inputs::Image(image));
+            let logits = model
+                .architecture()
+                .classifier()
+                .unwrap()
+                .forward(features.clone())
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .unwrap();
+            let features = features.into_data().try_into_vec_as::<f32>().unwrap();
+            let df = max_abs_diff(&features, &floats(&outputs[name]["features"]));
+            let dl = max_abs_diff(&logits, &floats(&outputs[name]["logits"]));
+            eprintln!("{name} {backend}: features {df:e}, logits {dl:e}");
+            assert!(df <= 1e-5 && dl <= 1e-5, "{name} {backend}: {df:e} {dl:e}");
+        }
+    }
+}

@@ -244,8 +244,8 @@ enum Command {
     /// executing any pickled code; a Google BERT or ELECTRA TensorFlow release (a folder with a
     /// checkpoint, vocab.txt and, for BERT, bert_config.json) or a TF Hub BERT encoder
     /// SavedModel folder to the transformers folder OUTPUT;
-    /// or a Keras Applications ResNet or MobileNetV3 (.keras, .weights.h5, .h5) to the graft
-    /// folder OUTPUT.
+    /// or a Keras Applications ResNet (.keras, .weights.h5, .h5) to a transformers ResNet
+    /// folder OUTPUT, a MobileNetV3 to a graft vision folder.
     Convert {
         input: PathBuf,
         output: PathBuf,
@@ -758,13 +758,18 @@ fn run(cli: Cli) -> Result<()> {
         } if graft_model::keras::is_keras_file(&input) => {
             let converted = graft_model::keras_applications::convert(&input, &output)?;
             say!(
-                "Keras {} ({} classes): {} tensors ({} parameters) written to {} as a graft \
-                 vision folder (Keras' numerics and preprocessing kept)",
+                "Keras {} ({} classes): {} tensors ({} parameters) written to {} as a {} folder \
+                 (Keras' numerics and preprocessing kept)",
                 converted.model,
                 converted.classes,
                 converted.tensors,
                 converted.parameters,
-                output.display()
+                output.display(),
+                if converted.layout == "transformers" {
+                    "transformers ResNet"
+                } else {
+                    "graft vision"
+                }
             );
         }
         Command::Convert {

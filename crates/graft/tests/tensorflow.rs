@@ -200,10 +200,17 @@ fn keras_files_inspect_convert_and_train() {
             .unwrap(),
         converted.to_str().unwrap(),
     ]);
-    assert!(said.contains("5 classes"), "{said}");
+    assert!(
+        said.contains("5 classes") && said.contains("transformers"),
+        "{said}"
+    );
+    // transformers' ResNet folder, which graft reads as well.
     let config = common::json(&converted.join("config.json"));
-    assert_eq!(config["stride_in_1x1"], true);
-    assert_eq!(config["stage_blocks"], serde_json::json!([2, 1, 1, 1]));
+    assert_eq!(config["architectures"][0], "ResNetForImageClassification");
+    assert_eq!(config["downsample_in_bottleneck"], true);
+    assert_eq!(config["depths"], serde_json::json!([2, 1, 1, 1]));
+    let texts = ok(&["inspect", converted.to_str().unwrap()]);
+    assert!(texts.contains("resnet50"), "{texts}");
 
     // `[model] backbone` takes the Keras file itself; the run exports as transformers'
     // ResNetForImageClassification, the one PyTorch ResNet with the stride on the 1x1.
