@@ -245,18 +245,31 @@ impl MobileNetV3Layout {
 fn convert_into(src: &Path, out: &Path) -> Result<Converted, ModelError> {
     let file = KerasFile::open(src)?;
     let (tensors, config, converted) = convert_layers(&file)?;
-    let weights = serialize(&tensors, None).map_err(|message| ModelError::CorruptWeights {
+    write_weights_and_config(out, src, &tensors, &config)?;
+    Ok(converted)
+}
+
+/// Writes `name` into `out` atomically.
+fn write_json(out: &Path, name: &str, value: &Value) -> Result<(), ModelError> {
+    let path = out.join(name);
+    let text = serde_json::to_string_pretty(value).expect("json");
+    crate::write_atomic(&path, text.as_bytes()).map_err(|source| ModelError::Io { path, source })
+}
+
+/// Writes `model.safetensors` and `config.json` into `out` (a failure to serialize names `src`).
+fn write_weights_and_config(
+    out: &Path,
+    src: &Path,
+    tensors: &[TensorBytes],
+    config: &Value,
+) -> Result<(), ModelError> {
+    let weights = serialize(tensors, None).map_err(|message| ModelError::CorruptWeights {
         path: src.to_path_buf(),
         message,
     })?;
-    let write = |name: &str, bytes: &[u8]| {
-        let path = out.join(name);
-        crate::write_atomic(&path, bytes).map_err(|source| ModelError::Io { path, source })
-    };
-    write("model.safetensors", &weights)?;
-    let text = serde_json::to_string_pretty(&config).expect("json");
-    write("config.json", text.as_bytes())?;
-    Ok(converted)
+    let path = out.join("model.safetensors");
+    crate::write_atomic(&path, &weights).map_err(|source| ModelError::Io { path, source })?;
+    write_json(out, "config.json", config)
 }
 
 /// A Keras ResNet v1, as its layer names lay it out.
@@ -469,15 +482,6 @@ impl ResNetLayout {
             }
             renamed.push(TensorBytes { name, ..tensor });
         }
-        let weights = serialize(&renamed, None).map_err(|message| ModelError::CorruptWeights {
-            path: file.path.clone(),
-            message,
-        })?;
-        let write = |name: &str, bytes: &[u8]| {
-            let path = out.join(name);
-            crate::write_atomic(&path, bytes).map_err(|source| ModelError::Io { path, source })
-        };
-        write("model.safetensors", &weights)?;
         let labels: serde_json::Map<String, Value> = (0..self.classes)
             .map(|i| (i.to_string(), json!(format!("LABEL_{i}"))))
             .collect();
@@ -506,8 +510,7 @@ impl ResNetLayout {
             config["id2label"] = Value::Object(labels);
             config["label2id"] = Value::Object(label2id);
         }
-        let text = serde_json::to_string_pretty(&config).expect("json");
-        write("config.json", text.as_bytes())?;
+        write_weights_and_config(out, &file.path, &renamed, &config)?;
         let processor = json!({
             "image_processor_type": "ViTImageProcessor",
             "do_resize": true,
@@ -519,8 +522,7 @@ impl ResNetLayout {
             "image_mean": CAFFE_MEANS_RGB.map(|m| m / 255.0),
             "image_std": [1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0],
         });
-        let text = serde_json::to_string_pretty(&processor).expect("json");
-        write("preprocessor_config.json", text.as_bytes())
+        write_json(out, "preprocessor_config.json", &processor)
     }
 }
 

@@ -150,17 +150,7 @@ fn keras_resnets_match_keras_outputs() {
             }
             let image =
                 Tensor::from_data(TensorData::new(rgb.clone(), [1, 3, size, size]), &device);
-            let model = Backbone::load(&folder, PoolingOptions::default(), true, &device).unwrap();
-            let features = model.forward(Inputs::Image(image));
-            let logits = model
-                .architecture()
-                .classifier()
-                .unwrap()
-                .forward(features.clone())
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .unwrap();
-            let features = features.into_data().try_into_vec_as::<f32>().unwrap();
+            let (features, logits) = features_and_logits(&folder, image, &device);
             let (df, dl) = (
                 max_abs_diff(&features, &want_features),
                 max_abs_diff(&logits, &want_logits),
@@ -228,6 +218,28 @@ fn keras_mobilenet_v3_matches_keras_outputs() {
             }
         }
     }
+}
+
+/// A folder's pooled features of `image` and its own classifier's logits.
+fn features_and_logits(
+    folder: &ModelFolder,
+    image: Tensor<4>,
+    device: &Device,
+) -> (Vec<f32>, Vec<f32>) {
+    let model = Backbone::load(folder, PoolingOptions::default(), true, device).unwrap();
+    let features = model.forward(Inputs::Image(image));
+    let logits = model
+        .architecture()
+        .classifier()
+        .unwrap()
+        .forward(features.clone())
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    (
+        features.into_data().try_into_vec_as::<f32>().unwrap(),
+        logits,
+    )
 }
 
 /// A Keras file of zero weights with the given layers (names and shapes).
@@ -409,17 +421,7 @@ fn transformers_resnet_folders_match_transformers() {
         assert_eq!(folder.architecture.name(), "resnet");
         for (backend, device) in cpu_devices() {
             let (_, image) = photo(&folder, &device);
-            let model = Backbone::load(&folder, PoolingOptions::default(), true, &device).unwrap();
-            let features = model.forward(Inputs::Image(image));
-            let logits = model
-                .architecture()
-                .classifier()
-                .unwrap()
-                .forward(features.clone())
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .unwrap();
-            let features = features.into_data().try_into_vec_as::<f32>().unwrap();
+            let (features, logits) = features_and_logits(&folder, image, &device);
             let df = max_abs_diff(&features, &floats(&outputs[name]["features"]));
             let dl = max_abs_diff(&logits, &floats(&outputs[name]["logits"]));
             eprintln!("{name} {backend}: features {df:e}, logits {dl:e}");
