@@ -145,8 +145,8 @@ fn target_for(run: &LoadedRun) -> Result<ExportTarget, TrainError> {
     let architecture = run.model.backbone.architecture();
     if let Some(why) = architecture.export_unavailable() {
         return Err(E::Unsupported(format!(
-            "{} has no export in timm's, torchvision's or transformers' layout: {why}; \
-             `--format onnx` exports it",
+            "{} has no export in timm's, torchvision's or transformers' layout: {why}; it \
+             exports to ONNX",
             architecture.describe()
         )));
     }
