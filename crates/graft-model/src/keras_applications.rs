@@ -180,11 +180,7 @@ impl MobileNetV3Layout {
         &self,
         file: &KerasFile,
     ) -> Result<(Vec<TensorBytes>, Value, Converted), ModelError> {
-        let mut out = Converter {
-            file,
-            tensors: Vec::new(),
-            used: BTreeSet::new(),
-        };
+        let mut out = Converter::new(file);
         out.conv_then_bn("conv", "conv_bn", "features.0", false)?;
         for block in 0..self.blocks {
             let keras = Self::prefix(block);
@@ -379,11 +375,7 @@ impl ResNetLayout {
         &self,
         file: &KerasFile,
     ) -> Result<(Vec<TensorBytes>, Value, Converted), ModelError> {
-        let mut out = Converter {
-            file,
-            tensors: Vec::new(),
-            used: BTreeSet::new(),
-        };
+        let mut out = Converter::new(file);
         out.conv_bn("conv1_conv", "conv1_bn", "conv1", "bn1", true)?;
         for stage in 0..4 {
             for block in 0..self.blocks[stage] {
@@ -561,7 +553,15 @@ struct Converter<'a> {
     used: BTreeSet<String>,
 }
 
-impl Converter<'_> {
+impl<'a> Converter<'a> {
+    fn new(file: &'a KerasFile) -> Self {
+        Self {
+            file,
+            tensors: Vec::new(),
+            used: BTreeSet::new(),
+        }
+    }
+
     fn is_used(&self, name: &str) -> bool {
         self.used.contains(name)
     }

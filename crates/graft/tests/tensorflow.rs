@@ -169,6 +169,25 @@ fn inspect_names_tf2_variables_and_marks_optimizer_state() {
     );
 }
 
+/// One epoch of a new head on the Fashion-MNIST slice with `backbone`, into the run folder `run`.
+fn train_on_fashion_mnist(backbone: &Path, run: &Path) {
+    let root = common::repo().join("datasets/fashion-mnist-mini");
+    let config = write(
+        run.parent().unwrap(),
+        &format!("{}.toml", run.file_name().unwrap().to_string_lossy()),
+        &format!(
+            "[model]\nbackbone = \"{}\"\n\n[data]\nformat = \"image_folder\"\ntrain = \"{}\"\n\
+             test = \"{}\"\nvalid_fraction = 0.1\n\n[train]\nepochs = 1\nbatch_size = 32\n\n\
+             [output]\ndir = \"{}\"\n",
+            backbone.display(),
+            root.join("train").display(),
+            root.join("test").display(),
+            run.display()
+        ),
+    );
+    ok(&["train", config.to_str().unwrap()]);
+}
+
 fn keras_file(name: &str) -> PathBuf {
     common::repo()
         .join("crates/graft-model/tests/golden/keras")
@@ -214,21 +233,7 @@ fn keras_files_inspect_convert_and_train() {
 
     // `[model] backbone` takes the Keras file itself; the run exports as transformers'
     // ResNetForImageClassification, the one PyTorch ResNet with the stride on the 1x1.
-    let root = common::repo().join("datasets/fashion-mnist-mini");
-    let config = write(
-        dir,
-        "train.toml",
-        &format!(
-            "[model]\nbackbone = \"{}\"\n\n[data]\nformat = \"image_folder\"\ntrain = \"{}\"\n\
-             test = \"{}\"\nvalid_fraction = 0.1\n\n[train]\nepochs = 1\nbatch_size = 32\n\n\
-             [output]\ndir = \"{}\"\n",
-            keras_file("resnet_tiny.keras").display(),
-            root.join("train").display(),
-            root.join("test").display(),
-            dir.join("run").display()
-        ),
-    );
-    ok(&["train", config.to_str().unwrap()]);
+    train_on_fashion_mnist(&keras_file("resnet_tiny.keras"), &dir.join("run"));
     let out = common::export(&dir.join("run"), &dir.join("export"));
     let exported = common::json(&out.join("config.json"));
     assert_eq!(exported["architectures"][0], "ResNetForImageClassification");
@@ -259,21 +264,8 @@ fn keras_files_inspect_convert_and_train() {
             && listed.contains("Keras mobilenet_v3_small (0 classes)"),
         "{listed}"
     );
-    let config = write(
-        dir,
-        "mobilenet.toml",
-        &format!(
-            "[model]\nbackbone = \"{}\"\n\n[data]\nformat = \"image_folder\"\ntrain = \"{}\"\n\
-             test = \"{}\"\nvalid_fraction = 0.1\n\n[train]\nepochs = 1\nbatch_size = 32\n\n\
-             [output]\ndir = \"{}\"\n",
-            keras_file("mobilenet_v3_small_notop.h5").display(),
-            root.join("train").display(),
-            root.join("test").display(),
-            dir.join("mobilenet").display()
-        ),
-    );
-    ok(&["train", config.to_str().unwrap()]);
     let run = dir.join("mobilenet");
+    train_on_fashion_mnist(&keras_file("mobilenet_v3_small_notop.h5"), &run);
     let error = fails(&[
         "export",
         "--model",
