@@ -220,6 +220,11 @@ pub trait Architecture {
     fn export_unavailable(&self) -> Option<String> {
         None
     }
+    /// Why an image model trained at `image_size` has no export layout that computes what it
+    /// does at that size. Default: none.
+    fn export_unavailable_at(&self, _image_size: usize) -> Option<String> {
+        None
+    }
     /// The `config.json` of an export in `format`, when the model folder's own config is not
     /// already that library's (a graft vision folder exported for transformers). Default: none.
     fn export_config(&self, _format: ExportFormat) -> Option<Value> {
@@ -335,6 +340,7 @@ registry! {
     Vit => crate::vit::Vit,
     ConvNext => crate::convnext::ConvNext,
     MobileNetV3 => crate::mobilenetv3::MobileNetV3,
+    EfficientNetB => crate::efficientnet_b::EfficientNetB,
 }
 
 impl ArchitectureId {

@@ -36,7 +36,7 @@ pub struct StageArgs {
     pub output: usize,
 }
 
-const BASE_STAGES: [StageArgs; 7] = [
+pub(crate) const BASE_STAGES: [StageArgs; 7] = [
     stage(1, 3, 1, 1, 32, 16),
     stage(6, 3, 2, 2, 16, 24),
     stage(6, 5, 2, 2, 24, 40),
@@ -127,14 +127,7 @@ impl EfficientNetConfig {
     /// TF's `round_filters`: scale by the width multiplier, round to a multiple of 8, and never
     /// go below 90% of the scaled value.
     pub fn round_filters(&self, filters: usize) -> usize {
-        let divisor = 8.0;
-        let scaled = filters as f64 * self.width_coefficient;
-        let mut rounded = ((scaled + divisor / 2.0) / divisor).floor() * divisor;
-        rounded = rounded.max(divisor);
-        if rounded < 0.9 * scaled {
-            rounded += divisor;
-        }
-        rounded as usize
+        round_filters(filters, self.width_coefficient)
     }
 
     /// Every block, in order.
@@ -219,6 +212,19 @@ impl EfficientNetConfig {
                 .then(|| LinearConfig::new(self.feature_size(), self.num_classes).init(device)),
         }
     }
+}
+
+/// TF's `round_filters` (timm's `round_channels`, torchvision's `_make_divisible`): `filters`
+/// times `width`, rounded to a multiple of 8, never below 90% of the scaled value.
+pub(crate) fn round_filters(filters: usize, width: f64) -> usize {
+    let divisor = 8.0;
+    let scaled = filters as f64 * width;
+    let mut rounded = ((scaled + divisor / 2.0) / divisor).floor() * divisor;
+    rounded = rounded.max(divisor);
+    if rounded < 0.9 * scaled {
+        rounded += divisor;
+    }
+    rounded as usize
 }
 
 fn relu6(x: Tensor<4>) -> Tensor<4> {

@@ -512,7 +512,8 @@ fn walk_keras3(
     Ok(())
 }
 
-/// A float dataset's shape and values as f32 (f64 is narrowed; other types are refused). A
+/// A float dataset's shape and values as f32 (f64 is narrowed, 32- and 64-bit signed integers
+/// converted; other types are refused). A
 /// dataset of more than `limit` bytes is refused before anything is allocated: Keras stores
 /// weights uncompressed, so a larger one claims more than its file holds.
 fn read_weight(
@@ -538,9 +539,28 @@ fn read_weight(
             dataset.read_into(&mut values).map_err(failed)?;
             values.into_iter().map(|v| v as f32).collect()
         }
+        // Counters (a `Normalization` layer's `count`), read as floats like the rest.
+        Datatype::FixedPoint {
+            size: 8,
+            signed: true,
+            ..
+        } => {
+            let mut values = vec![0i64; count];
+            dataset.read_into(&mut values).map_err(failed)?;
+            values.into_iter().map(|v| v as f32).collect()
+        }
+        Datatype::FixedPoint {
+            size: 4,
+            signed: true,
+            ..
+        } => {
+            let mut values = vec![0i32; count];
+            dataset.read_into(&mut values).map_err(failed)?;
+            values.into_iter().map(|v| v as f32).collect()
+        }
         other => {
             return Err(format!(
-                "dataset `{path}`: {other:?} values, not 32- or 64-bit floats"
+                "dataset `{path}`: {other:?} values, not 32- or 64-bit floats or integers"
             ));
         }
     };

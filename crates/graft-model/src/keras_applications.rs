@@ -4,11 +4,19 @@
 //!
 //! MobileNetV3Small/Large (any `alpha`; with or without the top; Keras 3's layer names, or
 //! Keras 2's `expanded_conv_1/expand/BatchNorm` style): torchvision's layout with
-//! TensorFlow's "same" padding (`"padding": "same"`; Keras pads stride-2 depthwise convolutions
-//! by `correct_pad`, which is the same), BatchNorm epsilon 1e-3 as torchvision's, depthwise
+//! TensorFlow's padding (Keras pads stride-2 depthwise convolutions by `correct_pad`: in a model
+//! built for a fixed input size that is "same", `"padding": "same"`; in one built without, as
+//! Keras builds MobileNetV3 by default, k/2 - 1 before and k/2 after at every size,
+//! `"padding": "keras_unsized"`), BatchNorm epsilon 1e-3 as torchvision's, depthwise
 //! kernels `[h, w, c, 1]` as `[c, 1, h, w]`, the 1x1 convolutions of the top (`conv_2`,
 //! `logits`) as linear layers. The model rescales its input itself (`x / 127.5 - 1`), which the
 //! folder's mean and std of 0.5 give.
+//!
+//! EfficientNetB0-B7 (Keras 3's and Keras 2's names are the same: `stem_conv`, `block2a_expand_conv`,
+//! `block2a_se_reduce`, `top_conv`, ...): graft's EfficientNet in torchvision's layout with
+//! TensorFlow's padding (Keras' `correct_pad` before stride-2 convolutions is the same) and
+//! BatchNorm epsilon 1e-3. The model scales its input itself (1/255, its `Normalization` layer,
+//! and for ImageNet builds one more rescaling), which becomes the folder's mean and std.
 //!
 //! ResNet50/101/152 (Keras' ResNet v1): convolution kernels `[h, w, in, out]` become
 //! `[out, in, h, w]`; bottlenecks stride in their first 1x1 convolution (`stride_in_1x1`);
@@ -27,7 +35,9 @@ use safetensors::Dtype;
 use serde_json::{Value, json};
 
 use crate::ModelError;
+use crate::efficientnet_b::{BlockSpec, EfficientNetBConfig};
 use crate::keras::{KerasFile, KerasLayer, KerasWeight, is_keras_file};
+use crate::vision::Padding;
 use crate::weights::{TensorBytes, serialize};
 
 /// Keras' ResNet BatchNorm epsilon.
@@ -43,7 +53,7 @@ pub struct Converted {
     pub tensors: usize,
     pub parameters: usize,
     pub classes: usize,
-    /// The folder's layout: `graft` or `transformers`.
+    /// The folder's layout: `graft`, `transformers` or `timm`.
     pub layout: &'static str,
 }
 
@@ -64,11 +74,28 @@ pub fn resolve(path: &Path) -> Result<PathBuf, ModelError> {
 /// Writes the Keras file `src` to the new folder `out` as the folder the rest of the ecosystem
 /// loads where one exists: a ResNet as transformers' `ResNetForImageClassification` (or
 /// `ResNetModel` without its top; `downsample_in_bottleneck`, its preprocessing in
-/// `preprocessor_config.json`), which graft reads too; a MobileNetV3 as graft's vision folder
-/// (no PyTorch library pads as TensorFlow does).
+/// `preprocessor_config.json`), which graft reads too; an EfficientNetB0-B7 built at a fixed
+/// input size (as Keras builds one with its top) as timm's `tf_efficientnet_bN` (TensorFlow's
+/// padding and epsilon), else (built without an input size, or narrowed) as graft's vision
+/// folder; a MobileNetV3 as graft's vision folder (no PyTorch library's
+/// MobileNetV3 pads as TensorFlow does).
 pub fn convert(src: &Path, out: &Path) -> Result<Converted, ModelError> {
     crate::converted::into_new_folder(out, |staging| {
         let file = KerasFile::open(src)?;
+        if file.layer("stem_conv").is_some() && file.layer("block1a_dwconv").is_some() {
+            let layout = EfficientNetLayout::of(&file)?;
+            let (tensors, config, converted) = layout.convert(&file)?;
+            // timm's `tf_` padding is Keras' for a model built at a fixed size only.
+            if layout.config.is_standard() && layout.config.padding == Some(Padding::Same) {
+                layout.write_timm(&file, &tensors, &config, staging)?;
+                return Ok(Converted {
+                    layout: "timm",
+                    ..converted
+                });
+            }
+            write_weights_and_config(staging, src, &tensors, &config)?;
+            return Ok(converted);
+        }
         if file.layer("conv1_conv").is_none() {
             return convert_into(src, staging);
         }
@@ -86,6 +113,9 @@ pub fn convert(src: &Path, out: &Path) -> Result<Converted, ModelError> {
 pub fn convert_layers(
     file: &KerasFile,
 ) -> Result<(Vec<TensorBytes>, Value, Converted), ModelError> {
+    if file.layer("stem_conv").is_some() && file.layer("block1a_dwconv").is_some() {
+        return EfficientNetLayout::of(file)?.convert(file);
+    }
     if file.layer("expanded_conv_depthwise").is_some() {
         return MobileNetV3Layout::of(file)?.convert(file);
     }
@@ -219,7 +249,7 @@ impl MobileNetV3Layout {
         let config = json!({
             "architecture": "mobilenet_v3",
             "variant": self.variant,
-            "padding": "same",
+            "padding": keras_padding(file, false),
             "num_classes": classes,
             "image_size": self.image_size,
             "resize": "squash",
@@ -243,6 +273,387 @@ fn convert_into(src: &Path, out: &Path) -> Result<Converted, ModelError> {
     let (tensors, config, converted) = convert_layers(&file)?;
     write_weights_and_config(out, src, &tensors, &config)?;
     Ok(converted)
+}
+
+/// ImageNet's per-channel means and standard deviations (RGB, on [0, 1]).
+const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Keras' EfficientNetB0-B7 as its layer names lay it out, read into graft's EfficientNet config.
+#[derive(Debug, Clone)]
+struct EfficientNetLayout {
+    config: EfficientNetBConfig,
+    /// `block{stage}{letter}_` prefixes, in order.
+    prefixes: Vec<String>,
+    image_size: usize,
+}
+
+impl EfficientNetLayout {
+    fn of(file: &KerasFile) -> Result<Self, ModelError> {
+        let unsupported = |message: String| ModelError::UnsupportedArchitecture {
+            path: file.path.clone(),
+            found: message,
+        };
+        let corrupt = |message: String| ModelError::CorruptWeights {
+            path: file.path.clone(),
+            message,
+        };
+        let kernel = |layer: &str| -> Result<&[usize], ModelError> {
+            match file.layer(layer).and_then(|l| l.weights.first()) {
+                Some(k) if k.shape.len() == 4 => Ok(&k.shape),
+                Some(k) => Err(corrupt(format!(
+                    "layer `{layer}`: a kernel of shape {:?}, not [h, w, in, out]",
+                    k.shape
+                ))),
+                None => Err(unsupported(format!(
+                    "a Keras EfficientNet without layer `{layer}`"
+                ))),
+            }
+        };
+        let stem = kernel("stem_conv")?[3];
+        let mut blocks = Vec::new();
+        let mut prefixes = Vec::new();
+        let mut input = stem;
+        for (stage, args) in crate::efficientnet::BASE_STAGES.iter().enumerate() {
+            for (index, letter) in ('a'..='z').enumerate() {
+                let prefix = format!("block{}{letter}_", stage + 1);
+                if file.layer(&format!("{prefix}dwconv")).is_none() {
+                    break;
+                }
+                let expand = file.layer(&format!("{prefix}expand_conv")).is_some();
+                if expand && kernel(&format!("{prefix}expand_conv"))?[2] != input {
+                    return Err(corrupt(format!(
+                        "layer `{prefix}expand_conv` takes {} channels, the block before \
+                         gives {input}",
+                        kernel(&format!("{prefix}expand_conv"))?[2]
+                    )));
+                }
+                let dw = kernel(&format!("{prefix}dwconv"))?;
+                let output = kernel(&format!("{prefix}project_conv"))?[3];
+                blocks.push(BlockSpec {
+                    stage,
+                    index,
+                    input,
+                    mid: dw[2],
+                    output,
+                    kernel: dw[0],
+                    stride: if index == 0 { args.stride } else { 1 },
+                    expand,
+                    se: kernel(&format!("{prefix}se_reduce"))?[3],
+                });
+                prefixes.push(prefix);
+                input = output;
+            }
+            if !blocks.iter().any(|b| b.stage == stage) {
+                return Err(unsupported(format!(
+                    "a Keras EfficientNet without layer `block{}a_dwconv`",
+                    stage + 1
+                )));
+            }
+        }
+        let classes = top_classes(file)?;
+        let mut config = EfficientNetBConfig {
+            layout: crate::efficientnet_b::EfficientNetLayout::Torchvision,
+            variant: String::new(),
+            timm_name: None,
+            stem,
+            blocks,
+            head: kernel("top_conv")?[3],
+            bn_eps: 1e-3,
+            num_classes: classes,
+            padding: Some(keras_padding(file, classes > 0)),
+        };
+        // The variant whose widths and depths these are, else the one of the same depths (a
+        // narrowed build).
+        const VARIANTS: [(&str, usize); 8] = [
+            ("b0", 224),
+            ("b1", 240),
+            ("b2", 260),
+            ("b3", 300),
+            ("b4", 380),
+            ("b5", 456),
+            ("b6", 528),
+            ("b7", 600),
+        ];
+        let depths = |blocks: Vec<usize>| {
+            (0..7)
+                .map(|s| blocks.iter().filter(|&&b| b == s).count())
+                .collect::<Vec<_>>()
+        };
+        let ours = depths(config.blocks.iter().map(|b| b.stage).collect());
+        let same_depth = VARIANTS.iter().find(|(v, _)| {
+            crate::efficientnet_b::standard_shape(v)
+                .is_some_and(|s| depths(s.blocks.iter().map(|b| b[0]).collect()) == ours)
+        });
+        let standard = VARIANTS.iter().find(|(v, _)| {
+            config.variant = v.to_string();
+            config.is_standard()
+        });
+        let Some((variant, size)) = standard.or(same_depth) else {
+            return Err(unsupported(format!(
+                "a Keras EfficientNet of {ours:?} blocks per stage, which is none of \
+                 EfficientNetB0-B7's"
+            )));
+        };
+        config.variant = variant.to_string();
+        Ok(Self {
+            config,
+            prefixes,
+            image_size: input_size(file).unwrap_or(*size),
+        })
+    }
+
+    /// The model's own input scaling, as graft's mean and std on [0, 1]: Keras' EfficientNet
+    /// rescales by 1/255, normalizes with its `Normalization` layer's mean and variance
+    /// (`(x - mean) / sqrt(variance)`) and, when it was built for ImageNet weights, rescales
+    /// again by `1 / sqrt(std)` (Keras' own fix for the variance its ImageNet weights hold).
+    /// With the model's config the extra rescaling is read from it; a weights-only file has
+    /// none, and then the ImageNet weights' normalization (means 0.485, 0.456, 0.406 and
+    /// "variances" 0.229, 0.224, 0.225) is what says the model was built for them.
+    fn normalization(
+        &self,
+        file: &KerasFile,
+        out: &mut Converter,
+    ) -> Result<([f32; 3], [f32; 3]), ModelError> {
+        let Some(layer) = file
+            .layers
+            .iter()
+            .find(|l| l.name.starts_with("normalization"))
+        else {
+            return Err(ModelError::MissingTensors {
+                path: file.path.clone(),
+                names: vec!["layer `normalization` (the model's input normalization)".into()],
+                available: file.layers.len(),
+            });
+        };
+        let name = layer.name.clone();
+        let weights = out.weights(&name, &[3])?.to_vec();
+        let three = |i: usize| -> Result<[f32; 3], ModelError> {
+            weights[i].values.as_slice().try_into().map_err(|_| {
+                out.corrupt(
+                    &name,
+                    format!(
+                        "`{}` has shape {:?}, not one value per RGB channel",
+                        weights[i].name, weights[i].shape
+                    ),
+                )
+            })
+        };
+        let (mean, variance) = (three(0)?, three(1)?);
+        let rescale = match &file.model_config {
+            Some(config) => extra_rescaling(config),
+            None => {
+                let close =
+                    |a: [f32; 3], b: [f32; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+                (close(mean, IMAGENET_MEAN) && close(variance, IMAGENET_STD))
+                    .then(|| IMAGENET_STD.map(|s| 1.0 / (s as f64).sqrt()))
+            }
+        };
+        let mut std = [0f32; 3];
+        for c in 0..3 {
+            let sd = (variance[c] as f64).sqrt().max(1e-7);
+            std[c] = (sd / rescale.map_or(1.0, |r| r[c])) as f32;
+        }
+        Ok((mean, std))
+    }
+
+    /// graft's tensors in torchvision's names, its `config.json`, and what was converted.
+    fn convert(
+        &self,
+        file: &KerasFile,
+    ) -> Result<(Vec<TensorBytes>, Value, Converted), ModelError> {
+        let mut out = Converter::new(file);
+        let (mean, std) = self.normalization(file, &mut out)?;
+        out.conv_then_bn("stem_conv", "stem_bn", "features.0", false)?;
+        for (block, keras) in self.config.blocks.iter().zip(&self.prefixes) {
+            let graft = format!("features.{}.{}.block", block.stage + 1, block.index);
+            // torchvision numbers the block's parts: [expand], depthwise, se, project.
+            let mut k = 0;
+            if block.expand {
+                out.conv_then_bn(
+                    &format!("{keras}expand_conv"),
+                    &format!("{keras}expand_bn"),
+                    &format!("{graft}.0"),
+                    false,
+                )?;
+                k = 1;
+            }
+            out.conv_then_bn(
+                &format!("{keras}dwconv"),
+                &format!("{keras}bn"),
+                &format!("{graft}.{k}"),
+                true,
+            )?;
+            out.conv(
+                &format!("{keras}se_reduce"),
+                &format!("{graft}.{}.fc1", k + 1),
+                false,
+            )?;
+            out.conv(
+                &format!("{keras}se_expand"),
+                &format!("{graft}.{}.fc2", k + 1),
+                false,
+            )?;
+            out.conv_then_bn(
+                &format!("{keras}project_conv"),
+                &format!("{keras}project_bn"),
+                &format!("{graft}.{}", k + 2),
+                false,
+            )?;
+        }
+        out.conv_then_bn("top_conv", "top_bn", "features.8", false)?;
+        if self.config.num_classes > 0 {
+            out.dense("predictions", "classifier.1")?;
+        }
+        all_used(file, &out, "EfficientNet")?;
+        let c = &self.config;
+        let config = json!({
+            "architecture": "efficientnet",
+            "variant": c.variant,
+            "padding": c.padding,
+            "batch_norm_eps": c.bn_eps,
+            "num_classes": c.num_classes,
+            "image_size": self.image_size,
+            "resize": "squash",
+            "mean": mean,
+            "std": std,
+        });
+        let model = if c.is_standard() {
+            format!("efficientnet_{}", c.variant)
+        } else {
+            format!(
+                "efficientnet_{} (narrowed: stem {}, head {})",
+                c.variant, c.stem, c.head
+            )
+        };
+        let converted = Converted {
+            model,
+            tensors: out.tensors.len(),
+            parameters: out.parameters(),
+            classes: c.num_classes,
+            layout: "graft",
+        };
+        Ok((out.tensors, config, converted))
+    }
+
+    /// Writes timm's `tf_efficientnet_bN` folder (TensorFlow's padding and epsilon, as Keras'):
+    /// timm's names, `num_batches_tracked`, and `config.json` with the preprocessing in
+    /// `pretrained_cfg` (the whole image squashed to the input size, as a Keras model sees it).
+    fn write_timm(
+        &self,
+        file: &KerasFile,
+        tensors: &[TensorBytes],
+        graft_config: &Value,
+        out: &Path,
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        let timm_names: std::collections::BTreeMap<String, String> = c
+            .param_paths()
+            .iter()
+            .map(|p| {
+                (
+                    c.name_in(crate::efficientnet_b::EfficientNetLayout::Torchvision, p),
+                    c.name_in(crate::efficientnet_b::EfficientNetLayout::Timm, p),
+                )
+            })
+            .collect();
+        let mut renamed = Vec::new();
+        for tensor in tensors {
+            let name = timm_names.get(&tensor.name).cloned().ok_or_else(|| {
+                ModelError::CorruptWeights {
+                    path: file.path.clone(),
+                    message: format!("no timm name for `{}`", tensor.name),
+                }
+            })?;
+            if let Some(stem) = name.strip_suffix(".running_mean") {
+                renamed.push(TensorBytes {
+                    name: format!("{stem}.num_batches_tracked"),
+                    shape: vec![],
+                    bytes: 0i64.to_le_bytes().to_vec(),
+                    dtype: Dtype::I64,
+                });
+            }
+            renamed.push(TensorBytes {
+                name,
+                ..tensor.clone()
+            });
+        }
+        let size = self.image_size;
+        let config = json!({
+            "architecture": format!("tf_efficientnet_{}", c.variant),
+            "num_classes": c.num_classes,
+            "num_features": c.head,
+            "global_pool": "avg",
+            "pretrained_cfg": {
+                "input_size": [3, size, size],
+                "interpolation": "bicubic",
+                "crop_pct": 1.0,
+                "crop_mode": "squash",
+                "mean": graft_config["mean"],
+                "std": graft_config["std"],
+                "num_classes": c.num_classes,
+                "first_conv": "conv_stem",
+                "classifier": "classifier",
+            },
+        });
+        write_weights_and_config(out, &file.path, &renamed, &config)
+    }
+}
+
+/// How a Keras Applications model pads its stride-2 layers (`correct_pad`): as TensorFlow's
+/// "same" when it was built for a fixed input size, else always k/2 - 1 before and k/2 after.
+/// The model config's input layer says which; without one (a weights-only file) `sized` says
+/// how Keras Applications build the model by default (EfficientNet with its top at its fixed
+/// size, MobileNetV3 always without a size).
+fn keras_padding(file: &KerasFile, sized: bool) -> Padding {
+    let sized = match input_shape(file) {
+        Some(shape) => shape.iter().skip(1).take(2).all(|d| d.is_some()),
+        None => sized,
+    };
+    if sized {
+        Padding::Same
+    } else {
+        Padding::KerasUnsized
+    }
+}
+
+/// The per-channel scale after the input normalization in a Keras model config (EfficientNet
+/// built for ImageNet weights), if there is one: Keras 3's second `Rescaling` layer (a list of
+/// three scales), or tf-keras' `tf.math.multiply` op layer (its `y` in the node's arguments).
+fn extra_rescaling(config: &Value) -> Option<[f64; 3]> {
+    let layers = config.pointer("/config/layers")?.as_array()?;
+    layers.iter().find_map(|layer| {
+        let scale = match layer.get("class_name")?.as_str()? {
+            "Rescaling" => layer.pointer("/config/scale")?,
+            "TFOpLambda" if layer.pointer("/config/function")? == "math.multiply" => {
+                find_key(layer.get("inbound_nodes")?, "y")?
+            }
+            _ => return None,
+        };
+        let mut values = Vec::new();
+        flatten_numbers(scale, &mut values);
+        <[f64; 3]>::try_from(values).ok()
+    })
+}
+
+/// The first value under `key` anywhere in `value`.
+fn find_key<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
+    match value {
+        Value::Object(map) => map
+            .get(key)
+            .or_else(|| map.values().find_map(|v| find_key(v, key))),
+        Value::Array(items) => items.iter().find_map(|v| find_key(v, key)),
+        _ => None,
+    }
+}
+
+/// Every number in `value`, nested lists flattened.
+fn flatten_numbers(value: &Value, out: &mut Vec<f64>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| flatten_numbers(v, out)),
+        Value::Number(n) => out.extend(n.as_f64()),
+        _ => {}
+    }
 }
 
 /// Writes `name` into `out` atomically.
@@ -337,18 +748,7 @@ impl ResNetLayout {
                 }
             };
         }
-        let classes = match file.layer("predictions") {
-            Some(layer) => match layer.weights.first().map(|k| k.shape.as_slice()) {
-                Some([_, classes]) => *classes,
-                _ => {
-                    return Err(ModelError::CorruptWeights {
-                        path: file.path.clone(),
-                        message: "layer `predictions`: no 2-D kernel".into(),
-                    });
-                }
-            },
-            None => 0,
-        };
+        let classes = top_classes(file)?;
         Ok(Self {
             blocks,
             widths,
@@ -518,8 +918,23 @@ impl ResNetLayout {
     }
 }
 
-/// The square input side of a model config's input layer (`batch_shape` `[null, s, s, 3]`).
-fn input_size(file: &KerasFile) -> Option<usize> {
+/// The classes of the model's top (its `predictions` dense layer), 0 without one.
+fn top_classes(file: &KerasFile) -> Result<usize, ModelError> {
+    let Some(layer) = file.layer("predictions") else {
+        return Ok(0);
+    };
+    match layer.weights.first().map(|k| k.shape.as_slice()) {
+        Some([_, classes]) => Ok(*classes),
+        _ => Err(ModelError::CorruptWeights {
+            path: file.path.clone(),
+            message: "layer `predictions`: no 2-D kernel".into(),
+        }),
+    }
+}
+
+/// The model config's input shape (`batch_shape`, `[null, s, s, 3]`; `None` for an unknown
+/// dimension).
+fn input_shape(file: &KerasFile) -> Option<Vec<Option<usize>>> {
     let config = file.model_config.as_ref()?;
     let layers = config.pointer("/config/layers")?.as_array()?;
     let input = layers
@@ -529,11 +944,20 @@ fn input_size(file: &KerasFile) -> Option<usize> {
         .pointer("/config/batch_shape")
         .or_else(|| input.pointer("/config/batch_input_shape"))?
         .as_array()?;
-    match shape.as_slice() {
-        [_, h, w, _] if h == w => h
-            .as_u64()
-            .map(|s| s as usize)
-            .filter(|&s| s >= crate::vision::MIN_IMAGE_SIZE),
+    Some(
+        shape
+            .iter()
+            .map(|d| d.as_u64().map(|d| d as usize))
+            .collect(),
+    )
+}
+
+/// The square input side of a model config's input layer.
+fn input_size(file: &KerasFile) -> Option<usize> {
+    match input_shape(file)?.as_slice() {
+        [_, Some(h), Some(w), _] if h == w => {
+            Some(*h).filter(|&s| s >= crate::vision::MIN_IMAGE_SIZE)
+        }
         _ => None,
     }
 }

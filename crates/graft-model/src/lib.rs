@@ -16,6 +16,7 @@ pub mod convnext;
 pub mod deberta;
 pub mod distilbert;
 pub mod efficientnet;
+pub mod efficientnet_b;
 pub mod electra;
 pub mod folder;
 pub mod google_release;

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::backbone::{Architecture, ExportFormat, ExportTarget, Inputs, Naming, Preprocessing};
 use crate::vision::{self, VisionArchitecture, VisionConfig};
-use crate::{ModelError, ModelFolder, PoolingOptions, WeightsIndex, weights};
+use crate::{ModelError, ModelFolder, PoolingOptions, WeightsIndex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MobileNetLayout {
@@ -61,6 +61,11 @@ pub struct MobileNetV3Config {
     /// extra row and column go at the bottom and right; else PyTorch's symmetric padding.
     #[serde(default)]
     pub tf_padding: bool,
+    /// With `tf_padding`: Keras' `correct_pad` of a model built without an input size, which pads
+    /// the stride-2 depthwise convolutions k/2 - 1 before and k/2 after at every size (the stem
+    /// keeps "same").
+    #[serde(default)]
+    pub keras_unsized: bool,
 }
 
 /// Strides and whether hard-swish is used, per block, of each variant.
@@ -124,7 +129,7 @@ fn hard_swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 impl ConvBn {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.bn.forward(self.conv.forward(x))
     }
 }
@@ -159,10 +164,20 @@ impl MobileNetV3Config {
             |input: usize, output: usize, kernel: usize, stride: usize, groups: usize| ConvBn {
                 conv: Conv2dConfig::new([input, output], [kernel, kernel])
                     .with_stride([stride, stride])
-                    .with_padding(if self.tf_padding {
-                        PaddingConfig2d::Same
-                    } else {
-                        PaddingConfig2d::Explicit(kernel / 2, kernel / 2, kernel / 2, kernel / 2)
+                    .with_padding(match (self.tf_padding, self.keras_unsized) {
+                        (true, true) if stride == 2 && groups > 1 => PaddingConfig2d::Explicit(
+                            kernel / 2 - 1,
+                            kernel / 2 - 1,
+                            kernel / 2,
+                            kernel / 2,
+                        ),
+                        (true, _) => PaddingConfig2d::Same,
+                        (false, _) => PaddingConfig2d::Explicit(
+                            kernel / 2,
+                            kernel / 2,
+                            kernel / 2,
+                            kernel / 2,
+                        ),
                     })
                     .with_groups(groups)
                     .with_bias(false)
@@ -352,6 +367,7 @@ impl MobileNetV3Config {
             },
             num_classes: 0,
             tf_padding: false,
+            keras_unsized: false,
         };
         let shape = |name: &str| -> Result<Vec<usize>, String> {
             index
@@ -434,7 +450,8 @@ impl MobileNetV3Config {
             let variant = vision.variant.as_deref().unwrap_or("large");
             let mut config = Self::from_weights(MobileNetLayout::Torchvision, variant, &index)
                 .map_err(invalid)?;
-            config.tf_padding = vision.padding == Some(vision::Padding::Same);
+            config.tf_padding = vision.padding.is_some();
+            config.keras_unsized = vision.padding == Some(vision::Padding::KerasUnsized);
             Ok(config)
         }
     }
@@ -508,20 +525,15 @@ impl Architecture for MobileNetV3 {
     }
 
     fn detects(config: &Value) -> bool {
-        if vision::is_timm(config) {
-            return config
-                .get("architecture")
-                .and_then(Value::as_str)
-                .and_then(timm_variant)
-                .is_some();
-        }
-        VisionConfig::detect(config) == Some(VisionArchitecture::MobilenetV3)
+        vision::detects_family(
+            config,
+            |name| timm_variant(name).is_some(),
+            VisionArchitecture::MobilenetV3,
+        )
     }
 
     fn preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
-        vision::family_preprocessing(folder, || {
-            Ok(VisionConfig::of_folder(folder)?.0.transform())
-        })
+        vision::family_folder_preprocessing(folder)
     }
 
     fn naming(folder: &ModelFolder) -> Result<Naming, ModelError> {
@@ -534,9 +546,7 @@ impl Architecture for MobileNetV3 {
             config.num_classes = 0;
         }
         let mut model = config.init(device);
-        weights::check_sizes(&model, &folder.weights_path())?;
-        let names = weights::param_names(&model, |p| config.upstream_name(p));
-        weights::load_renamed(&mut model, &folder.weights_path(), &names, &[])?;
+        vision::load_weights(folder, &mut model, |p| config.upstream_name(p))?;
         Ok(model)
     }
 

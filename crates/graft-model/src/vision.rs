@@ -20,6 +20,8 @@ pub enum VisionArchitecture {
     /// torchvision's MobileNetV3 (`variant` small or large).
     #[serde(rename = "mobilenet_v3")]
     MobilenetV3,
+    /// torchvision's EfficientNet B0-B7 (`variant` b0 ... b7).
+    Efficientnet,
 }
 
 /// A convolution padding other than PyTorch's symmetric one.
@@ -29,6 +31,11 @@ pub enum Padding {
     /// TensorFlow's "SAME": on stride-2 layers the extra row and column go at the bottom and
     /// right.
     Same,
+    /// Keras' `correct_pad` in a model built without a fixed input size (Keras Applications'
+    /// models without their top): a stride-2 layer pads k/2 - 1 rows and columns before and k/2
+    /// after, whatever its input's size ("same" on even sizes, shifted by one on odd ones); other
+    /// layers as "same".
+    KerasUnsized,
 }
 
 /// How images are resized before the model sees them.
@@ -50,7 +57,8 @@ pub enum ResizeMode {
 #[serde(deny_unknown_fields)]
 pub struct VisionConfig {
     pub architecture: VisionArchitecture,
-    /// EfficientNet-Lite: `lite0` ... `lite4`.
+    /// EfficientNet-Lite: `lite0` ... `lite4`; EfficientNet: `b0` ... `b7`; MobileNetV3: `small`
+    /// or `large`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
     /// ResNet: 18, 34, 50, 101 or 152.
@@ -65,10 +73,12 @@ pub struct VisionConfig {
     /// ResNet: bottlenecks stride in their first 1x1 convolution (Keras Applications' ResNets).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stride_in_1x1: bool,
-    /// BatchNorm's epsilon, when not the family's default (Keras' ResNets: 1.001e-5).
+    /// BatchNorm's epsilon, when not the family's default (Keras' ResNets: 1.001e-5; Keras'
+    /// EfficientNets: 1e-3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_norm_eps: Option<f64>,
-    /// MobileNetV3: TensorFlow's "same" padding (Keras' models), instead of symmetric.
+    /// MobileNetV3 and EfficientNet: TensorFlow's "same" padding (Keras' models), instead of
+    /// symmetric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub padding: Option<Padding>,
     /// Classes of the checkpoint's own classifier (0 for none).
@@ -156,7 +166,7 @@ impl VisionConfig {
         let (variant, depth) = match (architecture, size) {
             (VisionArchitecture::EfficientnetLite, n) => (Some(format!("lite{n}")), None),
             (VisionArchitecture::Resnet, n) => (None, Some(n)),
-            (VisionArchitecture::MobilenetV3, _) => (None, None),
+            (VisionArchitecture::MobilenetV3 | VisionArchitecture::Efficientnet, _) => (None, None),
         };
         Ok(Self {
             architecture,
@@ -545,6 +555,41 @@ pub fn family_preprocessing(
         other()?
     };
     Ok(Preprocessing::Image(transform))
+}
+
+/// Whether `config` is a timm folder whose `architecture` `timm_name` accepts, or graft's own
+/// vision config of `architecture`.
+pub fn detects_family(
+    config: &Value,
+    timm_name: impl Fn(&str) -> bool,
+    architecture: VisionArchitecture,
+) -> bool {
+    if is_timm(config) {
+        return config
+            .get("architecture")
+            .and_then(Value::as_str)
+            .is_some_and(timm_name);
+    }
+    VisionConfig::detect(config) == Some(architecture)
+}
+
+/// The preprocessing of a family folder that is timm's or graft's own vision folder.
+pub fn family_folder_preprocessing(folder: &ModelFolder) -> Result<Preprocessing, ModelError> {
+    family_preprocessing(folder, || {
+        Ok(VisionConfig::of_folder(folder)?.0.transform())
+    })
+}
+
+/// Loads the folder's weights into `model` under the names `name` gives each parameter path,
+/// after checking their sizes.
+pub fn load_weights<M: Module>(
+    folder: &ModelFolder,
+    model: &mut M,
+    name: impl Fn(&str) -> String,
+) -> Result<(), ModelError> {
+    weights::check_sizes(&*model, &folder.weights_path())?;
+    let names = weights::param_names(&*model, name);
+    weights::load_renamed(model, &folder.weights_path(), &names, &[])
 }
 
 /// The preprocessing of an image model folder.

@@ -6,8 +6,9 @@
 //! layers; each converts to graft's ResNet with Keras' numerics (stride on the first 1x1
 //! convolution, convolution biases, BatchNorm epsilon 1.001e-5, caffe preprocessing), whose
 //! features and logits match Keras' own on the same photo to 1e-5; so does Keras'
-//! MobileNetV3Small (TensorFlow's padding), with its top (Keras 3) and without (tf-keras). The
-//! ResNet50/101/152 and MobileNetV3Small/Large layer lists map whole. Damaged files are errors naming the file and the group or dataset.
+//! MobileNetV3Small (TensorFlow's padding), with its top (Keras 3) and without (tf-keras), and
+//! Keras' EfficientNet at B0's depths (its own input normalization). The ResNet50/101/152,
+//! MobileNetV3Small/Large and EfficientNetB0/B3 layer lists map whole. Damaged files are errors naming the file and the group or dataset.
 
 mod common;
 
@@ -192,32 +193,136 @@ fn keras_mobilenet_v3_matches_keras_outputs() {
         assert_eq!(folder.config["padding"], "same");
         for (backend, device) in cpu_devices() {
             let (_, image) = photo(&folder, &device);
-            let model = Backbone::load(&folder, PoolingOptions::default(), true, &device).unwrap();
-            let features = model.forward(Inputs::Image(image));
-            let values = features
-                .clone()
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .unwrap();
-            let diff = max_abs_diff(&values, &want);
-            eprintln!("{name} {backend}: features {diff:e}");
-            assert!(
-                diff <= 1e-5,
-                "{name} {backend}: features differ by {diff:e}"
-            );
-            let classifier = model.architecture().classifier();
-            assert_eq!(classifier.is_some(), with_top, "{name}");
-            if let Some(classifier) = classifier {
-                let logits = classifier
-                    .forward(features)
-                    .into_data()
-                    .try_into_vec_as::<f32>()
-                    .unwrap();
-                let diff = max_abs_diff(&logits, &floats(&golden["logits"]));
-                assert!(diff <= 1e-5, "{name} {backend}: logits differ by {diff:e}");
-            }
+            let top = with_top.then(|| floats(&golden["logits"]));
+            let label = format!("{name} {backend}");
+            assert_matches_keras(&folder, image, &want, top.as_deref(), &label, &device);
         }
     }
+}
+
+/// Keras' EfficientNet (its own builder at B0's depths, width 0.25): built for ImageNet weights
+/// and saved by Keras 3 without its top; built without them (its `Normalization` layer holding
+/// other statistics) and saved by tf-keras with a 5-class top; and as tf-keras' weights-only
+/// file of the ImageNet build. Each converts to graft's EfficientNet with TensorFlow's padding,
+/// BatchNorm epsilon 1e-3 and the model's own input scaling as mean and std (the ImageNet build's
+/// extra rescaling read from its config, or, in a weights-only file, from its normalization
+/// statistics being the ImageNet weights'); features and logits match Keras' to 1e-5.
+#[test]
+fn keras_efficientnet_matches_keras_outputs() {
+    let golden = golden("keras/efficientnet_b0.json");
+    for (name, key, with_top, imagenet) in [
+        ("efficientnet_b0_notop.keras", "notop_features", false, true),
+        ("efficientnet_b0.h5", "features", true, false),
+        (
+            "efficientnet_b0_notop_weights.h5",
+            "weights_features",
+            false,
+            true,
+        ),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("converted");
+        let converted = keras_applications::convert(&keras_golden(name), &dir).unwrap();
+        assert_eq!(
+            converted.model, "efficientnet_b0 (narrowed: stem 8, head 320)",
+            "{name}"
+        );
+        let folder = ModelFolder::open(&dir).unwrap();
+        assert_eq!(folder.architecture.name(), "efficientnet");
+        assert_eq!(folder.config["batch_norm_eps"], 1e-3);
+        // The ImageNet build's input scaling is ImageNet's standard deviations.
+        let std = folder.config["std"][0].as_f64().unwrap();
+        assert_eq!((std - 0.229).abs() < 1e-6, imagenet, "{name}: std {std}");
+        let want = floats(&golden[key]);
+        // Built without an input size, Keras pads its stride-2 layers by `correct_pad` at every
+        // size: on the 40x40 image the odd sizes inside differ from TensorFlow's "same".
+        let no_size = name.contains("notop");
+        assert_eq!(
+            folder.config["padding"],
+            if no_size { "keras_unsized" } else { "same" },
+            "{name}"
+        );
+        for (backend, device) in cpu_devices() {
+            if name.ends_with(".keras") {
+                let got = features_of_nhwc(&folder, &golden["odd_input_nhwc"], 40, &device);
+                let diff = max_abs_diff(&got, &floats(&golden["odd_notop_features"]));
+                eprintln!("{name} {backend}: features at 40x40 {diff:e}");
+                assert!(diff <= 1e-5, "{name} {backend}: 40x40 differs by {diff:e}");
+            }
+            let image = photo_at(&folder, 32, &device);
+            let top = with_top.then(|| floats(&golden["logits"]));
+            let label = format!("{name} {backend}");
+            assert_matches_keras(&folder, image, &want, top.as_deref(), &label, &device);
+        }
+    }
+}
+
+/// The folder's features of `image` and its own classifier's logits are Keras' (`logits`: `None`
+/// for a model without its top, which must then have no classifier) to 1e-5.
+fn assert_matches_keras(
+    folder: &ModelFolder,
+    image: Tensor<4>,
+    features: &[f32],
+    logits: Option<&[f32]>,
+    label: &str,
+    device: &Device,
+) {
+    let model = Backbone::load(folder, PoolingOptions::default(), true, device).unwrap();
+    let got = model.forward(Inputs::Image(image));
+    let values = got.clone().into_data().try_into_vec_as::<f32>().unwrap();
+    let diff = max_abs_diff(&values, features);
+    eprintln!("{label}: features {diff:e}");
+    assert!(diff <= 1e-5, "{label}: features differ by {diff:e}");
+    let classifier = model.architecture().classifier();
+    assert_eq!(classifier.is_some(), logits.is_some(), "{label}");
+    if let (Some(classifier), Some(logits)) = (classifier, logits) {
+        let got = classifier
+            .forward(got)
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let diff = max_abs_diff(&got, logits);
+        assert!(diff <= 1e-5, "{label}: logits differ by {diff:e}");
+    }
+}
+
+/// The pooled features of an NHWC image of 0-255 values, scaled by the folder's mean and std.
+fn features_of_nhwc(
+    folder: &ModelFolder,
+    pixels: &serde_json::Value,
+    side: usize,
+    device: &Device,
+) -> Vec<f32> {
+    let Preprocessing::Image(transform) = folder.preprocessing().unwrap() else {
+        panic!("an image model")
+    };
+    let nhwc = floats(pixels);
+    let mut nchw = vec![0f32; nhwc.len()];
+    for (i, value) in nhwc.iter().enumerate() {
+        let (c, pixel) = (i % 3, i / 3);
+        nchw[c * side * side + pixel] = (value / 255.0 - transform.mean[c]) / transform.std[c];
+    }
+    let image = Tensor::from_data(TensorData::new(nchw, [1, 3, side, side]), device);
+    let model = Backbone::load(folder, PoolingOptions::default(), false, device).unwrap();
+    model
+        .forward(Inputs::Image(image))
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .unwrap()
+}
+
+/// The photo at `side` (a weights-only file has no input size; Keras ran it at 32).
+fn photo_at(folder: &ModelFolder, side: usize, device: &Device) -> Tensor<4> {
+    let Preprocessing::Image(mut transform) = folder.preprocessing().unwrap() else {
+        panic!("an image model")
+    };
+    transform.image_size = side;
+    let image = load_rgb(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/vision/chelsea_32.png"),
+    )
+    .unwrap();
+    let values = transform.apply(&image);
+    Tensor::from_data(TensorData::new(values, [1, 3, side, side]), device)
 }
 
 /// A folder's pooled features of `image` and its own classifier's logits.
@@ -336,6 +441,24 @@ fn keras_resnet_and_mobilenet_layer_lists_map_whole() {
         .err()
         .unwrap();
     assert!(error.to_string().contains("extra_dense"), "{error}");
+    // Keras' EfficientNetB0 (with its top) and B3 (without) map onto as many tensors as
+    // torchvision's state dicts hold besides `num_batches_tracked`, under their names.
+    let lists = golden("keras/efficientnet_layers.json");
+    for (name, model, tensors, classes) in [
+        ("efficientnetb0", "efficientnet_b0", 311, 1000),
+        ("efficientnetb3_notop", "efficientnet_b3", 494, 0),
+    ] {
+        let (converted, config, summary) =
+            keras_applications::convert_layers(&synthetic(&lists[name])).unwrap();
+        assert_eq!(summary.model, model, "{name}");
+        assert_eq!(converted.len(), tensors, "{name}");
+        assert_eq!(config["num_classes"], classes, "{name}");
+        assert!(
+            converted
+                .iter()
+                .any(|t| t.name == "features.1.0.block.1.fc1.weight")
+        );
+    }
     // A Keras model graft does not map names what it is.
     let other = synthetic(&serde_json::json!([{"name": "dense", "shapes": [[4, 2], [2]]}]));
     let error = keras_applications::convert_layers(&other).err().unwrap();

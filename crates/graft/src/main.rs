@@ -245,7 +245,8 @@ enum Command {
     /// checkpoint, vocab.txt and, for BERT, bert_config.json) or a TF Hub BERT encoder
     /// SavedModel folder to the transformers folder OUTPUT;
     /// or a Keras Applications ResNet (.keras, .weights.h5, .h5) to a transformers ResNet
-    /// folder OUTPUT, a MobileNetV3 to a graft vision folder.
+    /// folder OUTPUT, an EfficientNetB0-B7 to a timm tf_efficientnet folder, a MobileNetV3 to a
+    /// graft vision folder.
     Convert {
         input: PathBuf,
         output: PathBuf,
@@ -765,10 +766,10 @@ fn run(cli: Cli) -> Result<()> {
                 converted.tensors,
                 converted.parameters,
                 output.display(),
-                if converted.layout == "transformers" {
-                    "transformers ResNet"
-                } else {
-                    "graft vision"
+                match converted.layout {
+                    "transformers" => "transformers ResNet",
+                    "timm" => "timm",
+                    _ => "graft vision",
                 }
             );
         }

@@ -171,12 +171,17 @@ fn inspect_names_tf2_variables_and_marks_optimizer_state() {
 
 /// One epoch of a new head on the Fashion-MNIST slice with `backbone`, into the run folder `run`.
 fn train_on_fashion_mnist(backbone: &Path, run: &Path) {
+    train_on_fashion_mnist_with(backbone, run, "");
+}
+
+/// [`train_on_fashion_mnist`] with more `[model]` settings.
+fn train_on_fashion_mnist_with(backbone: &Path, run: &Path, model: &str) {
     let root = common::repo().join("datasets/fashion-mnist-mini");
     let config = write(
         run.parent().unwrap(),
         &format!("{}.toml", run.file_name().unwrap().to_string_lossy()),
         &format!(
-            "[model]\nbackbone = \"{}\"\n\n[data]\nformat = \"image_folder\"\ntrain = \"{}\"\n\
+            "[model]\nbackbone = \"{}\"\n{model}\n[data]\nformat = \"image_folder\"\ntrain = \"{}\"\n\
              test = \"{}\"\nvalid_fraction = 0.1\n\n[train]\nepochs = 1\nbatch_size = 32\n\n\
              [output]\ndir = \"{}\"\n",
             backbone.display(),
@@ -280,6 +285,41 @@ fn keras_files_inspect_convert_and_train() {
         run.to_str().unwrap(),
         "--out",
         dir.join("mobilenet-onnx").to_str().unwrap(),
+        "--format",
+        "onnx",
+    ]);
+    assert!(said.contains("ONNX"), "{said}");
+
+    // A Keras EfficientNet (built for ImageNet without its top, narrowed) lists its layers,
+    // trains at 64 px, and has no library's EfficientNet-B0 widths, so it exports to ONNX only.
+    let listed = ok(&[
+        "inspect",
+        keras_file("efficientnet_b0_notop.keras").to_str().unwrap(),
+    ]);
+    assert!(
+        listed.contains("Keras efficientnet_b0 (narrowed: stem 8, head 320) (0 classes)"),
+        "{listed}"
+    );
+    let run = dir.join("efficientnet");
+    train_on_fashion_mnist_with(
+        &keras_file("efficientnet_b0_notop.keras"),
+        &run,
+        "image_size = 64\n",
+    );
+    let error = fails(&[
+        "export",
+        "--model",
+        run.to_str().unwrap(),
+        "--out",
+        dir.join("efficientnet-export").to_str().unwrap(),
+    ]);
+    assert!(error.contains("not EfficientNet-B0's"), "{error}");
+    let said = ok(&[
+        "export",
+        "--model",
+        run.to_str().unwrap(),
+        "--out",
+        dir.join("efficientnet-onnx").to_str().unwrap(),
         "--format",
         "onnx",
     ]);

@@ -143,7 +143,12 @@ fn target_for(run: &LoadedRun) -> Result<ExportTarget, TrainError> {
         ],
     };
     let architecture = run.model.backbone.architecture();
-    if let Some(why) = architecture.export_unavailable() {
+    let at_size = run
+        .manifest
+        .preparation
+        .image_transform()
+        .and_then(|t| architecture.export_unavailable_at(t.image_size));
+    if let Some(why) = architecture.export_unavailable().or(at_size) {
         return Err(E::Unsupported(format!(
             "{} has no export in timm's, torchvision's or transformers' layout: {why}; it \
              exports to ONNX",
