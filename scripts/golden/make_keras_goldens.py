@@ -33,7 +33,7 @@ and tf-keras 2.21.0, the legacy Keras 2, importable as `tf_keras`):
     # Only the EfficientNet files, the others left as they are (a `.keras` file is never
     # byte-identical from one run to the next: it holds the time it was saved):
     TF_PY scripts/golden/make_keras_goldens.py --golden crates/graft-model/tests/golden/keras \
-        --only efficientnet
+        --only efficientnet    # or --only mobilenet
     # The same check on a full random-weight ResNet50, MobileNetV3Large and EfficientNetB0
     # (files too large to commit): write them to DIR (ResNet50 in the three formats,
     # MobileNetV3Large and EfficientNetB0 as .keras and Keras 2 .h5; EfficientNetB0 as built for
@@ -75,11 +75,13 @@ Files written under GOLDEN:
                                with its top.
     mobilenet_v3_small_notop.h5
                                the same weights without the top (`include_top=False`,
-                               `pooling="avg"`), saved by tf-keras.
+                               `pooling="avg"`, no input size, as Keras builds MobileNetV3 by
+                               default), saved by tf-keras.
     mobilenet_v3_small.json    on the same photo (RGB 0-255; the model rescales it itself): the
                                hidden layer's output after hard-swish (the features a head
                                reads), the logits, and the pooled features of the model without
-                               its top.
+                               its top; and those of `odd_input_nhwc`, a random 40x40 image of
+                               integers 0-255 (odd sizes inside), `odd_notop_features`.
     resnet_layers.json         for MobileNetV3Small and Large (with top; Large also without),
                                ResNet50, ResNet101 and ResNet152 (weights=None, with top): each
                                layer holding weights, its name and weight shapes, in order.
@@ -182,7 +184,7 @@ def main():
     ap.add_argument("--golden")
     ap.add_argument("--full")
     ap.add_argument("--compare")
-    ap.add_argument("--only", choices=["efficientnet"],
+    ap.add_argument("--only", choices=["efficientnet", "mobilenet"],
                     help="with --golden: write only these files, leave the others as they are")
     args = ap.parse_args()
     if args.compare:
@@ -200,6 +202,8 @@ def main():
     if args.only == "efficientnet":
         efficientnet_goldens(keras, out, load_image(keras))
         return efficientnet_layers(keras, out)
+    if args.only == "mobilenet":
+        return mobilenet_goldens(keras, out, load_image(keras))
 
     model = tiny_resnet(resnet3, ("ResNet", "stack_residual_blocks_v1"), "name")
     randomize(model, 0)
@@ -323,13 +327,18 @@ def mobilenet_goldens(keras, out, image):
     model.save(os.path.join(out, "mobilenet_v3_small.keras"))
 
     import tf_keras
+    # Without an input size, as Keras builds MobileNetV3 by default: its stride-2 depthwise
+    # convolutions then pad k//2 - 1 before and k//2 after at every size (`correct_pad`), which
+    # differs from TensorFlow's "same" on odd sizes, as at 40x40 (block 3 sees 5x5).
     legacy = tf_keras.applications.MobileNetV3Small(
-        alpha=0.35, weights=None, input_shape=(32, 32, 3), include_top=False, pooling="avg")
+        alpha=0.35, weights=None, include_top=False, pooling="avg")
     for layer in legacy.layers:
         if layer.weights:
             layer.set_weights(model.get_layer(keras3_name(layer.name)).get_weights())
     legacy.save(os.path.join(out, "mobilenet_v3_small_notop.h5"), save_format="h5")
     pooled = legacy.predict(image, verbose=0)
+    odd_input = np.random.default_rng(8).integers(0, 256, (1, 40, 40, 3)).astype(np.float32)
+    odd_pooled = legacy.predict(odd_input, verbose=0)
     pooled3 = np.asarray(keras.Model(
         model.inputs,
         keras.layers.GlobalAveragePooling2D()(model.get_layer("conv_1_bn").output))(image))
@@ -340,6 +349,9 @@ def mobilenet_goldens(keras, out, image):
             "features": hidden.reshape(-1).tolist(),
             "logits": logits.reshape(-1).tolist(),
             "notop_features": pooled.reshape(-1).tolist(),
+            "odd_input_nhwc": odd_input.astype(np.int64).reshape(-1).tolist(),
+            "odd_shape_nhwc": list(odd_input.shape),
+            "odd_notop_features": odd_pooled.reshape(-1).tolist(),
         }, f)
     del pooled3
 
