@@ -6,14 +6,26 @@ Usage:
 
 Random-weight models of MobileNetV3's real layouts, narrowed (width 0.1, a 32-wide hidden layer)
 and stored in float16 so the folders stay small; the outputs are computed with those float16
-weights in float32. Weights N(0, 0.3²), BatchNorm running means N(0, 0.1²) and variances in
-[0.5, 1.5], so the inference-mode BatchNorm matters:
+weights in float32. Weights N(0, 0.3²) (`randomize`), BatchNorm running means N(0, 0.1²) and
+variances in [0.5, 1.5], so the inference-mode BatchNorm matters:
   - timm-small:  timm mobilenetv3_small_100 (timm's folder layout: `config.json` with
                  `pretrained_cfg`);
   - tv-large:    torchvision mobilenet_v3_large, in graft's vision folder
-                 (`"architecture": "mobilenet_v3"`, `"variant": "large"`).
+                 (`"architecture": "mobilenet_v3"`, `"variant": "large"`);
+  - timm-tf-small: timm tf_mobilenetv3_small_100, the port of TensorFlow's weights: the same
+                 blocks as timm-small, narrowed the same way, built with what timm's registered
+                 `tf_mobilenetv3_small_100` passes (BatchNorm eps 1e-3, TF "same" padding:
+                 stride-2 convolutions pad asymmetrically, (0, 1) for a 3x3 on an even size),
+                 timm's folder layout (`"architecture": "tf_mobilenetv3_small_100"`). Its
+                 weights are `randomize_he`'s (kernels N(0, 2/fan_in), BatchNorm weights
+                 U(0.5, 1.5)): with `randomize`'s the input's signal fades by the third block
+                 (timm-small's features are the same for any input to 1e-7), so padding
+                 would hardly show; with these, symmetric padding moves the logits by 0.4 to
+                 1.1 and BatchNorm eps 1e-5 by 0.02. Made after the others, so their files
+                 are as they were without it.
 Inputs as in make_vit_goldens.py (a batch of 2 at 32 and 64 px). For each: the features the
-classifier reads (after the hidden layer and hard-swish) and the logits.
+classifier reads (after the hidden layer and hard-swish) and the logits. Last, each timm folder
+is loaded back into a model built the same way and must reproduce its goldens to 1e-6.
 """
 import json
 import math
@@ -23,7 +35,7 @@ import sys
 import timm
 import torch
 import torchvision
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from timm.models import mobilenetv3 as timm_mobilenetv3
 from timm.models._hub import save_for_hf
 from torchvision.models.mobilenetv3 import MobileNetV3, _mobilenet_v3_conf
@@ -50,8 +62,76 @@ def randomize(model):
     return model.eval()
 
 
+def randomize_he(model):
+    """Random weights that keep the input's signal alive to the top, where `randomize`'s fade
+    (width 0.1: the features of timm-small are the same for any input to 1e-7, the blocks past
+    the second seeing a constant): kernels N(0, 2/fan_in) (a depthwise kernel's fan-in k*k),
+    biases N(0, 0.1²), BatchNorm weights U(0.5, 1.5), biases and running means N(0, 0.1²),
+    running variances U(0.5, 1.5); float16 values, as `randomize`."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, math.sqrt(2.0 / p[0].numel()))
+            else:
+                p.normal_(0.0, 0.1)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    return model.eval()
+
+
 def half(state):
     return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+
+
+# What timm's registered `tf_mobilenetv3_small_100` (and the other `tf_` MobileNetV3s) pass
+# to `_gen_mobilenet_v3`: BatchNorm eps 1e-3 (`BN_EPS_TF_DEFAULT`) and TF "same" padding.
+TF_KWARGS = {"bn_eps": timm_mobilenetv3.BN_EPS_TF_DEFAULT, "pad_type": "same"}
+
+
+def timm_model(variant, **kwargs):
+    """timm's MobileNetV3 `variant` at width 0.1 with a 32-wide hidden layer and 3 classes."""
+    model = timm_mobilenetv3._gen_mobilenet_v3(variant, 0.1, pretrained=False, num_classes=3,
+                                               **kwargs)
+    model.conv_head = torch.nn.Conv2d(model.conv_head.in_channels, 32, 1)
+    model.classifier = torch.nn.Linear(32, 3)
+    model.num_features = model.head_hidden_size = 32
+    return model.eval()
+
+
+def timm_folder(out, name, variant, init=randomize, **kwargs):
+    """The model in timm's folder layout under `out/name`, float16 weights; (model, features)."""
+    model = init(timm_model(variant, **kwargs))
+    folder = os.path.join(out, name)
+    save_for_hf(model, folder, safe_serialization=True)
+    save_file(half(model.state_dict()), os.path.join(folder, "model.safetensors"))
+    return model, lambda x: model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def check_timm_folder(out, name, variant, tol=1e-6, **kwargs):
+    """The folder's weights, loaded into a model built as it was, reproduce its goldens."""
+    model = timm_model(variant, **kwargs)
+    with open(os.path.join(out, name, "config.json")) as f:
+        assert json.load(f)["architecture"] == variant
+    state = load_file(os.path.join(out, name, "model.safetensors"))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                           for k, v in state.items()})
+    with open(os.path.join(out, f"{name}.json")) as f:
+        golden = json.load(f)
+    for case in golden["cases"]:
+        x = pixels(case["side"])
+        with torch.no_grad():
+            feats = model.forward_head(model.forward_features(x), pre_logits=True)
+            logits = model(x)
+        diff = max((feats - torch.tensor(case["features"])).abs().max().item(),
+                   (logits - torch.tensor(case["logits"])).abs().max().item())
+        print(f"{name} at {case['side']} px reloaded: max abs diff {diff:.3g}")
+        assert diff <= tol, name
 
 
 def torchvision_model(variant):
@@ -65,17 +145,7 @@ def main():
     torch.set_num_threads(1)
     torch.manual_seed(70)
     models = {}
-    timm_model = timm_mobilenetv3._gen_mobilenet_v3("mobilenetv3_small_100", 0.1,
-                                                    pretrained=False, num_classes=3)
-    timm_model.conv_head = torch.nn.Conv2d(timm_model.conv_head.in_channels, 32, 1)
-    timm_model.classifier = torch.nn.Linear(32, 3)
-    timm_model.num_features = timm_model.head_hidden_size = 32
-    timm_model = randomize(timm_model)
-    save_for_hf(timm_model, os.path.join(out, "timm-small"), safe_serialization=True)
-    save_file(half(timm_model.state_dict()), os.path.join(out, "timm-small", "model.safetensors"))
-    models["timm-small"] = (
-        timm_model,
-        lambda x: timm_model.forward_head(timm_model.forward_features(x), pre_logits=True))
+    models["timm-small"] = timm_folder(out, "timm-small", "mobilenetv3_small_100")
     for variant in ["large"]:
         model = torchvision_model(variant)
         folder = os.path.join(out, f"tv-{variant}")
@@ -87,6 +157,9 @@ def main():
                        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}, f, indent=1)
         models[f"tv-{variant}"] = (
             model, lambda x, m=model: m.classifier[:2](torch.flatten(m.avgpool(m.features(x)), 1)))
+    # Made last, so the random numbers of the folders above are as they were without it.
+    models["timm-tf-small"] = timm_folder(out, "timm-tf-small", "tf_mobilenetv3_small_100",
+                                          init=randomize_he, **TF_KWARGS)
     for name, (model, features) in models.items():
         cases = []
         for side in (32, 64):
@@ -99,6 +172,8 @@ def main():
                        "made_with": {"torch": torch.__version__, "timm": timm.__version__,
                                      "torchvision": torchvision.__version__}}, f)
             f.write("\n")
+    check_timm_folder(out, "timm-small", "mobilenetv3_small_100")
+    check_timm_folder(out, "timm-tf-small", "tf_mobilenetv3_small_100", **TF_KWARGS)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,19 @@ pub struct ExportTarget {
     pub classifier_copies: Vec<String>,
 }
 
+impl ExportTarget {
+    /// A timm model `model` whose classifier is `classifier` (timm's CNNs).
+    pub fn timm(model: impl Into<String>) -> Self {
+        Self {
+            format: ExportFormat::Timm,
+            model: model.into(),
+            prefix: String::new(),
+            classifier: "classifier".into(),
+            classifier_copies: Vec::new(),
+        }
+    }
+}
+
 /// Which names a folder's weights use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Naming {
@@ -218,6 +231,16 @@ pub trait Architecture {
     /// Why the architecture has no export layout at all, when [`Architecture::exports`] is
     /// empty. Default: none.
     fn export_unavailable(&self) -> Option<String> {
+        None
+    }
+    /// The shape a tensor takes in an export in `format` under its exported `name`, when it is
+    /// not the module's (a linear layer written as a 1x1 convolution). Default: the module's.
+    fn export_shape(
+        &self,
+        _format: ExportFormat,
+        _name: &str,
+        _shape: &[usize],
+    ) -> Option<Vec<usize>> {
         None
     }
     /// Why an image model trained at `image_size` has no export layout that computes what it

@@ -462,27 +462,7 @@ fn timm_config(config: &Value) -> Result<(&str, &'static str, bool), String> {
     let name = config["architecture"].as_str().unwrap_or_default();
     let (variant, tf) = timm_variant(name)
         .ok_or_else(|| format!("timm architecture \"{name}\" is not supported"))?;
-    // The port's own padding and epsilon may be stated; others are a different network.
-    let eps = if tf { 1e-3 } else { 1e-5 };
-    let pad = if tf { "same" } else { "" };
-    if let Some(args) = config.get("model_args").and_then(Value::as_object) {
-        if let Some(v) = args.get("bn_eps").filter(|v| v.as_f64() != Some(eps)) {
-            return Err(format!(
-                "model_args.bn_eps = {v} (graft builds {name} with {eps})"
-            ));
-        }
-        if let Some(v) = args.get("pad_type").filter(|v| v.as_str() != Some(pad)) {
-            return Err(format!(
-                "model_args.pad_type = {v} (graft builds {name} with {pad:?})"
-            ));
-        }
-        let mut rest = config.clone();
-        if let Some(args) = rest.get_mut("model_args").and_then(Value::as_object_mut) {
-            args.remove("bn_eps");
-            args.remove("pad_type");
-        }
-        vision::check_model_args(&rest, TIMM_ARGS)?;
-    }
+    vision::check_port_args(config, name, tf, TIMM_ARGS)?;
     vision::timm_input_size(config)?;
     Ok((name, variant, tf))
 }
@@ -647,19 +627,12 @@ impl Architecture for EfficientNetB {
         if self.export_unavailable().is_some() {
             return Vec::new();
         }
-        let timm = |model: String| ExportTarget {
-            format: ExportFormat::Timm,
-            model,
-            prefix: String::new(),
-            classifier: "classifier".into(),
-            classifier_copies: Vec::new(),
-        };
         if c.padding.is_some() {
-            return vec![timm(format!("tf_efficientnet_{}", c.variant))];
+            return vec![ExportTarget::timm(format!("tf_efficientnet_{}", c.variant))];
         }
         match c.layout {
             EfficientNetLayout::Timm => {
-                vec![timm(
+                vec![ExportTarget::timm(
                     c.timm_name
                         .clone()
                         .unwrap_or_else(|| format!("efficientnet_{}", c.variant)),

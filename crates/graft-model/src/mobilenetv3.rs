@@ -231,7 +231,13 @@ impl MobileNetV3Config {
     /// The timm or torchvision name of a module path (`bn` is BatchNorm's `bn`; burn's
     /// gamma/beta are already weight/bias here).
     pub fn upstream_name(&self, path: &str) -> String {
-        let timm = self.layout == MobileNetLayout::Timm;
+        self.name_in(self.layout, path)
+    }
+
+    /// The name of a module path in `layout`. A torchvision-layout network's hidden layer (a
+    /// linear layer, `head_linear`) is timm's `conv_head`, a 1x1 convolution of the same values.
+    pub fn name_in(&self, layout: MobileNetLayout, path: &str) -> String {
+        let timm = layout == MobileNetLayout::Timm;
         let (head, rest) = path.split_once('.').unwrap_or((path, ""));
         match head {
             "stem" => match (timm, rest.split_once('.')) {
@@ -252,6 +258,7 @@ impl MobileNetV3Config {
                 }
             }
             "head_conv" => format!("conv_head.{rest}"),
+            "head_linear" if timm => format!("conv_head.{rest}"),
             "head_linear" => format!("classifier.0.{rest}"),
             "classifier" => {
                 if timm {
@@ -323,6 +330,35 @@ impl MobileNetV3Config {
             }
             _ => path.to_string(),
         }
+    }
+
+    /// timm's `tf_mobilenetv3_{variant}_{100,075}` whose widths these are (Keras' MobileNetV3 at
+    /// alpha 1.0 or 0.75 builds the same network), if one is.
+    pub fn timm_port(&self) -> Option<String> {
+        let (outputs, last, hidden): (&[usize], usize, usize) = match self.variant.as_str() {
+            "small" => (&[16, 24, 24, 40, 40, 40, 48, 48, 96, 96, 96], 576, 1024),
+            _ => (
+                &[
+                    16, 24, 24, 40, 40, 40, 80, 80, 80, 80, 112, 112, 160, 160, 160,
+                ],
+                960,
+                1280,
+            ),
+        };
+        [(1.0, "100"), (0.75, "075")]
+            .into_iter()
+            .find(|(alpha, _)| {
+                let widths: Vec<usize> = self.blocks.iter().map(|b| b.output).collect();
+                let scaled: Vec<usize> = outputs
+                    .iter()
+                    .map(|&w| crate::efficientnet::round_filters(w, *alpha))
+                    .collect();
+                widths == scaled
+                    && self.last_conv == crate::efficientnet::round_filters(last, *alpha)
+                    && self.hidden == hidden
+                    && (self.bn_eps - 1e-3).abs() < 1e-12
+            })
+            .map(|(_, suffix)| format!("tf_mobilenetv3_{}_{suffix}", self.variant))
     }
 
     /// timm's blocks per stage (the last stage, the 1x1 convolution, not counted).
@@ -440,10 +476,14 @@ impl MobileNetV3Config {
             message,
         };
         if vision::is_timm(&folder.config) {
-            let (name, variant) = timm_config(&folder.config).map_err(invalid)?;
+            let (name, variant, tf) = timm_config(&folder.config).map_err(invalid)?;
             let mut config =
                 Self::from_weights(MobileNetLayout::Timm, variant, &index).map_err(invalid)?;
             config.timm_name = Some(name.into());
+            if tf {
+                config.tf_padding = true;
+                config.bn_eps = 1e-3;
+            }
             Ok(config)
         } else {
             let (vision, _) = VisionConfig::of_folder(folder)?;
@@ -458,31 +498,34 @@ impl MobileNetV3Config {
 }
 
 /// timm's MobileNetV3 `model_args`: only the settings of `mobilenetv3_small_*` and
-/// `mobilenetv3_large_*` (hard-swish, timm's BatchNorm eps 1e-5, symmetric padding).
+/// `mobilenetv3_large_*` (hard-swish, BatchNorm eps 1e-5, symmetric padding) and of their
+/// TensorFlow ports `tf_mobilenetv3_*` (eps 1e-3, "same" padding).
 const TIMM_ARGS: &[vision::ModelArg] = &[
     ("global_pool", |v| v.as_str() == Some("avg")),
     ("act_layer", |v| {
         matches!(v.as_str(), Some("hard_swish" | "hardswish"))
     }),
-    ("bn_eps", |v| v.as_f64() == Some(1e-5)),
-    ("pad_type", |v| v.as_str() == Some("")),
     ("bn_momentum", vision::any),
 ];
 
-/// The model name and variant of a timm folder's `config.json`, once its `model_args` and
-/// `pretrained_cfg.input_size` are ones graft builds.
-fn timm_config(config: &Value) -> Result<(&str, &'static str), String> {
+/// The model name, variant and whether it is a TensorFlow port of a timm folder's
+/// `config.json`, once its `model_args` and `pretrained_cfg.input_size` are ones graft builds.
+fn timm_config(config: &Value) -> Result<(&str, &'static str, bool), String> {
     let name = config["architecture"].as_str().unwrap_or_default();
-    let variant = timm_variant(name)
+    let (variant, tf) = timm_variant(name)
         .ok_or_else(|| format!("timm architecture \"{name}\" is not supported"))?;
-    vision::check_model_args(config, TIMM_ARGS)?;
+    vision::check_port_args(config, name, tf, TIMM_ARGS)?;
     vision::timm_input_size(config)?;
-    Ok((name, variant))
+    Ok((name, variant, tf))
 }
 
-/// `small` or `large` from timm's `mobilenetv3_small_100` style names (not the `tf_` ports, whose
-/// padding and BatchNorm differ, nor the `minimal` variants).
-fn timm_variant(name: &str) -> Option<&'static str> {
+/// `small` or `large`, and whether it is a TensorFlow port, from timm's `mobilenetv3_small_100`
+/// and `tf_mobilenetv3_small_100` style names (not the `minimal` variants).
+fn timm_variant(name: &str) -> Option<(&'static str, bool)> {
+    let (name, tf) = match name.strip_prefix("tf_") {
+        Some(rest) => (rest, true),
+        None => (name, false),
+    };
     let rest = name.strip_prefix("mobilenetv3_")?;
     let (variant, multiplier) = rest.split_once('_')?;
     multiplier
@@ -490,8 +533,8 @@ fn timm_variant(name: &str) -> Option<&'static str> {
         .all(|c| c.is_ascii_digit())
         .then_some(())?;
     match variant {
-        "small" => Some("small"),
-        "large" => Some("large"),
+        "small" => Some(("small", tf)),
+        "large" => Some(("large", tf)),
         _ => None,
     }
 }
@@ -575,8 +618,26 @@ impl Architecture for MobileNetV3 {
         self.config.upstream_name(path)
     }
 
-    fn export_name(&self, _format: ExportFormat, path: &str) -> String {
-        self.config.upstream_name(path)
+    fn export_name(&self, format: ExportFormat, path: &str) -> String {
+        match format {
+            ExportFormat::Timm => self.config.name_in(MobileNetLayout::Timm, path),
+            _ => self.config.name_in(MobileNetLayout::Torchvision, path),
+        }
+    }
+
+    /// torchvision's hidden layer (linear) is timm's `conv_head`, a 1x1 convolution.
+    fn export_shape(
+        &self,
+        format: ExportFormat,
+        name: &str,
+        shape: &[usize],
+    ) -> Option<Vec<usize>> {
+        match (format, name, shape) {
+            (ExportFormat::Timm, "conv_head.weight", [out, input]) => {
+                Some(vec![*out, *input, 1, 1])
+            }
+            _ => None,
+        }
     }
 
     /// The stem is block 0, then each inverted-residual block; the last convolution and the
@@ -599,42 +660,54 @@ impl Architecture for MobileNetV3 {
 
     fn export_unavailable(&self) -> Option<String> {
         let c = &self.config;
-        if c.tf_padding {
-            Some(
-                "it pads as TensorFlow does (a Keras model), and torchvision's and timm's \
-                 `mobilenetv3_*` pad symmetrically"
-                    .into(),
-            )
-        } else if c.hidden == 0 {
-            Some("it has no hidden layer (a Keras model saved without its top)".into())
-        } else {
-            None
+        if c.hidden == 0 {
+            return Some("it has no hidden layer (a Keras model saved without its top)".into());
         }
+        if c.tf_padding && c.layout == MobileNetLayout::Torchvision && c.timm_port().is_none() {
+            return Some(
+                "it pads as TensorFlow does (a Keras model), and its widths are not those of \
+                 timm's tf_mobilenetv3 ports (alpha 1.0 or 0.75), the PyTorch models that do"
+                    .into(),
+            );
+        }
+        None
     }
 
-    /// torchvision's and timm's `mobilenetv3_*` pad symmetrically, so a TensorFlow-padded
-    /// network (from Keras) has no export in their layout, nor one without its hidden layer.
+    /// Keras' padding in a model built without an input size is timm's `tf_` padding only where
+    /// every stride-2 layer's input is even: sides that are multiples of 32.
+    fn export_unavailable_at(&self, image_size: usize) -> Option<String> {
+        (self.config.keras_unsized && !image_size.is_multiple_of(32)).then(|| {
+            format!(
+                "it pads as a Keras model built without an input size does, which timm's \
+                 tf_mobilenetv3 ports match only at sides that are multiples of 32, not \
+                 {image_size}"
+            )
+        })
+    }
+
+    /// The folder's own library: timm (its name) or torchvision (`mobilenet_v3_*`); a network
+    /// that pads as TensorFlow does (from Keras) as timm's `tf_mobilenetv3_*` port of its
+    /// widths. None without the hidden layer.
     fn exports(&self) -> Vec<ExportTarget> {
         let c = &self.config;
-        if c.tf_padding || c.hidden == 0 {
+        if self.export_unavailable().is_some() {
             return Vec::new();
         }
-        vec![match c.layout {
-            MobileNetLayout::Timm => ExportTarget {
-                format: ExportFormat::Timm,
-                model: c.timm_name.clone().unwrap_or_default(),
-                prefix: String::new(),
-                classifier: "classifier".into(),
-                classifier_copies: Vec::new(),
-            },
-            MobileNetLayout::Torchvision => ExportTarget {
+        match (c.layout, c.tf_padding) {
+            (MobileNetLayout::Timm, _) => {
+                vec![ExportTarget::timm(c.timm_name.clone().unwrap_or_default())]
+            }
+            (MobileNetLayout::Torchvision, true) => {
+                vec![ExportTarget::timm(c.timm_port().unwrap_or_default())]
+            }
+            (MobileNetLayout::Torchvision, false) => vec![ExportTarget {
                 format: ExportFormat::Torchvision,
                 model: format!("mobilenet_v3_{}", c.variant),
                 prefix: String::new(),
                 classifier: "classifier.3".into(),
                 classifier_copies: Vec::new(),
-            },
-        }]
+            }],
+        }
     }
 }
 
@@ -652,7 +725,7 @@ mod tests {
             "global_pool": "avg", "drop_rate": 0.2}));
         assert_eq!(
             timm_config(&accepted),
-            Ok(("mobilenetv3_large_100", "large"))
+            Ok(("mobilenetv3_large_100", "large", false))
         );
         for (args, key) in [
             (serde_json::json!({"global_pool": "avgmax"}), "global_pool"),
@@ -667,12 +740,19 @@ mod tests {
             "pretrained_cfg": {"input_size": [3, 224, 256]}});
         let err = timm_config(&wide).unwrap_err();
         assert!(err.contains("pretrained_cfg.input_size"), "{err}");
-        assert!(
-            timm_config(
-                &serde_json::json!({"architecture": "tf_mobilenetv3_large_100",
-            "pretrained_cfg": {}})
-            )
-            .is_err()
+        // The TensorFlow ports, with their own epsilon and padding only.
+        let port = |args: Value| {
+            serde_json::json!({"architecture": "tf_mobilenetv3_small_100", "model_args": args,
+                "pretrained_cfg": {"input_size": [3, 224, 224]}})
+        };
+        assert_eq!(
+            timm_config(&port(
+                serde_json::json!({"bn_eps": 1e-3, "pad_type": "same"})
+            )),
+            Ok(("tf_mobilenetv3_small_100", "small", true))
         );
+        let err = timm_config(&port(serde_json::json!({"pad_type": ""}))).unwrap_err();
+        assert!(err.starts_with("model_args.pad_type = "), "{err}");
+        assert!(timm_variant("tf_mobilenetv3_small_minimal_100").is_none());
     }
 }

@@ -271,6 +271,38 @@ const EFFICIENTNET_LITE_ARGS: &[ModelArg] = &[
     ("bn_momentum", any),
 ];
 
+/// [`check_model_args`] for a timm family with TensorFlow ports (`tf_` names): `bn_eps` and
+/// `pad_type` may state the name's own values (1e-3 and "same" for a port, timm's 1e-5 and ""
+/// otherwise); other values build a different network.
+pub fn check_port_args(
+    config: &Value,
+    name: &str,
+    tf: bool,
+    accepted: &[ModelArg],
+) -> Result<(), String> {
+    let Some(args) = config.get("model_args").and_then(Value::as_object) else {
+        return check_model_args(config, accepted);
+    };
+    let eps = if tf { 1e-3 } else { 1e-5 };
+    let pad = if tf { "same" } else { "" };
+    if let Some(v) = args.get("bn_eps").filter(|v| v.as_f64() != Some(eps)) {
+        return Err(format!(
+            "model_args.bn_eps = {v} (graft builds {name} with {eps})"
+        ));
+    }
+    if let Some(v) = args.get("pad_type").filter(|v| v.as_str() != Some(pad)) {
+        return Err(format!(
+            "model_args.pad_type = {v} (graft builds {name} with {pad:?})"
+        ));
+    }
+    let mut rest = config.clone();
+    if let Some(args) = rest.get_mut("model_args").and_then(Value::as_object_mut) {
+        args.remove("bn_eps");
+        args.remove("pad_type");
+    }
+    check_model_args(&rest, accepted)
+}
+
 /// Refuses a timm `model_args` key that `accepted` (or the keys every family accepts) does not
 /// list, or a value it does not accept: timm passes each one to the model's constructor.
 pub fn check_model_args(config: &Value, accepted: &[ModelArg]) -> Result<(), String> {

@@ -6,7 +6,7 @@
 //! registers from timm folders), `tests/golden/convnext/` (`scripts/golden/make_convnext_goldens.py`:
 //! transformers' ConvNeXt, timm's convnext_atto with its 1x1-convolution MLP and convnext_tiny's
 //! layout) and `tests/golden/mobilenet_v3/` (`scripts/golden/make_mobilenetv3_goldens.py`: timm's
-//! small and torchvision's large, float16 weights) and `tests/golden/efficientnet/`
+//! small and its TensorFlow port tf_mobilenetv3_small_100, torchvision's large, float16 weights) and `tests/golden/efficientnet/`
 //! (`scripts/golden/make_efficientnet_goldens.py`: timm's efficientnet_b1 and tf_efficientnet_b0
 //! and torchvision's efficientnet_b2 at their real depths, narrowed, float16 weights). The features the classifier reads, CLIP's
 //! projected embedding and the checkpoint's logits must match to 1e-5 on the CPU backends and 1e-3
@@ -23,7 +23,7 @@ use common::{cpu_devices, floats, max_abs_diff, wgpu_device};
 use graft_model::{Backbone, Inputs, ModelFolder, PoolingOptions, cast_floats};
 
 /// Golden group, folder, and how graft describes the model.
-const FOLDERS: [(&str, &str, &str); 18] = [
+const FOLDERS: [(&str, &str, &str); 19] = [
     ("vit", "vit", "vit (2 blocks, 32 wide, patch 8)"),
     ("vit", "deit", "deit (1 blocks, 32 wide, patch 8)"),
     ("vit", "dinov2", "dinov2 (2 blocks, 32 wide, patch 4)"),
@@ -66,15 +66,22 @@ const FOLDERS: [(&str, &str, &str); 18] = [
     ("efficientnet", "timm-b1", "efficientnet (b1, 23 blocks)"),
     ("efficientnet", "timm-tf-b0", "efficientnet (b0, 16 blocks)"),
     ("efficientnet", "tv-b2", "efficientnet (b2, 23 blocks)"),
+    (
+        "mobilenet_v3",
+        "timm-tf-small",
+        "mobilenet_v3 (small, 11 blocks)",
+    ),
 ];
 
 /// How far the backbones cast to f16 and bf16 may land from the f32 goldens (measured worst:
 /// text f16 1.9e-3, bf16 1.6e-2; vision f16 2.8e-3, bf16 1.5e-2; RoBERTa f16 on wgpu 6.5e-4).
 const HALF_TOLERANCE: f32 = 5e-3;
 const BF16_TOLERANCE: f32 = 3e-2;
-/// EfficientNet's tolerances are this many times the others' (measured worst over its three
-/// folders: f16 7.8e-3, bf16 7.7e-2, on features up to 0.58).
-const EFFICIENTNET_HALF_FACTOR: f32 = 4.0;
+/// The tolerances of the goldens whose outputs follow their input through every block (weights
+/// scaled so the signal neither dies out nor explodes: EfficientNet's and timm-tf-small's) are
+/// this many times the others' (measured worst: f16 8.3e-3, bf16 1.3e-1 on timm-tf-small's
+/// features of up to 2.3; EfficientNet's bf16 7.7e-2 on features up to 0.58).
+const LIVE_HALF_FACTOR: f32 = 6.0;
 
 fn dir(group: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -245,9 +252,8 @@ fn half_precision_stays_near_the_f32_goldens() {
         for (group, name, described) in FOLDERS {
             let diff = worst_diff_in(group, name, described, &device, dtype);
             eprintln!("{name} {dtype:?}: max abs diff {diff:e}");
-            // EfficientNet's 16 to 23 blocks with squeeze-excitation gates round more often.
-            let tolerance = if group == "efficientnet" {
-                tolerance * EFFICIENTNET_HALF_FACTOR
+            let tolerance = if group == "efficientnet" || name == "timm-tf-small" {
+                tolerance * LIVE_HALF_FACTOR
             } else {
                 tolerance
             };

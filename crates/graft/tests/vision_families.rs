@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use common::{export_saying, json, ok, repo, write};
 
 /// Golden folder, the run's image size, and the class the export should name.
-const FOLDERS: [(&str, usize, &str); 13] = [
+const FOLDERS: [(&str, usize, &str); 14] = [
     ("vit", 32, "ViTForImageClassification"),
     ("deit", 32, "DeiTForImageClassification"),
     ("dinov2", 48, "Dinov2ForImageClassification"),
@@ -33,6 +33,7 @@ const FOLDERS: [(&str, usize, &str); 13] = [
     ("timm-convnext", 32, "convnext_atto"),
     ("timm-convnext-t", 32, "convnext_tiny"),
     ("timm-small", 32, "mobilenetv3_small_100"),
+    ("timm-tf-small", 32, "tf_mobilenetv3_small_100"),
     ("tv-large", 32, "mobilenet_v3_large"),
 ];
 

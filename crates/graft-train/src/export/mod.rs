@@ -191,6 +191,11 @@ fn classifier_tensors(
     let mut tensors = backbone_tensors(backbone, &target.prefix, |p| {
         architecture.export_name(target.format, p)
     })?;
+    for tensor in &mut tensors {
+        if let Some(shape) = architecture.export_shape(target.format, &tensor.name, &tensor.shape) {
+            tensor.shape = shape;
+        }
+    }
     let token_classifier = run.manifest.task == Task::TokenClassification;
     if token_classifier
         || run
