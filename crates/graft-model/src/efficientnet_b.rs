@@ -285,16 +285,7 @@ impl EfficientNetBConfig {
 
     /// Every parameter's module path, in order (what [`Self::name_in`] names).
     pub fn param_paths(&self) -> Vec<String> {
-        let conv_bn = |at: &str| {
-            [
-                "conv.weight",
-                "bn.weight",
-                "bn.bias",
-                "bn.running_mean",
-                "bn.running_var",
-            ]
-            .map(|p| format!("{at}.{p}"))
-        };
+        let conv_bn = ConvBn::param_paths;
         let mut paths: Vec<String> = conv_bn("stem").into();
         for (i, block) in self.blocks.iter().enumerate() {
             if block.expand {
@@ -319,7 +310,7 @@ impl EfficientNetBConfig {
     }
 
     /// Reads the blocks' widths, kernels and squeeze-excitation from the weights.
-    fn from_weights(
+    pub(crate) fn from_weights(
         layout: EfficientNetLayout,
         variant: &str,
         index: &WeightsIndex,

@@ -1,6 +1,8 @@
 //! Keras Applications' image models, opened from their Keras weight files ([`crate::keras`]):
 //! each file converts once into a model folder of graft's own vision layout, with Keras' layer
-//! names mapped to the family's and Keras' numerics kept.
+//! names mapped to the family's and Keras' numerics kept. `graft convert` writes the library
+//! folder where one computes the same: transformers' ResNet, timm's `tf_efficientnet_bN` and
+//! `tf_mobilenetv3_*` ports.
 //!
 //! MobileNetV3Small/Large (any `alpha`; with or without the top; Keras 3's layer names, or
 //! Keras 2's `expanded_conv_1/expand/BatchNorm` style): torchvision's layout with
@@ -28,7 +30,7 @@
 //! channels are reversed and the folder's mean and std (the means over 255, std 1/255) give
 //! exactly Keras' arithmetic.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use safetensors::Dtype;
@@ -76,18 +78,23 @@ pub fn resolve(path: &Path) -> Result<PathBuf, ModelError> {
 /// `ResNetModel` without its top; `downsample_in_bottleneck`, its preprocessing in
 /// `preprocessor_config.json`), which graft reads too; an EfficientNetB0-B7 built at a fixed
 /// input size (as Keras builds one with its top) as timm's `tf_efficientnet_bN` (TensorFlow's
-/// padding and epsilon), else (built without an input size, or narrowed) as graft's vision
-/// folder; a MobileNetV3 as graft's vision folder (no PyTorch library's
-/// MobileNetV3 pads as TensorFlow does).
+/// padding and epsilon), a MobileNetV3 with its top at alpha 1.0 or 0.75 as timm's
+/// `tf_mobilenetv3_*` port; a model built without an input size only where its size is a
+/// multiple of 32 (where Keras' padding and timm's agree); others (narrowed, or without
+/// MobileNetV3's top) as graft's vision folder.
 pub fn convert(src: &Path, out: &Path) -> Result<Converted, ModelError> {
+    let file = KerasFile::open(src)?;
+    convert_file(&file, out)
+}
+
+/// [`convert`] of a Keras file already read.
+pub fn convert_file(file: &KerasFile, out: &Path) -> Result<Converted, ModelError> {
+    let src = &file.path;
     crate::converted::into_new_folder(out, |staging| {
-        let file = KerasFile::open(src)?;
-        if file.layer("stem_conv").is_some() && file.layer("block1a_dwconv").is_some() {
-            let layout = EfficientNetLayout::of(&file)?;
-            let (tensors, config, converted) = layout.convert(&file)?;
-            // timm's `tf_` padding is Keras' for a model built at a fixed size only.
-            if layout.config.is_standard() && layout.config.padding == Some(Padding::Same) {
-                layout.write_timm(&file, &tensors, &config, staging)?;
+        if file.layer("conv1_conv").is_none() {
+            let (tensors, config, converted) = convert_layers(file)?;
+            if let Some((architecture, timm)) = timm_port(file, &tensors, &config)? {
+                write_timm_folder(file, &tensors, &timm, &architecture, &config, staging)?;
                 return Ok(Converted {
                     layout: "timm",
                     ..converted
@@ -96,12 +103,9 @@ pub fn convert(src: &Path, out: &Path) -> Result<Converted, ModelError> {
             write_weights_and_config(staging, src, &tensors, &config)?;
             return Ok(converted);
         }
-        if file.layer("conv1_conv").is_none() {
-            return convert_into(src, staging);
-        }
-        let layout = ResNetLayout::of(&file)?;
-        let (tensors, _, converted) = layout.convert(&file)?;
-        layout.write_transformers(&file, tensors, staging)?;
+        let layout = ResNetLayout::of(file)?;
+        let (tensors, _, converted) = layout.convert(file)?;
+        layout.write_transformers(file, tensors, staging)?;
         Ok(Converted {
             layout: "transformers",
             ..converted
@@ -535,69 +539,145 @@ impl EfficientNetLayout {
         };
         Ok((out.tensors, config, converted))
     }
+}
 
-    /// Writes timm's `tf_efficientnet_bN` folder (TensorFlow's padding and epsilon, as Keras'):
-    /// timm's names, `num_batches_tracked`, and `config.json` with the preprocessing in
-    /// `pretrained_cfg` (the whole image squashed to the input size, as a Keras model sees it).
-    fn write_timm(
-        &self,
-        file: &KerasFile,
-        tensors: &[TensorBytes],
-        graft_config: &Value,
-        out: &Path,
-    ) -> Result<(), ModelError> {
-        let c = &self.config;
-        let timm_names: std::collections::BTreeMap<String, String> = c
-            .param_paths()
+/// graft's name of each converted tensor → timm's.
+type TimmNames = BTreeMap<String, String>;
+
+/// The timm TensorFlow port a converted folder (graft's `config.json` and tensors in
+/// torchvision's names) is, with each tensor's timm name: an EfficientNet of B0-B7's own widths
+/// and depths, or a MobileNetV3 with its top at alpha 1.0 or 0.75, whose padding is timm's at
+/// its input size.
+fn timm_port(
+    file: &KerasFile,
+    tensors: &[TensorBytes],
+    config: &Value,
+) -> Result<Option<(String, TimmNames)>, ModelError> {
+    let index = crate::WeightsIndex {
+        tensors: tensors
             .iter()
-            .map(|p| {
-                (
-                    c.name_in(crate::efficientnet_b::EfficientNetLayout::Torchvision, p),
-                    c.name_in(crate::efficientnet_b::EfficientNetLayout::Timm, p),
-                )
+            .map(|t| {
+                let info = crate::weights::TensorInfo {
+                    dtype: "F32".into(),
+                    shape: t.shape.clone(),
+                };
+                (t.name.clone(), info)
             })
-            .collect();
-        let mut renamed = Vec::new();
-        for tensor in tensors {
-            let name = timm_names.get(&tensor.name).cloned().ok_or_else(|| {
-                ModelError::CorruptWeights {
-                    path: file.path.clone(),
-                    message: format!("no timm name for `{}`", tensor.name),
-                }
-            })?;
-            if let Some(stem) = name.strip_suffix(".running_mean") {
-                renamed.push(TensorBytes {
-                    name: format!("{stem}.num_batches_tracked"),
-                    shape: vec![],
-                    bytes: 0i64.to_le_bytes().to_vec(),
-                    dtype: Dtype::I64,
-                });
+            .collect(),
+    };
+    let invalid = |message: String| ModelError::CorruptWeights {
+        path: file.path.clone(),
+        message,
+    };
+    let variant = config["variant"].as_str().unwrap_or_default();
+    let size = config["image_size"].as_u64().unwrap_or(0) as usize;
+    let padding = if config["padding"] == "keras_unsized" {
+        Padding::KerasUnsized
+    } else {
+        Padding::Same
+    };
+    if padding == Padding::KerasUnsized && !size.is_multiple_of(32) {
+        return Ok(None);
+    }
+    let (architecture, paths): (Option<String>, Vec<(String, String)>) =
+        match config["architecture"].as_str() {
+            Some("efficientnet") => {
+                let layout = crate::efficientnet_b::EfficientNetLayout::Torchvision;
+                let mut c =
+                    EfficientNetBConfig::from_weights(layout, variant, &index).map_err(invalid)?;
+                c.num_classes = config["num_classes"].as_u64().unwrap_or(0) as usize;
+                let names = c
+                    .param_paths()
+                    .iter()
+                    .map(|p| {
+                        let timm = crate::efficientnet_b::EfficientNetLayout::Timm;
+                        (c.name_in(layout, p), c.name_in(timm, p))
+                    })
+                    .collect();
+                (
+                    c.is_standard()
+                        .then(|| format!("tf_efficientnet_{variant}")),
+                    names,
+                )
             }
+            Some("mobilenet_v3") => {
+                use crate::mobilenetv3::{MobileNetLayout, MobileNetV3Config};
+                let layout = MobileNetLayout::Torchvision;
+                let mut c =
+                    MobileNetV3Config::from_weights(layout, variant, &index).map_err(invalid)?;
+                c.bn_eps = 1e-3;
+                let names = c
+                    .param_paths()
+                    .iter()
+                    .filter(|p| index.tensors.contains_key(&c.name_in(layout, p)))
+                    .map(|p| (c.name_in(layout, p), c.name_in(MobileNetLayout::Timm, p)))
+                    .collect();
+                let top = c.hidden > 0 && c.num_classes > 0;
+                (top.then(|| c.timm_port()).flatten(), names)
+            }
+            _ => (None, Vec::new()),
+        };
+    Ok(architecture.map(|a| (a, paths.into_iter().collect())))
+}
+
+/// Writes timm's folder of graft's converted tensors: each under its timm name (`names`; a 2-D
+/// `conv_head.weight`, a hidden linear layer, as timm's 1x1 convolution), `num_batches_tracked`
+/// for strict loading, and `config.json` with the model's preprocessing in `pretrained_cfg`
+/// (the whole image squashed to the input size, as a Keras model sees it).
+fn write_timm_folder(
+    file: &KerasFile,
+    tensors: &[TensorBytes],
+    names: &TimmNames,
+    architecture: &str,
+    graft_config: &Value,
+    out: &Path,
+) -> Result<(), ModelError> {
+    let mut renamed = Vec::new();
+    for tensor in tensors {
+        let name = names
+            .get(&tensor.name)
+            .cloned()
+            .ok_or_else(|| ModelError::CorruptWeights {
+                path: file.path.clone(),
+                message: format!("no timm name for `{}`", tensor.name),
+            })?;
+        if let Some(stem) = name.strip_suffix(".running_mean") {
             renamed.push(TensorBytes {
-                name,
-                ..tensor.clone()
+                name: format!("{stem}.num_batches_tracked"),
+                shape: vec![],
+                bytes: 0i64.to_le_bytes().to_vec(),
+                dtype: Dtype::I64,
             });
         }
-        let size = self.image_size;
-        let config = json!({
-            "architecture": format!("tf_efficientnet_{}", c.variant),
-            "num_classes": c.num_classes,
-            "num_features": c.head,
-            "global_pool": "avg",
-            "pretrained_cfg": {
-                "input_size": [3, size, size],
-                "interpolation": "bicubic",
-                "crop_pct": 1.0,
-                "crop_mode": "squash",
-                "mean": graft_config["mean"],
-                "std": graft_config["std"],
-                "num_classes": c.num_classes,
-                "first_conv": "conv_stem",
-                "classifier": "classifier",
-            },
+        let mut shape = tensor.shape.clone();
+        if name == "conv_head.weight" && shape.len() == 2 {
+            shape.extend([1, 1]);
+        }
+        renamed.push(TensorBytes {
+            name,
+            shape,
+            ..tensor.clone()
         });
-        write_weights_and_config(out, &file.path, &renamed, &config)
     }
+    let size = graft_config["image_size"].clone();
+    let classes = graft_config["num_classes"].clone();
+    let config = json!({
+        "architecture": architecture,
+        "num_classes": classes,
+        "global_pool": "avg",
+        "pretrained_cfg": {
+            "input_size": [3, size, size],
+            "interpolation": "bicubic",
+            "crop_pct": 1.0,
+            "crop_mode": "squash",
+            "mean": graft_config["mean"],
+            "std": graft_config["std"],
+            "num_classes": classes,
+            "first_conv": "conv_stem",
+            "classifier": "classifier",
+        },
+    });
+    write_weights_and_config(out, &file.path, &renamed, &config)
 }
 
 /// How a Keras Applications model pads its stride-2 layers (`correct_pad`): as TensorFlow's

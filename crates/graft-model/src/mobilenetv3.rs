@@ -129,6 +129,18 @@ fn hard_swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 impl ConvBn {
+    /// The parameter paths of a `ConvBn` at module path `at`.
+    pub fn param_paths(at: &str) -> [String; 5] {
+        [
+            "conv.weight",
+            "bn.weight",
+            "bn.bias",
+            "bn.running_mean",
+            "bn.running_var",
+        ]
+        .map(|p| format!("{at}.{p}"))
+    }
+
     pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.bn.forward(self.conv.forward(x))
     }
@@ -380,8 +392,40 @@ impl MobileNetV3Config {
         (self.timm_stages().len(), i)
     }
 
+    /// Every parameter's module path, in order (what [`Self::name_in`] names).
+    pub fn param_paths(&self) -> Vec<String> {
+        let conv_bn = ConvBn::param_paths;
+        let mut paths: Vec<String> = conv_bn("stem").into();
+        for (i, block) in self.blocks.iter().enumerate() {
+            if block.expand {
+                paths.extend(conv_bn(&format!("blocks.{i}.expand")));
+            }
+            paths.extend(conv_bn(&format!("blocks.{i}.dw")));
+            if block.se.is_some() {
+                for p in [
+                    "reduce.weight",
+                    "reduce.bias",
+                    "expand.weight",
+                    "expand.bias",
+                ] {
+                    paths.push(format!("blocks.{i}.se.{p}"));
+                }
+            }
+            paths.extend(conv_bn(&format!("blocks.{i}.project")));
+        }
+        paths.extend(conv_bn("last_conv"));
+        let head = match self.layout {
+            MobileNetLayout::Timm => "head_conv",
+            MobileNetLayout::Torchvision => "head_linear",
+        };
+        for layer in [head, "classifier"] {
+            paths.extend(["weight", "bias"].map(|p| format!("{layer}.{p}")));
+        }
+        paths
+    }
+
     /// Reads the blocks' widths, kernels and squeeze-excitation from the weights.
-    fn from_weights(
+    pub(crate) fn from_weights(
         layout: MobileNetLayout,
         variant: &str,
         index: &WeightsIndex,

@@ -473,6 +473,53 @@ fn keras_resnet_and_mobilenet_layer_lists_map_whole() {
                 .any(|t| t.name == "features.1.0.block.1.fc1.weight")
         );
     }
+    // `graft convert` writes Keras' EfficientNetB0 with its top (taken as built at its fixed
+    // size) and MobileNetV3Small at alpha 1.0 with its top (unsized, at 224: a multiple of 32)
+    // as timm's TensorFlow ports, in timm's names; a narrowed one as graft's folder.
+    let dir = tempfile::tempdir().unwrap();
+    // The list's top was made with the golden's 64-wide hidden layer; Keras' is 1024 wide.
+    let mut mobilenet = golden("keras/resnet_layers.json")["mobilenet_v3_small"].clone();
+    for layer in mobilenet.as_array_mut().unwrap() {
+        match layer["name"].as_str() {
+            Some("conv_2") => layer["shapes"] = serde_json::json!([[1, 1, 576, 1024], [1024]]),
+            Some("logits") => layer["shapes"] = serde_json::json!([[1, 1, 1024, 1000], [1000]]),
+            _ => {}
+        }
+    }
+    for (list, name, architecture, conv_head) in [
+        (
+            &lists["efficientnetb0"],
+            "efficientnet",
+            "tf_efficientnet_b0",
+            [1280, 320, 1, 1],
+        ),
+        (
+            &mobilenet,
+            "mobilenet",
+            "tf_mobilenetv3_small_100",
+            [1024, 576, 1, 1],
+        ),
+    ] {
+        let out = dir.path().join(name);
+        let converted = keras_applications::convert_file(&synthetic(list), &out).unwrap();
+        assert_eq!(converted.layout, "timm", "{name}");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["architecture"], architecture);
+        assert_eq!(config["num_classes"], 1000);
+        let index = graft_model::WeightsIndex::read(&out.join("model.safetensors")).unwrap();
+        assert_eq!(index.tensors["conv_head.weight"].shape, conv_head, "{name}");
+        assert_eq!(index.tensors["classifier.weight"].shape[0], 1000, "{name}");
+        assert!(
+            index.tensors.contains_key("bn1.num_batches_tracked"),
+            "{name}"
+        );
+        assert!(
+            index.tensors.contains_key("blocks.0.0.conv_dw.weight"),
+            "{name}"
+        );
+    }
     // A Keras model graft does not map names what it is.
     let other = synthetic(&serde_json::json!([{"name": "dense", "shapes": [[4, 2], [2]]}]));
     let error = keras_applications::convert_layers(&other).err().unwrap();

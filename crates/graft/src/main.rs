@@ -245,8 +245,8 @@ enum Command {
     /// checkpoint, vocab.txt and, for BERT, bert_config.json) or a TF Hub BERT encoder
     /// SavedModel folder to the transformers folder OUTPUT;
     /// or a Keras Applications ResNet (.keras, .weights.h5, .h5) to a transformers ResNet
-    /// folder OUTPUT, an EfficientNetB0-B7 to a timm tf_efficientnet folder, a MobileNetV3 to a
-    /// graft vision folder.
+    /// folder OUTPUT, an EfficientNetB0-B7 or MobileNetV3 to timm's TensorFlow port of it where
+    /// one exists, else to a graft vision folder.
     Convert {
         input: PathBuf,
         output: PathBuf,
