@@ -361,7 +361,14 @@ impl EfficientNetBConfig {
                     spec.expand = false;
                     config.blocks[i] = spec.clone();
                     if !index.tensors.contains_key(&project(&config)) {
+                        let missing = project(&config);
                         config.blocks.pop();
+                        if position == 0 {
+                            return Err(format!(
+                                "no block of stage {} (no `{missing}`)",
+                                stage + 1
+                            ));
+                        }
                         break;
                     }
                 }
@@ -383,13 +390,6 @@ impl EfficientNetBConfig {
                 spec.output = shape(&project(&config))?[0];
                 config.blocks[i] = spec.clone();
                 input = spec.output;
-            }
-            if !config.blocks.iter().any(|b| b.stage == stage) {
-                return Err(format!(
-                    "no block of stage {} (`{}`)",
-                    stage + 1,
-                    config.name_in(layout, "blocks.0.dw.conv.weight")
-                ));
             }
         }
         config.head = shape(&config.name_in(layout, "head.conv.weight"))?[0];
@@ -461,10 +461,7 @@ fn timm_config(config: &Value) -> Result<(&str, &'static str, bool), String> {
 /// `b0` ... `b7` and whether the name is a `tf_` port, from timm's `efficientnet_b3` /
 /// `tf_efficientnet_b3` names (not `_pruned`, `_gn` or other relatives).
 fn timm_variant(name: &str) -> Option<(&'static str, bool)> {
-    let (rest, tf) = match name.strip_prefix("tf_") {
-        Some(rest) => (rest, true),
-        None => (name, false),
-    };
+    let (rest, tf) = vision::timm_port_name(name);
     let variant = rest.strip_prefix("efficientnet_")?;
     const VARIANTS: [&str; 8] = ["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7"];
     VARIANTS.iter().find(|v| **v == variant).map(|v| (*v, tf))
@@ -656,6 +653,25 @@ mod tests {
         let b3 = standard_shape("b3").unwrap();
         assert_eq!((b3.stem, b3.head, b3.blocks.len()), (40, 1536, 26));
         assert!(standard_shape("b8").is_none());
+    }
+
+    #[test]
+    fn a_missing_stage_is_named() {
+        let conv = |shape: Vec<usize>| crate::weights::TensorInfo {
+            dtype: "F32".into(),
+            shape,
+        };
+        let index = WeightsIndex {
+            tensors: [("features.0.0.weight".to_string(), conv(vec![32, 3, 3, 3]))]
+                .into_iter()
+                .collect(),
+        };
+        let err = EfficientNetBConfig::from_weights(EfficientNetLayout::Torchvision, "b0", &index)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "no block of stage 1 (no `features.1.0.block.2.0.weight`)"
+        );
     }
 
     #[test]

@@ -566,10 +566,7 @@ fn timm_config(config: &Value) -> Result<(&str, &'static str, bool), String> {
 /// `small` or `large`, and whether it is a TensorFlow port, from timm's `mobilenetv3_small_100`
 /// and `tf_mobilenetv3_small_100` style names (not the `minimal` variants).
 fn timm_variant(name: &str) -> Option<(&'static str, bool)> {
-    let (name, tf) = match name.strip_prefix("tf_") {
-        Some(rest) => (rest, true),
-        None => (name, false),
-    };
+    let (name, tf) = vision::timm_port_name(name);
     let rest = name.strip_prefix("mobilenetv3_")?;
     let (variant, multiplier) = rest.split_once('_')?;
     multiplier

@@ -271,6 +271,14 @@ const EFFICIENTNET_LITE_ARGS: &[ModelArg] = &[
     ("bn_momentum", any),
 ];
 
+/// A timm model name without its `tf_` prefix, and whether it had one (a TensorFlow port).
+pub fn timm_port_name(name: &str) -> (&str, bool) {
+    match name.strip_prefix("tf_") {
+        Some(rest) => (rest, true),
+        None => (name, false),
+    }
+}
+
 /// [`check_model_args`] for a timm family with TensorFlow ports (`tf_` names): `bn_eps` and
 /// `pad_type` may state the name's own values (1e-3 and "same" for a port, timm's 1e-5 and ""
 /// otherwise); other values build a different network.

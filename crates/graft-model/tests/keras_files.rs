@@ -201,10 +201,7 @@ fn keras_mobilenet_v3_matches_keras_outputs() {
         );
         for (backend, device) in cpu_devices() {
             if !with_top {
-                let got = features_of_nhwc(&folder, &golden["odd_input_nhwc"], 40, &device);
-                let diff = max_abs_diff(&got, &floats(&golden["odd_notop_features"]));
-                eprintln!("{name} {backend}: features at 40x40 {diff:e}");
-                assert!(diff <= 1e-5, "{name} {backend}: 40x40 differs by {diff:e}");
+                assert_odd_size_matches(&folder, &golden, &format!("{name} {backend}"), &device);
             }
             let image = photo_at(&folder, 32, &device);
             let top = with_top.then(|| floats(&golden["logits"]));
@@ -258,10 +255,7 @@ fn keras_efficientnet_matches_keras_outputs() {
         );
         for (backend, device) in cpu_devices() {
             if name.ends_with(".keras") {
-                let got = features_of_nhwc(&folder, &golden["odd_input_nhwc"], 40, &device);
-                let diff = max_abs_diff(&got, &floats(&golden["odd_notop_features"]));
-                eprintln!("{name} {backend}: features at 40x40 {diff:e}");
-                assert!(diff <= 1e-5, "{name} {backend}: 40x40 differs by {diff:e}");
+                assert_odd_size_matches(&folder, &golden, &format!("{name} {backend}"), &device);
             }
             let image = photo_at(&folder, 32, &device);
             let top = with_top.then(|| floats(&golden["logits"]));
@@ -298,6 +292,20 @@ fn assert_matches_keras(
         let diff = max_abs_diff(&got, logits);
         assert!(diff <= 1e-5, "{label}: logits differ by {diff:e}");
     }
+}
+
+/// The folder's features of the golden's 40x40 image (`odd_input_nhwc`, odd sizes inside) are
+/// Keras' (`odd_notop_features`) to 1e-5.
+fn assert_odd_size_matches(
+    folder: &ModelFolder,
+    golden: &serde_json::Value,
+    label: &str,
+    device: &Device,
+) {
+    let got = features_of_nhwc(folder, &golden["odd_input_nhwc"], 40, device);
+    let diff = max_abs_diff(&got, &floats(&golden["odd_notop_features"]));
+    eprintln!("{label}: features at 40x40 {diff:e}");
+    assert!(diff <= 1e-5, "{label}: 40x40 differs by {diff:e}");
 }
 
 /// The pooled features of an NHWC image of 0-255 values, scaled by the folder's mean and std.
