@@ -78,9 +78,10 @@ const FOLDERS: [(&str, &str, &str); 19] = [
 const HALF_TOLERANCE: f32 = 5e-3;
 const BF16_TOLERANCE: f32 = 3e-2;
 /// The tolerances of the goldens whose outputs follow their input through every block (weights
-/// scaled so the signal neither dies out nor explodes: EfficientNet's and timm-tf-small's) are
+/// scaled so the signal neither dies out nor explodes: EfficientNet's and MobileNetV3's) are
 /// this many times the others' (measured worst: f16 8.3e-3, bf16 1.3e-1 on timm-tf-small's
-/// features of up to 2.3; EfficientNet's bf16 7.7e-2 on features up to 0.58).
+/// features of up to 2.3; EfficientNet's bf16 7.7e-2 on features up to 0.58; tv-large's f16
+/// 6.1e-3 over 15 blocks).
 const LIVE_HALF_FACTOR: f32 = 6.0;
 
 fn dir(group: &str) -> PathBuf {
@@ -252,7 +253,7 @@ fn half_precision_stays_near_the_f32_goldens() {
         for (group, name, described) in FOLDERS {
             let diff = worst_diff_in(group, name, described, &device, dtype);
             eprintln!("{name} {dtype:?}: max abs diff {diff:e}");
-            let tolerance = if group == "efficientnet" || name == "timm-tf-small" {
+            let tolerance = if group == "efficientnet" || group == "mobilenet_v3" {
                 tolerance * LIVE_HALF_FACTOR
             } else {
                 tolerance
