@@ -4,11 +4,14 @@ configs/wnut-minilm.toml, scored with seqeval on the same test file.
 
     python scripts/check/ner_reference.py train conll [SEED]   # CoNLL-2003 sample, 10 epochs
     python scripts/check/ner_reference.py train wnut [SEED]    # WNUT-2016 slice, 3 epochs
+    python scripts/check/ner_reference.py train conll2003 [SEED]  # full CoNLL-2003 test set, 3 epochs
     python scripts/check/ner_reference.py parity RUN_INIT_DIR TRAIN_FILE STEPS LR [MAXLEN]
 
 `train` fine-tunes all-MiniLM-L6-v2 with a new head (transformers' own init) and prints the
 per-epoch test loss and F1, and the precision/recall/F1 of the epoch with the lowest test loss
 (as graft's `monitor = "valid_loss"` picks it with `valid` = the test file) and of the last.
+`conll2003` (scripts/data/fetch_conll2003.sh fetches it; configs/conll2003-minilm.toml) picks the
+epoch by the loss on a separate dev slice and scores only that epoch's model on the test set.
 
 `parity` is the first-steps loss check: RUN_INIT_DIR is the BertForTokenClassification folder
 graft exported (graft's initial head on MiniLM's encoder, id2label in its config.json); every
@@ -45,9 +48,20 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 BACKBONE = "models/all-MiniLM-L6-v2"
 DATASETS = {
-    # name: (train, test, epochs)
-    "conll": ("datasets/conll2003-sample/train.conll", "datasets/conll2003-sample/test.conll", 10),
-    "wnut": ("datasets/wnut16-mini/train.jsonl", "datasets/wnut16-mini/test.jsonl", 3),
+    # name: (train, valid (picks the epoch), test, epochs)
+    "conll": (
+        "datasets/conll2003-sample/train.conll",
+        "datasets/conll2003-sample/test.conll",
+        "datasets/conll2003-sample/test.conll",
+        10,
+    ),
+    "wnut": ("datasets/wnut16-mini/train.jsonl", "datasets/wnut16-mini/test.jsonl", "datasets/wnut16-mini/test.jsonl", 3),
+    "conll2003": (
+        "datasets/conll2003/train-2000.conll",
+        "datasets/conll2003/dev-500.conll",
+        "datasets/conll2003/test.conll",
+        3,
+    ),
 }
 IGNORE = -100
 
@@ -175,14 +189,15 @@ def evaluate(model, tokenizer, test, tags, label_ids, maxlen):
 
 
 def train(dataset, seed, maxlen=128, size=16, lr=5e-5):
-    train_file, test_file, epochs = DATASETS[dataset]
+    train_file, valid_file, test_file, epochs = DATASETS[dataset]
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     train_rows, test = read(train_file), read(test_file)
+    valid = test if valid_file == test_file else read(valid_file)
     tags = sorted({t for _, ts in train_rows for t in ts})
     label_ids = {t: i for i, t in enumerate(tags)}
-    unknown = sorted({t for _, ts in test for t in ts} - set(tags))
+    unknown = sorted({t for _, ts in test + valid for t in ts} - set(tags))
     assert not unknown, f"test tags not in train: {unknown}"
     tokenizer = AutoTokenizer.from_pretrained(BACKBONE)
     model = AutoModelForTokenClassification.from_pretrained(
@@ -193,7 +208,7 @@ def train(dataset, seed, maxlen=128, size=16, lr=5e-5):
     )
     optimizer = optimizer_for(model, lr)
     started = time.time()
-    history = []
+    history, best_valid, best_state = [], None, None
     for epoch in range(1, epochs + 1):
         model.train()
         order = list(range(len(train_rows)))
@@ -208,10 +223,26 @@ def train(dataset, seed, maxlen=128, size=16, lr=5e-5):
             optimizer.zero_grad()
             train_sum += loss.item()
             batches += 1
-        scores = evaluate(model, tokenizer, test, tags, label_ids, maxlen)
+        scores = evaluate(model, tokenizer, valid, tags, label_ids, maxlen)
+        if valid is not test:  # the epoch is picked on the dev slice; only it is scored on test
+            scores = {"valid_loss": scores["test_loss"]}
+            if best_valid is None or scores["valid_loss"] < best_valid[1]:
+                best_valid = (epoch, scores["valid_loss"])
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         history.append({"epoch": epoch, "train_loss": train_sum / batches, **scores})
-    best = min(history, key=lambda e: e["test_loss"])
     pick = lambda e: {k: e[k] for k in ("epoch", "test_loss", "precision", "recall", "f1")}
+    if valid is not test:
+        model.load_state_dict(best_state)
+        best = {"epoch": best_valid[0], **evaluate(model, tokenizer, test, tags, label_ids, maxlen)}
+        summary = {"valid_loss": [round(e["valid_loss"], 5) for e in history], "best": pick(best)}
+    else:
+        best = min(history, key=lambda e: e["test_loss"])
+        summary = {
+            "test_loss": [round(e["test_loss"], 5) for e in history],
+            "f1": [round(e["f1"], 4) for e in history],
+            "best": pick(best),
+            "last": pick(history[-1]),
+        }
     print(
         json.dumps(
             {
@@ -219,10 +250,7 @@ def train(dataset, seed, maxlen=128, size=16, lr=5e-5):
                 "dataset": dataset,
                 "seed": seed,
                 "tags": tags,
-                "test_loss": [round(e["test_loss"], 5) for e in history],
-                "f1": [round(e["f1"], 4) for e in history],
-                "best": pick(best),
-                "last": pick(history[-1]),
+                **summary,
                 "seconds": round(time.time() - started, 1),
                 "threads": torch.get_num_threads(),
                 "versions": {

@@ -15,7 +15,8 @@ no warmup, no clipping, printing the loss of each step before its update.
 The recipe: all-MiniLM-L6-v2 with its family's classifier (BERT's pooler and a linear layer),
 every weight trained, AdamW (weight decay 0.01, none on biases and LayerNorm weights) at 3e-5,
 linear decay after 10% warmup, batches of 16, 3 epochs, pairs truncated longest first to 128
-tokens; the epoch with the lowest loss on the test file is the one scored, as graft's
+tokens; STS scores standardized with the training scores' mean and standard deviation, as graft's
+regression does by default; the epoch with the lowest loss on the test file is the one scored, as graft's
 `monitor = "valid_loss"` picks it with `valid` = the test file. Prints one JSON line. Needs torch,
 transformers and scipy; not a test dependency.
 """
@@ -102,6 +103,11 @@ def main():
     torch.set_num_threads(2)
     train, test = read(f"{folder}/train.csv", a, b, y), read(f"{folder}/test.csv", a, b, y)
     labels = sorted({r[2] for r in train}) if not regression else [y]
+    # graft's default for regression: targets standardized with the training scores' mean and
+    # population standard deviation (Pearson and Spearman do not depend on that scaling).
+    scores = [float(r[2]) for r in train] if regression else [0.0]
+    mean = sum(scores) / len(scores)
+    std = math.sqrt(sum((v - mean) ** 2 for v in scores) / len(scores)) or 1.0
     tokenizer = AutoTokenizer.from_pretrained("models/all-MiniLM-L6-v2")
     model = AutoModelForSequenceClassification.from_pretrained(
         "models/all-MiniLM-L6-v2",
@@ -120,7 +126,7 @@ def main():
             return_token_type_ids=True,
         )
         if regression:
-            target = torch.tensor([float(r[2]) for r in rows])
+            target = torch.tensor([(float(r[2]) - mean) / std for r in rows])
         else:
             target = torch.tensor([labels.index(r[2]) for r in rows])
         return enc, target
