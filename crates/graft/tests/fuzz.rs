@@ -1019,13 +1019,16 @@ fn seeds(target: Target) -> Vec<Seed> {
             }
         }
         Target::Keras => {
-            // Each Keras layout (the reader goes by the first bytes, not the extension).
+            // Each Keras layout (the reader goes by the first bytes, not the extension), and
+            // EfficientNets, whose `Normalization` layers hold integer datasets (`count`).
             for name in [
                 "resnet_tiny.h5",
                 "resnet_tiny_weights_tf_dim_ordering_tf_kernels.h5",
                 "resnet_tiny.weights.h5",
                 "resnet_tiny.keras",
                 "mobilenet_v3_small_notop.h5",
+                "efficientnet_b0.h5",
+                "efficientnet_b0_notop.keras",
             ] {
                 seeds.push(seed(name, read(&golden(&format!("keras/{name}"))), true));
             }
