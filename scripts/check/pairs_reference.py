@@ -105,9 +105,9 @@ def main():
     labels = sorted({r[2] for r in train}) if not regression else [y]
     # graft's default for regression: targets standardized with the training scores' mean and
     # population standard deviation (Pearson and Spearman do not depend on that scaling).
-    scores = [float(r[2]) for r in train] if regression else [0.0]
-    mean = sum(scores) / len(scores)
-    std = math.sqrt(sum((v - mean) ** 2 for v in scores) / len(scores)) or 1.0
+    train_scores = [float(r[2]) for r in train] if regression else [0.0]
+    mean = sum(train_scores) / len(train_scores)
+    std = math.sqrt(sum((v - mean) ** 2 for v in train_scores) / len(train_scores)) or 1.0
     tokenizer = AutoTokenizer.from_pretrained("models/all-MiniLM-L6-v2")
     model = AutoModelForSequenceClassification.from_pretrained(
         "models/all-MiniLM-L6-v2",
